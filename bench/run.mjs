@@ -1,0 +1,239 @@
+// npm run bench: every system on loopback, driven by autocannon, one table (also bench/results.json).
+// Baselines: node:http hello-world and bare oidc-provider (memory adapter). Portcullis on PostgreSQL
+// (DATABASE_URL, default the local server) with WEB_CONCURRENCY = cores, and on the embedded database.
+import { fork, spawn, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { bcryptCeiling } from './bcrypt-ceiling.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const CORES = os.availableParallelism();
+const PG_BASE = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const PASSWORD = 'benchmark passphrase 2026';
+const ADMIN = { id: 'bench-admin', secret: randomBytes(32).toString('base64url') };
+const results = [];
+const children = [];
+
+const freePort = () => new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); }); });
+const basic = (id, secret) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
+const formBody = (o) => new URLSearchParams(o).toString();
+const FORM = 'application/x-www-form-urlencoded';
+
+function rssOf(pid) {
+  const pids = [pid];
+  try { pids.push(...execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').filter(Boolean).map(Number)); } catch { /* no children */ }
+  return Math.max(...pids.map((p) => { try { return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))[1]) * 1024; } catch { return 0; } }));
+}
+
+async function waitReady(base, pathName = '/readyz', timeoutMs = 60000) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    try { const r = await fetch(base + pathName); if (r.status < 500) return; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${base} never became ready`);
+}
+
+function run(url, opts) {
+  return new Promise((resolve, reject) => {
+    autocannon({ url, duration: DURATION, connections: CONNECTIONS, ...opts }, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+function record(system, scenario, res, pid, extra = {}) {
+  const row = {
+    system, scenario,
+    reqPerSec: Math.round(res.requests.average),
+    p50ms: res.latency.p50, p99ms: res.latency.p99,
+    non2xx: res.non2xx, errors: res.errors + res.timeouts,
+    peakRssMB: pid ? Math.round(rssOf(pid) / 1048576) : undefined,
+    ...extra,
+  };
+  results.push(row);
+  console.log(`${system.padEnd(22)} ${scenario.padEnd(34)} ${String(row.reqPerSec).padStart(7)} req/s  p50 ${String(row.p50ms).padStart(4)} ms  p99 ${String(row.p99ms).padStart(4)} ms  non2xx ${row.non2xx}`);
+  return row;
+}
+
+function start(script, args, env) {
+  const child = script.endsWith('.mjs')
+    ? fork(script, args, { env: { ...process.env, ...env }, stdio: 'ignore' })
+    : spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: 'ignore' });
+  children.push(child);
+  return child;
+}
+function stop(child) {
+  return new Promise((resolve) => { if (child.exitCode !== null) return resolve(); child.once('exit', resolve); child.kill('SIGTERM'); setTimeout(() => child.kill('SIGKILL'), 15000).unref(); });
+}
+
+async function post(url, body, headers) {
+  const r = await fetch(url, { method: 'POST', headers, body });
+  const text = await r.text();
+  if (r.status >= 300) throw new Error(`${url}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : {};
+}
+
+/** client_credentials, introspection and their p99 at 70 % of the measured maximum. */
+async function tokenScenarios(system, base, app, rs, pid) {
+  const cc = { method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'client_credentials' }) };
+  const token = (await post(`${base}/token`, cc.body, cc.headers)).access_token;
+  const intro = { method: 'POST', headers: { 'content-type': FORM, authorization: basic(rs.id, rs.secret) }, body: formBody({ token }) };
+  const a = record(system, 'client_credentials', await run(`${base}/token`, cc), pid);
+  const b = record(system, 'introspection', await run(`${base}/token/introspection`, intro), pid);
+  record(system, 'client_credentials @70% max', await run(`${base}/token`, { ...cc, overallRate: Math.max(1, Math.floor(a.reqPerSec * 0.7)) }), pid);
+  record(system, 'introspection @70% max', await run(`${base}/token/introspection`, { ...intro, overallRate: Math.max(1, Math.floor(b.reqPerSec * 0.7)) }), pid);
+  return { cc, intro, ccMax: a.reqPerSec, introMax: b.reqPerSec };
+}
+
+async function baselines() {
+  const helloPort = await freePort();
+  const hello = start(path.join(here, 'hello.mjs'), [], { PORT: String(helloPort) });
+  await waitReady(`http://127.0.0.1:${helloPort}`, '/');
+  record('node:http hello', 'GET /', await run(`http://127.0.0.1:${helloPort}/`, {}), hello.pid);
+  await stop(hello);
+
+  const port = await freePort();
+  const bare = start(path.join(here, 'bare-oidc.mjs'), [], { PORT: String(port) });
+  await waitReady(`http://127.0.0.1:${port}`, '/.well-known/openid-configuration');
+  const base = `http://127.0.0.1:${port}`;
+  const r = await tokenScenarios('bare oidc-provider', base, { id: 'app', secret: 'app-secret-0123456789' }, { id: 'rs', secret: 'rs-secret-0123456789' }, bare.pid);
+  await stop(bare);
+  return r;
+}
+
+function cli(env, ...args) {
+  return JSON.parse(execFileSync(process.execPath, [path.join(root, 'dist/src/cli/main.js'), ...args, '--json'], { env: { ...process.env, ...env } }).toString());
+}
+
+async function portcullis(system, env) {
+  // Set up before the server runs (the embedded database admits one process).
+  cli(env, 'migrate');
+  cli(env, 'tenant', 'create', 'bench', '--mode', 'sandbox');
+  const appC = cli(env, 'client', 'create', '--tenant', 'bench', '--grant', 'client_credentials', '--grant', 'password', '--scope', 'accounts');
+  const rsC = cli(env, 'client', 'create', '--tenant', 'bench', '--introspection');
+  // One user per connection: a user's own logins are capped at the lockout threshold in flight.
+  for (const cost of ['12', '10']) {
+    execFileSync(process.execPath, [path.join(here, 'setup-users.mjs'), 'bench', `cost${cost}-`, String(CONNECTIONS), cost], { env: { ...process.env, ...env, BENCH_PASSWORD: PASSWORD } });
+  }
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const server = start(path.join(root, 'dist/src/cli/main.js'), ['serve'], { ...env, PORT: String(port), PUBLIC_URL: base, BCRYPT_COST: '4' });
+  await waitReady(base);
+  const pid = server.pid;
+  const app = { id: appC.client_id, secret: appC.client_secret };
+  const rs = { id: rsC.client_id, secret: rsC.client_secret };
+  const tok = await tokenScenarios(system, base, app, rs, pid);
+
+  const pw = (user) => ({ method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'password', username: user, password: PASSWORD }) });
+  const perUser = (cost) => {
+    let i = 0;
+    return { ...pw(`cost${cost}-0`), setupClient: (client) => client.setBody(formBody({ grant_type: 'password', username: `cost${cost}-${i++ % CONNECTIONS}`, password: PASSWORD })) };
+  };
+  // bcrypt work queued when a run ends is still done afterwards: let it drain before the next run.
+  const settle = () => new Promise((r) => setTimeout(r, Math.max(5000, DURATION * 1000)));
+  const p12 = record(system, 'password grant (bcrypt 12)', await run(`${base}/token`, perUser('12')), pid);
+  await settle();
+  const p10 = record(system, 'password grant (bcrypt 10)', await run(`${base}/token`, perUser('10')), pid);
+  await settle();
+
+  // Introspection latency while bcrypt works: the event loop must not starve.
+  const [, during] = await Promise.all([
+    run(`${base}/token`, { ...perUser('12'), connections: 20 }),
+    run(`${base}/token/introspection`, { ...tok.intro, connections: 4, overallRate: 200 }),
+  ]);
+  record(system, 'introspection during password load', during, pid);
+  await settle();
+
+  // Step-up: users with an ACTIVE SMS factor (sandbox code), one per connection.
+  const adminToken = (await post(`${base}/token`, formBody({ grant_type: 'client_credentials', scope: 'admin' }), { 'content-type': FORM, authorization: basic(ADMIN.id, ADMIN.secret) })).access_token;
+  const A = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
+  const pol = await fetch(`${base}/admin/tenants/bench/policy`, { headers: A });
+  const patched = await fetch(`${base}/admin/tenants/bench/policy`, { method: 'PATCH', headers: { ...A, 'if-match': pol.headers.get('etag') }, body: JSON.stringify({ smsPerUserPerHour: 1000, smsPerNumberPerHour: 1000 }) });
+  if (patched.status !== 200) throw new Error(`policy: ${patched.status} ${await patched.text()}`);
+  const stepConns = Math.min(CONNECTIONS, 20);
+  const userTokens = [];
+  for (let i = 0; i < stepConns; i += 1) {
+    await post(`${base}/admin/tenants/bench/users`, JSON.stringify({ username: `step${i}`, mobile: `+4479111${String(70000 + i)}`, password: PASSWORD }), A);
+    const t = (await post(`${base}/token`, formBody({ grant_type: 'password', username: `step${i}`, password: PASSWORD }), { 'content-type': FORM, authorization: basic(app.id, app.secret) })).access_token;
+    const H = { authorization: `Bearer ${t}`, 'content-type': 'application/json' };
+    await post(`${base}/authentication_factors/otp/SMS`, '{}', H);
+    await post(`${base}/authentication_factors/otp/SMS/verify`, JSON.stringify({ verificationCode: '123456' }), H);
+    userTokens.push(t);
+  }
+  let next = 0;
+  // Each connection is one user (its own token, kept in the connection's context).
+  const asUser = (req, context) => {
+    context.token ??= userTokens[next++ % userTokens.length];
+    return { ...req, headers: { authorization: `Bearer ${context.token}`, 'content-type': 'application/json' } };
+  };
+  const step = await run(`${base}/stepup/challenges/otp/SMS`, {
+    connections: stepConns,
+    requests: [
+      { method: 'POST', path: '/stepup/challenges/otp/SMS', body: '{}', setupRequest: asUser },
+      { method: 'POST', path: '/stepup/challenges/otp/SMS/verify', body: JSON.stringify({ verificationCode: '123456' }), setupRequest: asUser },
+    ],
+  });
+  record(system, 'SMS OTP step-up (start+verify pairs)', { ...step, requests: { average: step.requests.average / 2 } }, pid);
+
+  const mixed = [];
+  for (let i = 0; i < 100; i += 1) mixed.push(i < 90 ? { path: '/token/introspection', ...tok.intro } : i < 99 ? { path: '/token', ...tok.cc } : { path: '/token', ...pw('cost12-0') });
+  record(system, 'mixed 90/9/1 (intro/cc/password)', await run(`${base}/token`, { requests: mixed }), pid);
+
+  await stop(server);
+  return { ...tok, p12: p12.reqPerSec, p10: p10.reqPerSec };
+}
+
+async function main() {
+  console.log(`cores ${CORES}, ${DURATION} s per scenario, ${CONNECTIONS} connections, Node ${process.version}\n`);
+  const bare = await baselines();
+  const c12 = await bcryptCeiling(12);
+  const c10 = await bcryptCeiling(10);
+  console.log(`bcrypt ceiling: cost 12 ${c12.toFixed(1)}/s, cost 10 ${c10.toFixed(1)}/s (all cores)\n`);
+  results.push({ system: 'bcrypt ceiling', scenario: 'cost 12', reqPerSec: Math.round(c12) }, { system: 'bcrypt ceiling', scenario: 'cost 10', reqPerSec: Math.round(c10) });
+
+  const common = { NODE_ENV: 'production', SECRETS_KEY: randomBytes(32).toString('base64'), LOG_LEVEL: 'warn', PORTCULLIS_ADMIN_CLIENT_ID: ADMIN.id, PORTCULLIS_ADMIN_CLIENT_SECRET: ADMIN.secret };
+  const dbName = `portcullis_bench_${Date.now()}`;
+  const admin = new pg.Client({ connectionString: PG_BASE });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`);
+  const url = new URL(PG_BASE); url.pathname = `/${dbName}`;
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-'));
+  const ratios = {};
+  try {
+    const onPg = await portcullis(`portcullis pg ×${CORES}`, { ...common, DATABASE_URL: url.toString(), WEB_CONCURRENCY: String(CORES), DATA_DIR: dataDir });
+    const embeddedDir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-embedded-'));
+    const env2 = { ...common }; delete env2.DATABASE_URL;
+    const onEmbedded = await portcullis('portcullis embedded', { ...env2, DATABASE_URL: '', DATA_DIR: embeddedDir });
+    rmSync(embeddedDir, { recursive: true, force: true });
+    Object.assign(ratios, {
+      'pg client_credentials ÷ bare': +(onPg.ccMax / bare.ccMax).toFixed(2),
+      'pg introspection ÷ bare': +(onPg.introMax / bare.introMax).toFixed(2),
+      'pg password(12) ÷ bcrypt ceiling': +(onPg.p12 / c12).toFixed(2),
+      'pg password(10) ÷ bcrypt ceiling': +(onPg.p10 / c10).toFixed(2),
+      'embedded client_credentials ÷ bare': +(onEmbedded.ccMax / bare.ccMax).toFixed(2),
+      'embedded introspection ÷ bare': +(onEmbedded.introMax / bare.introMax).toFixed(2),
+    });
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await admin.end();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  console.log('\nratios:', ratios);
+  const out = { date: new Date().toISOString(), cores: CORES, node: process.version, seconds: DURATION, connections: CONNECTIONS, results, ratios };
+  writeFileSync(path.join(here, 'results.json'), `${JSON.stringify(out, null, 2)}\n`);
+  console.log('\n| system | scenario | req/s | p50 ms | p99 ms | non-2xx | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|');
+  for (const r of results) console.log(`| ${r.system} | ${r.scenario} | ${r.reqPerSec} | ${r.p50ms ?? ''} | ${r.p99ms ?? ''} | ${r.non2xx ?? ''} | ${r.peakRssMB ?? ''} |`);
+}
+
+main().then(
+  () => process.exit(0),
+  async (err) => { console.error(err); await Promise.all(children.map(stop)); process.exit(1); },
+);

@@ -1,0 +1,56 @@
+import type { Context, Next } from 'koa';
+import { AppError } from '../errors';
+import type { Principal } from '../oidc/bearer';
+import type { Tenant, TenantRepository } from '../tenants/repository';
+
+export interface AdminCaller {
+  clientId: string;
+  /** A platform admin acts on every tenant; a tenant-bound one on its own only. */
+  platform: boolean;
+  tenants: string[];
+}
+
+/**
+ * Admin routes: a client-credentials token of an admin client, with scope `admin`. A tenant-bound
+ * admin asking about another tenant gets the same 404 as for a tenant that does not exist.
+ */
+export async function requireAdmin(ctx: Context, next: Next): Promise<void> {
+  const p = ctx.state.principal as Principal;
+  if (p.tokenKind !== 'client' || p.client.admin !== true || !p.scope.includes('admin')) {
+    throw new AppError('FORBIDDEN', 403, 'This operation needs an admin client token with scope admin');
+  }
+  const tenants = p.client.tenants ?? [];
+  const admin: AdminCaller = { clientId: p.clientId, platform: tenants.length === 0, tenants };
+  ctx.state.admin = admin;
+  await next();
+}
+
+export function requirePlatform(ctx: Context): AdminCaller {
+  const admin = ctx.state.admin as AdminCaller;
+  if (!admin.platform) throw new AppError('FORBIDDEN', 403, 'Only a platform admin may do this');
+  return admin;
+}
+
+export function canSee(admin: AdminCaller, tenantId: string): boolean {
+  return admin.platform || admin.tenants.includes(tenantId);
+}
+
+export async function tenantFor(ctx: Context, tenants: TenantRepository, tenantId: string): Promise<Tenant> {
+  const admin = ctx.state.admin as AdminCaller;
+  const tenant = canSee(admin, tenantId) ? await tenants.find(tenantId) : undefined;
+  if (!tenant) throw new AppError('NOT_FOUND', 404, 'Tenant not found');
+  return tenant;
+}
+
+/** ETag of a versioned resource, and the If-Match check of a PATCH (RFC 9110 §13.1.1). */
+export const etag = (version: number) => `W/"${version}"`;
+
+export function ifMatch(ctx: Context): number {
+  const header = ctx.get('if-match');
+  if (!header) throw new AppError('PRECONDITION_REQUIRED', 428, 'If-Match with the resource ETag is required');
+  const m = /^(?:W\/)?"(\d+)"$/.exec(header.trim());
+  if (!m) throw new AppError('PRECONDITION_FAILED', 412, 'The resource has changed; fetch it again');
+  return Number(m[1]);
+}
+
+export const preconditionFailed = () => new AppError('PRECONDITION_FAILED', 412, 'The resource has changed; fetch it again');

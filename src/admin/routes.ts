@@ -1,0 +1,294 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { z } from 'zod';
+import { AppError } from '../errors';
+import { generateSecret, hashSecret } from '../crypto/secrets';
+import type { Services } from '../app';
+import type { ProviderHolder } from '../oidc/holder';
+import { listGrantsOfAccount, revokeAllOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
+import { ACR_CA, startUserSession } from '../oidc/user-tokens';
+import { grantedScopes } from '../oidc/resource';
+import { publicUser } from '../users/service';
+import type { ClientRecord } from '../clients/repository';
+import type { Tenant } from '../tenants/repository';
+import { resolvePolicy, tenantPolicySchema } from '../tenants/policy';
+import { validateBody } from '../http/validate';
+import { canSee, etag, ifMatch, preconditionFailed, requirePlatform, tenantFor, type AdminCaller } from './auth';
+import * as S from './schemas';
+
+type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
+
+function query<T extends z.ZodType>(ctx: Context, schema: T): z.infer<T> {
+  const parsed = schema.safeParse(ctx.query);
+  if (!parsed.success) throw AppError.validation(parsed.error.issues.map((i) => ({ fieldName: i.path.join('.') || 'query', error: i.message })));
+  return parsed.data;
+}
+
+const tenantView = (t: Tenant) => ({ id: t.id, name: t.name, mode: t.mode, status: t.status, createdAt: t.createdAt.toISOString(), updatedAt: t.updatedAt.toISOString() });
+
+const clientView = (c: ClientRecord) => ({
+  client_id: c.id,
+  client_name: c.name,
+  grant_types: c.grantTypes,
+  scope: c.scope,
+  token_endpoint_auth_method: c.tokenEndpointAuthMethod,
+  tenants: c.tenants,
+  token_format: c.tokenFormat,
+  introspection: c.introspection,
+  admin: c.admin,
+  disabled: c.disabled,
+  created_at: c.createdAt.toISOString(),
+  ...(c.previousSecretExpiresAt ? { previous_secret_expires_at: c.previousSecretExpiresAt.toISOString() } : {}),
+});
+
+/** The admin API: tenants, policy, clients, users, keys, audit. Every change is audited. */
+export function adminRoutes(deps: { services: Services; holder: ProviderHolder; auth: Middleware[]; idempotent: Middleware }): Router {
+  const { services: s } = deps;
+  const router = new Router({ prefix: '/admin' });
+  router.use(...deps.auth);
+  const admin = (ctx: Context) => ctx.state.admin as AdminCaller;
+  const audit = (ctx: Context, type: string, tenantId: string | undefined, target: string, details: Record<string, unknown> = {}) =>
+    s.audit.record({ tenantId, actor: admin(ctx).clientId, type, target, details });
+
+  async function clientOf(ctx: Context, tenant: Tenant): Promise<ClientRecord> {
+    const c = await s.clients.find(ctx.params.id ?? '');
+    if (!c || !c.tenants.includes(tenant.id)) throw new AppError('NOT_FOUND', 404, 'Client not found');
+    return c;
+  }
+  async function userOf(ctx: Context, tenant: Tenant) {
+    const u = await s.users.findById(tenant.id, ctx.params.id ?? '');
+    if (!u) throw new AppError('NOT_FOUND', 404, 'User not found');
+    return u;
+  }
+  const tenantOf = (ctx: Context) => tenantFor(ctx, s.tenants, ctx.params.t ?? '');
+
+  // Tenants
+  router.get('/tenants', async (ctx) => {
+    const { limit, after } = query(ctx, S.paging);
+    const a = admin(ctx);
+    const items = a.platform
+      ? await s.tenants.list({ limit, after })
+      : (await Promise.all(a.tenants.filter((t) => !after || t > after).sort().slice(0, limit).map((t) => s.tenants.find(t)))).filter((t): t is Tenant => !!t);
+    ctx.body = { items: items.map(tenantView), next: items.length === limit ? items[items.length - 1]!.id : null };
+  });
+  router.post('/tenants', deps.idempotent, async (ctx) => {
+    requirePlatform(ctx);
+    const t = await s.tenantService.create(validateBody(ctx, S.tenantCreate));
+    await audit(ctx, 'tenant.created', t.id, t.id, { after: tenantView(t) });
+    ctx.status = 201;
+    ctx.set('ETag', etag(t.version));
+    ctx.body = tenantView(t);
+  });
+  router.get('/tenants/:t', async (ctx) => {
+    const t = await tenantOf(ctx);
+    ctx.set('ETag', etag(t.version));
+    ctx.body = tenantView(t);
+  });
+  router.patch('/tenants/:t', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const changes = validateBody(ctx, S.tenantPatch);
+    if ((changes.mode !== undefined || changes.status !== undefined) && !admin(ctx).platform) requirePlatform(ctx);
+    const updated = await s.tenants.update(t.id, ifMatch(ctx), changes);
+    if (!updated) throw preconditionFailed();
+    await audit(ctx, 'tenant.updated', t.id, t.id, { before: tenantView(t), after: tenantView(updated) });
+    ctx.set('ETag', etag(updated.version));
+    ctx.body = tenantView(updated);
+  });
+
+  // Policy (takes effect on every process at once: it is read from the database per request)
+  router.get('/tenants/:t/policy', async (ctx) => {
+    const t = await tenantOf(ctx);
+    ctx.set('ETag', etag(t.version));
+    ctx.body = { policy: t.policy, overrides: t.storedPolicy };
+  });
+  router.patch('/tenants/:t/policy', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const patch = validateBody(ctx, S.policyPatch) as Record<string, unknown>;
+    const merged: Record<string, unknown> = { ...t.storedPolicy };
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === null) delete merged[k];
+      else if (v !== undefined) merged[k] = v;
+    }
+    const stored = tenantPolicySchema.parse(merged);
+    const updated = await s.tenants.update(t.id, ifMatch(ctx), { policy: stored });
+    if (!updated) throw preconditionFailed();
+    await audit(ctx, 'policy.updated', t.id, t.id, { before: t.storedPolicy, after: stored });
+    ctx.set('ETag', etag(updated.version));
+    ctx.body = { policy: resolvePolicy(stored), overrides: stored };
+  });
+
+  // Clients
+  router.get('/tenants/:t/clients', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const { limit, after } = query(ctx, S.paging);
+    const items = await s.clients.listByTenant(t.id, { limit, after });
+    ctx.body = { items: items.map(clientView), next: items.length === limit ? items[items.length - 1]!.id : null };
+  });
+  router.post('/tenants/:t/clients', deps.idempotent, async (ctx) => {
+    const t = await tenantOf(ctx);
+    const body = validateBody(ctx, S.clientCreate);
+    const tenants = [...new Set([t.id, ...(body.tenants ?? [])])];
+    if (tenants.some((x) => !canSee(admin(ctx), x))) throw new AppError('NOT_FOUND', 404, 'Tenant not found');
+    const created = await s.clientService.create({
+      name: body.client_name ?? '',
+      tenants,
+      grant_types: body.grant_types,
+      scope: body.scope ?? '',
+      token_endpoint_auth_method: body.token_endpoint_auth_method,
+      token_format: body.token_format,
+      introspection: body.introspection ?? false,
+    });
+    await audit(ctx, 'client.created', t.id, created.client.id, { after: clientView(created.client) });
+    ctx.status = 201;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('ETag', etag(created.client.version));
+    ctx.body = { ...clientView(created.client), client_secret: created.clientSecret, api_key: created.apiKey };
+  });
+  router.get('/tenants/:t/clients/:id', async (ctx) => {
+    const c = await clientOf(ctx, await tenantOf(ctx));
+    ctx.set('ETag', etag(c.version));
+    ctx.body = clientView(c);
+  });
+  router.patch('/tenants/:t/clients/:id', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const c = await clientOf(ctx, t);
+    const body = validateBody(ctx, S.clientPatch);
+    if (c.admin && !admin(ctx).platform) requirePlatform(ctx);
+    const grantTypes = body.grant_types ? [...new Set(body.grant_types.includes('password') ? [...body.grant_types, 'refresh_token'] : body.grant_types)] : undefined;
+    const updated = await s.clients.update(c.id, ifMatch(ctx), {
+      name: body.client_name, grantTypes, scope: body.scope, tokenFormat: body.token_format, introspection: body.introspection, disabled: body.disabled,
+    });
+    if (!updated) throw preconditionFailed();
+    await audit(ctx, 'client.updated', t.id, c.id, { before: clientView(c), after: clientView(updated) });
+    ctx.set('ETag', etag(updated.version));
+    ctx.body = clientView(updated);
+  });
+  router.post('/tenants/:t/clients/:id/secret', deps.idempotent, async (ctx) => {
+    const t = await tenantOf(ctx);
+    const c = await clientOf(ctx, t);
+    const { overlap_seconds } = validateBody(ctx, S.secretRotation);
+    const secret = generateSecret(32);
+    const until = new Date(Date.now() + overlap_seconds * 1000);
+    const updated = await s.clients.rotateSecret(c.id, hashSecret(secret), until);
+    if (!updated) throw new AppError('NOT_FOUND', 404, 'Client not found');
+    await audit(ctx, 'client.secret_rotated', t.id, c.id, { previous_secret_expires_at: until.toISOString() });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { client_id: c.id, client_secret: secret, previous_secret_expires_at: until.toISOString() };
+  });
+
+  // Users (seed 003's admin register and admin login)
+  router.get('/tenants/:t/users', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const { q, limit, after } = query(ctx, S.userSearch);
+    const items = await s.users.search(t.id, { q, limit, after });
+    ctx.body = { items: items.map(publicUser), next: items.length === limit ? items[items.length - 1]!.id : null };
+  });
+  router.post('/tenants/:t/users', deps.idempotent, async (ctx) => {
+    const t = await tenantOf(ctx);
+    const { role, mfaRequired, ...registration } = validateBody(ctx, S.adminUserCreate);
+    const user = await s.userService.register(t, { ...registration, acceptedTerms: true }, { role });
+    if (mfaRequired) await s.users.setMfaRequired(t.id, user.id, true);
+    await audit(ctx, 'user.created', t.id, user.id, { role: user.role });
+    ctx.status = 201;
+    ctx.body = publicUser(user);
+  });
+  router.get('/tenants/:t/users/:id', async (ctx) => {
+    const u = await userOf(ctx, await tenantOf(ctx));
+    ctx.body = { ...publicUser(u), lockedUntil: u.lockedUntil?.toISOString() ?? null, mfaRequired: u.mfaRequired };
+  });
+  router.post('/tenants/:t/users/:id/lock', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    const locked = await s.tx.transaction(async () => {
+      const r = await s.users.setStatus(t.id, u.id, 'locked');
+      await revokeAllOfAccount(s.tx, u.id); // a locked user keeps no session
+      await audit(ctx, 'user.locked', t.id, u.id);
+      return r!;
+    });
+    ctx.body = publicUser(locked);
+  });
+  router.delete('/tenants/:t/users/:id/lock', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    const r = await s.users.setStatus(t.id, u.id, 'active');
+    await audit(ctx, 'user.unlocked', t.id, u.id);
+    ctx.body = publicUser(r!);
+  });
+  router.delete('/tenants/:t/users/:id/factors', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    const n = await s.factors.removeAll(t.id, u.id);
+    await s.factors.resetFailures(t.id, u.id);
+    await audit(ctx, 'factor.reset', t.id, u.id, { removed: n });
+    ctx.status = 204;
+  });
+  router.get('/tenants/:t/users/:id/sessions', async (ctx) => {
+    const u = await userOf(ctx, await tenantOf(ctx));
+    const grants = await listGrantsOfAccount(s.tx, u.id);
+    ctx.body = {
+      sessions: grants.map((g) => ({ id: g.jti, clientId: g.clientId, createdAt: new Date(Number(g.iat) * 1000).toISOString(), expiresAt: new Date(Number(g.exp) * 1000).toISOString() })),
+    };
+  });
+  router.delete('/tenants/:t/users/:id/sessions', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    await revokeAllOfAccount(s.tx, u.id);
+    await audit(ctx, 'session.revoked_all', t.id, u.id);
+    ctx.status = 204;
+  });
+  router.delete('/tenants/:t/users/:id/sessions/:sid', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    const sid = ctx.params.sid ?? '';
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(sid) || !(await revokeGrantOfAccount(s.tx, u.id, sid))) throw new AppError('NOT_FOUND', 404, 'Session not found');
+    await audit(ctx, 'session.revoked', t.id, u.id, { session: sid });
+    ctx.status = 204;
+  });
+  router.post('/tenants/:t/users/:id/login', deps.idempotent, async (ctx) => {
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    if (u.status !== 'active') throw new AppError('USER_LOCKED', 409, 'The user is locked');
+    const body = validateBody(ctx, S.adminLogin);
+    const client = await deps.holder.findClient(body.client_id);
+    if (!client || !(client.tenants ?? []).includes(t.id) || !client.grantTypeAllowed('password')) {
+      throw AppError.validation([{ fieldName: 'client_id', error: 'not a client of this tenant allowed to hold user sessions' }]);
+    }
+    const { scope, denied } = grantedScopes(client, body.scope);
+    if (denied) throw AppError.validation([{ fieldName: 'scope', error: `${denied} is not allowed for this client` }]);
+    const token = await startUserSession(deps.holder.userTokenContext(), {
+      client, tenant: t, user: u, scope, amr: [], acr: ACR_CA, act: { sub: admin(ctx).clientId },
+    });
+    await audit(ctx, 'user.admin_login', t.id, u.id, { client_id: body.client_id });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = token;
+  });
+
+  // Keys (platform only)
+  router.get('/keys', async (ctx) => {
+    requirePlatform(ctx);
+    const keys = await s.keyService.list();
+    ctx.body = { keys: keys.map((k) => ({ kid: k.kid, alg: k.alg, createdAt: k.createdAt, activatesAt: k.activatesAt, retiredAt: k.retiredAt, expiresAt: k.expiresAt, publicJwk: k.publicJwk })) };
+  });
+  router.post('/keys/rotate', deps.idempotent, async (ctx) => {
+    requirePlatform(ctx);
+    const key = await s.keyService.rotate();
+    await deps.holder.refresh();
+    await audit(ctx, 'key.rotated', undefined, key.kid, { activatesAt: key.activatesAt.toISOString() });
+    ctx.status = 201;
+    ctx.body = { kid: key.kid, activatesAt: key.activatesAt.toISOString() };
+  });
+
+  // Audit
+  router.get('/audit', async (ctx) => {
+    const q = query(ctx, S.auditQuery);
+    const a = admin(ctx);
+    if (q.tenant && !canSee(a, q.tenant)) throw new AppError('NOT_FOUND', 404, 'Tenant not found');
+    const items = await s.audit.list({
+      tenants: a.platform ? undefined : a.tenants,
+      tenant: q.tenant, actor: q.actor, type: q.type, since: q.since ? new Date(q.since) : undefined, before: q.after, limit: q.limit,
+    });
+    ctx.body = { items, next: items.length === q.limit ? items[items.length - 1]!.id : null };
+  });
+
+  return router;
+}

@@ -1,0 +1,323 @@
+import { hkdfSync } from 'node:crypto';
+import Koa from 'koa';
+import Router from '@koa/router';
+import type { Config } from './config';
+import { createLogger, type Logger } from './log';
+import { createMetrics, type Metrics } from './metrics';
+import { openDatabase, type Database, type DbOptions } from './db/knex';
+import { migrateLatest } from './db/migrate';
+import { createTxContext } from './db/tx';
+import { createSealer } from './crypto/secrets';
+import { loadSecretsKey } from './crypto/secrets-key';
+import { createTenantRepository } from './tenants/repository';
+import { createTenantService } from './tenants/service';
+import { createClientRepository } from './clients/repository';
+import { createClientService } from './clients/service';
+import { createKeyService } from './keys/service';
+import { createUserRepository } from './users/repository';
+import { createUserService } from './users/service';
+import { createPasswordHasher } from './users/passwords';
+import { createLoginThrottle, sweepRateLimits } from './users/throttle';
+import { createAuditLog } from './audit/repository';
+import { createIdempotencyRepository } from './idempotency/repository';
+import { createFactorRepository } from './factors/repository';
+import { createFactorService, type Caller } from './factors/service';
+import { createCodeHasher } from './factors/codes';
+import { createSendCaps } from './factors/caps';
+import { createOutboxSenders, createWebhookPushSender, createWebhookSmsSender } from './factors/senders';
+import { createProviderHolder, type ProviderHolder } from './oidc/holder';
+import { sweepExpired } from './oidc/adapter';
+import { ACR_SCA } from './oidc/user-tokens';
+import { requestId } from './http/request-id';
+import { requestLogger } from './http/logging';
+import { securityHeaders } from './http/security-headers';
+import { errorHandler } from './http/errors';
+import { healthRoutes } from './http/health';
+import { jsonBody } from './http/body';
+import { idempotency } from './http/idempotency';
+import { requireBearer, requireClient, requireUser, insufficientUserAuthentication } from './http/auth';
+import type { Principal } from './oidc/bearer';
+import { userRoutes } from './users/routes';
+import { sessionRoutes } from './sessions/routes';
+import { deviceRoutes, factorRoutes } from './factors/routes';
+import { createStepUpService } from './stepup/service';
+import { stepUpRoutes } from './stepup/routes';
+import { adminRoutes } from './admin/routes';
+import { docsRoutes } from './http/docs';
+import { requireAdmin } from './admin/auth';
+import { hashSecret } from './crypto/secrets';
+import type { Tenant } from './tenants/repository';
+import type { User } from './users/repository';
+
+/** Seed aliases and RFC 8414 metadata: served by the same oidc-provider endpoints. */
+const OAUTH_ALIASES: Record<string, string> = {
+  '/v1/oauth/token': '/token',
+  '/v1/token': '/token',
+  '/.well-known/oauth-authorization-server': '/.well-known/openid-configuration',
+};
+
+export interface AppOptions {
+  db?: DbOptions;
+  logger?: Logger;
+  /** Apply migrations before serving (npm start does; the CLI `migrate` does it alone). */
+  migrate?: boolean;
+  /** The clock of challenges and idempotency records (tests move it instead of sleeping). */
+  clock?: () => Date;
+}
+
+export type Services = Awaited<ReturnType<typeof buildServices>>;
+
+/** Repositories and services over one database: shared by the server and the CLI. */
+export async function buildServices(config: Config, database: Database, opts: { logger?: Logger; clock?: () => Date; metrics?: Metrics } = {}) {
+  const { knex } = database;
+  const metrics = opts.metrics ?? createMetrics();
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const clock = opts.clock ?? (() => new Date());
+  const shared = database.counters; // PostgreSQL: counters shared by every process, on their own pool
+  const tx = createTxContext(knex);
+  const secretsKey = loadSecretsKey(config);
+  const sealer = createSealer(secretsKey);
+  const derive = (label: string) => Buffer.from(hkdfSync('sha256', secretsKey, Buffer.alloc(0), label, 32));
+
+  const tenants = createTenantRepository(tx);
+  const clients = createClientRepository(tx);
+  const users = createUserRepository(tx);
+  const hasher = createPasswordHasher(secretsKey, config.bcryptCost);
+  const audit = createAuditLog(tx);
+  const outbox = createOutboxSenders(tx, logger);
+  const counted = <S extends { send(...args: never[]): Promise<void> }>(sender: S, kind: 'sms' | 'push', name: string): S =>
+    ({
+      send: async (...args: Parameters<S['send']>) => {
+        await sender.send(...args);
+        metrics.sends.inc({ kind, sender: name });
+      },
+    }) as unknown as S;
+  const webhook = (url: string | undefined) => ({ url: url ?? '', secret: config.webhookSecret ?? '', ...config.webhook });
+  const factors = createFactorRepository(tx);
+  const factorService = createFactorService({
+    tx,
+    factors,
+    codes: createCodeHasher(derive('portcullis otp v1')),
+    sms: counted(config.smsSender === 'webhook' ? createWebhookSmsSender(webhook(config.smsWebhookUrl), logger) : outbox.sms, 'sms', config.smsSender),
+    push: counted(config.pushSender === 'webhook' ? createWebhookPushSender(webhook(config.pushWebhookUrl), logger) : outbox.push, 'push', config.pushSender),
+    caps: createSendCaps(shared),
+    audit,
+    logger,
+    clock,
+    // RFC 9470: changing the factors that protect an account needs a step-up (SCA) token that is
+    // recent (a refreshed session keeps its acr for hours) and not bound to some payment.
+    isSteppedUp: (caller: Caller) =>
+      caller.acr === ACR_SCA &&
+      !caller.transactionBound &&
+      !!caller.authTime &&
+      clock().getTime() / 1000 - caller.authTime <= caller.tenant.policy.stepUpTtlSeconds,
+    stepUpRequired: () => insufficientUserAuthentication(config.publicUrl),
+    onBlocked: () => metrics.factorBlocks.inc(),
+  });
+
+  return {
+    tx,
+    clock,
+    logger,
+    metrics,
+    tenants,
+    clients,
+    users,
+    hasher,
+    audit,
+    factors,
+    factorService,
+    /** Login-time MFA (tenant policy or per user) applies to users who have an ACTIVE factor. */
+    mfaPending: async (tenant: Tenant, user: User) =>
+      (tenant.policy.mfaAtLogin || user.mfaRequired) && (await factors.list(tenant.id, user.id)).some((f) => f.status === 'ACTIVE'),
+    idempotency: createIdempotencyRepository(tx, sealer),
+    keyService: createKeyService({
+      knex,
+      sealer,
+      publishBeforeUseSeconds: config.keys.publishBeforeUseSeconds,
+      maxTokenLifetimeSeconds: config.keys.maxTokenLifetimeSeconds,
+    }),
+    userService: createUserService({
+      users,
+      hasher,
+      events: {
+        // Security events: who failed to log in (never what they typed), and lockouts.
+        loginFailed: (tenant, userId, reason) => {
+          audit.record({ tenantId: tenant.id, actor: userId ?? 'unknown', type: 'user.login_failed', target: userId, details: { reason } }).catch(() => undefined);
+        },
+        lockedOut: (tenant, userId, until) => {
+          metrics.lockouts.inc({ tenant: tenant.id });
+          audit.record({ tenantId: tenant.id, actor: 'system', type: 'user.locked_out', target: userId, details: { until: until.toISOString() } }).catch(() => undefined);
+        },
+      },
+    }),
+    throttle: createLoginThrottle({ knex: shared, failures: config.loginThrottle.failuresPerWindow, windowSeconds: config.loginThrottle.windowSeconds }),
+    tenantService: createTenantService({ tenants }),
+    clientService: createClientService({ clients, tenants }),
+  };
+}
+
+export interface App {
+  config: Config;
+  logger: Logger;
+  database: Database;
+  services: Services;
+  holder: ProviderHolder;
+  koa: Koa;
+  callback: ReturnType<Koa['callback']>;
+  /** Every route of ours (method, path in the router's syntax): what /openapi.json must describe. */
+  routes: Array<{ method: string; path: string }>;
+  /** Readiness goes false; in-flight requests may finish. */
+  startDraining(): void;
+  close(): Promise<void>;
+}
+
+/** The composition root: database → repositories → services → provider → Koa app. */
+export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const database = await openDatabase(config, opts.db);
+  try {
+    if (opts.migrate !== false) await migrateLatest(database.knex);
+    const services = await buildServices(config, database, { logger, clock: opts.clock, metrics: createMetrics() });
+    await services.keyService.ensureKey();
+    if (config.adminClientId && config.adminClientSecret) {
+      // The first platform admin, from the environment: created, or re-keyed to this secret.
+      await services.clients.ensureAdmin({
+        id: config.adminClientId, name: 'Platform admin (environment)', secretHash: hashSecret(config.adminClientSecret),
+        apiKeyHash: hashSecret(`${config.adminClientId}:${config.adminClientSecret}:api-key`), grantTypes: ['client_credentials'], scope: 'admin',
+        tokenEndpointAuthMethod: 'client_secret_basic', tokenFormat: 'opaque', introspection: false, admin: true, tenants: [],
+      });
+    }
+    const holder = await createProviderHolder({
+      config,
+      db: services.tx,
+      clients: services.clients,
+      tenants: services.tenants,
+      users: services.userService,
+      throttle: services.throttle,
+      keyService: services.keyService,
+      clock: services.clock,
+      mfaPending: services.mfaPending,
+      logger,
+      metrics: services.metrics,
+    });
+    const stepUp = createStepUpService({
+      tx: services.tx,
+      factors: services.factors,
+      factorService: services.factorService,
+      holder,
+      audit: services.audit,
+      clock: services.clock,
+      metrics: services.metrics,
+    });
+    services.factorService.onApproval('stepup', async () => undefined); // collected by its opener
+    holder.start(config.keys.refreshIntervalSeconds);
+
+    let draining = false;
+    // Behind a proxy, only the address it appended (the rightmost) is trusted: clients write the rest.
+    const koa = new Koa({ proxy: config.trustProxy, maxIpsCount: 1 });
+    koa.silent = true;
+    koa.use(async (ctx, next) => {
+      if (draining) ctx.res.setHeader('Connection', 'close'); // keep-alive clients reconnect elsewhere
+      await next();
+    });
+    koa.use(requestId);
+    koa.use(requestLogger(logger, services.metrics));
+    koa.use(securityHeaders(config.publicUrl));
+    koa.use(errorHandler(logger));
+    const health = healthRoutes({ knex: database.knex, isDraining: () => draining, metrics: services.metrics.registry });
+    koa.use(health.routes());
+    koa.use(health.allowedMethods());
+
+    const verify = (token: string) => holder.verifyBearer(token);
+    const bearer = requireBearer({ verify, publicUrl: config.publicUrl });
+    const userDeps = { tenants: services.tenants, users: services.userService, clients: services.clients, publicUrl: config.publicUrl };
+    const user = requireUser(userDeps);
+    const userOrPending = requireUser(userDeps, { allowPending: true });
+    const idempotent = idempotency({
+      repo: services.idempotency,
+      onReplay: () => services.metrics.replays.inc(),
+      tx: services.tx,
+      clock: services.clock,
+      scope: (ctx) => {
+        const p = ctx.state.principal as Principal | undefined;
+        const client = ctx.state.client as { id: string } | undefined;
+        // A user's refs are their session's: another session (or client) never sees its replies.
+        const caller = p?.userId ? `${p.userId}/${p.sessionId ?? p.tokenId}` : (p?.clientId ?? client?.id ?? '-');
+        return { tenantId: p?.tenantId ?? '-', caller };
+      },
+    });
+    const routers = [
+      userRoutes({
+        tenants: services.tenants,
+        users: services.userService,
+        holder,
+        requireClient: requireClient({ verify, clients: services.clients, publicUrl: config.publicUrl }),
+        requireBearer: bearer,
+        requireUser: user,
+        idempotent,
+      }),
+      sessionRoutes({ db: services.tx, requireBearer: bearer, requireUser: user }),
+      factorRoutes({ factors: services.factorService, user: [bearer, user], idempotent }),
+      deviceRoutes({ factors: services.factorService }),
+      stepUpRoutes({ stepUp, user: [bearer, userOrPending], idempotent }),
+      adminRoutes({ services, holder, auth: [bearer, requireAdmin], idempotent }),
+      docsRoutes(config.publicUrl),
+    ];
+    // Our routes, with JSON bodies; OAuth endpoints below leave theirs to oidc-provider.
+    const api = new Router();
+    api.use(jsonBody(config.bodyLimitBytes));
+    for (const router of routers) api.use(router.routes(), router.allowedMethods());
+    koa.use(api.routes());
+    koa.use(api.allowedMethods());
+
+    koa.use(async (ctx) => {
+      // OAuth requests are small forms: one declaring more than our body limit is refused unread.
+      if (Number(ctx.get('content-length') || 0) > config.bodyLimitBytes) {
+        ctx.status = 413;
+        ctx.set('Cache-Control', 'no-store');
+        ctx.body = { error: 'invalid_request', error_description: 'request body too large' };
+        return;
+      }
+      const target = OAUTH_ALIASES[ctx.path];
+      if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
+      ctx.respond = false;
+      await holder.handle(ctx.req, ctx.res);
+    });
+
+    let sweeper: NodeJS.Timeout | undefined;
+    if (config.sweepIntervalSeconds > 0) {
+      sweeper = setInterval(() => {
+        Promise.all([sweepExpired(database.knex, 60), sweepRateLimits(database.knex), services.idempotency.sweep(services.clock())]).catch((err: unknown) =>
+          logger.warn({ err }, 'sweep of expired rows failed'),
+        );
+      }, config.sweepIntervalSeconds * 1000);
+      sweeper.unref();
+    }
+
+    return {
+      config,
+      logger,
+      database,
+      services,
+      holder,
+      koa,
+      callback: koa.callback(),
+      routes: [health, ...routers].flatMap((r) =>
+        r.stack.flatMap((layer) => layer.methods.filter((m) => m !== 'HEAD').map((m) => ({ method: m.toLowerCase(), path: String(layer.path) }))),
+      ),
+      startDraining() {
+        draining = true;
+      },
+      async close() {
+        draining = true;
+        holder.stop();
+        if (sweeper) clearInterval(sweeper);
+        await database.close();
+      },
+    };
+  } catch (err) {
+    await database.close();
+    throw err;
+  }
+}

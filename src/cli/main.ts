@@ -1,0 +1,218 @@
+#!/usr/bin/env node
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { loadConfig, ConfigError, type Config } from '../config';
+import { openDatabase, EmbeddedDatabaseBusyError } from '../db/knex';
+import { migrateLatest } from '../db/migrate';
+import { buildServices, type Services } from '../app';
+import { serve } from '../cluster';
+import { AppError } from '../errors';
+
+const HELP: Record<string, string> = {
+  main: `Usage: portcullis <command> [options]
+
+Commands:
+  migrate                      apply database migrations
+  serve                        run the server (applies migrations first)
+  tenant create <id>           create a tenant
+  client create                create a client (prints its secret and API key once)
+  user create                  create a user (admin registration)
+  keys rotate                  publish a new signing key; it signs after the publish delay
+  keys list                    list signing keys
+
+Run "portcullis <command> --help" for a command's options.
+With the embedded database (no DATABASE_URL), stop the server before running other commands.`,
+  migrate: 'Usage: portcullis migrate [--json]\n\nApplies pending migrations to DATABASE_URL, or to the embedded database in DATA_DIR.',
+  serve: 'Usage: portcullis serve\n\nStarts the server on PORT (applies migrations first). SIGTERM drains and stops it.',
+  'tenant create': `Usage: portcullis tenant create <id> [--mode sandbox|live] [--name NAME] [--json]
+
+  <id>           tenant identifier (di_fiid / institutionId): letters, digits, . _ -
+  --mode         sandbox (default; accepts the fixed OTP 123456) or live
+  --name         display name (defaults to the id)
+  --json         print one JSON object and nothing else`,
+  'client create': `Usage: portcullis client create --tenant <id>... --grant <type>... [options]
+
+  --tenant ID          tenant the client is allowed for (repeat for several)
+  --grant TYPE         client_credentials, password or refresh_token (repeat; default client_credentials)
+  --scope "A B"        scopes the client may request
+  --introspection      the client is a resource server and may introspect tokens
+  --admin              an admin client (scope admin); with no --tenant, a platform admin
+  --token-format F     opaque (default) or jwt (RFC 9068 access tokens)
+  --name NAME          display name
+  --json               print {client_id, client_secret, api_key} and nothing else`,
+  'user create': `Usage: portcullis user create --tenant <id> [--email E] [--mobile M] [--username U] --password P [options]
+
+  --tenant ID       the user's tenant
+  --email E         email address      } at least one
+  --mobile M        mobile, E.164      } identifier
+  --username U      username           }
+  --password P      password (8+ characters, not a common one)
+  --role R          root (default) or authorised
+  --json            print {id} and nothing else`,
+  'keys rotate': 'Usage: portcullis keys rotate [--json]\n\nPublishes a new signing key at once; it signs after keys.publishBeforeUseSeconds.\nThe old key stays published until every token it signed has expired.',
+  'keys list': 'Usage: portcullis keys list [--json]',
+};
+
+class UsageError extends Error {}
+
+function parse(args: string[], options: ParseArgsConfig['options']): { values: Record<string, unknown>; positionals: string[] } {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function print(json: unknown, value: unknown, human: string): void {
+  process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human}\n`);
+}
+
+async function withServices<T>(config: Config, fn: (s: Services) => Promise<T>): Promise<T> {
+  const database = await openDatabase(config, { poolMax: 2 });
+  try {
+    await migrateLatest(database.knex);
+    return await fn(await buildServices(config, database));
+  } finally {
+    await database.close();
+  }
+}
+
+export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const [command, ...rest] = argv;
+  const sub = command && ['tenant', 'client', 'keys', 'user'].includes(command) ? rest[0] : undefined;
+  const name = sub ? `${command} ${sub}` : command;
+  const args = sub ? rest.slice(1) : rest;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${HELP.main}\n`);
+    return name ? 0 : 1;
+  }
+  if (!HELP[name]) throw new UsageError(`unknown command "${name}"\n\n${HELP.main}`);
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${HELP[name]}\n`);
+    return 0;
+  }
+  const config = loadConfig(env);
+
+  switch (name) {
+    case 'migrate': {
+      const { values } = parse(args, {});
+      const database = await openDatabase(config, { poolMax: 1 });
+      try {
+        const applied = await migrateLatest(database.knex);
+        print(values.json, { applied }, applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
+      } finally {
+        await database.close();
+      }
+      return 0;
+    }
+    case 'serve': {
+      parse(args, {});
+      await serve(config);
+      return -1; // keeps running
+    }
+    case 'tenant create': {
+      const { values, positionals } = parse(args, { mode: { type: 'string' }, name: { type: 'string' } });
+      if (positionals.length !== 1) throw new UsageError(`tenant create takes one <id>\n\n${HELP[name]}`);
+      const tenant = await withServices(config, (s) =>
+        s.tenantService.create({ id: positionals[0]!, mode: values.mode as 'sandbox' | 'live' | undefined, name: values.name as string | undefined }),
+      );
+      print(values.json, { id: tenant.id, name: tenant.name, mode: tenant.mode }, `created tenant ${tenant.id} (${tenant.mode})`);
+      return 0;
+    }
+    case 'client create': {
+      const { values, positionals } = parse(args, {
+        tenant: { type: 'string', multiple: true },
+        grant: { type: 'string', multiple: true },
+        scope: { type: 'string' },
+        introspection: { type: 'boolean' },
+        admin: { type: 'boolean' },
+        'token-format': { type: 'string' },
+        name: { type: 'string' },
+      });
+      if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}\n\n${HELP[name]}`);
+      const created = await withServices(config, (s) =>
+        s.clientService.create({
+          name: (values.name as string | undefined) ?? '',
+          tenants: (values.tenant as string[] | undefined) ?? [],
+          grant_types: ((values.grant as string[] | undefined) ?? ['client_credentials']) as never,
+          scope: (values.scope as string | undefined) ?? '',
+          introspection: !!values.introspection,
+          admin: !!values.admin,
+          token_format: ((values['token-format'] as string | undefined) ?? 'opaque') as 'opaque' | 'jwt',
+        }),
+      );
+      const out = { client_id: created.client.id, client_secret: created.clientSecret, api_key: created.apiKey };
+      print(
+        values.json,
+        out,
+        `client_id:     ${out.client_id}\nclient_secret: ${out.client_secret}\napi_key:       ${out.api_key}\n(the secret and API key are shown only now)`,
+      );
+      return 0;
+    }
+    case 'user create': {
+      const { values, positionals } = parse(args, {
+        tenant: { type: 'string' },
+        email: { type: 'string' },
+        mobile: { type: 'string' },
+        username: { type: 'string' },
+        password: { type: 'string' },
+        role: { type: 'string' },
+      });
+      if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}\n\n${HELP[name]}`);
+      if (!values.tenant || !values.password) throw new UsageError(`--tenant and --password are required\n\n${HELP[name]}`);
+      const role = (values.role as string | undefined) ?? 'root';
+      if (role !== 'root' && role !== 'authorised') throw new UsageError('--role is root or authorised');
+      const user = await withServices(config, async (s) => {
+        const tenant = await s.tenants.find(values.tenant as string);
+        if (!tenant) throw new AppError('NOT_FOUND', 404, `unknown tenant ${String(values.tenant)}`);
+        return s.userService.register(
+          tenant,
+          { email: values.email, mobile: values.mobile, username: values.username, password: values.password, acceptedTerms: true },
+          { role },
+        );
+      });
+      print(values.json, { id: user.id }, `created user ${user.id} in tenant ${user.tenantId}`);
+      return 0;
+    }
+    case 'keys rotate': {
+      const { values } = parse(args, {});
+      const key = await withServices(config, async (s) => {
+        await s.keyService.ensureKey();
+        return s.keyService.rotate();
+      });
+      print(values.json, { kid: key.kid, activatesAt: key.activatesAt.toISOString() }, `new key ${key.kid} published; signs from ${key.activatesAt.toISOString()}`);
+      return 0;
+    }
+    case 'keys list': {
+      const { values } = parse(args, {});
+      const keys = await withServices(config, (s) => s.keyService.list());
+      const rows = keys.map((k) => ({ kid: k.kid, alg: k.alg, activatesAt: k.activatesAt, retiredAt: k.retiredAt, expiresAt: k.expiresAt }));
+      print(values.json, { keys: rows }, rows.map((k) => `${k.kid}  activates ${k.activatesAt.toISOString()}  retired ${k.retiredAt?.toISOString() ?? '-'}`).join('\n'));
+      return 0;
+    }
+    default:
+      throw new UsageError(HELP.main);
+  }
+}
+
+function fail(message: string, code: number): number {
+  process.stderr.write(`portcullis: ${message}\n`);
+  return code;
+}
+
+if (require.main === module) {
+  run(process.argv.slice(2)).then(
+    (code) => {
+      if (code >= 0) process.exit(code);
+    },
+    (err: unknown) => {
+      let code: number;
+      if (err instanceof UsageError) code = fail(err.message, 2);
+      else if (err instanceof ConfigError || err instanceof EmbeddedDatabaseBusyError) code = fail(err.message, 1);
+      else if (err instanceof AppError) {
+        const fields = err.invalidFields?.map((f) => `\n  ${f.fieldName}: ${f.error}`).join('') ?? '';
+        code = fail(`${err.message}${fields}`, 1);
+      } else code = fail((err as Error)?.stack ?? String(err), 1);
+      process.exit(code);
+    },
+  );
+}

@@ -1,0 +1,197 @@
+import type { DbSource } from '../db/tx';
+import { affected } from '../db/affected';
+
+export type TokenFormat = 'opaque' | 'jwt';
+export interface ClientRecord {
+  id: string;
+  name: string;
+  secretHash: string;
+  previousSecretHash: string | null;
+  previousSecretExpiresAt: Date | null;
+  apiKeyHash: string;
+  grantTypes: string[];
+  scope: string;
+  tokenEndpointAuthMethod: string;
+  tokenFormat: TokenFormat;
+  introspection: boolean;
+  admin: boolean;
+  disabled: boolean;
+  metadata: Record<string, unknown>;
+  tenants: string[];
+  version: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+interface ClientRow {
+  id: string;
+  name: string;
+  secret_hash: string;
+  previous_secret_hash: string | null;
+  previous_secret_expires_at: Date | null;
+  api_key_hash: string;
+  grant_types: string[] | string;
+  scope: string;
+  token_endpoint_auth_method: string;
+  token_format: TokenFormat;
+  introspection: boolean;
+  admin: boolean;
+  disabled: boolean;
+  metadata: Record<string, unknown> | string;
+  version: number;
+  created_at: Date;
+  updated_at: Date;
+  tenants?: string[] | string | null;
+}
+
+const json = <T>(v: T | string): T => (typeof v === 'string' ? (JSON.parse(v) as T) : v);
+
+function toRecord(row: ClientRow): ClientRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    secretHash: row.secret_hash,
+    previousSecretHash: row.previous_secret_hash,
+    previousSecretExpiresAt: row.previous_secret_expires_at ? new Date(row.previous_secret_expires_at) : null,
+    apiKeyHash: row.api_key_hash,
+    grantTypes: json(row.grant_types),
+    scope: row.scope,
+    tokenEndpointAuthMethod: row.token_endpoint_auth_method,
+    tokenFormat: row.token_format,
+    introspection: row.introspection,
+    admin: row.admin,
+    disabled: row.disabled,
+    metadata: json(row.metadata),
+    tenants: (json(row.tenants ?? []) ?? []).filter(Boolean).sort(),
+    version: row.version,
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  };
+}
+
+export interface NewClient {
+  id: string;
+  name: string;
+  secretHash: string;
+  apiKeyHash: string;
+  grantTypes: string[];
+  scope: string;
+  tokenEndpointAuthMethod: string;
+  tokenFormat: TokenFormat;
+  introspection: boolean;
+  admin: boolean;
+  tenants: string[];
+}
+
+export interface ClientChanges {
+  name?: string;
+  grantTypes?: string[];
+  scope?: string;
+  tokenFormat?: TokenFormat;
+  introspection?: boolean;
+  disabled?: boolean;
+}
+
+export interface ClientRepository {
+  create(input: NewClient): Promise<ClientRecord>;
+  find(clientId: string): Promise<ClientRecord | undefined>;
+  findByApiKeyHash(apiKeyHash: string): Promise<ClientRecord | undefined>;
+  listByTenant(tenantId: string, opts: { limit: number; after?: string }): Promise<ClientRecord[]>;
+  /** Optimistic concurrency: only if still at `version`. */
+  update(clientId: string, version: number, changes: ClientChanges): Promise<ClientRecord | undefined>;
+  /** New secret; the current one keeps working until `previousExpiresAt`. */
+  rotateSecret(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
+  /** Creates or re-keys a platform admin client with a known id (PORTCULLIS_ADMIN_CLIENT_*). */
+  ensureAdmin(input: NewClient): Promise<void>;
+}
+
+export function createClientRepository(source: DbSource): ClientRepository {
+  const knex = () => source.db();
+  // One round trip: the client row with its tenant ids aggregated.
+  const base = () =>
+    knex()('clients as c')
+      .select('c.*', knex().raw(`coalesce(json_agg(ct.tenant_id) filter (where ct.tenant_id is not null), '[]') as tenants`))
+      .leftJoin('client_tenants as ct', 'ct.client_id', 'c.id')
+      .groupBy('c.id');
+
+  return {
+    async create(input) {
+      return knex().transaction(async (trx) => {
+        await trx('clients').insert({
+          id: input.id,
+          name: input.name,
+          secret_hash: input.secretHash,
+          api_key_hash: input.apiKeyHash,
+          grant_types: JSON.stringify(input.grantTypes),
+          scope: input.scope,
+          token_endpoint_auth_method: input.tokenEndpointAuthMethod,
+          token_format: input.tokenFormat,
+          introspection: input.introspection,
+          admin: input.admin,
+        });
+        if (input.tenants.length) {
+          await trx('client_tenants').insert(input.tenants.map((t) => ({ client_id: input.id, tenant_id: t })));
+        }
+        const row = (await base().transacting(trx).where('c.id', input.id).first()) as ClientRow;
+        return toRecord(row);
+      });
+    },
+    async find(clientId) {
+      const row = (await base().where('c.id', clientId).first()) as ClientRow | undefined;
+      return row ? toRecord(row) : undefined;
+    },
+    async listByTenant(tenantId, { limit, after }) {
+      const q = base()
+        .whereIn('c.id', knex()('client_tenants').select('client_id').where({ tenant_id: tenantId }))
+        .orderBy('c.id')
+        .limit(limit);
+      if (after) q.where('c.id', '>', after);
+      return ((await q) as ClientRow[]).map(toRecord);
+    },
+    async update(clientId, version, changes) {
+      const k = knex();
+      const n = await k('clients')
+        .where({ id: clientId, version })
+        .update({
+          ...(changes.name !== undefined ? { name: changes.name } : {}),
+          ...(changes.grantTypes !== undefined ? { grant_types: JSON.stringify(changes.grantTypes) } : {}),
+          ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
+          ...(changes.tokenFormat !== undefined ? { token_format: changes.tokenFormat } : {}),
+          ...(changes.introspection !== undefined ? { introspection: changes.introspection } : {}),
+          ...(changes.disabled !== undefined ? { disabled: changes.disabled } : {}),
+          version: k.raw('version + 1'),
+          updated_at: k.fn.now(),
+        });
+      if (affected(n) !== 1) return undefined;
+      return this.find(clientId);
+    },
+    async rotateSecret(clientId, newHash, previousExpiresAt) {
+      const k = knex();
+      const n = await k('clients')
+        .where({ id: clientId })
+        .update({
+          previous_secret_hash: k.ref('secret_hash'),
+          previous_secret_expires_at: previousExpiresAt,
+          secret_hash: newHash,
+          version: k.raw('version + 1'),
+          updated_at: k.fn.now(),
+        });
+      if (affected(n) !== 1) return undefined;
+      return this.find(clientId);
+    },
+    async ensureAdmin(input) {
+      await knex()('clients')
+        .insert({
+          id: input.id, name: input.name, secret_hash: input.secretHash, api_key_hash: input.apiKeyHash,
+          grant_types: JSON.stringify(input.grantTypes), scope: input.scope, token_endpoint_auth_method: input.tokenEndpointAuthMethod,
+          token_format: input.tokenFormat, introspection: input.introspection, admin: true,
+        })
+        .onConflict('id')
+        .merge({ secret_hash: input.secretHash, admin: true, disabled: false });
+    },
+    async findByApiKeyHash(apiKeyHash) {
+      const row = (await base().where('c.api_key_hash', apiKeyHash).first()) as ClientRow | undefined;
+      return row ? toRecord(row) : undefined;
+    },
+  };
+}

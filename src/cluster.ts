@@ -1,0 +1,57 @@
+import cluster from 'node:cluster';
+import type { Config } from './config';
+import { createLogger } from './log';
+import { openDatabase } from './db/knex';
+import { migrateLatest } from './db/migrate';
+import { startServer } from './server';
+
+/**
+ * `serve`: one process, or with WEB_CONCURRENCY > 1 (PostgreSQL only) a primary that migrates
+ * once, forks the workers — they share the port — replaces a worker that dies, and on SIGTERM
+ * drains them all. Workers keep nothing another needs: all state is in the database.
+ */
+export async function serve(config: Config): Promise<void> {
+  const logger = createLogger(config.logLevel);
+  if (cluster.isWorker) {
+    await startServer(config, { installSignalHandlers: true, seedDemo: false, app: { migrate: false } });
+    return;
+  }
+  if (config.webConcurrency <= 1 || !config.databaseUrl) {
+    if (config.webConcurrency > 1) logger.warn('WEB_CONCURRENCY ignored: the embedded database serves one process; set DATABASE_URL');
+    await startServer(config, { installSignalHandlers: true });
+    return;
+  }
+  const db = await openDatabase(config, { poolMax: 1 });
+  try {
+    await migrateLatest(db.knex);
+  } finally {
+    await db.close();
+  }
+  let stopping = false;
+  const fork = () => cluster.fork();
+  for (let i = 0; i < config.webConcurrency; i += 1) fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
+    fork();
+  });
+  logger.info({ workers: config.webConcurrency }, 'primary started');
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping workers');
+    const workers = Object.values(cluster.workers ?? {});
+    let left = workers.length;
+    if (left === 0) process.exit(0);
+    for (const w of workers) {
+      w?.once('exit', () => {
+        left -= 1;
+        if (left === 0) process.exit(0);
+      });
+      w?.process.kill('SIGTERM');
+    }
+    setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000).unref();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}

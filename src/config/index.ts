@@ -1,0 +1,148 @@
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+/** The one validated, frozen configuration object the composition root injects everywhere. */
+const schema = z.object({
+  env: z.string(),
+  port: z.coerce.number().int().min(0).max(65535),
+  publicUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, '')),
+  databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  dataDir: z.string().min(1),
+  secretsKey: z
+    .string()
+    .refine((v) => Buffer.from(v, 'base64').length === 32, 'must be 32 random bytes, base64-encoded')
+    .optional(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  webConcurrency: z.coerce.number().int().min(1).max(64),
+  trustProxy: z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean()),
+  shutdownTimeoutMs: z.coerce.number().int().min(0),
+  shutdownGraceMs: z.coerce.number().int().min(0),
+  bodyLimitBytes: z.coerce.number().int().min(1024),
+  tokens: z.object({
+    accessTokenTtlSeconds: z.number().int().min(1).max(86400),
+    jwtAudience: z.string().min(1).nullable(),
+  }),
+  keys: z.object({
+    alg: z.enum(['ES256']),
+    refreshIntervalSeconds: z.number().min(0),
+    publishBeforeUseSeconds: z.number().min(0),
+    maxTokenLifetimeSeconds: z.number().int().min(60),
+  }),
+  loginThrottle: z.object({
+    failuresPerWindow: z.number().int().min(1),
+    windowSeconds: z.number().int().min(1),
+  }),
+  adminClientId: z.string().regex(/^[A-Za-z0-9._~-]{3,128}$/, '3 to 128 URL-safe characters').optional(),
+  adminClientSecret: z.string().min(32, 'at least 32 characters').optional(),
+  smsSender: z.enum(['log', 'webhook']),
+  pushSender: z.enum(['log', 'webhook']),
+  smsWebhookUrl: z.url({ protocol: /^https?$/ }).optional(),
+  pushWebhookUrl: z.url({ protocol: /^https?$/ }).optional(),
+  webhookSecret: z.string().min(16, 'at least 16 characters').optional(),
+  webhook: z.object({
+    attempts: z.number().int().min(1).max(10),
+    backoffMs: z.number().int().min(0),
+    timeoutMs: z.number().int().min(100).max(10000),
+  }),
+  sweepIntervalSeconds: z.number().min(0),
+  clientCacheSeconds: z.number().min(0),
+  bcryptCost: z.number().int().min(4).max(15),
+});
+
+const checked = schema.superRefine((c, ctx) => {
+  if (c.smsSender === 'webhook' && !c.smsWebhookUrl) ctx.addIssue({ code: 'custom', path: ['smsWebhookUrl'], message: 'required when SMS_SENDER=webhook' });
+  if (c.pushSender === 'webhook' && !c.pushWebhookUrl) ctx.addIssue({ code: 'custom', path: ['pushWebhookUrl'], message: 'required when PUSH_SENDER=webhook' });
+  if (!!c.adminClientId !== !!c.adminClientSecret) {
+    ctx.addIssue({ code: 'custom', path: ['adminClientSecret'], message: 'PORTCULLIS_ADMIN_CLIENT_ID and PORTCULLIS_ADMIN_CLIENT_SECRET go together' });
+  }
+  if ((c.smsSender === 'webhook' || c.pushSender === 'webhook') && !c.webhookSecret) {
+    ctx.addIssue({ code: 'custom', path: ['webhookSecret'], message: 'required when a sender is webhook' });
+  }
+});
+
+export type Config = Readonly<z.infer<typeof schema>>;
+
+export class ConfigError extends Error {}
+
+function readJson(file: string): Record<string, unknown> {
+  if (!existsSync(file)) return {};
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
+      ? merge(b as Record<string, unknown>, v as Record<string, unknown>)
+      : v;
+  }
+  return out;
+}
+
+/** Environment variables and the config key each one sets. */
+const ENV_KEYS: Record<string, string> = {
+  PORT: 'port',
+  PUBLIC_URL: 'publicUrl',
+  DATABASE_URL: 'databaseUrl',
+  DATA_DIR: 'dataDir',
+  SECRETS_KEY: 'secretsKey',
+  LOG_LEVEL: 'logLevel',
+  WEB_CONCURRENCY: 'webConcurrency',
+  TRUST_PROXY: 'trustProxy',
+  SHUTDOWN_TIMEOUT_MS: 'shutdownTimeoutMs',
+  SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
+  BCRYPT_COST: 'bcryptCost',
+  PORTCULLIS_ADMIN_CLIENT_ID: 'adminClientId',
+  PORTCULLIS_ADMIN_CLIENT_SECRET: 'adminClientSecret',
+  SMS_SENDER: 'smsSender',
+  PUSH_SENDER: 'pushSender',
+  SMS_WEBHOOK_URL: 'smsWebhookUrl',
+  PUSH_WEBHOOK_URL: 'pushWebhookUrl',
+  WEBHOOK_SECRET: 'webhookSecret',
+};
+
+/**
+ * Loads config/default.json, then config/<NODE_ENV>.json, then the environment, and validates
+ * the result. A bad value throws ConfigError naming the key (and the env variable it came from).
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): Config {
+  const nodeEnv = env.NODE_ENV || 'development';
+  // src/config (ts) or dist/src/config (compiled): the project's config/ folder is two or three levels up.
+  const candidates = [env.PORTCULLIS_CONFIG_DIR, path.resolve(__dirname, '../../config'), path.resolve(__dirname, '../../../config')];
+  const configDir = candidates.find((d) => d && existsSync(path.join(d, 'default.json'))) ?? path.resolve('config');
+  let raw = merge(readJson(path.join(configDir, 'default.json')), readJson(path.join(configDir, `${nodeEnv}.json`)));
+  const fromEnv: Record<string, unknown> = {};
+  for (const [name, key] of Object.entries(ENV_KEYS)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') fromEnv[key] = key === 'bcryptCost' ? Number(value) : value;
+  }
+  raw = merge(merge(raw, fromEnv), overrides);
+  raw.env = nodeEnv;
+  // Without PUBLIC_URL the issuer is this machine on the configured port.
+  if (raw.publicUrl === undefined && /^\d+$/.test(String(raw.port))) raw.publicUrl = `http://localhost:${String(raw.port)}`;
+  const parsed = checked.safeParse(raw);
+  if (!parsed.success) {
+    const reverse = Object.fromEntries(Object.entries(ENV_KEYS).map(([e, k]) => [k, e]));
+    const lines = parsed.error.issues.map((i) => {
+      const key = i.path.join('.');
+      const envName = reverse[key];
+      return `  ${key}${envName ? ` (env ${envName})` : ''}: ${i.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return deepFreeze(parsed.data);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

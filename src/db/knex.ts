@@ -1,0 +1,115 @@
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import knexFactory, { type Knex } from 'knex';
+import type { Config } from '../config';
+
+export type Db = Knex;
+export interface Database {
+  knex: Knex;
+  /**
+   * PostgreSQL only: a small pool of its own for rate-limit counters. They are counted from inside
+   * request transactions; on the main pool, N such requests holding N connections and each waiting
+   * for one more would starve it.
+   */
+  counters?: Knex;
+  kind: 'postgres' | 'embedded';
+  close(): Promise<void>;
+}
+
+export class EmbeddedDatabaseBusyError extends Error {}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The embedded database is one PGlite instance in DATA_DIR: only one process may open it.
+ * A lock file with the owner's pid makes a second opener (the CLI beside a running server)
+ * fail with a clear message instead of corrupting the data.
+ */
+function lockDataDir(dir: string): () => void {
+  mkdirSync(dir, { recursive: true });
+  const lock = path.join(dir, 'portcullis.lock');
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return () => {
+        try {
+          if (readFileSync(lock, 'utf8') === String(process.pid)) rmSync(lock);
+        } catch {
+          /* already gone */
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(readFileSync(lock, 'utf8'));
+      if (owner && owner !== process.pid && processAlive(owner)) {
+        throw new EmbeddedDatabaseBusyError(
+          `the embedded database in ${dir} is in use by process ${owner} (a running Portcullis server?). ` +
+            'Stop it first, or set DATABASE_URL to use PostgreSQL, which many processes can share.',
+        );
+      }
+      rmSync(lock, { force: true }); // stale lock of a dead process
+    }
+  }
+  throw new EmbeddedDatabaseBusyError(`could not lock ${dir}`);
+}
+
+export interface DbOptions {
+  /** Embedded only: keep the database in memory (tests). */
+  inMemory?: boolean;
+  poolMax?: number;
+}
+
+export async function openDatabase(config: Config, opts: DbOptions = {}): Promise<Database> {
+  if (config.databaseUrl) {
+    const knex = knexFactory({
+      client: 'pg',
+      connection: { connectionString: config.databaseUrl, application_name: 'portcullis' },
+      pool: { min: 0, max: opts.poolMax ?? 20, idleTimeoutMillis: 30000 },
+      acquireConnectionTimeout: 10000,
+    });
+    const counters = knexFactory({
+      client: 'pg',
+      connection: { connectionString: config.databaseUrl, application_name: 'portcullis-counters' },
+      pool: { min: 0, max: 4, idleTimeoutMillis: 30000 },
+      acquireConnectionTimeout: 10000,
+    });
+    return {
+      knex,
+      counters,
+      kind: 'postgres',
+      close: async () => {
+        await Promise.all([knex.destroy(), counters.destroy()]);
+      },
+    };
+  }
+  // knex-pglite is loaded lazily: a PostgreSQL deployment never needs the WASM build.
+  const { default: ClientPgLite } = await import('knex-pglite');
+  let unlock = () => {};
+  let connection: Record<string, unknown> = {};
+  if (!opts.inMemory) {
+    const dir = path.resolve(config.dataDir);
+    unlock = lockDataDir(dir);
+    const pgdata = path.join(dir, 'pgdata');
+    if (!existsSync(pgdata)) mkdirSync(pgdata, { recursive: true });
+    connection = { filename: pgdata };
+  }
+  const knex = knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection });
+  return {
+    knex,
+    kind: 'embedded',
+    async close() {
+      try {
+        await knex.destroy();
+      } finally {
+        unlock();
+      }
+    },
+  };
+}

@@ -1,0 +1,301 @@
+import type { JsonWebKey } from 'node:crypto';
+import type { DbSource } from '../db/tx';
+import { affected } from '../db/affected';
+
+export type FactorType = 'OTP' | 'PUSH';
+export type FactorChannel = 'SMS' | 'AUTHY' | 'BIOMETRIC';
+export type FactorStatus = 'PENDING_VERIFICATION' | 'ACTIVE';
+
+export interface Factor {
+  id: string;
+  tenantId: string;
+  userId: string;
+  type: FactorType;
+  channel: FactorChannel;
+  status: FactorStatus;
+  publicJwk: JsonWebKey | null;
+  deviceName: string | null;
+  createdAt: Date;
+  activatedAt: Date | null;
+}
+
+export type ChallengePurpose = 'enrolment' | 'stepup';
+export type ChallengeStatus = 'PENDING' | 'APPROVED' | 'DENIED' | 'CONSUMED' | 'CANCELLED';
+
+export interface Challenge {
+  id: string;
+  tenantId: string;
+  userId: string;
+  factorId: string | null;
+  purpose: ChallengePurpose;
+  channel: FactorChannel;
+  sessionId: string | null;
+  codeHash: string | null;
+  nonce: string | null;
+  authorizationDetails: unknown;
+  bindingHash: string | null;
+  status: ChallengeStatus;
+  createdAt: Date;
+  expiresAt: Date;
+  answeredAt: Date | null;
+  consumedAt: Date | null;
+  result: Record<string, unknown> | null;
+  clientId: string | null;
+  scope: string | null;
+  opener: string | null;
+  completesLogin: boolean;
+}
+
+type Row = Record<string, unknown>;
+const json = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
+const date = (v: unknown) => (v ? new Date(v as string) : null);
+
+function toFactor(r: Row): Factor {
+  return {
+    id: r.id as string,
+    tenantId: r.tenant_id as string,
+    userId: r.user_id as string,
+    type: r.type as FactorType,
+    channel: r.channel as FactorChannel,
+    status: r.status as FactorStatus,
+    publicJwk: r.public_jwk ? json<JsonWebKey>(r.public_jwk) : null,
+    deviceName: (r.device_name as string) ?? null,
+    createdAt: new Date(r.created_at as string),
+    activatedAt: date(r.activated_at),
+  };
+}
+
+function toChallenge(r: Row): Challenge {
+  return {
+    id: r.id as string,
+    tenantId: r.tenant_id as string,
+    userId: r.user_id as string,
+    factorId: (r.factor_id as string) ?? null,
+    purpose: r.purpose as ChallengePurpose,
+    channel: r.channel as FactorChannel,
+    sessionId: (r.session_id as string) ?? null,
+    codeHash: (r.code_hash as string) ?? null,
+    nonce: (r.nonce as string) ?? null,
+    authorizationDetails: r.authorization_details ? json(r.authorization_details) : null,
+    bindingHash: (r.binding_hash as string) ?? null,
+    status: r.status as ChallengeStatus,
+    createdAt: new Date(r.created_at as string),
+    expiresAt: new Date(r.expires_at as string),
+    answeredAt: date(r.answered_at),
+    consumedAt: date(r.consumed_at),
+    result: r.result ? json<Record<string, unknown>>(r.result) : null,
+    clientId: (r.client_id as string) ?? null,
+    scope: (r.scope as string) ?? null,
+    opener: (r.opener as string) ?? null,
+    completesLogin: r.completes_login === true,
+  };
+}
+
+export interface NewChallenge {
+  id: string;
+  tenantId: string;
+  userId: string;
+  factorId?: string;
+  purpose: ChallengePurpose;
+  channel: FactorChannel;
+  sessionId?: string;
+  codeHash?: string;
+  nonce?: string;
+  authorizationDetails?: unknown;
+  bindingHash?: string;
+  createdAt: Date;
+  expiresAt: Date;
+  clientId?: string;
+  scope?: string;
+  opener?: string;
+  completesLogin?: boolean;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface FactorRepository {
+  list(tenantId: string, userId: string): Promise<Factor[]>;
+  find(tenantId: string, userId: string, channel: FactorChannel): Promise<Factor | undefined>;
+  findById(tenantId: string, factorId: string): Promise<Factor | undefined>;
+  /** Creates the user's factor of this channel, or resets it to pending with a new key (re-enrolment). */
+  upsertPending(f: { id: string; tenantId: string; userId: string; type: FactorType; channel: FactorChannel; publicJwk?: JsonWebKey; deviceName?: string; now: Date }): Promise<Factor>;
+  activate(tenantId: string, factorId: string, now: Date): Promise<boolean>;
+  /** Deletes the factor and cancels its open challenges, so its device can approve nothing. */
+  remove(tenantId: string, userId: string, channel: FactorChannel): Promise<boolean>;
+  removeAll(tenantId: string, userId: string): Promise<number>;
+
+  createChallenge(c: NewChallenge): Promise<Challenge>;
+  findChallenge(tenantId: string, challengeId: string): Promise<Challenge | undefined>;
+  /** The challenge id alone (device answers carry nothing else); the caller checks the rest. */
+  findChallengeById(challengeId: string): Promise<Challenge | undefined>;
+  /**
+   * The user's newest challenge of this purpose and channel, whatever its state: a right code for
+   * a challenge just consumed by a concurrent request is then recognised as such, not as a guess.
+   */
+  latest(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<Challenge | undefined>;
+  /** Cancels the user's earlier pending challenges of this purpose and channel. */
+  cancelPending(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<void>;
+  /** One atomic UPDATE: PENDING and unexpired → `to`. True for exactly one caller. */
+  transition(tenantId: string, challengeId: string, to: ChallengeStatus, now: Date, result?: Record<string, unknown>): Promise<boolean>;
+  /** An approved challenge is collected once: APPROVED → CONSUMED by one atomic UPDATE, before it expires. */
+  collect(tenantId: string, challengeId: string, now: Date): Promise<boolean>;
+
+  /** Reserves one verification attempt (see UserRepository.reserveLoginAttempt): false when blocked. */
+  /**
+   * A count used up with no block set (the attempt that reached it died, or the policy's maximum
+   * was lowered) ages out like a block: `blockSeconds` after the last attempt, counting restarts.
+   */
+  reserveAttempt(tenantId: string, userId: string, maxFailures: number, now: Date, blockSeconds: number): Promise<{ reserved: boolean; failures: number }>;
+  releaseAttempt(tenantId: string, userId: string): Promise<void>;
+  block(tenantId: string, userId: string, until: Date): Promise<boolean>;
+  resetFailures(tenantId: string, userId: string): Promise<void>;
+}
+
+export function createFactorRepository(source: DbSource): FactorRepository {
+  const db = () => source.db();
+  return {
+    async list(tenantId, userId) {
+      return (await db()('factors').where({ tenant_id: tenantId, user_id: userId }).orderBy('created_at')).map(toFactor);
+    },
+    async find(tenantId, userId, channel) {
+      const r = await db()('factors').where({ tenant_id: tenantId, user_id: userId, channel }).first();
+      return r ? toFactor(r) : undefined;
+    },
+    async findById(tenantId, factorId) {
+      const r = await db()('factors').where({ tenant_id: tenantId, id: factorId }).first();
+      return r ? toFactor(r) : undefined;
+    },
+    async upsertPending(f) {
+      const [r] = await db()('factors')
+        .insert({
+          id: f.id,
+          tenant_id: f.tenantId,
+          user_id: f.userId,
+          type: f.type,
+          channel: f.channel,
+          status: 'PENDING_VERIFICATION',
+          public_jwk: f.publicJwk ? JSON.stringify(f.publicJwk) : null,
+          device_name: f.deviceName ?? null,
+          created_at: f.now,
+        })
+        .onConflict(['tenant_id', 'user_id', 'channel'])
+        .merge(['status', 'public_jwk', 'device_name', 'created_at'])
+        .returning('*');
+      const factor = toFactor(r as Row);
+      // Open challenges of the factor as it was (another key, perhaps) are void.
+      await db()('challenges').where({ tenant_id: f.tenantId, factor_id: factor.id, status: 'PENDING' }).update({ status: 'CANCELLED' });
+      return factor;
+    },
+    async activate(tenantId, factorId, now) {
+      return affected(await db()('factors').where({ tenant_id: tenantId, id: factorId }).update({ status: 'ACTIVE', activated_at: now })) === 1;
+    },
+    async remove(tenantId, userId, channel) {
+      const factor = await db()('factors').where({ tenant_id: tenantId, user_id: userId, channel }).first();
+      if (!factor) return false;
+      await db()('challenges').where({ tenant_id: tenantId, factor_id: factor.id, status: 'PENDING' }).update({ status: 'CANCELLED' });
+      return affected(await db()('factors').where({ tenant_id: tenantId, id: factor.id }).del()) === 1;
+    },
+    async removeAll(tenantId, userId) {
+      await db()('challenges').where({ tenant_id: tenantId, user_id: userId, status: 'PENDING' }).update({ status: 'CANCELLED' });
+      return affected(await db()('factors').where({ tenant_id: tenantId, user_id: userId }).del());
+    },
+
+    async createChallenge(c) {
+      const [r] = await db()('challenges')
+        .insert({
+          id: c.id,
+          tenant_id: c.tenantId,
+          user_id: c.userId,
+          factor_id: c.factorId ?? null,
+          purpose: c.purpose,
+          channel: c.channel,
+          session_id: c.sessionId ?? null,
+          code_hash: c.codeHash ?? null,
+          nonce: c.nonce ?? null,
+          authorization_details: c.authorizationDetails === undefined ? null : JSON.stringify(c.authorizationDetails),
+          binding_hash: c.bindingHash ?? null,
+          status: 'PENDING',
+          created_at: c.createdAt,
+          expires_at: c.expiresAt,
+          client_id: c.clientId ?? null,
+          scope: c.scope ?? null,
+          opener: c.opener ?? null,
+          completes_login: c.completesLogin ?? false,
+        })
+        .returning('*');
+      return toChallenge(r as Row);
+    },
+    async findChallenge(tenantId, challengeId) {
+      if (!UUID.test(challengeId)) return undefined;
+      const r = await db()('challenges').where({ tenant_id: tenantId, id: challengeId }).first();
+      return r ? toChallenge(r) : undefined;
+    },
+    async findChallengeById(challengeId) {
+      if (!UUID.test(challengeId)) return undefined;
+      const r = await db()('challenges').where({ id: challengeId }).first();
+      return r ? toChallenge(r) : undefined;
+    },
+    async latest(tenantId, userId, purpose, channel) {
+      const r = await db()('challenges')
+        .where({ tenant_id: tenantId, user_id: userId, purpose, channel })
+        .orderBy('created_at', 'desc')
+        .first();
+      return r ? toChallenge(r) : undefined;
+    },
+    async cancelPending(tenantId, userId, purpose, channel) {
+      await db()('challenges').where({ tenant_id: tenantId, user_id: userId, purpose, channel, status: 'PENDING' }).update({ status: 'CANCELLED' });
+    },
+    async transition(tenantId, challengeId, to, now, result) {
+      const changed = affected(
+        await db()('challenges')
+          .where({ tenant_id: tenantId, id: challengeId, status: 'PENDING' })
+          .andWhere('expires_at', '>', now)
+          .update({
+            status: to,
+            answered_at: now,
+            ...(to === 'CONSUMED' ? { consumed_at: now } : {}),
+            ...(result ? { result: JSON.stringify(result) } : {}),
+          }),
+      );
+      return changed === 1;
+    },
+    async collect(tenantId, challengeId, now) {
+      const changed = affected(
+        await db()('challenges')
+          .where({ tenant_id: tenantId, id: challengeId, status: 'APPROVED' })
+          .whereNull('consumed_at')
+          .andWhere('expires_at', '>', now)
+          .update({ status: 'CONSUMED', consumed_at: now }),
+      );
+      return changed === 1;
+    },
+
+    async reserveAttempt(tenantId, userId, maxFailures, now, blockSeconds) {
+      const agedOut = new Date(now.getTime() - blockSeconds * 1000);
+      // "fresh": a block that has ended, or a used-up count whose last attempt is a block period old.
+      const fresh = `((factor_blocked_until IS NOT NULL AND factor_blocked_until <= ?)
+                      OR (factor_blocked_until IS NULL AND factor_failures >= ? AND factor_attempted_at <= ?))`;
+      const res = (await db().raw(
+        `UPDATE users SET
+           factor_failures = CASE WHEN ${fresh} THEN 1 ELSE factor_failures + 1 END,
+           factor_blocked_until = CASE WHEN ${fresh} THEN NULL ELSE factor_blocked_until END,
+           factor_attempted_at = ?
+         WHERE tenant_id = ? AND id = ?
+           AND (${fresh} OR (factor_blocked_until IS NULL AND factor_failures < ?))
+         RETURNING factor_failures`,
+        [now, maxFailures, agedOut, now, maxFailures, agedOut, now, tenantId, userId, now, maxFailures, agedOut, maxFailures],
+      )) as { rows: Array<{ factor_failures: number }> };
+      const row = res.rows[0];
+      return row ? { reserved: true, failures: row.factor_failures } : { reserved: false, failures: maxFailures };
+    },
+    async releaseAttempt(tenantId, userId) {
+      await db()('users').where({ tenant_id: tenantId, id: userId }).andWhere('factor_failures', '>', 0).decrement('factor_failures', 1);
+    },
+    async block(tenantId, userId, until) {
+      return affected(await db()('users').where({ tenant_id: tenantId, id: userId }).whereNull('factor_blocked_until').update({ factor_blocked_until: until })) === 1;
+    },
+    async resetFailures(tenantId, userId) {
+      await db()('users').where({ tenant_id: tenantId, id: userId }).update({ factor_failures: 0, factor_blocked_until: null });
+    },
+  };
+}

@@ -1,0 +1,320 @@
+import { randomBytes, randomUUID, timingSafeEqual, type JsonWebKey } from 'node:crypto';
+import { compactVerify, importJWK } from 'jose';
+import { z } from 'zod';
+import { AppError } from '../errors';
+import type { TxContext } from '../db/tx';
+import type { AuditLog } from '../audit/repository';
+import type { Tenant } from '../tenants/repository';
+import type { User } from '../users/repository';
+import type { Logger } from '../log';
+import { generateCode, SANDBOX_CODE, type CodeHasher } from './codes';
+import type { SendCaps } from './caps';
+import { DeliveryError, type PushMessage, type PushSender, type SmsSender } from './senders';
+import type { Challenge, Factor, FactorChannel, FactorRepository, NewChallenge } from './repository';
+
+export const PUSH_CHANNELS = ['AUTHY', 'BIOMETRIC'] as const;
+export type PushChannel = (typeof PUSH_CHANNELS)[number];
+
+/** The signed-in user calling a factor route, with what their token says about the login. */
+export interface Caller {
+  tenant: Tenant;
+  user: User;
+  clientId: string;
+  /** The access token calling (a non-secret id): codes are bound to it. */
+  tokenId?: string;
+  transactionBound?: boolean;
+  sessionId?: string;
+  acr?: string;
+  amr?: string[];
+  authTime?: number;
+}
+
+export const p256PublicJwk = z
+  .object({
+    kty: z.literal('EC'),
+    crv: z.literal('P-256'),
+    x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'base64url P-256 coordinate'),
+    y: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'base64url P-256 coordinate'),
+    kid: z.string().max(200).optional(),
+    alg: z.literal('ES256').optional(),
+    use: z.literal('sig').optional(),
+  })
+  .strip();
+
+export const pushEnrolmentSchema = z
+  .object({ publicKey: p256PublicJwk, deviceName: z.string().min(1).max(100).optional() })
+  .strict();
+
+export const deviceAnswerSchema = z.object({
+  challengeId: z.string(),
+  nonce: z.string(),
+  decision: z.enum(['APPROVE', 'DENY']),
+  bindingHash: z.string().optional(),
+});
+
+/** One answer for every failed verification: never which element failed, nor whether it is blocked. */
+export const verificationFailed = () => new AppError('VERIFICATION_FAILED', 403, 'Verification failed');
+export const challengeRejected = () => new AppError('CHALLENGE_REJECTED', 400, 'Challenge response rejected');
+
+/** What a successful device answer means for the challenge's purpose (enrolment here; step-up adds its own). */
+export type ApprovalHandler = (challenge: Challenge, factor: Factor) => Promise<Record<string, unknown> | undefined>;
+
+export interface FactorServiceDeps {
+  tx: TxContext;
+  factors: FactorRepository;
+  codes: CodeHasher;
+  sms: SmsSender;
+  push: PushSender;
+  caps: SendCaps;
+  audit: AuditLog;
+  logger: Logger;
+  clock: () => Date;
+  /** Is this caller's authentication strong/fresh enough to change factors that protect the account? */
+  isSteppedUp(caller: Caller): boolean;
+  stepUpRequired(): AppError;
+  onBlocked?: () => void;
+}
+
+/** A code is bound to the token (and so the session) that asked for it. */
+export function boundTo(challenge: Challenge, caller: Caller): boolean {
+  return challenge.sessionId === (caller.sessionId ?? null) && challenge.opener === (caller.tokenId ?? null);
+}
+
+const safeEqual = (a: string, b: string) => {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+};
+
+export function createFactorService(deps: FactorServiceDeps) {
+  const { factors, tx, audit, clock } = deps;
+  const approvalHandlers = new Map<string, ApprovalHandler>();
+
+  async function requireStepUpIfProtected(caller: Caller, existing?: Factor[]): Promise<void> {
+    const all = existing ?? (await factors.list(caller.tenant.id, caller.user.id));
+    if (all.some((f) => f.status === 'ACTIVE') && !deps.isSteppedUp(caller)) throw deps.stepUpRequired();
+  }
+
+  async function send(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (err instanceof DeliveryError) {
+        throw new AppError('DELIVERY_FAILED', 503, 'The message could not be delivered; try again later', undefined, { 'Retry-After': '30' });
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * One verification attempt with a code: reserved against the user's consecutive-failure budget
+   * before anything is compared, consumed by one atomic UPDATE, and answered generically.
+   */
+  /** A code is hashed with its challenge id and, for a transaction, the binding hash of its details. */
+  const codeInput = (code: string, binding?: string) => (binding ? `${code}|${binding}` : code);
+
+  async function verifyCode<T>(
+    caller: Caller,
+    challenge: Challenge | undefined,
+    code: string,
+    onSuccess: (c: Challenge) => Promise<T>,
+    binding?: string,
+  ): Promise<T> {
+    const { tenant, user } = caller;
+    const now = clock();
+    // Committed on its own: a failed attempt must count even though the request fails.
+    const { reserved, failures } = await factors.reserveAttempt(tenant.id, user.id, tenant.policy.factorMaxFailures, now, tenant.policy.factorBlockSeconds);
+    if (!reserved) throw verificationFailed();
+    // The details presented now must be the ones challenged: else the code simply does not match.
+    const matches = !!challenge && deps.codes.matches(challenge.id, codeInput(code, binding), challenge.codeHash);
+    if (matches && challenge) {
+      // Consume, reset the count and apply the effect together: all or nothing.
+      const outcome = await tx.transaction(async () => {
+        if (!(await factors.transition(tenant.id, challenge.id, 'CONSUMED', now))) return undefined;
+        await factors.resetFailures(tenant.id, user.id);
+        return { value: await onSuccess(challenge) };
+      });
+      if (outcome) return outcome.value;
+      // The right code, already used by a concurrent request: not a guess, so not a failure.
+      await factors.releaseAttempt(tenant.id, user.id);
+      throw verificationFailed();
+    }
+    if (failures >= tenant.policy.factorMaxFailures) {
+      const until = new Date(now.getTime() + tenant.policy.factorBlockSeconds * 1000);
+      if (await factors.block(tenant.id, user.id, until)) {
+        await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.blocked', target: user.id, details: { until: until.toISOString(), failures } });
+        deps.logger.warn({ tenant: tenant.id, userId: user.id }, 'factors blocked after consecutive failures');
+        deps.onBlocked?.();
+      }
+    }
+    throw verificationFailed();
+  }
+
+  /** Sends a fresh code for `purpose` by SMS; returns the challenge. Sandbox tenants send nothing. */
+  async function sendSmsCode(
+    caller: Caller,
+    purpose: 'enrolment' | 'stepup',
+    extra: { text: (code: string) => string } & Pick<NewChallenge, 'authorizationDetails' | 'bindingHash' | 'clientId' | 'scope' | 'opener' | 'completesLogin'>,
+  ) {
+    const { tenant, user } = caller;
+    const mobile = user.mobile;
+    if (!mobile) throw new AppError('MOBILE_REQUIRED', 409, 'The user has no mobile number');
+    await deps.caps.take([
+      { key: `sms:number:${mobile}`, cap: tenant.policy.smsPerNumberPerHour },
+      { key: `sms:user:${user.id}`, cap: tenant.policy.smsPerUserPerHour },
+    ]);
+    return tx.transaction(async () => {
+      const now = clock();
+      await factors.cancelPending(tenant.id, user.id, purpose, 'SMS');
+      const id = randomUUID();
+      const sandbox = tenant.mode === 'sandbox';
+      const code = sandbox ? SANDBOX_CODE : generateCode(tenant.policy.otpLength);
+      const challenge = await factors.createChallenge({
+        id,
+        tenantId: tenant.id,
+        userId: user.id,
+        purpose,
+        channel: 'SMS',
+        sessionId: caller.sessionId,
+        codeHash: deps.codes.hash(id, codeInput(code, extra.bindingHash)),
+        authorizationDetails: extra.authorizationDetails,
+        bindingHash: extra.bindingHash,
+        clientId: extra.clientId,
+        scope: extra.scope,
+        opener: extra.opener,
+        completesLogin: extra.completesLogin,
+        createdAt: now,
+        expiresAt: new Date(now.getTime() + tenant.policy.otpTtlSeconds * 1000),
+      });
+      if (!sandbox) await send(() => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }));
+      return challenge;
+    });
+  }
+
+  /** A push to the user's device; a delivery failure is the 503 of `send`. */
+  const sendPush = (caller: Caller, message: PushMessage) => send(() => deps.push.send(message, { tenant: caller.tenant.id, userId: caller.user.id }));
+
+  return {
+    sendSmsCode,
+    sendPush,
+    verifyCode,
+    requireStepUpIfProtected,
+    takeCaps: (keys: Array<{ key: string; cap: number }>) => deps.caps.take(keys),
+
+    /** Step-up registers what a device approval of its challenges does. */
+    onApproval(purpose: string, handler: ApprovalHandler) {
+      approvalHandlers.set(purpose, handler);
+    },
+
+    async list(caller: Caller) {
+      return (await factors.list(caller.tenant.id, caller.user.id)).map((f) => ({ type: f.type, channel: f.channel, status: f.status }));
+    },
+
+    async startSmsEnrolment(caller: Caller): Promise<void> {
+      const existing = await factors.list(caller.tenant.id, caller.user.id);
+      await requireStepUpIfProtected(caller, existing);
+      await tx.transaction(async () => {
+        if (!existing.some((f) => f.channel === 'SMS' && f.status === 'ACTIVE')) {
+          await factors.upsertPending({ id: randomUUID(), tenantId: caller.tenant.id, userId: caller.user.id, type: 'OTP', channel: 'SMS', now: clock() });
+        }
+        await sendSmsCode(caller, 'enrolment', {
+          opener: caller.tokenId,
+          text: (code) => `${code} is your ${caller.tenant.name} code to enrol this phone. It expires in ${Math.round(caller.tenant.policy.otpTtlSeconds / 60)} minutes. Never share it.`,
+        });
+        await audit.record({ tenantId: caller.tenant.id, actor: caller.user.id, type: 'factor.enrolment_started', target: caller.user.id, details: { channel: 'SMS' } });
+      });
+    },
+
+    async verifySmsEnrolment(caller: Caller, code: string): Promise<void> {
+      const { tenant, user } = caller;
+      const latest = await factors.latest(tenant.id, user.id, 'enrolment', 'SMS');
+      const challenge = latest && boundTo(latest, caller) ? latest : undefined;
+      await verifyCode(caller, challenge, code, async () => {
+        const factor = await factors.find(tenant.id, user.id, 'SMS');
+        if (!factor) throw verificationFailed();
+        await factors.activate(tenant.id, factor.id, clock());
+        await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.enrolled', target: user.id, details: { channel: 'SMS' } });
+      });
+    },
+
+    async startPushEnrolment(caller: Caller, channel: PushChannel, input: z.infer<typeof pushEnrolmentSchema>): Promise<void> {
+      const { tenant, user } = caller;
+      try {
+        await importJWK({ ...input.publicKey, alg: 'ES256' } as JsonWebKey & { kty: string }, 'ES256');
+      } catch {
+        throw AppError.validation([{ fieldName: 'publicKey', error: 'not a valid P-256 public key' }]);
+      }
+      await requireStepUpIfProtected(caller);
+      await deps.caps.take([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
+      const publicJwk: JsonWebKey = { kty: 'EC', crv: 'P-256', x: input.publicKey.x, y: input.publicKey.y };
+      await tx.transaction(async () => {
+        const now = clock();
+        const factor = await factors.upsertPending({
+          id: randomUUID(), tenantId: tenant.id, userId: user.id, type: 'PUSH', channel, publicJwk, deviceName: input.deviceName, now,
+        });
+        const id = randomUUID();
+        const nonce = randomBytes(32).toString('base64url');
+        await factors.createChallenge({
+          id, tenantId: tenant.id, userId: user.id, factorId: factor.id, purpose: 'enrolment', channel, sessionId: caller.sessionId, nonce,
+          createdAt: now, expiresAt: new Date(now.getTime() + tenant.policy.otpTtlSeconds * 1000),
+        });
+        await sendPush(caller, { channel, challengeId: id, nonce, kind: 'enrolment', text: `Confirm ${input.deviceName ?? 'this device'} for ${tenant.name}` });
+        await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.enrolment_started', target: user.id, details: { channel } });
+      });
+    },
+
+    async unlink(caller: Caller, channel: FactorChannel): Promise<void> {
+      const { tenant, user } = caller;
+      await requireStepUpIfProtected(caller);
+      const removed = await tx.transaction(async () => {
+        const ok = await factors.remove(tenant.id, user.id, channel);
+        if (ok) await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.unlinked', target: user.id, details: { channel } });
+        return ok;
+      });
+      if (!removed) throw new AppError('NOT_FOUND', 404, 'No such factor');
+    },
+
+    /**
+     * The enrolled device answers a challenge with a compact JWS (ES256, its enrolled key) over
+     * {challengeId, nonce, decision, bindingHash?}. A wrong key, nonce, binding or a replay is
+     * rejected with one generic answer; the challenge changes state by one atomic UPDATE.
+     */
+    async answerDeviceChallenge(challengeId: string, jws: string): Promise<{ status: string }> {
+      const challenge = await factors.findChallengeById(challengeId);
+      if (!challenge?.factorId || !challenge.nonce || challenge.status !== 'PENDING') throw challengeRejected();
+      const factor = await factors.findById(challenge.tenantId, challenge.factorId);
+      if (!factor?.publicJwk || factor.userId !== challenge.userId) throw challengeRejected();
+      let answer: z.infer<typeof deviceAnswerSchema>;
+      try {
+        const key = await importJWK({ ...factor.publicJwk, alg: 'ES256' } as JsonWebKey & { kty: string }, 'ES256');
+        const { payload } = await compactVerify(jws, key, { algorithms: ['ES256'] });
+        answer = deviceAnswerSchema.parse(JSON.parse(new TextDecoder().decode(payload)));
+      } catch {
+        throw challengeRejected();
+      }
+      if (answer.challengeId !== challenge.id || !safeEqual(answer.nonce, challenge.nonce)) throw challengeRejected();
+      if (challenge.bindingHash && !(answer.bindingHash && safeEqual(answer.bindingHash, challenge.bindingHash))) throw challengeRejected();
+      const now = clock();
+      const { tenantId } = challenge;
+      return tx.transaction(async () => {
+        if (answer.decision === 'DENY') {
+          if (!(await factors.transition(tenantId, challenge.id, 'DENIED', now))) throw challengeRejected();
+          await audit.record({ tenantId, actor: challenge.userId, type: `${challenge.purpose}.denied`, target: challenge.userId, details: { channel: challenge.channel, challengeId: challenge.id } });
+          return { status: 'DENIED' };
+        }
+        if (challenge.purpose === 'enrolment') {
+          if (!(await factors.transition(tenantId, challenge.id, 'CONSUMED', now))) throw challengeRejected();
+          await factors.activate(tenantId, factor.id, now);
+          await audit.record({ tenantId, actor: challenge.userId, type: 'factor.enrolled', target: challenge.userId, details: { channel: challenge.channel } });
+          return { status: 'APPROVED' };
+        }
+        const handler = approvalHandlers.get(challenge.purpose);
+        if (!handler) throw challengeRejected();
+        const result = await handler(challenge, factor);
+        if (!(await factors.transition(tenantId, challenge.id, 'APPROVED', now, result))) throw challengeRejected();
+        return { status: 'APPROVED' };
+      });
+    },
+  };
+}
+export type FactorService = ReturnType<typeof createFactorService>;

@@ -1,0 +1,131 @@
+import type { Context, Next } from 'koa';
+import { AppError } from '../errors';
+import { hashSecret } from '../crypto/secrets';
+import type { ClientRecord, ClientRepository } from '../clients/repository';
+import type { Principal } from '../oidc/bearer';
+import type { TenantRepository } from '../tenants/repository';
+import type { UserService } from '../users/service';
+import type { Caller } from '../factors/service';
+
+export interface AuthState {
+  principal: Principal;
+}
+
+/** Account authentication failed: the API key is missing, unknown, or not the token client's. */
+function badApiKey(message: string): AppError {
+  return new AppError('UNAUTHORIZED', 401, message, undefined, { 'WWW-Authenticate': 'ApiKey header="api-key"' });
+}
+
+function unauthorized(publicUrl: string, error?: string): AppError {
+  const challenge = error ? `Bearer realm="${publicUrl}", error="${error}"` : `Bearer realm="${publicUrl}"`;
+  return new AppError('UNAUTHORIZED', 401, 'Missing or invalid access token', undefined, { 'WWW-Authenticate': challenge });
+}
+
+export function bearerToken(ctx: Context): string | undefined {
+  const header = ctx.get('authorization');
+  const m = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
+  return m?.[1];
+}
+
+/**
+ * RFC 9470: the token is valid but its authentication is not strong or fresh enough. The client
+ * should step the user up (SCA) or have them log in again within `maxAge` seconds.
+ */
+export function insufficientUserAuthentication(publicUrl: string, maxAge?: number): AppError {
+  const challenge =
+    `Bearer realm="${publicUrl}", error="insufficient_user_authentication", ` +
+    `error_description="A stronger or more recent authentication is required", acr_values="urn:openbanking:psd2:sca"` +
+    (maxAge ? `, max_age=${maxAge}` : '');
+  return new AppError('INSUFFICIENT_USER_AUTHENTICATION', 401, 'Strong customer authentication is required for this operation', undefined, {
+    'WWW-Authenticate': challenge,
+  });
+}
+
+/** RFC 6750: a valid bearer token is required; `ctx.state.principal` says whose it is. */
+export function requireBearer(deps: { verify: (token: string) => Promise<Principal | undefined>; publicUrl: string }) {
+  return async function authenticate(ctx: Context, next: Next): Promise<void> {
+    const token = bearerToken(ctx);
+    if (!token) throw unauthorized(deps.publicUrl);
+    const principal = await deps.verify(token);
+    if (!principal) throw unauthorized(deps.publicUrl, 'invalid_token');
+    ctx.state.principal = principal;
+    await next();
+  };
+}
+
+/**
+ * End-user routes: the bearer token must be a user's (a client-credentials token has no user:
+ * 403); its tenant and user must still be active; and account authentication holds — an
+ * `api-key` header, when sent (or when the tenant requires it), must be the API key of the very
+ * client the token was issued to. Sets `ctx.state.caller`.
+ */
+export function requireUser(
+  deps: { tenants: TenantRepository; users: UserService; clients: ClientRepository; publicUrl: string },
+  opts: { allowPending?: boolean } = {},
+) {
+  return async function authenticateUser(ctx: Context, next: Next): Promise<void> {
+    const p = ctx.state.principal as Principal | undefined;
+    if (p?.tokenKind !== 'user' || !p.userId || !p.tenantId) {
+      throw new AppError('USER_TOKEN_REQUIRED', 403, 'This operation needs an end-user access token');
+    }
+    // A login waiting for its MFA challenge is good for the step-up routes only.
+    if (p.pending && !opts.allowPending) throw insufficientUserAuthentication(deps.publicUrl);
+    const tenant = await deps.tenants.find(p.tenantId);
+    const user = tenant?.status === 'active' ? await deps.users.findActive(p.tenantId, p.userId) : undefined;
+    if (!tenant || !user) throw unauthorized(deps.publicUrl, 'invalid_token');
+    const apiKey = ctx.get('api-key');
+    if (apiKey) {
+      const client = apiKey.length <= 256 ? await deps.clients.findByApiKeyHash(hashSecret(apiKey)) : undefined;
+      if (!client || client.disabled || client.id !== p.clientId) throw badApiKey('Invalid API key');
+    } else if (tenant.policy.requireApiKey) {
+      throw badApiKey('An api-key header is required');
+    }
+    const caller: Caller = {
+      tenant,
+      user,
+      clientId: p.clientId,
+      tokenId: p.tokenId,
+      transactionBound: p.transactionBound,
+      sessionId: p.sessionId,
+      acr: p.acr,
+      amr: p.amr,
+      authTime: p.authTime,
+    };
+    ctx.state.caller = caller;
+    await next();
+  };
+}
+
+/**
+ * Account authentication (seed 000 layer 1): the calling application, shown either by a client
+ * token (Bearer) or by its API key (`api-key` header). Sets `ctx.state.client`.
+ */
+export function requireClient(deps: {
+  verify: (token: string) => Promise<Principal | undefined>;
+  clients: ClientRepository;
+  publicUrl: string;
+}) {
+  return async function authenticateClient(ctx: Context, next: Next): Promise<void> {
+    const apiKey = ctx.get('api-key');
+    if (apiKey) {
+      const client = apiKey.length <= 256 ? await deps.clients.findByApiKeyHash(hashSecret(apiKey)) : undefined;
+      if (!client || client.disabled) throw badApiKey('Invalid API key');
+      ctx.state.client = client;
+      ctx.state.clientTenant = undefined;
+      await next();
+      return;
+    }
+    const token = bearerToken(ctx);
+    if (!token) throw unauthorized(deps.publicUrl);
+    const principal = await deps.verify(token);
+    if (!principal) throw unauthorized(deps.publicUrl, 'invalid_token');
+    if (principal.tokenKind !== 'client') throw new AppError('CLIENT_TOKEN_REQUIRED', 403, 'This operation needs a client access token or API key');
+    const client = await deps.clients.find(principal.clientId);
+    if (!client || client.disabled) throw unauthorized(deps.publicUrl, 'invalid_token');
+    ctx.state.client = client;
+    ctx.state.clientTenant = principal.tenantId;
+    await next();
+  };
+}
+
+export type { ClientRecord };

@@ -1,0 +1,34 @@
+import Router from '@koa/router';
+import type { Knex } from 'knex';
+import type { Registry } from 'prom-client';
+
+/** Liveness says the process runs; readiness says it can serve: not draining, database reachable. */
+export function healthRoutes(deps: { knex: Knex; isDraining: () => boolean; metrics: Registry }): Router {
+  const router = new Router();
+  router.get('/metrics', async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.type = deps.metrics.contentType;
+    ctx.body = await deps.metrics.metrics();
+  });
+  router.get('/healthz', (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { status: 'ok' };
+  });
+  router.get('/readyz', async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    if (deps.isDraining()) {
+      ctx.status = 503;
+      ctx.body = { status: 'draining' };
+      return;
+    }
+    try {
+      await deps.knex.raw('select 1').timeout(2000, { cancel: false });
+      ctx.body = { status: 'ready', database: 'ok' };
+    } catch {
+      ctx.status = 503;
+      ctx.set('Retry-After', '5');
+      ctx.body = { status: 'unavailable', database: 'unreachable' };
+    }
+  });
+  return router;
+}

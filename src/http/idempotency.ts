@@ -1,0 +1,93 @@
+import { createHash } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import { AppError } from '../errors';
+import type { TxContext } from '../db/tx';
+import type { IdempotencyKey, IdempotencyRepository } from '../idempotency/repository';
+
+const REF = /^[\x21-\x7E]{1,255}$/;
+const TTL_SECONDS = 24 * 3600;
+/** An in-flight record older than this belongs to a request that died with its process. */
+const ABANDONED_MS = 300_000;
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.keys(value as object)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/**
+ * `idempotency-ref` (seed 001) on a POST, scoped to tenant + caller, kept 24 h:
+ * - first time: the request runs in one transaction with the record of its reply;
+ * - same ref and payload again: the stored reply, nothing done twice;
+ * - same ref, other payload: 409; same ref while the first is still running: 409.
+ * Only successful replies are stored; a failed request releases the ref. An AppError (a refused
+ * request) commits what the service wrote deliberately — failure counters, audit — and nothing else
+ * was written before it; any other error rolls everything back.
+ */
+export function idempotency(deps: {
+  repo: IdempotencyRepository;
+  tx: TxContext;
+  clock: () => Date;
+  scope: (ctx: Context) => { tenantId: string; caller: string };
+  onReplay?: () => void;
+}) {
+  return async function idempotent(ctx: Context, next: Next): Promise<void> {
+    const ref = ctx.get('idempotency-ref');
+    if (ctx.method !== 'POST' || !ref) {
+      await next();
+      return;
+    }
+    if (!REF.test(ref)) throw AppError.validation([{ fieldName: 'idempotency-ref', error: 'must be 1 to 255 printable ASCII characters' }]);
+    const key: IdempotencyKey = { ...deps.scope(ctx), ref };
+    const requestHash = createHash('sha256')
+      .update(`${ctx.method} ${ctx.path}\n${canonical((ctx.request as { body?: unknown }).body ?? {})}`)
+      .digest('base64url');
+    const now = deps.clock();
+
+    if (!(await deps.repo.claim(key, requestHash, now, TTL_SECONDS))) {
+      const existing = await deps.repo.find(key);
+      const expired = existing && existing.expiresAt <= now;
+      const abandoned = existing?.state === 'in_flight' && now.getTime() - existing.lockedAt.getTime() > ABANDONED_MS;
+      if (existing && !expired && !abandoned) {
+        if (existing.requestHash !== requestHash) throw new AppError('IDEMPOTENCY_CONFLICT', 409, 'idempotency-ref was already used with another request');
+        if (existing.state === 'in_flight') throw new AppError('IDEMPOTENCY_IN_FLIGHT', 409, 'A request with this idempotency-ref is still in progress');
+        ctx.status = existing.responseStatus ?? 200;
+        ctx.set('Idempotent-Replayed', 'true');
+        deps.onReplay?.();
+        ctx.set('Cache-Control', 'no-store');
+        if (existing.responseBody !== null && existing.responseBody !== undefined) ctx.body = existing.responseBody;
+        return;
+      }
+      if (!existing || !(await deps.repo.takeOver(key, requestHash, existing.lockedAt, now, TTL_SECONDS))) {
+        throw new AppError('IDEMPOTENCY_IN_FLIGHT', 409, 'A request with this idempotency-ref is still in progress');
+      }
+    }
+
+    let refused: unknown;
+    try {
+      await deps.tx.transaction(async () => {
+        try {
+          await next();
+        } catch (err) {
+          if (err instanceof AppError && err.status < 500) {
+            refused = err;
+            await deps.repo.release(key);
+            return; // commit the deliberate writes (counters, audit)
+          }
+          throw err;
+        }
+        if (ctx.status >= 200 && ctx.status < 300) await deps.repo.complete(key, ctx.status, ctx.body);
+        else await deps.repo.release(key);
+      });
+    } catch (err) {
+      await deps.repo.release(key).catch(() => undefined);
+      throw err;
+    }
+    if (refused) throw refused;
+  };
+}

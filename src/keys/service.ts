@@ -1,0 +1,138 @@
+import { createHash, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { Sealer } from '../crypto/secrets';
+
+export interface SigningKeyInfo {
+  kid: string;
+  alg: string;
+  createdAt: Date;
+  activatesAt: Date;
+  retiredAt: Date | null;
+  expiresAt: Date | null;
+  publicJwk: JsonWebKey;
+}
+
+export interface KeySet {
+  /** Private JWKs for oidc-provider, the signing key first. */
+  jwks: { keys: JsonWebKey[] };
+  signingKid: string;
+  /** Changes whenever the published set or the signing key changes. */
+  fingerprint: string;
+}
+
+interface KeyRow {
+  kid: string;
+  alg: string;
+  public_jwk: JsonWebKey | string;
+  private_jwk_sealed: string;
+  created_at: Date;
+  activates_at: Date;
+  retired_at: Date | null;
+  expires_at: Date | null;
+}
+
+export interface KeyService {
+  /** Creates the first signing key when there is none (safe when several processes start at once). */
+  ensureKey(): Promise<void>;
+  /** Publishes a new key now, signs with it after `publishBeforeUseSeconds`, retires the old one. */
+  rotate(): Promise<SigningKeyInfo>;
+  list(): Promise<SigningKeyInfo[]>;
+  load(): Promise<KeySet>;
+}
+
+function thumbprint(jwk: JsonWebKey): string {
+  const canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
+  return createHash('sha256').update(canonical).digest('base64url');
+}
+
+function newEcKey(): { kid: string; publicJwk: JsonWebKey; privateJwk: JsonWebKey } {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const privateJwk = privateKey.export({ format: 'jwk' });
+  const kid = thumbprint(privateJwk);
+  const { d: _d, ...pub } = privateJwk;
+  return { kid, publicJwk: { ...pub, kid, alg: 'ES256', use: 'sig' }, privateJwk: { ...privateJwk, kid, alg: 'ES256', use: 'sig' } };
+}
+
+const LOCK = "select pg_advisory_xact_lock(hashtext('portcullis.signing_keys'))";
+
+export function createKeyService(deps: {
+  knex: Knex;
+  sealer: Sealer;
+  publishBeforeUseSeconds: number;
+  maxTokenLifetimeSeconds: number;
+  now?: () => Date;
+}): KeyService {
+  const { knex, sealer } = deps;
+  const now = deps.now ?? (() => new Date());
+  const toInfo = (r: KeyRow): SigningKeyInfo => ({
+    kid: r.kid,
+    alg: r.alg,
+    createdAt: new Date(r.created_at),
+    activatesAt: new Date(r.activates_at),
+    retiredAt: r.retired_at ? new Date(r.retired_at) : null,
+    expiresAt: r.expires_at ? new Date(r.expires_at) : null,
+    publicJwk: typeof r.public_jwk === 'string' ? (JSON.parse(r.public_jwk) as JsonWebKey) : r.public_jwk,
+  });
+
+  async function insertKey(trx: Knex.Transaction, activatesAt: Date): Promise<KeyRow> {
+    const key = newEcKey();
+    const [row] = await trx<KeyRow>('signing_keys')
+      .insert({
+        kid: key.kid,
+        alg: 'ES256',
+        public_jwk: JSON.stringify(key.publicJwk) as unknown as JsonWebKey,
+        private_jwk_sealed: sealer.seal(JSON.stringify(key.privateJwk)),
+        activates_at: activatesAt,
+      })
+      .returning('*');
+    return row as KeyRow;
+  }
+
+  return {
+    async ensureKey() {
+      await knex.transaction(async (trx) => {
+        await trx.raw(LOCK);
+        const live = await trx('signing_keys').whereNull('retired_at').first();
+        if (!live) await insertKey(trx, now());
+      });
+    },
+    async rotate() {
+      return knex.transaction(async (trx) => {
+        await trx.raw(LOCK);
+        const t = now();
+        const activatesAt = new Date(t.getTime() + deps.publishBeforeUseSeconds * 1000);
+        // The old key signs until the new one takes over, then verifies for as long as any token
+        // it signed can live.
+        await trx('signing_keys')
+          .whereNull('retired_at')
+          .update({
+            retired_at: activatesAt,
+            expires_at: new Date(activatesAt.getTime() + deps.maxTokenLifetimeSeconds * 1000),
+          });
+        return toInfo(await insertKey(trx, activatesAt));
+      });
+    },
+    async list() {
+      const rows = await knex<KeyRow>('signing_keys').orderBy('activates_at', 'desc');
+      return rows.map(toInfo);
+    },
+    async load() {
+      const t = now();
+      const rows = await knex<KeyRow>('signing_keys')
+        .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', t))
+        .orderBy('activates_at', 'desc');
+      const active = rows.filter((r) => new Date(r.activates_at) <= t);
+      const signing = active[0] ?? rows[rows.length - 1];
+      if (!signing) throw new Error('no signing key: run migrations and start the server once');
+      const ordered = [signing, ...rows.filter((r) => r !== signing)];
+      const keys = ordered.map((r) => {
+        try {
+          return JSON.parse(sealer.open(r.private_jwk_sealed)) as JsonWebKey;
+        } catch {
+          throw new Error(`cannot decrypt signing key ${r.kid}: SECRETS_KEY is not the key it was sealed with`);
+        }
+      });
+      return { jwks: { keys }, signingKid: signing.kid, fingerprint: ordered.map((r) => r.kid).join(',') };
+    },
+  };
+}

@@ -1,0 +1,143 @@
+import type { Knex } from 'knex';
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import { affected } from '../db/affected';
+import type { DbSource } from '../db/tx';
+
+interface PayloadRow {
+  payload: AdapterPayload | string;
+  consumed_at: Date | null;
+}
+
+/**
+ * oidc-provider's storage for every model but Client: one `oidc_payloads` table keyed by
+ * (type, id). Expired rows are invisible at once and removed by `sweepExpired`.
+ */
+export class KnexAdapter implements Adapter {
+  constructor(
+    private readonly source: DbSource,
+    private readonly type: string,
+  ) {}
+
+  private get knex(): Knex {
+    return this.source.db();
+  }
+
+  private table() {
+    return this.knex<Record<string, unknown>>('oidc_payloads');
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+    const row = {
+      type: this.type,
+      id,
+      payload: JSON.stringify(payload),
+      grant_id: payload.grantId ?? null,
+      user_code: payload.userCode ?? null,
+      uid: payload.uid ?? null,
+      account_id: payload.accountId ?? null,
+      expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
+    };
+    await this.table().insert(row).onConflict(['type', 'id']).merge();
+  }
+
+  private async findWhere(where: Record<string, string>): Promise<AdapterPayload | undefined> {
+    // Not a value we could have issued, and one PostgreSQL refuses to compare: a plain miss.
+    if (Object.values(where).some((v) => typeof v !== 'string' || v.includes('\u0000') || v.length > 512)) return undefined;
+    const row = (await this.table()
+      .select('payload', 'consumed_at')
+      .where({ type: this.type, ...where })
+      .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', this.knex.fn.now()))
+      .first()) as PayloadRow | undefined;
+    if (!row) return undefined;
+    const payload = (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as AdapterPayload;
+    return row.consumed_at ? { ...payload, consumed: Math.floor(new Date(row.consumed_at).getTime() / 1000) } : payload;
+  }
+
+  find(id: string) {
+    return this.findWhere({ id });
+  }
+
+  findByUserCode(userCode: string) {
+    return this.findWhere({ user_code: userCode });
+  }
+
+  findByUid(uid: string) {
+    return this.findWhere({ uid });
+  }
+
+  /**
+   * One atomic UPDATE: of concurrent consumers of one artifact (a refresh token used twice at
+   * once), exactly one changes the row; the others fail here, before anything is issued.
+   */
+  async consume(id: string): Promise<void> {
+    if (id.includes('\u0000')) throw new errors.CustomOIDCProviderError('invalid_grant', 'grant request is invalid');
+    const changed = affected(
+      await this.table().where({ type: this.type, id }).whereNull('consumed_at').update({ consumed_at: this.knex.fn.now() }),
+    );
+    if (changed !== 1) {
+      // A refresh token used twice, even concurrently: treated as stolen (RFC 9700 §4.14.2), so
+      // the whole session ends — whichever request won, its tokens die too.
+      if (this.type === 'RefreshToken') {
+        const row = (await this.table().where({ type: this.type, id }).first('grant_id')) as { grant_id?: string } | undefined;
+        if (row?.grant_id) await revokeSession(this.knex, row.grant_id);
+      }
+      throw new errors.CustomOIDCProviderError('invalid_grant', 'grant request is invalid');
+    }
+  }
+
+  async destroy(id: string): Promise<void> {
+    if (id.includes('\u0000')) return;
+    await this.table().where({ type: this.type, id }).del();
+  }
+
+  async revokeByGrantId(grantId: string): Promise<void> {
+    await this.table().where({ grant_id: grantId }).del();
+  }
+}
+
+/** Ends a session: the Grant and every artifact issued under it. */
+async function revokeSession(knex: Knex, grantId: string): Promise<void> {
+  await knex('oidc_payloads')
+    .where({ grant_id: grantId })
+    .orWhere((q) => q.where({ type: 'Grant', id: grantId }))
+    .del();
+}
+
+/** Sessions of a user: their live Grants. */
+export async function listGrantsOfAccount(source: DbSource, accountId: string): Promise<AdapterPayload[]> {
+  const knex = source.db();
+  const rows = (await knex('oidc_payloads')
+    .select('payload')
+    .where({ type: 'Grant', account_id: accountId })
+    .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))
+    .orderBy('expires_at', 'desc')) as PayloadRow[];
+  return rows.map((r) => (typeof r.payload === 'string' ? JSON.parse(r.payload) : r.payload) as AdapterPayload);
+}
+
+/**
+ * Ends one session of a user: its Grant and every token of it, in one transaction. False when the
+ * session does not exist or is not this user's (the caller answers 404 either way).
+ */
+export async function revokeGrantOfAccount(source: DbSource, accountId: string, grantId: string): Promise<boolean> {
+  return source.db().transaction(async (trx) => {
+    const gone = affected(await trx('oidc_payloads').where({ type: 'Grant', id: grantId, account_id: accountId }).del());
+    if (gone !== 1) return false;
+    await trx('oidc_payloads').where({ grant_id: grantId }).del();
+    return true;
+  });
+}
+
+/** Ends every session of a user (admin lock, factor reset): all their grants and tokens. */
+export async function revokeAllOfAccount(source: DbSource, accountId: string): Promise<number> {
+  const knex = source.db();
+  const grants = (await knex('oidc_payloads').select('id').where({ type: 'Grant', account_id: accountId })) as Array<{ id: string }>;
+  const ids = grants.map((g) => g.id);
+  let n = affected(await knex('oidc_payloads').where({ account_id: accountId }).del());
+  if (ids.length) n += affected(await knex('oidc_payloads').whereIn('grant_id', ids).del());
+  return n;
+}
+
+/** Deletes rows that expired more than `graceSeconds` ago; returns how many. */
+export async function sweepExpired(knex: Knex, graceSeconds = 0): Promise<number> {
+  return affected(await knex('oidc_payloads').where('expires_at', '<', new Date(Date.now() - graceSeconds * 1000)).del());
+}

@@ -1,0 +1,115 @@
+import type Provider from 'oidc-provider';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
+import type { PortcullisClientExtras } from './client-model';
+import { opaqueTokenId } from './token-id';
+
+/** Who calls one of our routes, as its bearer token says. */
+export interface Principal {
+  tokenKind: 'user' | 'client';
+  clientId: string;
+  tenantId: string | undefined;
+  userId?: string;
+  scope: string[];
+  acr?: string;
+  amr?: string[];
+  authTime?: number;
+  /** The session (oidc-provider Grant) of a user token. */
+  sessionId?: string;
+  expiresAt: number;
+  client: Partial<PortcullisClientExtras> & { clientId: string };
+  /** Not secret: a hash of an opaque token, or a JWT's jti. */
+  tokenId: string;
+  /** A password login waiting for its login-time MFA challenge. */
+  pending: boolean;
+  /** Step-up token of one transaction (it carries authorization_details): good for that only. */
+  transactionBound: boolean;
+}
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+type Extra = Record<string, unknown>;
+
+/**
+ * Verifies a bearer token for our own routes with the same rules as introspection: stored and
+ * valid (opaque), or signed by one of our published keys (JWT); its session still alive; its
+ * client still enabled. Anything else is undefined — the caller answers 401.
+ */
+export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeySet) {
+  const keys = createLocalJWKSet(publicJwks);
+
+  async function sessionAlive(grantId: string | undefined): Promise<boolean> {
+    if (!grantId) return true;
+    const grant = await provider.Grant.find(grantId);
+    return !!grant && !grant.isExpired;
+  }
+
+  async function principal(p: {
+    clientId: string;
+    accountId?: string;
+    scope?: string;
+    extra: Extra;
+    grantId?: string;
+    exp: number;
+    tokenId: string;
+    transactionBound: boolean;
+  }): Promise<Principal | undefined> {
+    const client = (await provider.Client.find(p.clientId)) as (Partial<PortcullisClientExtras> & { clientId: string }) | undefined;
+    if (!client) return undefined;
+    // A user token without a session to check is not accepted (a JWT always names its sid).
+    if (p.accountId && !p.grantId) return undefined;
+    if (!(await sessionAlive(p.grantId))) return undefined;
+    const tenantId = typeof p.extra.tenant === 'string' ? p.extra.tenant : undefined;
+    return {
+      tokenKind: p.accountId ? 'user' : 'client',
+      clientId: p.clientId,
+      tenantId,
+      userId: p.accountId,
+      scope: (p.scope ?? '').split(' ').filter(Boolean),
+      acr: typeof p.extra.acr === 'string' ? p.extra.acr : undefined,
+      amr: Array.isArray(p.extra.amr) ? (p.extra.amr as string[]) : undefined,
+      authTime: typeof p.extra.auth_time === 'number' ? p.extra.auth_time : undefined,
+      sessionId: p.grantId,
+      expiresAt: p.exp,
+      client,
+      tokenId: p.tokenId,
+      pending: p.extra.pending !== undefined,
+      transactionBound: p.transactionBound,
+    };
+  }
+
+  return async function verifyBearer(token: string): Promise<Principal | undefined> {
+    if (!token || token.length > 4096) return undefined;
+    if (JWT_SHAPE.test(token)) {
+      try {
+        const { payload } = await jwtVerify(token, keys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: ['ES256'] });
+        if (typeof payload.client_id !== 'string' || typeof payload.exp !== 'number') return undefined;
+        const isUser = typeof payload.member_id === 'string';
+        return principal({
+          clientId: payload.client_id,
+          accountId: isUser ? (payload.sub as string) : undefined,
+          scope: typeof payload.scope === 'string' ? payload.scope : undefined,
+          extra: payload as Extra,
+          grantId: isUser && typeof payload.sid === 'string' ? payload.sid : undefined,
+          exp: payload.exp,
+          tokenId: typeof payload.jti === 'string' ? payload.jti : opaqueTokenId(token),
+          transactionBound: payload.authorization_details !== undefined,
+        });
+      } catch {
+        return undefined;
+      }
+    }
+    const found = (await provider.AccessToken.find(token)) ?? (await provider.ClientCredentials.find(token));
+    if (!found || !found.isValid || !found.clientId || !found.exp) return undefined;
+    const f = found as unknown as { accountId?: string; grantId?: string; extra?: Extra; scope?: string; rar?: unknown };
+    return principal({
+      clientId: found.clientId,
+      accountId: f.accountId,
+      scope: f.scope,
+      extra: f.extra ?? {},
+      grantId: f.grantId,
+      exp: found.exp,
+      tokenId: opaqueTokenId(token),
+      transactionBound: f.rar !== undefined,
+    });
+  };
+}
+export type BearerVerifier = ReturnType<typeof createBearerVerifier>;

@@ -1,0 +1,51 @@
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { PortcullisClientExtras } from './client-model';
+import type { TenantRepository } from '../tenants/repository';
+import type { UserService } from '../users/service';
+
+export interface IntrospectedToken {
+  clientId?: string;
+  accountId?: string;
+  extra?: Record<string, unknown>;
+}
+
+export function mayIntrospect(client: Partial<PortcullisClientExtras> | undefined): boolean {
+  return client?.introspection === true;
+}
+
+type Caller = { clientId: string } & Partial<PortcullisClientExtras>;
+
+/**
+ * RFC 7662 §4: a resource server learns about a token only when it is allowed to. Ours: the caller
+ * has the introspection permission and serves the token's tenant (a platform admin client serves
+ * all); and the token still stands for something — its tenant active, its client enabled, its
+ * user (if any) neither locked nor deleted.
+ */
+export function createIntrospectionPolicy(deps: { tenants: TenantRepository; users: UserService }) {
+  return async function introspectionAllowed(ctx: KoaContextWithOIDC, client: Caller, token: IntrospectedToken): Promise<boolean> {
+    if (!mayIntrospect(client)) return false;
+    if (token.extra?.pending) return false; // a login still waiting for its MFA challenge
+    const tokenTenant = token.extra?.tenant;
+    const callerTenants = client.tenants ?? [];
+    const platform = callerTenants.length === 0 && client.admin === true;
+    if (!platform && (typeof tokenTenant !== 'string' || !callerTenants.includes(tokenTenant))) return false;
+    if (typeof tokenTenant === 'string' && (await deps.tenants.find(tokenTenant))?.status !== 'active') return false;
+    if (token.clientId && token.clientId !== client.clientId) {
+      if (!(await ctx.oidc.provider.Client.find(token.clientId))) return false;
+    }
+    if (token.accountId) {
+      const user = await deps.users.findActiveForToken(token.accountId);
+      if (!user || user.tenantId !== tokenTenant) return false;
+    }
+    return true;
+  };
+}
+export type IntrospectionPolicy = ReturnType<typeof createIntrospectionPolicy>;
+
+/** RFC 7009 §2.1: a client may revoke only the tokens issued to it. */
+export function revocationAllowed(client: { clientId: string }, token: IntrospectedToken): true {
+  if (token.clientId !== client.clientId) {
+    throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+  }
+  return true;
+}

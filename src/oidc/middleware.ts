@@ -1,0 +1,128 @@
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
+import { mayIntrospect, type IntrospectionPolicy } from './introspection';
+import { opaqueTokenId } from './token-id';
+import type { Logger } from '../log';
+import { isDatabaseUnavailable, RETRY_AFTER_SECONDS } from '../db/unavailable';
+import type { PortcullisClientExtras } from './client-model';
+
+const CLIENT_AUTH_ROUTES = new Set(['token', 'introspection', 'revocation']);
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+type PortcullisClient = { clientId: string } & Partial<PortcullisClientExtras>;
+
+
+function sentClientCredentials(ctx: KoaContextWithOIDC): boolean {
+  const body = ctx.oidc.body as Record<string, unknown> | undefined;
+  return ctx.get('authorization') !== '' || body?.client_id !== undefined || body?.client_assertion !== undefined;
+}
+
+/**
+ * Middleware inside oidc-provider (provider.use), shaping replies of its endpoints:
+ * - RFC 6749 §5.2: a request with no client authentication at all is 401 invalid_client (the
+ *   library answers 400 invalid_request).
+ * - Introspection is for resource servers only: an authenticated client without the permission
+ *   is refused outright, whatever the token, so it cannot learn which strings are live tokens.
+ * - Opaque tokens get a stable, non-secret `jti` in introspection (their id is the token itself).
+ * - Our own JWT access tokens are introspected by verifying them (the library refuses
+ *   structured tokens); anything else JWT-shaped is `{active: false}`.
+ */
+export function installProviderMiddleware(provider: Provider, publicJwks: JSONWebKeySet, policy: IntrospectionPolicy, logger: Logger): void {
+  const localKeys = createLocalJWKSet(publicJwks);
+  // Errors the library turns into a generic 500: logged here by name only (no request data).
+  provider.on('server_error', (ctx: KoaContextWithOIDC | undefined, err: Error) => {
+    if (ctx && isDatabaseUnavailable(err)) {
+      ctx.state.databaseUnavailable = true;
+      logger.warn({ err, route: ctx.oidc?.route }, 'database unavailable');
+      return;
+    }
+    logger.error({ err, route: ctx?.oidc?.route }, 'oidc-provider server_error');
+  });
+
+  async function introspectJwt(ctx: KoaContextWithOIDC, token: string): Promise<Record<string, unknown>> {
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(token, localKeys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: ['ES256'] }));
+    } catch {
+      return { active: false }; // not ours, forged, expired: that is the answer
+    }
+    // From here on an error is the database's, not the token's: it propagates (503), never "inactive".
+    const isUser = typeof payload.member_id === 'string';
+    const allowed = await policy(ctx, ctx.oidc.client as unknown as PortcullisClient, {
+      clientId: typeof payload.client_id === 'string' ? payload.client_id : undefined,
+      accountId: isUser ? (payload.sub as string) : undefined,
+      extra: payload,
+    });
+    if (!allowed) return { active: false };
+    // A user's JWT lives only as long as its session (sid): logout and reuse detection end it.
+    if (isUser) {
+      const grant = typeof payload.sid === 'string' ? await provider.Grant.find(payload.sid) : undefined;
+      if (!grant || grant.isExpired) return { active: false };
+    }
+    return { ...payload, active: true, token_type: 'Bearer' };
+  }
+
+  const unavailable = (ctx: { status: number; set(k: string, v: string): void; body: unknown }) => {
+    // Fail closed and say so: no token, no `active`, no revocation pretended — retry later.
+    ctx.status = 503;
+    ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable; try again later' };
+  };
+
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.state.databaseUnavailable) {
+      unavailable(ctx);
+      return;
+    }
+    const oidcCtx = ctx as KoaContextWithOIDC;
+    const oidc = oidcCtx.oidc;
+    if (!oidc?.route || !CLIENT_AUTH_ROUTES.has(oidc.route)) return;
+
+    if (ctx.status === 400 && !oidc.client && !sentClientCredentials(oidcCtx)) {
+      ctx.status = 401;
+      ctx.set('WWW-Authenticate', `Basic realm="${provider.issuer}"`);
+      ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
+      return;
+    }
+    if (oidc.route === 'token' && ctx.status === 200) {
+      // Seed 002: a user's token reply names the user; the library's refresh reply does not.
+      const account = oidc.entities.Account as { accountId?: string } | undefined;
+      const body = ctx.body as Record<string, unknown> | undefined;
+      if (account?.accountId && body && body.member_id === undefined) body.member_id = account.accountId;
+      return;
+    }
+    if (oidc.route !== 'introspection' || !oidc.client) return;
+
+    if (!mayIntrospect(oidc.client as Partial<PortcullisClientExtras>)) {
+      if (ctx.status === 200 || ctx.status === 400) {
+        ctx.status = 403;
+        ctx.body = { error: 'unauthorized_client', error_description: 'this client is not allowed to introspect tokens' };
+      }
+      return;
+    }
+    const token = (oidc.params as { token?: unknown } | undefined)?.token;
+    if (typeof token !== 'string') return;
+    const body = ctx.body as Record<string, unknown>;
+    if (ctx.status === 400 && body?.error === 'unsupported_token_type' && JWT_SHAPE.test(token)) {
+      try {
+        ctx.body = await introspectJwt(oidcCtx, token);
+        ctx.status = 200;
+      } catch (err) {
+        // Outside the library's own error handling: answer as it would, failing closed.
+        if (isDatabaseUnavailable(err)) unavailable(ctx);
+        else {
+          logger.error({ err }, 'introspection of a JWT failed');
+          ctx.status = 500;
+          ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
+        }
+      }
+      return;
+    }
+    if (ctx.status === 200 && body.active === true && body.jti === undefined) {
+      body.jti = opaqueTokenId(token);
+    }
+  });
+}

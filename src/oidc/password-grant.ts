@@ -1,0 +1,59 @@
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Tenant } from '../tenants/repository';
+import type { User } from '../users/repository';
+import { LoginFailedError, type UserService } from '../users/service';
+import type { LoginThrottle } from '../users/throttle';
+import { grantedScopes } from './resource';
+import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext } from './user-tokens';
+
+export const PASSWORD_GRANT_PARAMS = ['username', 'password', 'scope', 'tenant'];
+
+function invalidCredentials() {
+  // One description for unknown user, wrong password, locked user: nothing to tell them apart.
+  return new errors.CustomOIDCProviderError('invalid_grant', 'invalid username or password');
+}
+
+/**
+ * RFC 6749 §4.3 as an oidc-provider custom grant. The client is already authenticated; the
+ * tenant comes from the request (or the client's only tenant); the user is looked up by email,
+ * mobile or username within that tenant.
+ */
+export function passwordGrantHandler(deps: {
+  context: () => UserTokenContext;
+  users: UserService;
+  throttle: LoginThrottle;
+  tenantFor: (ctx: KoaContextWithOIDC, client: OidcClient) => Promise<Tenant | undefined>;
+  /** Login-time MFA: must this login wait for a step-up challenge? */
+  mfaPending: (tenant: Tenant, user: User) => Promise<boolean>;
+}) {
+  return async function passwordGrant(ctx: KoaContextWithOIDC): Promise<void> {
+    const client = ctx.oidc.client as OidcClient;
+    const params = ctx.oidc.params as { username?: unknown; password?: unknown; scope?: string };
+    if (typeof params.username !== 'string' || params.username === '') throw new errors.InvalidRequest("missing required parameter 'username'");
+    if (typeof params.password !== 'string' || params.password === '') throw new errors.InvalidRequest("missing required parameter 'password'");
+    const { scope, denied } = grantedScopes(client, params.scope);
+    if (denied) throw new errors.InvalidScope('requested scope is not allowed', denied);
+    const tenant = await deps.tenantFor(ctx, client);
+    if (!tenant) throw new errors.InvalidRequest('tenant is required: send di_fiid, institutionId or the tenant parameter');
+
+    const ip = ctx.ip;
+    const wait = await deps.throttle.attempt(ip);
+    if (wait > 0) {
+      ctx.set('Retry-After', String(wait));
+      const err = new errors.CustomOIDCProviderError('temporarily_unavailable', 'too many failed attempts; try again later');
+      Object.assign(err, { status: 429, statusCode: 429 });
+      throw err;
+    }
+
+    let user;
+    try {
+      user = await deps.users.authenticate(tenant, params.username, params.password);
+    } catch (err) {
+      if (err instanceof LoginFailedError) throw invalidCredentials();
+      throw err;
+    }
+    await deps.throttle.succeeded(ip);
+    const pending = await deps.mfaPending(tenant, user);
+    ctx.body = await startUserSession(deps.context(), { client, tenant, user, scope, amr: ['pwd'], acr: ACR_CA, pending });
+  };
+}

@@ -1,0 +1,176 @@
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { DbSource } from '../db/tx';
+import type { Config } from '../config';
+import type { KeySet } from '../keys/service';
+import type { ClientRepository } from '../clients/repository';
+import type { Tenant, TenantRepository } from '../tenants/repository';
+import type { UserService } from '../users/service';
+import type { User } from '../users/repository';
+import type { LoginThrottle } from '../users/throttle';
+import { KnexAdapter } from './adapter';
+import { ClientAdapter, EXTRA_CLIENT_METADATA, hashedSecretComparison } from './client-model';
+import { createTenantResolver } from './tenant';
+import { revocationAllowed, type IntrospectionPolicy } from './introspection';
+import { grantedScopes, resourceInfo } from './resource';
+import { passwordGrantHandler, PASSWORD_GRANT_PARAMS } from './password-grant';
+import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
+
+export interface ProviderDeps {
+  config: Config;
+  db: DbSource;
+  keys: KeySet;
+  clients: ClientRepository;
+  tenants: TenantRepository;
+  users: UserService;
+  throttle: LoginThrottle;
+  clock: () => Date;
+  introspectionPolicy: IntrospectionPolicy;
+  mfaPending: (tenant: Tenant, user: User) => Promise<boolean>;
+}
+
+/** What findAccount returns: oidc-provider's Account plus the user's tenant. */
+interface PortcullisAccount {
+  [key: string]: unknown;
+  accountId: string;
+  tenantId: string;
+  claims(): { sub: string };
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+
+/** Builds the oidc-provider instance: every OAuth endpoint, configured only through public hooks. */
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, keys } = deps;
+  const audience = config.tokens.jwtAudience ?? config.publicUrl;
+  const tenantResolver = createTenantResolver(deps.tenants);
+  const clientAdapter = new ClientAdapter(deps.clients);
+
+  /** The tenant a token is for: the user's when a user is involved, else the one the request names. */
+  async function tenantFor(ctx: KoaContextWithOIDC, client: OidcClient): Promise<Tenant | undefined> {
+    const account = ctx.oidc.entities.Account as PortcullisAccount | undefined;
+    if (account) {
+      const tenant = await deps.tenants.find(account.tenantId);
+      if (tenant?.status !== 'active') throw new errors.CustomOIDCProviderError('invalid_grant', 'grant request is invalid');
+      return tenant;
+    }
+    return tenantResolver.forRequest(ctx, client.tenants ?? []);
+  }
+
+  const configuration: Configuration = {
+    adapter: (name: string) => (name === 'Client' ? clientAdapter : new KnexAdapter(deps.db, name)),
+    jwks: keys.jwks as Configuration['jwks'],
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    clientDefaults: {
+      grant_types: ['client_credentials'],
+      response_types: [],
+      id_token_signed_response_alg: 'ES256',
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    extraClientMetadata: { properties: [...EXTRA_CLIENT_METADATA] },
+    responseTypes: ['none'],
+    scopes: [],
+    claims: {},
+    routes: {
+      jwks: '/jwks',
+      token: '/token',
+      introspection: '/token/introspection',
+      revocation: '/token/revocation',
+    },
+    rotateRefreshToken: true,
+    // Setting this hook is also what makes oidc-provider offer the refresh_token grant.
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    /**
+     * Refresh grants look the user up again: a deleted or locked user, or one whose tenant the
+     * client no longer serves, cannot refresh.
+     */
+    async findAccount(ctx, sub) {
+      const user = await deps.users.findActiveForToken(sub);
+      const client = ctx.oidc.client as OidcClient | undefined;
+      if (!user || (client && !(client.tenants ?? []).includes(user.tenantId))) return undefined;
+      const account: PortcullisAccount = { accountId: user.id, tenantId: user.tenantId, claims: () => ({ sub: user.id }) };
+      return account;
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        allowedPolicy: (ctx, client, token) => deps.introspectionPolicy(ctx, client as OidcClient, token),
+      },
+      revocation: { enabled: true, allowedPolicy: (_ctx, client, token) => revocationAllowed(client, token) },
+      userinfo: { enabled: false },
+      // Token requests cannot ask for authorization_details; step-up tokens carry the ones the
+      // user approved (dynamic linking), and introspection returns them as they are.
+      richAuthorizationRequests: {
+        enabled: false,
+        authorizationDetailsForIntrospection: (_ctx, token) => (token as unknown as { rar?: [] }).rar ?? [],
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => audience,
+        useGrantedResource: () => true,
+        getResourceServerInfo: async (ctx, resourceIndicator, client) => {
+          if (resourceIndicator !== audience) throw new errors.InvalidTarget();
+          const c = client as OidcClient;
+          const params = ctx.oidc.params as { scope?: string; grant_type?: string } | undefined;
+          if (params && ctx.oidc.route === 'token' && params.grant_type === 'client_credentials') {
+            const { scope, denied } = grantedScopes(c, params.scope);
+            if (denied) throw new errors.InvalidScope('requested scope is not allowed', denied);
+            params.scope = scope.join(' ') || undefined;
+          }
+          const tenant = await tenantFor(ctx, c);
+          return resourceInfo({ audience, client: c, tenant, defaultTtl: config.tokens.accessTokenTtlSeconds, signingKid: keys.signingKid });
+        },
+      },
+    },
+    ttl: {
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.tokens.accessTokenTtlSeconds,
+      // Never beyond the session's end.
+      AccessToken: (ctx, token) => {
+        const ttl = token.resourceServer?.accessTokenTTL ?? config.tokens.accessTokenTtlSeconds;
+        const grantExp = ctx?.oidc.entities.Grant?.exp;
+        return grantExp ? Math.max(1, Math.min(ttl, grantExp - now())) : ttl;
+      },
+      RefreshToken: (ctx) => {
+        const grantExp = ctx?.oidc.entities.Grant?.exp;
+        return grantExp ? Math.max(1, grantExp - now()) : 60;
+      },
+      Grant: () => 36000,
+    },
+    async extraTokenClaims(ctx, token) {
+      const t = token as unknown as { extra?: Record<string, unknown>; kind: string };
+      if (t.extra && Object.keys(t.extra).length > 0) return t.extra; // set by our own issuance
+      const client = ctx?.oidc.client as OidcClient | undefined;
+      if (!client) return undefined;
+      const rt = ctx.oidc.entities.RefreshToken;
+      const account = ctx.oidc.entities.Account as PortcullisAccount | undefined;
+      if (token.kind === 'AccessToken' && rt && account) {
+        // A refreshed access token keeps the authentication of the session's login.
+        return userClaims(
+          { id: account.accountId, tenantId: account.tenantId },
+          { acr: rt.acr ?? '', amr: rt.amr ?? [], authTime: rt.authTime ?? 0, sessionId: rt.grantId ?? '' },
+        );
+      }
+      const tenant = await tenantFor(ctx, client);
+      if (token.kind === 'ClientCredentials') return { tenant: tenant?.id, sub: client.clientId };
+      return { tenant: tenant?.id };
+    },
+    pkce: { required: () => false },
+    renderError: async (ctx, out) => {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  };
+
+  const provider = new Provider(config.publicUrl, configuration);
+  provider.proxy = config.trustProxy;
+  provider.maxIpsCount = 1;
+  provider.Client.prototype.compareClientSecret = hashedSecretComparison();
+  const context = (): UserTokenContext => ({ provider, audience, defaultTtl: config.tokens.accessTokenTtlSeconds, signingKid: keys.signingKid, clock: deps.clock });
+  provider.registerGrantType(
+    'password',
+    passwordGrantHandler({ context, users: deps.users, throttle: deps.throttle, tenantFor, mfaPending: deps.mfaPending }),
+    PASSWORD_GRANT_PARAMS,
+  );
+  return provider;
+}

@@ -1,0 +1,49 @@
+import type { Tenant } from '../tenants/repository';
+import type { PortcullisClientExtras } from './client-model';
+
+export interface ResourceInfo {
+  audience: string;
+  scope: string;
+  accessTokenTTL: number;
+  accessTokenFormat: 'opaque' | 'jwt';
+  jwt?: { sign: { alg: 'ES256'; kid: string } };
+}
+
+/**
+ * Every access token is for our one API audience. Its lifetime comes from the tenant's policy and
+ * its format from the client (opaque by default, RFC 9068 JWT when asked), signed by the key that
+ * is currently active — which is how "publish before use" works.
+ */
+export function resourceInfo(opts: {
+  audience: string;
+  client: Partial<PortcullisClientExtras>;
+  tenant: Tenant | undefined;
+  defaultTtl: number;
+  signingKid: string;
+}): ResourceInfo {
+  const jwt = opts.client.token_format === 'jwt';
+  return {
+    audience: opts.audience,
+    scope: allowedScopes(opts.client).join(' '),
+    accessTokenTTL: opts.tenant?.policy.accessTokenTtlSeconds ?? opts.defaultTtl,
+    accessTokenFormat: jwt ? 'jwt' : 'opaque',
+    ...(jwt ? { jwt: { sign: { alg: 'ES256', kid: opts.signingKid } } } : {}),
+  };
+}
+
+export function allowedScopes(client: Partial<PortcullisClientExtras>): string[] {
+  return (client.allowed_scopes ?? '').split(' ').filter(Boolean);
+}
+
+/**
+ * RFC 6749 §3.3: requested scopes must all be allowed (else the caller throws invalid_scope with
+ * the first one denied); none requested means the client's whole allowed set.
+ */
+export function grantedScopes(client: Partial<PortcullisClientExtras>, requested: string | undefined): { scope: string[]; denied?: string } {
+  const allowed = allowedScopes(client);
+  const asked = (requested ?? '').split(' ').filter(Boolean);
+  if (asked.length === 0) return { scope: allowed };
+  const set = new Set(allowed);
+  const denied = asked.find((s) => !set.has(s));
+  return denied ? { scope: [], denied } : { scope: [...new Set(asked)] };
+}

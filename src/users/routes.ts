@@ -1,0 +1,69 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { AppError } from '../errors';
+import type { ClientRecord } from '../clients/repository';
+import type { TenantRepository } from '../tenants/repository';
+import type { ProviderHolder } from '../oidc/holder';
+import type { Caller } from '../factors/service';
+import { ACR_CA, startUserSession } from '../oidc/user-tokens';
+import { grantedScopes } from '../oidc/resource';
+import { publicUser, type UserService } from './service';
+
+type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
+
+/** Seed 003: registration (client-authenticated) and the signed-in user's own record. */
+export function userRoutes(deps: {
+  tenants: TenantRepository;
+  users: UserService;
+  holder: ProviderHolder;
+  requireClient: Middleware;
+  requireBearer: Middleware;
+  requireUser: Middleware;
+  idempotent: Middleware;
+}): Router {
+  const router = new Router();
+
+  router.post('/users', deps.requireClient, deps.idempotent, async (ctx) => {
+    const client = ctx.state.client as ClientRecord;
+    const body = (ctx.request as { body?: Record<string, unknown> }).body ?? {};
+    const { tenant: requestedTenant, ...registration } = body;
+    if (requestedTenant !== undefined && typeof requestedTenant !== 'string') {
+      throw AppError.validation([{ fieldName: 'tenant', error: 'must be a string' }]);
+    }
+    const tokenTenant = ctx.state.clientTenant as string | undefined;
+    const tenantId = requestedTenant ?? tokenTenant ?? (client.tenants.length === 1 ? client.tenants[0] : undefined);
+    if (!tenantId) throw AppError.validation([{ fieldName: 'tenant', error: 'is required' }]);
+    const tenant = client.tenants.includes(tenantId) && (!tokenTenant || tokenTenant === tenantId) ? await deps.tenants.find(tenantId) : undefined;
+    if (!tenant || tenant.status !== 'active') throw new AppError('TENANT_NOT_ALLOWED', 403, 'This client may not register users for this tenant');
+    if (!tenant.policy.registrationOpen) throw new AppError('REGISTRATION_CLOSED', 403, 'Registration is closed for this tenant');
+    if (!client.grantTypes.includes('password')) throw new AppError('CLIENT_NOT_ALLOWED', 403, 'This client may not start user sessions');
+    const oidcClient = await deps.holder.findClient(client.id);
+    if (!oidcClient) throw new AppError('UNAUTHORIZED', 401, 'Client is not available');
+
+    const user = await deps.users.register(tenant, registration);
+    try {
+      const token = await startUserSession(deps.holder.userTokenContext(), {
+        client: oidcClient,
+        tenant,
+        user,
+        scope: grantedScopes(oidcClient, undefined).scope,
+        amr: ['pwd'],
+        acr: ACR_CA,
+      });
+      ctx.status = 201;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { user: publicUser(user), token };
+    } catch (err) {
+      await deps.users.undoRegistration(tenant.id, user.id); // nothing half-written
+      throw err;
+    }
+  });
+
+  router.get('/users/me', deps.requireBearer, deps.requireUser, async (ctx) => {
+    const { user } = ctx.state.caller as Caller;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = publicUser(user);
+  });
+
+  return router;
+}

@@ -1,0 +1,162 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { AppError, type InvalidField } from '../errors';
+import type { Tenant } from '../tenants/repository';
+import { classifyLogin, normalizeEmail, normalizeMobile, normalizeUsername } from './identifiers';
+import { passwordProblem, type PasswordHasher } from './passwords';
+import { DuplicateIdentifierError, type User, type UserRepository, type UserRole } from './repository';
+
+export const registrationSchema = z
+  .object({
+    email: z.string().max(254).optional(),
+    mobile: z.string().max(32).optional(),
+    username: z.string().max(64).optional(),
+    password: z.string().max(4096),
+    acceptedTerms: z.literal(true, { message: 'must be true: the user has to accept the terms' }),
+    termsVersion: z.string().max(64).optional(),
+    profile: z
+      .object({
+        firstName: z.string().min(1).max(100).optional(),
+        lastName: z.string().min(1).max(100).optional(),
+        nationality: z.string().regex(/^[A-Z]{2}$/, 'ISO 3166-1 alpha-2 country code').optional(),
+      })
+      .strict()
+      .optional(),
+    group: z.string().min(1).max(100).optional(),
+  })
+  .strict();
+export type RegistrationInput = z.input<typeof registrationSchema> & { role?: UserRole };
+
+/** The one answer to every failed login: it never says whether the user exists or is locked. */
+export class LoginFailedError extends Error {
+  constructor(readonly reason: 'unknown_user' | 'wrong_password' | 'locked' | 'invalid_identifier') {
+    super('invalid credentials');
+  }
+}
+
+export interface UserService {
+  register(tenant: Tenant, input: unknown, opts?: { role?: UserRole }): Promise<User>;
+  authenticate(tenant: Tenant, login: string, password: string): Promise<User>;
+  findActive(tenantId: string, userId: string): Promise<User | undefined>;
+  /**
+   * For refresh grants, which know only the token's subject: the user's own row decides the
+   * tenant, so nothing can cross tenants through it.
+   */
+  findActiveForToken(userId: string): Promise<User | undefined>;
+  /** Removes a just-registered user when the rest of registration failed (nothing half-written). */
+  undoRegistration(tenantId: string, userId: string): Promise<void>;
+}
+
+export interface UserEvents {
+  loginFailed?(tenant: Tenant, userId: string | undefined, reason: LoginFailedError['reason']): void;
+  lockedOut?(tenant: Tenant, userId: string, until: Date): void;
+}
+
+export function publicUser(u: User) {
+  return {
+    id: u.id,
+    tenant: u.tenantId,
+    email: u.email ?? undefined,
+    mobile: u.mobile ?? undefined,
+    username: u.username ?? undefined,
+    role: u.role,
+    group: u.group ?? undefined,
+    profile: u.profile,
+    status: u.status,
+    acceptedTermsAt: u.acceptedTermsAt?.toISOString(),
+    termsVersion: u.termsVersion ?? undefined,
+    createdAt: u.createdAt.toISOString(),
+  };
+}
+
+export function createUserService(deps: { users: UserRepository; hasher: PasswordHasher; events?: UserEvents }): UserService {
+  const { users, hasher } = deps;
+  const events = deps.events ?? {};
+
+  return {
+    async register(tenant, input, opts = {}) {
+      const parsed = registrationSchema.safeParse(input);
+      const invalid: InvalidField[] = parsed.success
+        ? []
+        : parsed.error.issues.map((i) => ({ fieldName: i.path.join('.') || 'body', error: i.message }));
+      if (!parsed.success) throw AppError.validation(invalid);
+      const v = parsed.data;
+      const email = v.email === undefined ? undefined : normalizeEmail(v.email);
+      const mobile = v.mobile === undefined ? undefined : normalizeMobile(v.mobile);
+      const username = v.username === undefined ? undefined : normalizeUsername(v.username);
+      if (v.email !== undefined && !email) invalid.push({ fieldName: 'email', error: 'must be a valid email address' });
+      if (v.mobile !== undefined && !mobile) invalid.push({ fieldName: 'mobile', error: 'must be a valid mobile number in E.164 format, e.g. +447911123456' });
+      if (v.username !== undefined && !username) {
+        invalid.push({ fieldName: 'username', error: '3 to 64 characters: letters, digits, dot, dash or underscore' });
+      }
+      if (v.email === undefined && v.mobile === undefined && v.username === undefined) {
+        invalid.push({ fieldName: 'email', error: 'one of email, mobile or username is required' });
+      }
+      const problem = passwordProblem(v.password, tenant.policy.passwordMinLength);
+      if (problem) invalid.push({ fieldName: 'password', error: problem });
+      if (invalid.length) throw AppError.validation(invalid);
+
+      try {
+        return await users.create({
+          id: randomUUID(),
+          tenantId: tenant.id,
+          email,
+          mobile,
+          username,
+          passwordHash: await hasher.hash(v.password),
+          role: opts.role ?? 'root',
+          group: v.group,
+          profile: v.profile ?? {},
+          acceptedTermsAt: new Date(),
+          termsVersion: v.termsVersion,
+        });
+      } catch (err) {
+        if (err instanceof DuplicateIdentifierError) {
+          throw new AppError('IDENTIFIER_TAKEN', 409, `${err.field} is already registered`);
+        }
+        throw err;
+      }
+    },
+
+    async authenticate(tenant, login, password) {
+      const id = classifyLogin(login);
+      const user = id ? await users.findByIdentifier(tenant.id, id.kind, id.value) : undefined;
+      if (!user) {
+        await hasher.dummyVerify(password);
+        const reason = id ? 'unknown_user' : 'invalid_identifier';
+        events.loginFailed?.(tenant, undefined, reason);
+        throw new LoginFailedError(reason);
+      }
+      const { reserved, failures } = await users.reserveLoginAttempt(tenant.id, user.id, tenant.policy.lockoutThreshold);
+      if (!reserved) {
+        await hasher.dummyVerify(password);
+        events.loginFailed?.(tenant, user.id, 'locked');
+        throw new LoginFailedError('locked');
+      }
+      if (await hasher.verify(password, user.passwordHash)) {
+        await users.loginSucceeded(tenant.id, user.id);
+        return user;
+      }
+      events.loginFailed?.(tenant, user.id, 'wrong_password');
+      if (failures >= tenant.policy.lockoutThreshold) {
+        const until = await users.lockAfterFailures(tenant.id, user.id, tenant.policy.lockoutPeriodSeconds);
+        if (until) events.lockedOut?.(tenant, user.id, until);
+      }
+      throw new LoginFailedError('wrong_password');
+    },
+
+    async findActive(tenantId, userId) {
+      const user = await users.findById(tenantId, userId);
+      return user?.status === 'active' ? user : undefined;
+    },
+
+    async findActiveForToken(userId) {
+      const user = await users.findByIdForToken(userId);
+      return user?.status === 'active' ? user : undefined;
+    },
+
+    async undoRegistration(tenantId, userId) {
+      await users.delete(tenantId, userId);
+    },
+  };
+}

@@ -1,0 +1,14 @@
+import { CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
+
+/** Plays the user's enrolled phone: a P-256 key pair that signs challenge answers. */
+export async function newDevice() {
+  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+  const jwk = (await exportJWK(publicKey)) as JWK;
+  return {
+    publicJwk: jwk,
+    async answer(challenge: { challengeId: string; nonce: string }, decision: 'APPROVE' | 'DENY' = 'APPROVE', extra: Record<string, unknown> = {}) {
+      const payload = new TextEncoder().encode(JSON.stringify({ challengeId: challenge.challengeId, nonce: challenge.nonce, decision, ...extra }));
+      return new CompactSign(payload).setProtectedHeader({ alg: 'ES256' }).sign(privateKey);
+    },
+  };
+}

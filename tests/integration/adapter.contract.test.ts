@@ -1,0 +1,107 @@
+import { KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
+import { openDatabase, type Database } from '../../src/db/knex';
+import { fixedDb } from '../../src/db/tx';
+import { migrateLatest } from '../../src/db/migrate';
+import { createTestStore, dbLabel, testConfig, type TestStore } from '../helpers/env';
+
+describe(`knex adapter contract (${dbLabel})`, () => {
+  let store: TestStore;
+  let db: Database;
+  const adapter = () => new KnexAdapter(fixedDb(db.knex), 'AccessToken');
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    db = await openDatabase(testConfig(store));
+    await migrateLatest(db.knex);
+  });
+  afterAll(async () => {
+    await db?.close();
+    await store?.cleanup();
+  });
+
+  test('upsert then find returns the payload; upsert again replaces it', async () => {
+    const a = adapter();
+    await a.upsert('t1', { jti: 't1', kind: 'AccessToken', grantId: 'g1', accountId: 'u1', extra: { tenant: 'x' } }, 60);
+    expect(await a.find('t1')).toMatchObject({ jti: 't1', grantId: 'g1', accountId: 'u1', extra: { tenant: 'x' } });
+    await a.upsert('t1', { jti: 't1', kind: 'AccessToken', grantId: 'g1', accountId: 'u2' }, 60);
+    expect((await a.find('t1'))?.accountId).toBe('u2');
+  });
+
+  test('find of an unknown id, or of another model type, is undefined', async () => {
+    await adapter().upsert('t2', { jti: 't2' }, 60);
+    expect(await adapter().find('nope')).toBeUndefined();
+    expect(await new KnexAdapter(fixedDb(db.knex), 'RefreshToken').find('t2')).toBeUndefined();
+  });
+
+  test('expired rows are not found, and the sweep deletes them', async () => {
+    const a = adapter();
+    await a.upsert('old', { jti: 'old' }, 60);
+    await db.knex('oidc_payloads').where({ id: 'old' }).update({ expires_at: new Date(Date.now() - 1000) });
+    expect(await a.find('old')).toBeUndefined();
+    expect(await sweepExpired(db.knex)).toBeGreaterThanOrEqual(1);
+    expect(await db.knex('oidc_payloads').where({ id: 'old' }).first()).toBeUndefined();
+  });
+
+  test('findByUid and findByUserCode', async () => {
+    const s = new KnexAdapter(fixedDb(db.knex), 'Session');
+    await s.upsert('s1', { uid: 'uid-1', accountId: 'u1' }, 60);
+    expect((await s.findByUid('uid-1'))?.accountId).toBe('u1');
+    expect(await s.findByUid('uid-2')).toBeUndefined();
+    const d = new KnexAdapter(fixedDb(db.knex), 'DeviceCode');
+    await d.upsert('d1', { userCode: 'ABCD-EFGH', grantId: 'g9' }, 60);
+    expect((await d.findByUserCode('ABCD-EFGH'))?.grantId).toBe('g9');
+    expect(await d.findByUserCode('XXXX')).toBeUndefined();
+  });
+
+  test('consume marks the row consumed, once: a second consume fails', async () => {
+    const c = new KnexAdapter(fixedDb(db.knex), 'AuthorizationCode');
+    await c.upsert('c1', { jti: 'c1' }, 60);
+    expect((await c.find('c1'))?.consumed).toBeUndefined();
+    await c.consume('c1');
+    const first = (await c.find('c1'))?.consumed;
+    expect(typeof first).toBe('number');
+    await expect(c.consume('c1')).rejects.toMatchObject({ error: 'invalid_grant' });
+    expect((await c.find('c1'))?.consumed).toBe(first);
+    await expect(c.consume('missing')).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+
+  test('a refresh token consumed twice ends its whole session (grant and every token of it)', async () => {
+    const r = new KnexAdapter(fixedDb(db.knex), 'RefreshToken');
+    const grants = new KnexAdapter(fixedDb(db.knex), 'Grant');
+    await grants.upsert('G2', { jti: 'G2', accountId: 'u9' }, 60);
+    await r.upsert('r1', { jti: 'r1', grantId: 'G2' }, 60);
+    await r.upsert('r2', { jti: 'r2', grantId: 'G2' }, 60);
+    await r.consume('r1');
+    await expect(r.consume('r1')).rejects.toMatchObject({ error: 'invalid_grant' });
+    expect(await r.find('r1')).toBeUndefined();
+    expect(await r.find('r2')).toBeUndefined();
+    expect(await grants.find('G2')).toBeUndefined();
+  });
+
+  test('of 20 concurrent consumes exactly one succeeds', async () => {
+    const r = new KnexAdapter(fixedDb(db.knex), 'RefreshToken');
+    await r.upsert('race', { jti: 'race' }, 60);
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => r.consume('race')));
+    expect(results.filter((x) => x.status === 'fulfilled')).toHaveLength(1);
+  });
+
+  test('destroy removes one row', async () => {
+    const a = adapter();
+    await a.upsert('t3', { jti: 't3' }, 60);
+    await a.upsert('t4', { jti: 't4' }, 60);
+    await a.destroy('t3');
+    expect(await a.find('t3')).toBeUndefined();
+    expect(await a.find('t4')).toBeDefined();
+  });
+
+  test('revokeByGrantId removes every model of the grant and nothing else', async () => {
+    await adapter().upsert('ga1', { jti: 'ga1', grantId: 'G' }, 60);
+    await new KnexAdapter(fixedDb(db.knex), 'RefreshToken').upsert('gr1', { jti: 'gr1', grantId: 'G' }, 60);
+    await new KnexAdapter(fixedDb(db.knex), 'Grant').upsert('G', { jti: 'G' }, 60);
+    await adapter().upsert('other', { jti: 'other', grantId: 'H' }, 60);
+    await adapter().revokeByGrantId('G');
+    expect(await adapter().find('ga1')).toBeUndefined();
+    expect(await new KnexAdapter(fixedDb(db.knex), 'RefreshToken').find('gr1')).toBeUndefined();
+    expect(await adapter().find('other')).toBeDefined();
+  });
+});

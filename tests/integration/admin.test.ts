@@ -1,0 +1,195 @@
+import { startTestServer, type TestServer } from '../helpers/server';
+import { basic, bearer, createClient, form, introspect, json, login, passwordLogin, type ClientCreds } from '../helpers/flows';
+import { dbLabel, usingPostgres } from '../helpers/env';
+
+const PASSWORD = 'a perfectly decent passphrase';
+// Admin replies are read loosely here; their shapes are asserted field by field.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Reply = { status: number; headers: Headers; json: any };
+
+const ADMIN = { client_id: 'platform-admin', client_secret: 'platform-admin-secret-for-tests-0123456789' };
+
+describe(`admin API (${dbLabel})`, () => {
+  let srv: TestServer;
+  let token: string;
+
+  const adminToken = async (c: { client_id: string; client_secret: string }) =>
+    (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin' }, { authorization: basic(c) })).json.access_token as string;
+  const api = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}, t = token): Promise<Reply> =>
+    json(srv, method, `/admin${path}`, body, bearer(t, headers));
+
+  beforeAll(async () => {
+    srv = await startTestServer({ config: { adminClientId: ADMIN.client_id, adminClientSecret: ADMIN.client_secret } });
+    token = await adminToken(ADMIN);
+  });
+  afterAll(async () => srv?.close());
+
+  test('the whole lifecycle: tenant → policy → client → user → sessions → audit', async () => {
+    const t = await api('POST', '/tenants', { id: 'acme', name: 'Acme Bank', mode: 'sandbox' }, { 'idempotency-ref': 't-acme' });
+    expect(t.status).toBe(201);
+    expect(t.json).toMatchObject({ id: 'acme', name: 'Acme Bank', mode: 'sandbox', status: 'active' });
+    expect((await api('POST', '/tenants', { id: 'acme', name: 'Acme Bank', mode: 'sandbox' }, { 'idempotency-ref': 't-acme' })).status).toBe(201); // replay
+    expect((await api('POST', '/tenants', { id: 'acme' })).status).toBe(409);
+    expect((await api('GET', '/tenants')).json.items).toEqual(expect.arrayContaining([expect.objectContaining({ id: 'acme' })]));
+
+    const pol = await api('GET', '/tenants/acme/policy');
+    expect(pol.json.policy).toMatchObject({ accessTokenTtlSeconds: 1800, sessionDurationSeconds: 36000 });
+    const etag = pol.headers.get('etag')!;
+    expect((await api('PATCH', '/tenants/acme/policy', { accessTokenTtlSeconds: 600 })).status).toBe(428);
+    expect((await api('PATCH', '/tenants/acme/policy', { accessTokenTtlSeconds: 5 }, { 'if-match': etag })).status).toBe(400);
+    const set = await api('PATCH', '/tenants/acme/policy', { accessTokenTtlSeconds: 600, mfaAtLogin: false }, { 'if-match': etag });
+    expect(set.status).toBe(200);
+    expect(set.json.policy.accessTokenTtlSeconds).toBe(600);
+
+    const c = await api('POST', '/tenants/acme/clients', { client_name: 'Acme app', grant_types: ['password', 'client_credentials'], scope: 'accounts', token_endpoint_auth_method: 'client_secret_basic' });
+    expect(c.status).toBe(201);
+    expect(c.json).toMatchObject({ client_name: 'Acme app', tenants: ['acme'], token_format: 'opaque', introspection: false, disabled: false });
+    const app: ClientCreds = { client_id: c.json.client_id, client_secret: c.json.client_secret, api_key: c.json.api_key };
+    expect((await api('GET', `/tenants/acme/clients/${app.client_id}`)).json).not.toHaveProperty('client_secret');
+    const cc = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app) });
+    expect(cc.json.expires_in).toBe(600); // the policy, live
+
+    const u = await api('POST', '/tenants/acme/users', { email: 'ops@acme.test', mobile: '+447911123457', password: PASSWORD, role: 'authorised' });
+    expect(u.status).toBe(201);
+    expect(u.json).toMatchObject({ email: 'ops@acme.test', role: 'authorised', tenant: 'acme' });
+    expect((await api('GET', '/tenants/acme/users?q=ops')).json.items).toHaveLength(1);
+    const own = await login(srv, app, 'ops@acme.test', PASSWORD);
+    expect(own.expires_in).toBe(600);
+    const sessions = await api('GET', `/tenants/acme/users/${u.json.id}/sessions`);
+    expect(sessions.json.sessions).toHaveLength(1);
+
+    // admin login for back-end use: marked with act, audited
+    const rs = await createClient(srv, { tenants: ['acme'], introspection: true });
+    const adminLogin = await api('POST', `/tenants/acme/users/${u.json.id}/login`, { client_id: app.client_id });
+    expect(adminLogin.status).toBe(200);
+    const info = await introspect(srv, rs, adminLogin.json.access_token);
+    expect(info.json).toMatchObject({ active: true, sub: u.json.id, act: { sub: ADMIN.client_id }, amr: [] });
+
+    // lock: sessions end, logins fail generically; unlock
+    expect((await api('POST', `/tenants/acme/users/${u.json.id}/lock`)).json.status).toBe('locked');
+    expect((await introspect(srv, rs, own.access_token)).json.active).toBe(false);
+    expect((await api('GET', `/tenants/acme/users/${u.json.id}/sessions`)).json.sessions).toHaveLength(0);
+    expect((await passwordLogin(srv, app, 'ops@acme.test', PASSWORD)).json.error).toBe('invalid_grant');
+    expect((await api('DELETE', `/tenants/acme/users/${u.json.id}/lock`)).json.status).toBe('active');
+    const again = await login(srv, app, 'ops@acme.test', PASSWORD);
+    const s2 = (await api('GET', `/tenants/acme/users/${u.json.id}/sessions`)).json.sessions as Array<{ id: string }>;
+    expect((await api('DELETE', `/tenants/acme/users/${u.json.id}/sessions/${s2[0]!.id}`)).status).toBe(204);
+    expect((await introspect(srv, rs, again.access_token)).json.active).toBe(false);
+    expect((await api('DELETE', `/tenants/acme/users/${u.json.id}/factors`)).status).toBe(204);
+
+    const audit = await api('GET', '/audit?tenant=acme');
+    const types = (audit.json.items as Array<{ type: string; actor: string }>).map((e) => e.type);
+    expect(types).toEqual(expect.arrayContaining(['tenant.created', 'policy.updated', 'client.created', 'user.created', 'user.admin_login', 'user.locked', 'user.unlocked', 'session.revoked', 'factor.reset']));
+    expect(JSON.stringify(audit.json)).not.toContain(app.client_secret);
+    expect(JSON.stringify(audit.json)).not.toContain(PASSWORD);
+    const policyEntry = (audit.json.items as Array<{ type: string; actor: string; details: Record<string, unknown> }>).find((e) => e.type === 'policy.updated')!;
+    expect(policyEntry).toMatchObject({ actor: ADMIN.client_id, details: { before: {}, after: { accessTokenTtlSeconds: 600, mfaAtLogin: false } } });
+    expect((await api('GET', '/audit?type=user.locked')).json.items).toHaveLength(1);
+    const failed = (await api('GET', '/audit?tenant=acme&type=user.login_failed')).json.items as Array<{ target: string; details: { reason: string } }>;
+    expect(failed.some((e) => e.target === u.json.id && e.details.reason === 'locked')).toBe(true);
+    expect(JSON.stringify(failed)).not.toContain(PASSWORD);
+    expect((await api('GET', '/audit?since=2999-01-01T00:00:00Z')).json.items).toHaveLength(0);
+  });
+
+  test('a tenant admin of A gets 404 on everything of B, and no platform powers', async () => {
+    await api('POST', '/tenants', { id: 'bank-a' });
+    await api('POST', '/tenants', { id: 'bank-b' });
+    const b = await api('POST', '/tenants/bank-b/clients', { grant_types: ['password'] });
+    const bu = await api('POST', '/tenants/bank-b/users', { username: 'bee', password: PASSWORD });
+    const adminA = await createClient(srv, { tenants: ['bank-a'], admin: true });
+    const ta = await adminToken(adminA);
+    for (const path of [
+      '/tenants/bank-b', '/tenants/bank-b/policy', '/tenants/bank-b/clients', `/tenants/bank-b/clients/${b.json.client_id}`,
+      '/tenants/bank-b/users', `/tenants/bank-b/users/${bu.json.id}`, `/tenants/bank-b/users/${bu.json.id}/sessions`, '/audit?tenant=bank-b',
+      '/tenants/nonexistent',
+    ]) {
+      const r = await api('GET', path, undefined, {}, ta);
+      expect([path, r.status]).toEqual([path, 404]);
+    }
+    expect((await api('POST', `/tenants/bank-b/users/${bu.json.id}/lock`, undefined, {}, ta)).status).toBe(404);
+    expect((await api('POST', '/tenants/bank-a/clients', { tenants: ['bank-b'] }, {}, ta)).status).toBe(404);
+    expect((await api('GET', `/tenants/bank-a/clients/${b.json.client_id}`, undefined, {}, ta)).status).toBe(404);
+    expect((await api('GET', '/tenants/bank-a', undefined, {}, ta)).status).toBe(200);
+    expect((await api('GET', '/tenants', undefined, {}, ta)).json.items.map((t: { id: string }) => t.id)).toEqual(['bank-a']);
+    expect((await api('POST', '/tenants', { id: 'bank-c' }, {}, ta)).status).toBe(403);
+    expect((await api('GET', '/keys', undefined, {}, ta)).status).toBe(403);
+    const audit = (await api('GET', '/audit', undefined, {}, ta)).json.items as Array<{ tenant: string }>;
+    expect(audit.every((e) => e.tenant === 'bank-a')).toBe(true);
+  });
+
+  test('non-admin tokens are refused', async () => {
+    await api('POST', '/tenants', { id: 'bank-n' });
+    const plain = await createClient(srv, { tenants: ['bank-n'], scope: 'admin' });
+    const t = (await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(plain) })).json.access_token as string;
+    expect((await api('GET', '/tenants', undefined, {}, t)).status).toBe(403);
+    expect((await json(srv, 'GET', '/admin/tenants')).status).toBe(401);
+  });
+
+  test('a rotated client secret: old and new during the overlap, only the new after it', async () => {
+    await api('POST', '/tenants', { id: 'bank-r' });
+    const c = await api('POST', '/tenants/bank-r/clients', {});
+    const old = { client_id: c.json.client_id, client_secret: c.json.client_secret };
+    const rot = await api('POST', `/tenants/bank-r/clients/${old.client_id}/secret`, { overlap_seconds: 3600 });
+    expect(rot.status).toBe(200);
+    const fresh = { client_id: old.client_id, client_secret: rot.json.client_secret };
+    const cc = (x: typeof old) => form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(x) });
+    expect((await cc(old)).status).toBe(200);
+    expect((await cc(fresh)).status).toBe(200);
+    await srv.running.app.database.knex('clients').where({ id: old.client_id }).update({ previous_secret_expires_at: new Date(Date.now() - 1000) });
+    expect((await cc(old)).status).toBe(401);
+    expect((await cc(fresh)).status).toBe(200);
+  });
+
+  test('disabling a client makes its outstanding tokens introspect inactive', async () => {
+    await api('POST', '/tenants', { id: 'bank-d' });
+    const c = await api('POST', '/tenants/bank-d/clients', {});
+    const rs = await createClient(srv, { tenants: ['bank-d'], introspection: true });
+    const tok = (await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic({ client_id: c.json.client_id, client_secret: c.json.client_secret }) })).json.access_token as string;
+    expect((await introspect(srv, rs, tok)).json.active).toBe(true);
+    const get = await api('GET', `/tenants/bank-d/clients/${c.json.client_id}`);
+    const off = await api('PATCH', `/tenants/bank-d/clients/${c.json.client_id}`, { disabled: true }, { 'if-match': get.headers.get('etag')! });
+    expect(off.json.disabled).toBe(true);
+    expect((await introspect(srv, rs, tok)).json).toEqual({ active: false });
+  });
+
+  test('two concurrent PATCHes with the same ETag: one succeeds, one 412', async () => {
+    await api('POST', '/tenants', { id: 'bank-e', name: 'E' });
+    const etag = (await api('GET', '/tenants/bank-e')).headers.get('etag')!;
+    const [a, b] = await Promise.all([
+      api('PATCH', '/tenants/bank-e', { name: 'E one' }, { 'if-match': etag }),
+      api('PATCH', '/tenants/bank-e', { name: 'E two' }, { 'if-match': etag }),
+    ]);
+    expect([a.status, b.status].sort()).toEqual([200, 412]);
+    expect((await api('PATCH', '/tenants/bank-e', { name: 'E three' }, { 'if-match': etag })).status).toBe(412);
+  });
+
+  test('keys: list and rotate (platform admin)', async () => {
+    const before = (await api('GET', '/keys')).json.keys as unknown[];
+    const rot = await api('POST', '/keys/rotate');
+    expect(rot.status).toBe(201);
+    const after = (await api('GET', '/keys')).json.keys as Array<{ kid: string; publicJwk: Record<string, unknown> }>;
+    expect(after.length).toBe(before.length + 1);
+    expect(after.every((k) => k.publicJwk.d === undefined)).toBe(true);
+    const jwks = (await (await fetch(`${srv.base}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(jwks.keys.map((k) => k.kid)).toContain(rot.json.kid);
+  });
+
+  (usingPostgres ? test : test.skip)('a policy change is honoured by a second server process on the same database within 5 s', async () => {
+    await api('POST', '/tenants', { id: 'bank-p' });
+    const c = await api('POST', '/tenants/bank-p/clients', {});
+    const creds = { client_id: c.json.client_id, client_secret: c.json.client_secret };
+    const second = await startTestServer({ store: srv.store });
+    try {
+      const ttl = async () => (await form(second, '/token', { grant_type: 'client_credentials' }, { authorization: basic(creds) })).json.expires_in;
+      expect(await ttl()).toBe(1800);
+      const etag = (await api('GET', '/tenants/bank-p/policy')).headers.get('etag')!;
+      await api('PATCH', '/tenants/bank-p/policy', { accessTokenTtlSeconds: 900 }, { 'if-match': etag });
+      const deadline = Date.now() + 5000;
+      let seen = await ttl();
+      while (seen !== 900 && Date.now() < deadline) seen = await ttl();
+      expect(seen).toBe(900);
+    } finally {
+      await second.stop();
+    }
+  });
+});

@@ -1,0 +1,97 @@
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { run } from '../../src/cli/main';
+import { EmbeddedDatabaseBusyError } from '../../src/db/knex';
+import { createTestStore, dbLabel, usingPostgres, type TestStore } from '../helpers/env';
+
+async function cli(store: TestStore, ...argv: string[]): Promise<{ code: number; out: string }> {
+  const chunks: string[] = [];
+  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
+    chunks.push(String(c));
+    return true;
+  });
+  try {
+    const env = { NODE_ENV: 'test', DATA_DIR: store.dataDir, ...(store.databaseUrl ? { DATABASE_URL: store.databaseUrl } : {}) };
+    const code = await run(argv, env);
+    return { code, out: chunks.join('') };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+// Every CLI call opens the database as a real run does (the embedded one takes seconds to start).
+jest.setTimeout(180_000);
+
+describe(`CLI (${dbLabel})`, () => {
+  let store: TestStore;
+  beforeAll(async () => {
+    store = await createTestStore();
+  });
+  afterAll(async () => store?.cleanup());
+
+  test('migrate, tenant create, client create and keys rotate with --json print one JSON object', async () => {
+    const m = await cli(store, 'migrate', '--json');
+    expect(m.code).toBe(0);
+    expect(JSON.parse(m.out)).toHaveProperty('applied');
+
+    const t = await cli(store, 'tenant', 'create', 'acme', '--mode', 'live', '--name', 'Acme Bank', '--json');
+    expect(JSON.parse(t.out)).toEqual({ id: 'acme', name: 'Acme Bank', mode: 'live' });
+
+    const c = await cli(store, 'client', 'create', '--tenant', 'acme', '--grant', 'client_credentials', '--scope', 'accounts payments', '--introspection', '--token-format', 'jwt', '--json');
+    expect(c.out.trim().split('\n')).toHaveLength(1);
+    const created = JSON.parse(c.out) as Record<string, string>;
+    expect(Object.keys(created).sort()).toEqual(['api_key', 'client_id', 'client_secret']);
+    expect(Buffer.from(created.client_secret!, 'base64url').length).toBeGreaterThanOrEqual(32);
+
+    const admin = await cli(store, 'client', 'create', '--admin', '--json');
+    expect(JSON.parse(admin.out)).toHaveProperty('client_id');
+
+    const u = await cli(store, 'user', 'create', '--tenant', 'acme', '--email', 'ops@acme.test', '--username', 'ops', '--password', 'a sturdy passphrase', '--role', 'authorised', '--json');
+    expect(Object.keys(JSON.parse(u.out))).toEqual(['id']);
+    await expect(cli(store, 'user', 'create', '--tenant', 'acme', '--password', 'a sturdy passphrase')).rejects.toMatchObject({
+      invalidFields: [expect.objectContaining({ fieldName: 'email' })],
+    });
+    await expect(cli(store, 'user', 'create', '--tenant', 'acme', '--email', 'ops@acme.test', '--password', 'a sturdy passphrase')).rejects.toThrow(/already registered/);
+    await expect(cli(store, 'user', 'create', '--tenant', 'acme', '--email', 'x@acme.test', '--password', 'password')).rejects.toMatchObject({
+      invalidFields: [expect.objectContaining({ fieldName: 'password' })],
+    });
+
+    const k1 = await cli(store, 'keys', 'rotate', '--json');
+    expect(JSON.parse(k1.out)).toHaveProperty('kid');
+    const list = await cli(store, 'keys', 'list', '--json');
+    expect((JSON.parse(list.out) as { keys: unknown[] }).keys).toHaveLength(2);
+  });
+
+  test('bad input is a clear error, nothing written', async () => {
+    await expect(cli(store, 'tenant', 'create', 'bad id!', '--json')).rejects.toThrow('Request is invalid');
+    await expect(cli(store, 'client', 'create', '--tenant', 'nope', '--json')).rejects.toThrow();
+    await expect(cli(store, 'client', 'create', '--tenant', 'acme', '--grant', 'implicit')).rejects.toThrow();
+    await expect(cli(store, 'client', 'create', '--bogus')).rejects.toThrow(/Unknown option/);
+    await expect(cli(store, 'tenant', 'create', 'acme')).rejects.toThrow(/already exists/);
+    await expect(cli(store, 'frobnicate')).rejects.toThrow(/unknown command/);
+  });
+
+  test('--help on every command', async () => {
+    for (const argv of [['--help'], ['migrate', '--help'], ['serve', '--help'], ['tenant', 'create', '--help'], ['client', 'create', '--help'], ['keys', 'rotate', '--help'], ['user', 'create', '--help']]) {
+      const r = await cli(store, ...argv);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/Usage: portcullis/);
+    }
+  });
+
+  (usingPostgres ? test.skip : test)('with the embedded database the CLI refuses to run beside a running server', async () => {
+    const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)']);
+    try {
+      writeFileSync(path.join(store.dataDir, 'portcullis.lock'), String(sleeper.pid));
+      await expect(cli(store, 'tenant', 'create', 'other')).rejects.toThrow(EmbeddedDatabaseBusyError);
+      await expect(cli(store, 'tenant', 'create', 'other')).rejects.toThrow(/in use by process/);
+    } finally {
+      sleeper.kill();
+    }
+    await new Promise((r) => sleeper.once('exit', r));
+    // a stale lock of a dead process does not block
+    const ok = await cli(store, 'tenant', 'create', 'other', '--json');
+    expect(JSON.parse(ok.out).id).toBe('other');
+  });
+});

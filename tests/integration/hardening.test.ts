@@ -1,0 +1,120 @@
+import { startTestServer, type TestServer } from '../helpers/server';
+import {
+  basic, bearer, createClient, createTenant, createUser, form, introspect, json, login, passwordLogin, refresh, type ClientCreds,
+} from '../helpers/flows';
+import { dbLabel } from '../helpers/env';
+
+const PASSWORD = 'a perfectly decent passphrase';
+
+describe(`access ends when it should; hostile input (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+  let jwtApp: ClientCreds;
+  let rs: ClientCreds;
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    await createTenant(srv, 'bank-a');
+    await createTenant(srv, 'bank-z');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password', 'client_credentials'], scope: 'accounts admin', admin: true });
+    jwtApp = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'], token_format: 'jwt' });
+    rs = await createClient(srv, { tenants: ['bank-a'], introspection: true });
+    await createUser(srv, 'bank-a', { username: 'jay', password: PASSWORD });
+  });
+  afterAll(async () => srv?.close());
+
+  test('a JWT user access token dies with its session', async () => {
+    const t = await login(srv, jwtApp, 'jay', PASSWORD);
+    expect(t.access_token.split('.')).toHaveLength(3);
+    expect((await introspect(srv, rs, t.access_token)).json.active).toBe(true);
+    expect((await json(srv, 'GET', '/users/me', undefined, bearer(t.access_token))).status).toBe(200);
+    const sessions = (await json(srv, 'GET', '/sessions', undefined, bearer(t.access_token))).json.sessions as Array<{ id: string; current: boolean }>;
+    const current = sessions.find((s) => s.current)!;
+    expect((await json(srv, 'DELETE', `/sessions/${current.id}`, undefined, bearer(t.access_token))).status).toBe(204);
+    expect((await introspect(srv, rs, t.access_token)).json).toEqual({ active: false });
+    expect((await json(srv, 'GET', '/users/me', undefined, bearer(t.access_token))).status).toBe(401);
+  });
+
+  test('a locked user: tokens inactive, refresh refused', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'kim', password: PASSWORD });
+    const t = await login(srv, app, 'kim', PASSWORD);
+    await srv.running.app.database.knex('users').where({ id: user.id }).update({ status: 'locked' });
+    expect((await introspect(srv, rs, t.access_token)).json).toEqual({ active: false });
+    expect((await json(srv, 'GET', '/users/me', undefined, bearer(t.access_token))).status).toBe(401);
+    expect((await refresh(srv, app, t.refresh_token)).json.error).toBe('invalid_grant');
+  });
+
+  test('a disabled tenant: its tokens inactive, its refresh and token requests refused', async () => {
+    const zApp = await createClient(srv, { tenants: ['bank-z'], grant_types: ['password', 'client_credentials'] });
+    const zRs = await createClient(srv, { tenants: ['bank-z'], introspection: true });
+    await createUser(srv, 'bank-z', { username: 'zed', password: PASSWORD });
+    const t = await login(srv, zApp, 'zed', PASSWORD);
+    const cc = (await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(zApp) })).json.access_token as string;
+    await srv.running.app.database.knex('tenants').where({ id: 'bank-z' }).update({ status: 'disabled' });
+    expect((await introspect(srv, zRs, t.access_token)).json).toEqual({ active: false });
+    expect((await introspect(srv, zRs, cc)).json).toEqual({ active: false });
+    expect((await refresh(srv, zApp, t.refresh_token)).json.error).toBe('invalid_grant');
+    expect((await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(zApp) })).status).toBe(400);
+    expect((await passwordLogin(srv, zApp, 'zed', PASSWORD)).status).toBe(400);
+  });
+
+  test('the admin scope never reaches a user token', async () => {
+    const t = await login(srv, app, 'jay', PASSWORD);
+    expect(t.scope).toBe('accounts');
+    expect((await login(srv, app, 'jay', PASSWORD, { scope: 'accounts' })).scope).toBe('accounts');
+  });
+
+  test('NUL bytes: a plain miss or a 400, never a 500', async () => {
+    expect((await introspect(srv, rs, 'a\u0000b')).json).toEqual({ active: false });
+    expect((await form(srv, '/token/revocation', { token: 'a\u0000b' }, { authorization: basic(app) })).status).toBe(200);
+    const r = await refresh(srv, app, 'a\u0000b');
+    expect(r.status).toBe(400);
+    expect(r.json.error).toBe('invalid_grant');
+    const cid = await form(srv, '/token', { grant_type: 'client_credentials', client_id: 'a\u0000b', client_secret: 'x' });
+    expect(cid.status).toBeLessThan(500);
+    expect((await passwordLogin(srv, app, 'j\u0000y', PASSWORD)).status).toBe(400);
+    expect((await passwordLogin(srv, app, 'jay', `${PASSWORD}\u0000`)).status).toBe(400);
+    expect((await form(srv, '/token', { grant_type: 'client_credentials', tenant: 'bank\u0000a' }, { authorization: basic(app) })).status).toBe(400);
+    const reg = await json(srv, 'POST', '/users', { username: 'nul', password: PASSWORD, acceptedTerms: true, group: 'a\u0000b' }, { 'api-key': app.api_key });
+    expect(reg.status).toBe(400);
+    expect(reg.json).toMatchObject({ syntaxErrors: { invalidFields: [{ fieldName: 'group' }] } });
+  });
+
+  test('the bearer scheme is case-insensitive (RFC 7235)', async () => {
+    const t = await login(srv, app, 'jay', PASSWORD);
+    expect((await json(srv, 'GET', '/users/me', undefined, { authorization: `bearer ${t.access_token}` })).status).toBe(200);
+  });
+});
+
+describe(`per-IP throttle behind a trusted proxy (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+
+  beforeAll(async () => {
+    srv = await startTestServer({ config: { trustProxy: true, loginThrottle: { failuresPerWindow: 3, windowSeconds: 60 } } });
+    await createTenant(srv, 'bank-a');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+    await createUser(srv, 'bank-a', { username: 'pat', password: PASSWORD });
+  });
+  afterAll(async () => srv?.close());
+
+  const attempt = (xff: string, password = 'wrong wrong wrong') =>
+    fetch(`${srv.base}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(app), 'x-forwarded-for': xff },
+      body: new URLSearchParams({ grant_type: 'password', username: 'pat', password }).toString(),
+    });
+
+  test('client-written X-Forwarded-For entries do not buy more attempts; parallel ones cannot overrun', async () => {
+    const verify = jest.spyOn(srv.running.app.services.hasher, 'verify');
+    try {
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => attempt(`1.1.1.${i}, 203.0.113.5`)));
+      expect(results.filter((r) => r.status === 429).length).toBeGreaterThanOrEqual(17);
+      expect(verify.mock.calls.length).toBeLessThanOrEqual(3);
+      // the proxy-appended address is what counts: another one is a fresh budget
+      expect((await attempt('9.9.9.9, 203.0.113.6', PASSWORD)).status).toBe(200);
+    } finally {
+      verify.mockRestore();
+    }
+  });
+});

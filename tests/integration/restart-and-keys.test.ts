@@ -1,0 +1,86 @@
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { startTestServer, type TestServer } from '../helpers/server';
+import { clientCredentialsToken, createClient, createTenant, introspect, type ClientCreds } from '../helpers/flows';
+import { createTestStore, dbLabel, type TestStore } from '../helpers/env';
+
+async function jwksKids(srv: TestServer): Promise<string[]> {
+  const body = (await (await fetch(`${srv.base}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+  return body.keys.map((k) => k.kid);
+}
+
+async function verify(srv: TestServer, token: string) {
+  const jwks = createRemoteJWKSet(new URL(`${srv.base}/jwks`));
+  return jwtVerify(token, jwks, { issuer: srv.running.app.config.publicUrl, typ: 'at+jwt' });
+}
+
+describe(`restarts and key rotation (${dbLabel})`, () => {
+  let store: TestStore;
+  let srv: TestServer;
+  let app: ClientCreds;
+  let rs: ClientCreds;
+  let jwtApp: ClientCreds;
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    srv = await startTestServer({ store });
+    await createTenant(srv, 'bank-a');
+    app = await createClient(srv, { tenants: ['bank-a'] });
+    rs = await createClient(srv, { tenants: ['bank-a'], introspection: true });
+    jwtApp = await createClient(srv, { tenants: ['bank-a'], token_format: 'jwt' });
+  });
+  afterAll(async () => {
+    await srv?.stop();
+    await store?.cleanup();
+  });
+
+  test('a token issued before a restart still introspects active after it, with the same keys', async () => {
+    const opaque = (await clientCredentialsToken(srv, app)).access_token;
+    const jwt = (await clientCredentialsToken(srv, jwtApp)).access_token;
+    const kidsBefore = await jwksKids(srv);
+    await srv.stop();
+
+    srv = await startTestServer({ store, port: srv.running.port });
+    expect(await jwksKids(srv)).toEqual(kidsBefore);
+    const info = await introspect(srv, rs, opaque);
+    expect(info.json).toMatchObject({ active: true, tenant: 'bank-a', client_id: app.client_id });
+    await expect(verify(srv, jwt)).resolves.toBeDefined();
+  });
+
+  test('keys rotate: the new key is published, the old one keeps verifying its tokens', async () => {
+    const before = (await clientCredentialsToken(srv, jwtApp)).access_token;
+    const oldKid = decodeProtectedHeader(before).kid!;
+    const rotated = await srv.running.app.services.keyService.rotate();
+    expect(await srv.running.app.holder.refresh()).toBe(true);
+
+    const kids = await jwksKids(srv);
+    expect(kids).toEqual(expect.arrayContaining([oldKid, rotated.kid]));
+    await expect(verify(srv, before)).resolves.toBeDefined();
+
+    // test config publishes with no delay: new tokens are signed by the new key
+    const after = (await clientCredentialsToken(srv, jwtApp)).access_token;
+    expect(decodeProtectedHeader(after).kid).toBe(rotated.kid);
+    await expect(verify(srv, after)).resolves.toBeDefined();
+
+    // and a restarted server agrees
+    await srv.stop();
+    srv = await startTestServer({ store, port: srv.running.port });
+    await expect(verify(srv, before)).resolves.toBeDefined();
+    await expect(verify(srv, after)).resolves.toBeDefined();
+  });
+
+  test('a rotated key is published before it signs; the old one is scheduled to retire', async () => {
+    await srv.stop();
+    srv = await startTestServer({ store, config: { keys: { publishBeforeUseSeconds: 3600, maxTokenLifetimeSeconds: 60 } } });
+    const signingBefore = decodeProtectedHeader((await clientCredentialsToken(srv, jwtApp)).access_token).kid;
+    const next = await srv.running.app.services.keyService.rotate();
+    await srv.running.app.holder.refresh();
+    expect(await jwksKids(srv)).toContain(next.kid);
+    // published, not yet signing
+    expect(decodeProtectedHeader((await clientCredentialsToken(srv, jwtApp)).access_token).kid).toBe(signingBefore);
+
+    const keys = await srv.running.app.services.keyService.list();
+    const old = keys.find((k) => k.kid === signingBefore)!;
+    expect(old.retiredAt?.getTime()).toBe(next.activatesAt.getTime());
+    expect(old.expiresAt!.getTime() - next.activatesAt.getTime()).toBe(60_000);
+  });
+});

@@ -1,0 +1,240 @@
+import * as oauth from 'openid-client';
+import { startTestServer, type TestServer } from '../helpers/server';
+import {
+  bearer, createClient, createTenant, createUser, introspect, json, lastCode, login, outbox, passwordLogin, refresh, type ClientCreds,
+} from '../helpers/flows';
+import { newDevice } from '../helpers/device';
+import { dbLabel } from '../helpers/env';
+import { bindingHash } from '../../src/stepup/details';
+
+const PASSWORD = 'a perfectly decent passphrase';
+const SCA = 'urn:openbanking:psd2:sca';
+const payment = (amount = '125.00', creditorName = 'ACME Energy Ltd') => [
+  { type: 'payment_initiation', instructedAmount: { amount, currency: 'EUR' }, creditorName, creditorAccount: { iban: 'DE89370400440532013000' } },
+];
+
+describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`, () => {
+  let srv: TestServer;
+  let sandboxApp: ClientCreds;
+  let liveApp: ClientCreds;
+  let rsSandbox: ClientCreds;
+  let rsLive: ClientCreds;
+  let seq = 0;
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    await createTenant(srv, 'sandbox-bank', 'sandbox');
+    await createTenant(srv, 'live-bank', 'live');
+    sandboxApp = await createClient(srv, { tenants: ['sandbox-bank'], grant_types: ['password'], scope: 'accounts payments' });
+    liveApp = await createClient(srv, { tenants: ['live-bank'], grant_types: ['password'], scope: 'payments' });
+    rsSandbox = await createClient(srv, { tenants: ['sandbox-bank'], introspection: true });
+    rsLive = await createClient(srv, { tenants: ['live-bank'], introspection: true });
+  });
+  afterAll(async () => srv?.close());
+
+  /** A user with an ACTIVE SMS factor (enrolled in a first session). */
+  async function smsUser(tenant: 'sandbox-bank' | 'live-bank') {
+    seq += 1;
+    const username = `s${seq}${Math.random().toString(36).slice(2, 7)}`;
+    const mobile = `+4479112${String(10000 + seq).slice(-5)}`;
+    const user = await createUser(srv, tenant, { username, mobile, password: PASSWORD });
+    const app = tenant === 'sandbox-bank' ? sandboxApp : liveApp;
+    const t = await login(srv, app, username, PASSWORD);
+    await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token));
+    const code = tenant === 'sandbox-bank' ? '123456' : await lastCode(srv, mobile);
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: code }, bearer(t.access_token))).status).toBe(204);
+    return { user, username, mobile, app, token: t.access_token, tokens: t };
+  }
+  const startSms = (token: string, body: unknown = {}) => json(srv, 'POST', '/stepup/challenges/otp/SMS', body, bearer(token));
+  const verifySms = (token: string, verificationCode: string, extra: Record<string, unknown> = {}) =>
+    json(srv, 'POST', '/stepup/challenges/otp/SMS/verify', { verificationCode, ...extra }, bearer(token));
+
+  test('openid-client: password grant → SMS step-up → introspection shows the SCA acr, amr and a fresh auth_time', async () => {
+    const u = await smsUser('sandbox-bank');
+    const config = await oauth.discovery(new URL(srv.running.app.config.publicUrl), sandboxApp.client_id, undefined, oauth.ClientSecretBasic(sandboxApp.client_secret), {
+      execute: [oauth.allowInsecureRequests],
+    });
+    const tokens = await oauth.genericGrantRequest(config, 'password', { username: u.username, password: PASSWORD, scope: 'payments' });
+    expect((await startSms(tokens.access_token)).status).toBe(204);
+    const res = await verifySms(tokens.access_token, '123456');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    expect(res.json).toMatchObject({ token_type: 'Bearer', expires_in: 300, scope: 'payments', member_id: u.user.id });
+    const rsConfig = await oauth.discovery(new URL(srv.running.app.config.publicUrl), rsSandbox.client_id, undefined, oauth.ClientSecretBasic(rsSandbox.client_secret), {
+      execute: [oauth.allowInsecureRequests],
+    });
+    const before = await oauth.tokenIntrospection(rsConfig, tokens.access_token);
+    const info = await oauth.tokenIntrospection(rsConfig, res.json.access_token as string);
+    expect(info).toMatchObject({ active: true, sub: u.user.id, member_id: u.user.id, tenant: 'sandbox-bank', client_id: sandboxApp.client_id, acr: SCA, amr: ['pwd', 'otp', 'sms'], scope: 'payments' });
+    expect(info.exp! - info.iat!).toBe(300);
+    expect(info.auth_time as number).toBeGreaterThanOrEqual(before.auth_time as number);
+    expect(info.sid).toBe(before.sid); // same session
+  });
+
+  test('push step-up with a test device: PENDING → APPROVED, the token once and only to its opener', async () => {
+    const u = await smsUser('sandbox-bank');
+    const device = await newDevice();
+    // the SCA token from SMS allows enrolling a second factor
+    await startSms(u.token);
+    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
+    await json(srv, 'POST', '/authentication_factors/push/BIOMETRIC', { publicKey: device.publicJwk }, bearer(sca));
+    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
+    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+
+    const started = await json(srv, 'POST', '/stepup/challenges/push/BIOMETRIC', {}, bearer(u.token));
+    expect(started.status).toBe(202);
+    expect(started.json).toMatchObject({ challengeId: expect.any(String), status: 'PENDING', expiresAt: expect.any(String) });
+    const id = started.json.challengeId as string;
+    expect((await json(srv, 'GET', `/stepup/challenges/${id}`, undefined, bearer(u.token))).json.status).toBe('PENDING');
+    const push = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string; kind: string };
+    expect(push).toMatchObject({ challengeId: id, kind: 'stepup', channel: 'BIOMETRIC' });
+    expect((await json(srv, 'POST', `/device/challenges/${id}`, { jws: await device.answer(push) })).json).toEqual({ status: 'APPROVED' });
+
+    const other = await login(srv, u.app, u.username, PASSWORD);
+    expect((await json(srv, 'GET', `/stepup/challenges/${id}`, undefined, bearer(other.access_token))).status).toBe(404);
+    const done = await json(srv, 'GET', `/stepup/challenges/${id}`, undefined, bearer(u.token));
+    expect(done.json).toMatchObject({ status: 'APPROVED', token: { token_type: 'Bearer', expires_in: 300 } });
+    const token = (done.json.token as { access_token: string }).access_token;
+    expect((await introspect(srv, rsSandbox, token)).json).toMatchObject({ active: true, acr: SCA, amr: ['pwd', 'hwk'] });
+    const again = await json(srv, 'GET', `/stepup/challenges/${id}`, undefined, bearer(u.token));
+    expect(again.json.status).toBe('APPROVED');
+    expect(again.json.token).toBeUndefined();
+
+    // a denial
+    const second = await json(srv, 'POST', '/stepup/challenges/push/BIOMETRIC', {}, bearer(u.token));
+    const push2 = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
+    await json(srv, 'POST', `/device/challenges/${second.json.challengeId as string}`, { jws: await device.answer(push2, 'DENY') });
+    expect((await json(srv, 'GET', `/stepup/challenges/${second.json.challengeId as string}`, undefined, bearer(u.token))).json.status).toBe('DENIED');
+  });
+
+  test('dynamic linking: the SMS names amount and payee; a cent or a payee changed and the code no longer works', async () => {
+    const u = await smsUser('live-bank');
+    expect((await startSms(u.token, { authorization_details: payment() })).status).toBe(204);
+    const msgs = await outbox(srv, 'sms', u.mobile);
+    const text = String(msgs[msgs.length - 1]!.text);
+    expect(text).toContain('125.00 EUR');
+    expect(text).toContain('ACME Energy Ltd');
+    const code = await lastCode(srv, u.mobile);
+    expect((await verifySms(u.token, code, { authorization_details: payment('125.01') })).status).toBe(403);
+    expect((await verifySms(u.token, code, { authorization_details: payment('125.00', 'Mallory Ltd') })).status).toBe(403);
+    expect((await verifySms(u.token, code)).status).toBe(403);
+    const ok = await verifySms(u.token, code, { authorization_details: payment() });
+    expect(ok.status).toBe(200);
+    expect(ok.json.authorization_details).toEqual(payment());
+    const info = await introspect(srv, rsLive, ok.json.access_token as string);
+    expect(info.json).toMatchObject({ active: true, acr: SCA, authorization_details: payment() });
+  });
+
+  test('a code issued without a transaction never steps up one', async () => {
+    const u = await smsUser('live-bank');
+    await startSms(u.token);
+    const code = await lastCode(srv, u.mobile);
+    expect((await verifySms(u.token, code, { authorization_details: payment() })).status).toBe(403);
+  });
+
+  test('dynamic linking by push: the device must sign the hash of exactly those details', async () => {
+    const u = await smsUser('sandbox-bank');
+    await startSms(u.token);
+    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
+    const device = await newDevice();
+    await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(sca));
+    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
+    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+
+    const started = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', { authorization_details: payment('9.99') }, bearer(u.token));
+    const push = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string; text: string; authorization_details: unknown };
+    expect(push.text).toContain('9.99 EUR');
+    expect(push.authorization_details).toEqual(payment('9.99'));
+    const post = async (jws: string) => json(srv, 'POST', `/device/challenges/${push.challengeId}`, { jws });
+    expect((await post(await device.answer(push))).status).toBe(400); // no binding hash
+    expect((await post(await device.answer(push, 'APPROVE', { bindingHash: bindingHash(payment('9.98') as never) }))).status).toBe(400);
+    expect((await post(await device.answer(push, 'APPROVE', { bindingHash: bindingHash(payment('9.99') as never) }))).status).toBe(200);
+    const done = await json(srv, 'GET', `/stepup/challenges/${started.json.challengeId as string}`, undefined, bearer(u.token));
+    const token = done.json.token as { access_token: string; authorization_details: unknown };
+    expect(token.authorization_details).toEqual(payment('9.99'));
+    expect((await introspect(srv, rsSandbox, token.access_token)).json).toMatchObject({ acr: SCA, amr: ['pwd', 'swk'], authorization_details: payment('9.99') });
+  });
+
+  test('50 parallel verifies of one code → exactly one token', async () => {
+    const u = await smsUser('live-bank');
+    await startSms(u.token);
+    const code = await lastCode(srv, u.mobile);
+    const results = await Promise.all(Array.from({ length: 50 }, () => verifySms(u.token, code)));
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(results.filter((r) => r.status >= 500)).toHaveLength(0);
+    const count = await srv.running.app.database.knex('oidc_payloads').where({ type: 'AccessToken', account_id: u.user.id }).whereRaw("payload->'extra'->>'acr' = ?", [SCA]).count({ n: '*' }).first();
+    expect(Number(count?.n)).toBe(1);
+  });
+
+  test('login-time MFA: the password token is pending until a challenge succeeds', async () => {
+    await createTenant(srv, 'mfa-bank', 'sandbox');
+    const app = await createClient(srv, { tenants: ['mfa-bank'], grant_types: ['password'] });
+    const rs = await createClient(srv, { tenants: ['mfa-bank'], introspection: true });
+    await createUser(srv, 'mfa-bank', { username: 'mia', mobile: '+447911200001', password: PASSWORD });
+    const first = await login(srv, app, 'mia', PASSWORD);
+    await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(first.access_token));
+    await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }, bearer(first.access_token));
+    await srv.running.app.services.tenants.setPolicy('mfa-bank', { mfaAtLogin: true });
+
+    const pending = await passwordLogin(srv, app, 'mia', PASSWORD);
+    expect(pending.status).toBe(200);
+    expect(pending.json.mfa_required).toBe(true);
+    expect(pending.json.refresh_token).toBeUndefined();
+    const token = pending.json.access_token as string;
+    expect((await introspect(srv, rs, token)).json).toEqual({ active: false });
+    const me = await json(srv, 'GET', '/users/me', undefined, bearer(token));
+    expect(me.status).toBe(401);
+    expect(me.headers.get('www-authenticate')).toMatch(/insufficient_user_authentication/);
+    expect((await json(srv, 'GET', '/authentication_factors', undefined, bearer(token))).status).toBe(401);
+
+    expect((await startSms(token)).status).toBe(204);
+    const done = await verifySms(token, '123456');
+    expect(done.status).toBe(200);
+    expect(done.json.expires_in).toBe(1800); // the session's own token, not a 5-minute step-up
+    expect(done.json.refresh_token).toBeDefined();
+    const full = done.json.access_token as string;
+    expect((await introspect(srv, rs, full)).json).toMatchObject({ active: true, acr: SCA, amr: ['pwd', 'otp', 'sms'] });
+    expect((await json(srv, 'GET', '/users/me', undefined, bearer(full))).status).toBe(200);
+    expect((await introspect(srv, rs, token)).json).toEqual({ active: false }); // the pending one stays pending
+    const refreshed = await refresh(srv, app, done.json.refresh_token as string);
+    expect(refreshed.status).toBe(200);
+    expect((await introspect(srv, rs, refreshed.json.access_token as string)).json).toMatchObject({ active: true, acr: SCA });
+  });
+
+  test('a step-up token lives its own lifetime; ending the session revokes it', async () => {
+    const u = await smsUser('sandbox-bank');
+    await startSms(u.token);
+    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
+    const info = (await introspect(srv, rsSandbox, sca)).json as { exp: number; iat: number; sid: string };
+    expect(info.exp - info.iat).toBe(300);
+    const knex = srv.running.app.database.knex;
+    // its own expiry (the stored clock moved past it)
+    const rows = await knex('oidc_payloads').where({ type: 'AccessToken', account_id: u.user.id }).whereRaw("payload->'extra'->>'acr' = ?", [SCA]);
+    for (const r of rows) {
+      const p = typeof r.payload === 'string' ? JSON.parse(r.payload) : r.payload;
+      await knex('oidc_payloads').where({ type: 'AccessToken', id: r.id }).update({ payload: JSON.stringify({ ...p, exp: p.iat - 1 }) });
+    }
+    expect((await introspect(srv, rsSandbox, sca)).json).toEqual({ active: false });
+    expect((await introspect(srv, rsSandbox, u.token)).json.active).toBe(true); // the session's other token lives on
+
+    await startSms(u.token);
+    const sca2 = (await verifySms(u.token, '123456')).json.access_token as string;
+    expect((await introspect(srv, rsSandbox, sca2)).json.active).toBe(true);
+    expect((await json(srv, 'DELETE', `/sessions/${info.sid}`, undefined, bearer(u.token))).status).toBe(204);
+    expect((await introspect(srv, rsSandbox, sca2)).json).toEqual({ active: false });
+  });
+
+  test('no active factor, a locked user, bad input: refused', async () => {
+    await createUser(srv, 'sandbox-bank', { username: 'nofactor', mobile: '+447911200002', password: PASSWORD });
+    const t = await login(srv, sandboxApp, 'nofactor', PASSWORD);
+    expect((await startSms(t.access_token)).json).toMatchObject({ code: 'FACTOR_NOT_ACTIVE' });
+    expect((await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token))).status).toBe(409);
+    const bad = await startSms(t.access_token, { authorization_details: [{ type: 'payment_initiation', instructedAmount: { amount: '1,00', currency: 'euro' } }] });
+    expect(bad.status).toBe(400);
+    expect((await json(srv, 'GET', '/stepup/challenges/not-an-id', undefined, bearer(t.access_token))).status).toBe(404);
+
+    const u = await smsUser('sandbox-bank');
+    await srv.running.app.database.knex('users').where({ id: u.user.id }).update({ status: 'locked' });
+    expect((await startSms(u.token)).status).toBe(401);
+  });
+});

@@ -1,0 +1,230 @@
+import * as oauth from 'openid-client';
+import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader } from 'jose';
+import { startTestServer, type TestServer } from '../helpers/server';
+import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, type ClientCreds } from '../helpers/flows';
+import { dbLabel } from '../helpers/env';
+
+describe(`token service (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds; // tenant a, client_credentials
+  let rsA: ClientCreds; // resource server of tenant a
+  let rsB: ClientCreds; // resource server of tenant b
+  let multi: ClientCreds; // allowed for a and b
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    await createTenant(srv, 'bank-a');
+    await createTenant(srv, 'bank-b', 'live');
+    app = await createClient(srv, { tenants: ['bank-a'], scope: 'accounts payments' });
+    rsA = await createClient(srv, { tenants: ['bank-a'], introspection: true });
+    rsB = await createClient(srv, { tenants: ['bank-b'], introspection: true });
+    multi = await createClient(srv, { tenants: ['bank-a', 'bank-b'], scope: 'accounts' });
+  });
+  afterAll(async () => srv?.close());
+
+  const discover = (c: ClientCreds, algorithm: 'oidc' | 'oauth2' = 'oidc') =>
+    oauth.discovery(new URL(srv.running.app.config.publicUrl), c.client_id, undefined, oauth.ClientSecretBasic(c.client_secret), {
+      algorithm,
+      execute: [oauth.allowInsecureRequests],
+    });
+
+  test('an OAuth client library discovers, gets a token, introspects and revokes it', async () => {
+    const appConfig = await discover(app, 'oauth2');
+    const rsConfig = await discover(rsA);
+    const tokens = await oauth.clientCredentialsGrant(appConfig, { scope: 'accounts' });
+    expect(tokens.token_type.toLowerCase()).toBe('bearer');
+    expect(tokens.expires_in).toBe(1800);
+    expect(tokens.refresh_token).toBeUndefined();
+
+    const info = await oauth.tokenIntrospection(rsConfig, tokens.access_token);
+    expect(info.active).toBe(true);
+    expect(info.exp! - info.iat!).toBe(1800);
+    expect(info).toMatchObject({ tenant: 'bank-a', client_id: app.client_id, sub: app.client_id, scope: 'accounts', token_type: 'Bearer' });
+    expect(info.iss).toBe(srv.running.app.config.publicUrl);
+    expect(typeof info.jti).toBe('string');
+    expect(info.jti).not.toBe(tokens.access_token);
+    expect(info.acr).toBeUndefined();
+
+    await oauth.tokenRevocation(appConfig, tokens.access_token);
+    const after = await oauth.tokenIntrospection(rsConfig, tokens.access_token);
+    expect(after.active).toBe(false);
+  });
+
+  test('both metadata documents describe the same endpoints', async () => {
+    const a = (await (await fetch(`${srv.base}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+    const b = (await (await fetch(`${srv.base}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    expect(b).toEqual(a);
+    expect(a.token_endpoint).toMatch(/\/token$/);
+    expect(a.introspection_endpoint).toMatch(/\/token\/introspection$/);
+    expect(a.revocation_endpoint).toMatch(/\/token\/revocation$/);
+    expect(a.jwks_uri).toMatch(/\/jwks$/);
+    const jwks = (await (await fetch(`${srv.base}/jwks`)).json()) as { keys: Array<Record<string, unknown>> };
+    expect(jwks.keys.length).toBeGreaterThan(0);
+    for (const k of jwks.keys) {
+      expect(k).toMatchObject({ kty: 'EC', crv: 'P-256', alg: 'ES256' });
+      expect(k.d).toBeUndefined();
+    }
+  });
+
+  test('token replies carry Cache-Control: no-store', async () => {
+    const ok = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app) });
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('cache-control')).toBe('no-store');
+    const bad = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic({ ...app, client_secret: 'nope' }) });
+    expect(bad.headers.get('cache-control')).toBe('no-store');
+    const intro = await introspect(srv, rsA, 'x');
+    expect(intro.headers.get('cache-control')).toBe('no-store');
+  });
+
+  test('a wrong secret is invalid_client with WWW-Authenticate', async () => {
+    const res = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic({ ...app, client_secret: `${app.client_secret}x` }) });
+    expect(res.status).toBe(401);
+    expect(res.json.error).toBe('invalid_client');
+    expect(res.headers.get('www-authenticate')).toMatch(/^Basic /);
+    const unknown = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic({ client_id: 'nobody', client_secret: 'x' }) });
+    expect(unknown.status).toBe(401);
+    expect(unknown.json).toEqual(res.json); // an unknown client looks the same as a wrong secret
+  });
+
+  test('client_secret_post works; no credentials at all is 401 invalid_client', async () => {
+    const post = await createClient(srv, { tenants: ['bank-a'], token_endpoint_auth_method: 'client_secret_post' });
+    const ok = await form(srv, '/token', { grant_type: 'client_credentials', client_id: post.client_id, client_secret: post.client_secret });
+    expect(ok.status).toBe(200);
+    const wrong = await form(srv, '/token', { grant_type: 'client_credentials', client_id: post.client_id, client_secret: 'x' });
+    expect(wrong.status).toBe(401);
+    const none = await form(srv, '/token', { grant_type: 'client_credentials' });
+    expect(none.status).toBe(401);
+    expect(none.json.error).toBe('invalid_client');
+    expect(none.headers.get('www-authenticate')).toMatch(/^Basic realm=/);
+  });
+
+  test('unknown grant, disallowed scope and duplicated parameters are refused', async () => {
+    const grant = await form(srv, '/token', { grant_type: 'urn:example:nope' }, { authorization: basic(app) });
+    expect(grant.status).toBe(400);
+    expect(grant.json.error).toBe('unsupported_grant_type');
+    const scope = await form(srv, '/token', { grant_type: 'client_credentials', scope: 'accounts admin' }, { authorization: basic(app) });
+    expect(scope.status).toBe(400);
+    expect(scope.json.error).toBe('invalid_scope');
+    const dup = await form(srv, '/token', { grant_type: 'client_credentials', scope: ['accounts', 'payments'] }, { authorization: basic(app) });
+    expect(dup.status).toBe(400);
+    expect(dup.json.error).toBe('invalid_request');
+  });
+
+  test('no scope requested gives the client its allowed scopes', async () => {
+    const t = await clientCredentialsToken(srv, app);
+    expect(t.scope?.split(' ').sort()).toEqual(['accounts', 'payments']);
+  });
+
+  test('introspection needs client authentication and the introspection permission', async () => {
+    const token = (await clientCredentialsToken(srv, app)).access_token;
+    const anon = await form(srv, '/token/introspection', { token });
+    expect(anon.status).toBe(401);
+    expect(anon.json.error).toBe('invalid_client');
+    const wrong = await introspect(srv, { ...rsA, client_secret: 'wrong' }, token);
+    expect(wrong.status).toBe(401);
+    expect(wrong.json.error).toBe('invalid_client');
+    const notAllowed = await introspect(srv, app, token);
+    expect(notAllowed.status).toBe(403);
+    expect(notAllowed.json.error).toBe('unauthorized_client');
+    expect(JSON.stringify(notAllowed.json)).not.toContain('active');
+    const notAllowedGarbage = await introspect(srv, app, 'garbage');
+    expect(notAllowedGarbage.status).toBe(403);
+  });
+
+  test('a garbage token introspects as {"active": false} and nothing else', async () => {
+    for (const token of ['garbage', 'a'.repeat(43), 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.', '']) {
+      const res = await introspect(srv, rsA, token);
+      if (token === '') {
+        expect(res.status).toBe(400);
+        continue;
+      }
+      expect(res.status).toBe(200);
+      expect(res.json).toEqual({ active: false });
+    }
+  });
+
+  test('a token of tenant A is inactive for a resource server of tenant B', async () => {
+    const token = (await clientCredentialsToken(srv, app)).access_token;
+    expect((await introspect(srv, rsA, token)).json.active).toBe(true);
+    expect((await introspect(srv, rsB, token)).json).toEqual({ active: false });
+  });
+
+  test('tenant selection: header, form field, implied, and refused', async () => {
+    // multi has two tenants: it must name one
+    const none = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(multi) });
+    expect(none.status).toBe(400);
+    expect(none.json.error).toBe('invalid_request');
+    const viaV1 = await clientCredentialsToken(srv, multi, {}, { di_fiid: 'bank-b' });
+    expect((await introspect(srv, rsB, viaV1.access_token)).json.tenant).toBe('bank-b');
+    const viaV2 = await clientCredentialsToken(srv, multi, {}, { institutionId: 'bank-a' });
+    expect((await introspect(srv, rsA, viaV2.access_token)).json.tenant).toBe('bank-a');
+    const viaForm = await clientCredentialsToken(srv, multi, { tenant: 'bank-b' });
+    expect((await introspect(srv, rsB, viaForm.access_token)).json.tenant).toBe('bank-b');
+    const implied = await clientCredentialsToken(srv, app);
+    expect((await introspect(srv, rsA, implied.access_token)).json.tenant).toBe('bank-a');
+
+    const notAllowed = await form(srv, '/token', { grant_type: 'client_credentials', tenant: 'bank-b' }, { authorization: basic(app) });
+    expect(notAllowed.status).toBe(400);
+    expect(notAllowed.json.error).toBe('invalid_request');
+    const unknownTenant = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app), di_fiid: 'no-such-bank' });
+    expect(unknownTenant.json).toEqual(notAllowed.json); // does not reveal whether the tenant exists
+    const conflicting = await form(srv, '/token', { grant_type: 'client_credentials', tenant: 'bank-a' }, { authorization: basic(multi), di_fiid: 'bank-b' });
+    expect(conflicting.status).toBe(400);
+    expect(conflicting.json.error).toBe('invalid_request');
+  });
+
+  test('seed V1 and V2 aliases behave like /token and echo the request id', async () => {
+    const v1 = await form(srv, '/v1/oauth/token', { grant_type: 'client_credentials' }, {
+      authorization: basic(app),
+      di_tid: '123e4567-e89b-12d3-a456-426655440000',
+      di_fiid: 'bank-a',
+      'user-agent': 'iPhone/1.0/abc12345;Nokia3110',
+      offering_id: 'demo-app',
+      originating_ip: '203.0.113.7',
+    });
+    expect(v1.status).toBe(200);
+    expect(v1.headers.get('di_tid')).toBe('123e4567-e89b-12d3-a456-426655440000');
+    expect(v1.headers.get('cache-control')).toBe('no-store');
+    expect((await introspect(srv, rsA, v1.json.access_token as string)).json.active).toBe(true);
+
+    const v2 = await form(srv, '/v1/token', { grant_type: 'client_credentials' }, { authorization: basic(app), transactionId: 'tx-42', institutionId: 'bank-a' });
+    expect(v2.status).toBe(200);
+    expect(v2.headers.get('transactionid')).toBe('tx-42');
+
+    const bad = await form(srv, '/v1/oauth/token', { grant_type: 'client_credentials' }, { authorization: basic({ ...app, client_secret: 'x' }), di_tid: 'abc' });
+    expect(bad.status).toBe(401);
+    expect(bad.headers.get('di_tid')).toBe('abc');
+    const injected = await fetch(`${srv.base}/v1/token`, { method: 'POST', headers: { transactionId: 'a b<script>' } });
+    expect(injected.headers.get('transactionid')).toBeNull();
+  });
+
+  test('revocation by another client is refused and leaves the token active', async () => {
+    const token = (await clientCredentialsToken(srv, app)).access_token;
+    const other = await form(srv, '/token/revocation', { token }, { authorization: basic(multi) });
+    expect(other.status).toBe(400);
+    expect((await introspect(srv, rsA, token)).json.active).toBe(true);
+    const unknown = await form(srv, '/token/revocation', { token: 'not-a-token' }, { authorization: basic(app) });
+    expect(unknown.status).toBe(200); // RFC 7009 §2.2
+  });
+
+  test('a client set to jwt gets RFC 9068 access tokens verifiable with /jwks', async () => {
+    const jwtClient = await createClient(srv, { tenants: ['bank-a'], scope: 'accounts', token_format: 'jwt' });
+    const t = await clientCredentialsToken(srv, jwtClient);
+    expect(decodeProtectedHeader(t.access_token)).toMatchObject({ typ: 'at+jwt', alg: 'ES256' });
+    const jwks = createRemoteJWKSet(new URL(`${srv.base}/jwks`));
+    const { payload } = await jwtVerify(t.access_token, jwks, {
+      issuer: srv.running.app.config.publicUrl,
+      audience: srv.running.app.config.publicUrl,
+      typ: 'at+jwt',
+    });
+    expect(payload).toMatchObject({ sub: jwtClient.client_id, client_id: jwtClient.client_id, tenant: 'bank-a', scope: 'accounts' });
+    expect(payload.exp! - payload.iat!).toBe(1800);
+    expect(typeof payload.jti).toBe('string');
+
+    const info = await introspect(srv, rsA, t.access_token);
+    expect(info.json).toMatchObject({ active: true, tenant: 'bank-a', client_id: jwtClient.client_id, jti: payload.jti });
+    expect((await introspect(srv, rsB, t.access_token)).json).toEqual({ active: false });
+    const [h, p] = t.access_token.split('.');
+    expect((await introspect(srv, rsA, `${h}.${p}.AAAA`)).json).toEqual({ active: false });
+  });
+});

@@ -1,0 +1,120 @@
+import { startTestServer, type TestServer } from '../helpers/server';
+import { createClient, createTenant, createUser, login, passwordLogin, type ClientCreds } from '../helpers/flows';
+import { dbLabel } from '../helpers/env';
+
+const PASSWORD = 'an entirely sensible passphrase';
+
+describe(`brute-force protection (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+
+  beforeAll(async () => {
+    // a generous IP budget here: this file tests the per-user lock
+    srv = await startTestServer({ config: { loginThrottle: { failuresPerWindow: 1000, windowSeconds: 60 } } });
+    await createTenant(srv, 'bank-a');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+  });
+  afterAll(async () => srv?.close());
+
+  test('50 parallel wrong passwords evaluate at most the threshold; then even the right password fails generically', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'victim', password: PASSWORD });
+    const verify = jest.spyOn(srv.running.app.services.hasher, 'verify');
+    try {
+      const results = await Promise.all(Array.from({ length: 50 }, (_, i) => passwordLogin(srv, app, 'victim', `wrong guess number ${i}`)));
+      expect(results.every((r) => r.status === 400 && r.json.error === 'invalid_grant')).toBe(true);
+      expect(new Set(results.map((r) => JSON.stringify(r.json))).size).toBe(1);
+      expect(verify.mock.calls.length).toBeLessThanOrEqual(10); // default threshold
+      expect(verify.mock.calls.length).toBeGreaterThan(0);
+
+      const row = await srv.running.app.database.knex('users').where({ id: user.id }).first();
+      expect(row.locked_until).not.toBeNull();
+
+      verify.mockClear();
+      const during = await passwordLogin(srv, app, 'victim', PASSWORD);
+      expect(during.status).toBe(400);
+      expect(during.json).toEqual(results[0]!.json);
+      expect(verify).not.toHaveBeenCalled();
+    } finally {
+      verify.mockRestore();
+    }
+  });
+
+  test('after the lock expires the right password works and resets the count; the next lock is longer', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'victim2', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    for (let i = 0; i < 10; i += 1) await passwordLogin(srv, app, 'victim2', `nope ${i}`);
+    const first = await knex('users').where({ id: user.id }).first();
+    const firstLock = new Date(first.locked_until).getTime() - Date.now();
+    expect(firstLock).toBeGreaterThan(250_000); // 300 s by default
+    expect(firstLock).toBeLessThanOrEqual(300_000);
+
+    await knex('users').where({ id: user.id }).update({ locked_until: new Date(Date.now() - 1000) }); // time passes
+    for (let i = 0; i < 10; i += 1) await passwordLogin(srv, app, 'victim2', `nope again ${i}`);
+    const second = await knex('users').where({ id: user.id }).first();
+    expect(new Date(second.locked_until).getTime() - Date.now()).toBeGreaterThan(550_000); // doubled
+
+    await knex('users').where({ id: user.id }).update({ locked_until: new Date(Date.now() - 1000) });
+    await login(srv, app, 'victim2', PASSWORD);
+    const after = await knex('users').where({ id: user.id }).first();
+    expect(after.failed_login_count).toBe(0);
+    expect(after.lockout_count).toBe(0);
+  });
+
+  test('a successful login resets the consecutive-failure count', async () => {
+    await createUser(srv, 'bank-a', { username: 'forgetful', password: PASSWORD });
+    for (let round = 0; round < 3; round += 1) {
+      for (let i = 0; i < 9; i += 1) await passwordLogin(srv, app, 'forgetful', `typo ${i}`);
+      await login(srv, app, 'forgetful', PASSWORD); // never locked: 9 < 10
+    }
+  });
+
+  test('an administratively locked user gets the same generic error', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'suspended', password: PASSWORD });
+    await srv.running.app.database.knex('users').where({ id: user.id }).update({ status: 'locked' });
+    const res = await passwordLogin(srv, app, 'suspended', PASSWORD);
+    expect(res.json).toEqual({ error: 'invalid_grant', error_description: 'invalid username or password' });
+  });
+});
+
+describe(`per-IP throttling of failed logins (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+
+  beforeAll(async () => {
+    srv = await startTestServer({ config: { loginThrottle: { failuresPerWindow: 5, windowSeconds: 60 } } });
+    await createTenant(srv, 'bank-a');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+    await createUser(srv, 'bank-a', { username: 'ok-user', password: PASSWORD });
+  });
+  afterAll(async () => srv?.close());
+
+  test('successful logins are never throttled', async () => {
+    for (let i = 0; i < 8; i += 1) expect((await passwordLogin(srv, app, 'ok-user', PASSWORD)).status).toBe(200);
+  });
+
+  test('after the budget of failures: 429 with Retry-After, before any password is evaluated', async () => {
+    for (let i = 0; i < 5; i += 1) expect((await passwordLogin(srv, app, `nobody${i}@example.com`, 'whatever-it-is')).status).toBe(400);
+    const verify = jest.spyOn(srv.running.app.services.hasher, 'verify');
+    try {
+      const res = await passwordLogin(srv, app, 'ok-user', PASSWORD);
+      expect(res.status).toBe(429);
+      expect(res.json.error).toBe('temporarily_unavailable');
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(Number(res.headers.get('retry-after'))).toBeLessThanOrEqual(60);
+      expect(verify).not.toHaveBeenCalled();
+    } finally {
+      verify.mockRestore();
+    }
+  });
+
+  test('X-Forwarded-For is ignored unless TRUST_PROXY is set', async () => {
+    const res = await passwordLogin(srv, app, 'ok-user', PASSWORD, {});
+    expect(res.status).toBe(429);
+    const spoofed = await fetch(`${srv.base}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}`, 'x-forwarded-for': '198.51.100.9' },
+      body: new URLSearchParams({ grant_type: 'password', username: 'ok-user', password: PASSWORD }).toString(),
+    });
+    expect(spoofed.status).toBe(429);
+  });
+});

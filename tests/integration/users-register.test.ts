@@ -1,0 +1,115 @@
+import { startTestServer, type TestServer } from '../helpers/server';
+import { basic, createClient, createTenant, form, introspect, json, passwordLogin, refresh, type ClientCreds } from '../helpers/flows';
+import { dbLabel } from '../helpers/env';
+
+const PASSWORD = 'a long and unusual passphrase';
+
+describe(`registration (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+  let rs: ClientCreds;
+  let ccToken: string;
+
+  const userCount = async () => Number((await srv.running.app.database.knex('users').count({ n: '*' }).first())?.n);
+  const register = (body: unknown, headers: Record<string, string> = { 'api-key': app.api_key }) => json(srv, 'POST', '/users', body, headers);
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    await createTenant(srv, 'bank-a');
+    await createTenant(srv, 'bank-b');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password', 'client_credentials'] });
+    rs = await createClient(srv, { tenants: ['bank-a'], introspection: true });
+    ccToken = (await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app) })).json.access_token as string;
+  });
+  afterAll(async () => srv?.close());
+
+  test('registration with the API key → 201 with the user and a working token pair', async () => {
+    const res = await register({
+      tenant: 'bank-a',
+      email: 'Carol@Example.com',
+      password: PASSWORD,
+      acceptedTerms: true,
+      termsVersion: '2026-01',
+      profile: { firstName: 'Carol', lastName: 'Smith', nationality: 'GB' },
+      group: 'retail',
+    });
+    expect(res.status).toBe(201);
+    const user = res.json.user as Record<string, unknown>;
+    const token = res.json.token as Record<string, string>;
+    expect(user).toMatchObject({ tenant: 'bank-a', email: 'carol@example.com', role: 'root', group: 'retail', status: 'active', termsVersion: '2026-01' });
+    expect(user.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(JSON.stringify(res.json)).not.toContain(PASSWORD);
+    expect(token.member_id).toBe(user.id);
+    expect((await introspect(srv, rs, token.access_token!)).json).toMatchObject({ active: true, sub: user.id, tenant: 'bank-a', acr: 'urn:openbanking:psd2:ca' });
+    expect((await refresh(srv, app, token.refresh_token!)).status).toBe(200);
+    expect((await passwordLogin(srv, app, 'carol@example.com', PASSWORD)).status).toBe(200);
+  });
+
+  test('registration with a client token (tenant from the token) works too', async () => {
+    const res = await register({ username: 'dave', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${ccToken}` });
+    expect(res.status).toBe(201);
+    expect((res.json.user as { tenant: string }).tenant).toBe('bank-a');
+  });
+
+  test.each([
+    ['no acceptedTerms', { email: 'x1@example.com', password: PASSWORD }, 'acceptedTerms'],
+    ['acceptedTerms false', { email: 'x2@example.com', password: PASSWORD, acceptedTerms: false }, 'acceptedTerms'],
+    ['a bad email', { email: 'not-an-email', password: PASSWORD, acceptedTerms: true }, 'email'],
+    ['a bad mobile', { mobile: '07700 900123', password: PASSWORD, acceptedTerms: true }, 'mobile'],
+    ['no identifier', { password: PASSWORD, acceptedTerms: true }, 'email'],
+    ['a breached password', { email: 'x3@example.com', password: 'password1', acceptedTerms: true }, 'password'],
+    ['a breached password in capitals', { email: 'x3@example.com', password: 'BASEBALL1', acceptedTerms: true }, 'password'],
+    ['a short password', { email: 'x4@example.com', password: 'Zq9!x', acceptedTerms: true }, 'password'],
+    ['an unknown field', { email: 'x5@example.com', password: PASSWORD, acceptedTerms: true, isAdmin: true }, ''],
+  ])('%s → 400 in the documented shape, nothing stored', async (_name, body, field) => {
+    const before = await userCount();
+    const res = await register({ tenant: 'bank-a', ...body });
+    expect(res.status).toBe(400);
+    expect(res.json.message).toEqual(expect.any(String));
+    const fields = (res.json.syntaxErrors as { invalidFields: Array<{ fieldName: string; error: string }> }).invalidFields;
+    expect(fields.length).toBeGreaterThan(0);
+    if (field) expect(fields.map((f) => f.fieldName)).toContain(field);
+    expect(await userCount()).toBe(before);
+  });
+
+  test('a breached password is refused with a generic reason', async () => {
+    const res = await register({ tenant: 'bank-a', email: 'y@example.com', password: 'iloveyou', acceptedTerms: true });
+    const fields = (res.json.syntaxErrors as { invalidFields: Array<{ fieldName: string; error: string }> }).invalidFields;
+    expect(fields).toEqual([{ fieldName: 'password', error: 'is too common; choose another' }]);
+  });
+
+  test('a duplicate identifier → 409, nothing stored', async () => {
+    await register({ tenant: 'bank-a', mobile: '+447911123400', password: PASSWORD, acceptedTerms: true });
+    const before = await userCount();
+    const res = await register({ tenant: 'bank-a', mobile: '+447911123400', password: PASSWORD, acceptedTerms: true });
+    expect(res.status).toBe(409);
+    expect(res.json).toEqual({ message: 'mobile is already registered', code: 'IDENTIFIER_TAKEN' });
+    expect(await userCount()).toBe(before);
+  });
+
+  test('malformed JSON, a wrong content type and an oversized body are refused', async () => {
+    expect((await register('{"email":')).status).toBe(400);
+    expect((await register('{"email":')).json).toEqual({ message: 'Request body is not valid JSON', code: 'MALFORMED_JSON' });
+    const wrongType = await fetch(`${srv.base}/users`, { method: 'POST', headers: { 'content-type': 'text/plain', 'api-key': app.api_key }, body: 'hello' });
+    expect(wrongType.status).toBe(415);
+    const big = await register({ tenant: 'bank-a', email: 'big@example.com', password: PASSWORD, acceptedTerms: true, pad: 'x'.repeat(200_000) });
+    expect(big.status).toBe(413);
+    expect((await register('[1,2]')).status).toBe(400);
+  });
+
+  test('account authentication: none → 401, a wrong API key → 401, another tenant → 403', async () => {
+    expect((await register({ tenant: 'bank-a', email: 'z@example.com', password: PASSWORD, acceptedTerms: true }, {})).status).toBe(401);
+    expect((await register({ tenant: 'bank-a', email: 'z@example.com', password: PASSWORD, acceptedTerms: true }, { 'api-key': 'nope' })).status).toBe(401);
+    const other = await register({ tenant: 'bank-b', email: 'z@example.com', password: PASSWORD, acceptedTerms: true });
+    expect(other.status).toBe(403);
+    expect(other.json.code).toBe('TENANT_NOT_ALLOWED');
+  });
+
+  test('a tenant may close registration', async () => {
+    await srv.running.app.services.tenants.setPolicy('bank-b', { registrationOpen: false });
+    const b = await createClient(srv, { tenants: ['bank-b'], grant_types: ['password'] });
+    const res = await register({ tenant: 'bank-b', email: 'w@example.com', password: PASSWORD, acceptedTerms: true }, { 'api-key': b.api_key });
+    expect(res.status).toBe(403);
+    expect(res.json.code).toBe('REGISTRATION_CLOSED');
+  });
+});

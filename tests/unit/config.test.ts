@@ -1,0 +1,37 @@
+import { loadConfig, ConfigError } from '../../src/config';
+
+const base = { NODE_ENV: 'test' };
+
+describe('configuration', () => {
+  test('defaults, then NODE_ENV file, then environment', () => {
+    const c = loadConfig({ ...base, PORT: '4000', PUBLIC_URL: 'https://auth.example.com/' });
+    expect(c.port).toBe(4000);
+    expect(c.publicUrl).toBe('https://auth.example.com');
+    expect(c.bcryptCost).toBe(4); // config/test.json
+    expect(c.tokens.accessTokenTtlSeconds).toBe(1800);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.tokens)).toBe(true);
+  });
+
+  test.each([
+    [{ PORT: 'abc' }, /port \(env PORT\)/],
+    [{ PORT: '70000' }, /port \(env PORT\)/],
+    [{ PUBLIC_URL: 'not a url' }, /publicUrl \(env PUBLIC_URL\)/],
+    [{ DATABASE_URL: 'mysql://x' }, /databaseUrl \(env DATABASE_URL\)/],
+    [{ SECRETS_KEY: 'c2hvcnQ=' }, /secretsKey \(env SECRETS_KEY\)/],
+    [{ LOG_LEVEL: 'loud' }, /logLevel \(env LOG_LEVEL\)/],
+    [{ WEB_CONCURRENCY: '0' }, /webConcurrency \(env WEB_CONCURRENCY\)/],
+  ])('a bad value names its key: %o', (env, message) => {
+    expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
+    expect(() => loadConfig({ ...base, ...env })).toThrow(message);
+  });
+
+  test('TRUST_PROXY reads as a boolean', () => {
+    expect(loadConfig({ ...base, TRUST_PROXY: 'true' }).trustProxy).toBe(true);
+    expect(loadConfig({ ...base, TRUST_PROXY: '0' }).trustProxy).toBe(false);
+  });
+});
+
+test('without PUBLIC_URL the issuer follows PORT', () => {
+  expect(loadConfig({ NODE_ENV: 'test', PORT: '4100' }).publicUrl).toBe('http://localhost:4100');
+});
