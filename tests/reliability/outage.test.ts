@@ -6,6 +6,7 @@
  * afterwards the same process must recover on its own, lose nothing, and hold no more
  * connections than its pools allow.
  */
+import { randomBytes } from 'node:crypto';
 import { Client as PgClient } from 'pg';
 import {
   buildServer,
@@ -119,7 +120,10 @@ describe(`database outage under load${reason}`, () => {
             r = await introspect(port, rs, jwtSurvivor, 15_000);
             break;
           case 'revoke':
-            token = toRevoke.shift() ?? survivor.slice(0, -1) + 'x'; // when used up: an unknown token
+            // When used up: a token that was never issued. (Not a variant of the survivor's string: a
+            // 43-character token ends in any given letter one time in 64, and then the "unknown"
+            // token would be the survivor itself, revoked by this very load.)
+            token = toRevoke.shift() ?? `never-issued-${randomBytes(24).toString('base64url')}`;
             r = await revoke(port, app, token, 15_000);
             if (r.status === 200) revoked.push(token);
             else toRevoke.push(token);
@@ -172,6 +176,7 @@ describe(`database outage under load${reason}`, () => {
 
       const during = outcomes.filter((o) => o.startedAt >= stoppedAt && o.doneAt <= restartAt).concat(probes);
       const spanning = outcomes.filter((o) => o.startedAt < stoppedAt && o.doneAt > beforeStop);
+      const after = outcomes.filter((o) => o.doneAt > restartAt);
       const count = (list: Outcome[], op: Op) => list.filter((o) => o.op === op).length;
       const summary = (list: Outcome[]) =>
         Object.entries(
@@ -189,6 +194,7 @@ describe(`database outage under load${reason}`, () => {
           `  during the outage (${during.length}): ${summary(during)}\n` +
           `  answer time during the outage: median ${durations[Math.floor(durations.length / 2)]} ms, max ${durations[durations.length - 1]} ms\n` +
           `  spanning the stop (${spanning.length}): ${summary(spanning)}\n` +
+          `  after the restart began (${after.length}): ${summary(after)}\n` +
           `  recovery after pg_ctl start returned (ms): ${JSON.stringify(recovered)}\n` +
           `  server log lines at level error or above: ${srv.output().split('\n').filter((l) => /"level":(50|60)/.test(l)).length}`,
       );
