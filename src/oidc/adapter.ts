@@ -48,12 +48,11 @@ export class KnexAdapter implements Adapter {
       .where({ type: this.type, ...where })
       .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', this.knex.fn.now()))
       .first()) as PayloadRow | undefined;
-    if (!row) return undefined;
-    const payload = (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as AdapterPayload;
-    return row.consumed_at ? { ...payload, consumed: Math.floor(new Date(row.consumed_at).getTime() / 1000) } : payload;
+    return row ? toPayload(row) : undefined;
   }
 
   find(id: string) {
+    if (TOKEN_TYPES.has(this.type)) return findToken(this.knex, this.type, id);
     return this.findWhere({ id });
   }
 
@@ -93,6 +92,49 @@ export class KnexAdapter implements Adapter {
   async revokeByGrantId(grantId: string): Promise<void> {
     await this.table().where({ grant_id: grantId }).del();
   }
+}
+
+/**
+ * Introspection and revocation look a presented token up as an access token, a client-credentials
+ * token and a refresh token at once (three adapter finds in the same tick). They share one query
+ * here: the first find asks for every token type, the others join it while it is in flight. Only
+ * in-flight queries are shared, never results, so nothing is answered from a cache.
+ */
+const TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
+const TOKEN_TYPE_LIST = [...TOKEN_TYPES];
+type TokenRows = Map<string, AdapterPayload>;
+const inFlight = new WeakMap<Knex, Map<string, Promise<TokenRows>>>();
+
+function findToken(knex: Knex, type: string, id: string): Promise<AdapterPayload | undefined> {
+  if (typeof id !== 'string' || id.includes('\u0000') || id.length > 512) return Promise.resolve(undefined);
+  let pending = inFlight.get(knex);
+  if (!pending) {
+    pending = new Map();
+    inFlight.set(knex, pending);
+  }
+  let rows = pending.get(id);
+  if (!rows) {
+    const shared = pending;
+    rows = (async () => {
+      const found = (await knex('oidc_payloads')
+        .select('type', 'payload', 'consumed_at')
+        .where('id', id)
+        .whereIn('type', TOKEN_TYPE_LIST)
+        .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))) as Array<PayloadRow & { type: string }>;
+      return new Map(found.map((row) => [row.type, toPayload(row)]));
+    })().finally(() => shared.delete(id));
+    pending.set(id, rows);
+  }
+  // Each caller gets its own copy: two requests presenting the same token may share a query.
+  return rows.then((byType) => {
+    const payload = byType.get(type);
+    return payload && structuredClone(payload);
+  });
+}
+
+function toPayload(row: PayloadRow): AdapterPayload {
+  const payload = (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as AdapterPayload;
+  return row.consumed_at ? { ...payload, consumed: Math.floor(new Date(row.consumed_at).getTime() / 1000) } : payload;
 }
 
 /** Ends a session: the Grant and every artifact issued under it. */

@@ -33,6 +33,31 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     expect(await new KnexAdapter(fixedDb(db.knex), 'RefreshToken').find('t2')).toBeUndefined();
   });
 
+  test('the three token lookups of one introspection share one query, and each gets its own row', async () => {
+    const types = ['AccessToken', 'ClientCredentials', 'RefreshToken'].map((t) => new KnexAdapter(fixedDb(db.knex), t));
+    await types[1]!.upsert('shared-1', { jti: 'shared-1', kind: 'ClientCredentials', extra: { tenant: 'x' } }, 60);
+    await types[2]!.upsert('shared-2', { jti: 'shared-2', kind: 'RefreshToken' }, 60);
+    const queries: string[] = [];
+    const onQuery = (q: { sql: string }) => queries.push(q.sql);
+    db.knex.on('query', onQuery);
+    try {
+      const [at, cc, rt] = await Promise.all(types.map((a) => a.find('shared-1')));
+      expect(at).toBeUndefined();
+      expect(cc).toMatchObject({ jti: 'shared-1', extra: { tenant: 'x' } });
+      expect(rt).toBeUndefined();
+      expect(queries.filter((q) => q.includes('oidc_payloads'))).toHaveLength(1);
+      // Two callers of the same row get copies: one changing its payload does not change the other's.
+      const [a, b] = await Promise.all([types[2]!.find('shared-2'), types[2]!.find('shared-2')]);
+      a!.jti = 'changed';
+      expect(b!.jti).toBe('shared-2');
+      // Only an in-flight query is shared: a later find reads the table again.
+      await types[1]!.destroy('shared-1');
+      expect(await types[1]!.find('shared-1')).toBeUndefined();
+    } finally {
+      db.knex.off('query', onQuery);
+    }
+  });
+
   test('expired rows are not found, and the sweep deletes them', async () => {
     const a = adapter();
     await a.upsert('old', { jti: 'old' }, 60);
