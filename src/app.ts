@@ -47,6 +47,8 @@ import { docsRoutes } from './http/docs';
 import { requireAdmin } from './admin/auth';
 import { hashSecret } from './crypto/secrets';
 import type { Tenant } from './tenants/repository';
+import type { ClientRecord } from './clients/repository';
+import { createLookupCaches, startChangeListener, type ChangeListener } from './cache/lookups';
 import type { User } from './users/repository';
 
 /** Seed aliases and RFC 8414 metadata: served by the same oidc-provider endpoints. */
@@ -79,8 +81,16 @@ export async function buildServices(config: Config, database: Database, opts: { 
   const sealer = createSealer(secretsKey);
   const derive = (label: string) => Buffer.from(hkdfSync('sha256', secretsKey, Buffer.alloc(0), label, 32));
 
-  const tenants = createTenantRepository(tx);
-  const clients = createClientRepository(tx);
+  // Embedded: this is the only process, and it evicts its own changes. PostgreSQL: caching starts
+  // once the server's change listener listens (startChangeListener); the CLI never caches.
+  const caches = createLookupCaches({ ttlSeconds: config.clientCacheSeconds, listening: database.kind === 'embedded' });
+  const tenants = createTenantRepository(tx, (id) => caches.changed('tenant', id));
+  const clients = createClientRepository(tx, (id) => caches.changed('client', id));
+  /** What token requests read on every call: cached (see src/cache/lookups.ts). */
+  const lookups = {
+    tenant: (id: string) => caches.tenants.get(id, (i) => tenants.find(i)) as Promise<Tenant | undefined>,
+    client: (id: string) => caches.clients.get(id, (i) => clients.find(i)) as Promise<ClientRecord | undefined>,
+  };
   const users = createUserRepository(tx);
   const hasher = createPasswordHasher(secretsKey, config.bcryptCost);
   const audit = createAuditLog(tx);
@@ -117,6 +127,8 @@ export async function buildServices(config: Config, database: Database, opts: { 
 
   return {
     tx,
+    caches,
+    lookups,
     clock,
     logger,
     metrics,
@@ -176,9 +188,15 @@ export interface App {
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const database = await openDatabase(config, opts.db);
+  let listener: ChangeListener | undefined;
   try {
     if (opts.migrate !== false) await migrateLatest(database.knex);
     const services = await buildServices(config, database, { logger, clock: opts.clock, metrics: createMetrics() });
+    // PostgreSQL: every process hears of client and tenant changes, and caches only while it does.
+    listener =
+      database.kind === 'postgres' && config.databaseUrl && config.clientCacheSeconds > 0
+        ? startChangeListener({ connectionString: config.databaseUrl, caches: services.caches, logger })
+        : undefined;
     await services.keyService.ensureKey();
     if (config.adminClientId && config.adminClientSecret) {
       // The first platform admin, from the environment: created, or re-keyed to this secret.
@@ -191,8 +209,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const holder = await createProviderHolder({
       config,
       db: services.tx,
-      clients: services.clients,
-      tenants: services.tenants,
+      clients: { find: services.lookups.client },
+      tenants: { find: services.lookups.tenant },
       users: services.userService,
       throttle: services.throttle,
       keyService: services.keyService,
@@ -231,7 +249,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
     const verify = (token: string) => holder.verifyBearer(token);
     const bearer = requireBearer({ verify, publicUrl: config.publicUrl });
-    const userDeps = { tenants: services.tenants, users: services.userService, clients: services.clients, publicUrl: config.publicUrl };
+    const userDeps = { tenants: { find: services.lookups.tenant }, users: services.userService, clients: services.clients, publicUrl: config.publicUrl };
     const user = requireUser(userDeps);
     const userOrPending = requireUser(userDeps, { allowPending: true });
     const idempotent = idempotency({
@@ -313,10 +331,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         draining = true;
         holder.stop();
         if (sweeper) clearInterval(sweeper);
+        await listener?.stop();
         await database.close();
       },
     };
   } catch (err) {
+    await listener?.stop();
     await database.close();
     throw err;
   }

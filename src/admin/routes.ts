@@ -95,7 +95,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.body = tenantView(updated);
   });
 
-  // Policy (takes effect on every process at once: it is read from the database per request)
+  // Policy (takes effect on every process at once: each evicts the tenant when the change commits)
   router.get('/tenants/:t/policy', async (ctx) => {
     const t = await tenantOf(ctx);
     ctx.set('ETag', etag(t.version));

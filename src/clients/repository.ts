@@ -1,4 +1,5 @@
 import type { DbSource } from '../db/tx';
+import { publishChange } from '../cache/lookups';
 import { affected } from '../db/affected';
 
 export type TokenFormat = 'opaque' | 'jwt';
@@ -105,8 +106,16 @@ export interface ClientRepository {
   ensureAdmin(input: NewClient): Promise<void>;
 }
 
-export function createClientRepository(source: DbSource): ClientRepository {
+/**
+ * `changed` evicts a client from this process's cache; `publishChange` tells the others, at the
+ * commit of the change.
+ */
+export function createClientRepository(source: DbSource, changed: (id: string) => void = () => undefined): ClientRepository {
   const knex = () => source.db();
+  const announce = async (id: string) => {
+    changed(id);
+    await publishChange(knex(), 'client', id);
+  };
   // One round trip: the client row with its tenant ids aggregated.
   const base = () =>
     knex()('clients as c')
@@ -163,6 +172,7 @@ export function createClientRepository(source: DbSource): ClientRepository {
           updated_at: k.fn.now(),
         });
       if (affected(n) !== 1) return undefined;
+      await announce(clientId);
       return this.find(clientId);
     },
     async rotateSecret(clientId, newHash, previousExpiresAt) {
@@ -177,6 +187,7 @@ export function createClientRepository(source: DbSource): ClientRepository {
           updated_at: k.fn.now(),
         });
       if (affected(n) !== 1) return undefined;
+      await announce(clientId);
       return this.find(clientId);
     },
     async ensureAdmin(input) {
@@ -188,6 +199,7 @@ export function createClientRepository(source: DbSource): ClientRepository {
         })
         .onConflict('id')
         .merge({ secret_hash: input.secretHash, admin: true, disabled: false });
+      await announce(input.id);
     },
     async findByApiKeyHash(apiKeyHash) {
       const row = (await base().where('c.api_key_hash', apiKeyHash).first()) as ClientRow | undefined;

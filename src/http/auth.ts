@@ -60,7 +60,7 @@ export function requireBearer(deps: { verify: (token: string) => Promise<Princip
  * client the token was issued to. Sets `ctx.state.caller`.
  */
 export function requireUser(
-  deps: { tenants: TenantRepository; users: UserService; clients: ClientRepository; publicUrl: string },
+  deps: { tenants: Pick<TenantRepository, 'find'>; users: UserService; clients: ClientRepository; publicUrl: string },
   opts: { allowPending?: boolean } = {},
 ) {
   return async function authenticateUser(ctx: Context, next: Next): Promise<void> {

@@ -102,7 +102,7 @@ export class KnexAdapter implements Adapter {
  */
 const TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
 const TOKEN_TYPE_LIST = [...TOKEN_TYPES];
-type TokenRows = Map<string, AdapterPayload>;
+type TokenRows = Map<string, PayloadRow>;
 const inFlight = new WeakMap<Knex, Map<string, Promise<TokenRows>>>();
 
 function findToken(knex: Knex, type: string, id: string): Promise<AdapterPayload | undefined> {
@@ -117,18 +117,18 @@ function findToken(knex: Knex, type: string, id: string): Promise<AdapterPayload
     const shared = pending;
     rows = (async () => {
       const found = (await knex('oidc_payloads')
-        .select('type', 'payload', 'consumed_at')
+        // As text: each caller parses its own copy (two requests may present the same token).
+        .select('type', knex.raw('payload::text as payload'), 'consumed_at')
         .where('id', id)
         .whereIn('type', TOKEN_TYPE_LIST)
         .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))) as Array<PayloadRow & { type: string }>;
-      return new Map(found.map((row) => [row.type, toPayload(row)]));
+      return new Map(found.map((row) => [row.type, row]));
     })().finally(() => shared.delete(id));
     pending.set(id, rows);
   }
-  // Each caller gets its own copy: two requests presenting the same token may share a query.
   return rows.then((byType) => {
-    const payload = byType.get(type);
-    return payload && structuredClone(payload);
+    const row = byType.get(type);
+    return row && toPayload(row);
   });
 }
 

@@ -50,7 +50,7 @@ export function toClientMetadata(c: ClientRecord): ClientMetadata & PortcullisCl
 
 /** oidc-provider's Client model reads the `clients` table; disabled clients do not exist for it. */
 export class ClientAdapter implements Adapter {
-  constructor(private readonly clients: ClientRepository) {}
+  constructor(private readonly clients: Pick<ClientRepository, 'find'>) {}
 
   async find(id: string): Promise<AdapterPayload | undefined> {
     if (id.includes('\u0000') || id.length > 256) return undefined;

@@ -21,7 +21,7 @@ type Caller = { clientId: string } & Partial<PortcullisClientExtras>;
  * all); and the token still stands for something — its tenant active, its client enabled, its
  * user (if any) neither locked nor deleted.
  */
-export function createIntrospectionPolicy(deps: { tenants: TenantRepository; users: UserService }) {
+export function createIntrospectionPolicy(deps: { tenants: Pick<TenantRepository, 'find'>; users: UserService }) {
   return async function introspectionAllowed(ctx: KoaContextWithOIDC, client: Caller, token: IntrospectedToken): Promise<boolean> {
     if (!mayIntrospect(client)) return false;
     if (token.extra?.pending) return false; // a login still waiting for its MFA challenge

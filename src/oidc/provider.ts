@@ -19,8 +19,9 @@ export interface ProviderDeps {
   config: Config;
   db: DbSource;
   keys: KeySet;
-  clients: ClientRepository;
-  tenants: TenantRepository;
+  /** Read on every token request: the cached lookups (src/cache/lookups.ts). */
+  clients: Pick<ClientRepository, 'find'>;
+  tenants: Pick<TenantRepository, 'find'>;
   users: UserService;
   throttle: LoginThrottle;
   clock: () => Date;

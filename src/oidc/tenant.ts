@@ -25,7 +25,7 @@ export function requestedTenantId(ctx: KoaContextWithOIDC): string | undefined {
   return sources[0];
 }
 
-export function createTenantResolver(tenants: TenantRepository) {
+export function createTenantResolver(tenants: Pick<TenantRepository, 'find'>) {
   async function resolve(ctx: KoaContextWithOIDC, clientTenants: readonly string[]): Promise<Tenant | undefined> {
     const requested = requestedTenantId(ctx);
     if (requested === undefined) {

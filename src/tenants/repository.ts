@@ -1,4 +1,5 @@
 import type { DbSource } from '../db/tx';
+import { publishChange } from '../cache/lookups';
 import { resolvePolicy, type TenantPolicy, type TenantPolicyInput } from './policy';
 
 export type TenantMode = 'sandbox' | 'live';
@@ -56,8 +57,13 @@ export interface TenantRepository {
   update(tenantId: string, version: number, changes: { name?: string; mode?: TenantMode; status?: 'active' | 'disabled'; policy?: TenantPolicyInput }): Promise<Tenant | undefined>;
 }
 
-export function createTenantRepository(source: DbSource): TenantRepository {
+/** `changed` evicts a tenant from this process's cache; `publishChange` tells the others at commit. */
+export function createTenantRepository(source: DbSource, changed: (id: string) => void = () => undefined): TenantRepository {
   const knex = () => source.db();
+  const announce = async (id: string) => {
+    changed(id);
+    await publishChange(knex(), 'tenant', id);
+  };
   return {
     async create({ id, name, mode }) {
       const [row] = await knex()<TenantRow>('tenants').insert({ id, name, mode }).returning('*');
@@ -77,7 +83,9 @@ export function createTenantRepository(source: DbSource): TenantRepository {
         .where({ id: tenantId })
         .update({ policy: JSON.stringify(policy) as unknown as TenantPolicyInput, version: knex().raw('version + 1') as unknown as number, updated_at: knex().fn.now() as unknown as Date })
         .returning('*');
-      return row ? toTenant(row as TenantRow) : undefined;
+      if (!row) return undefined;
+      await announce(tenantId);
+      return toTenant(row as TenantRow);
     },
     async update(tenantId, version, changes) {
       const k = knex();
@@ -92,7 +100,9 @@ export function createTenantRepository(source: DbSource): TenantRepository {
           updated_at: k.fn.now() as unknown as Date,
         })
         .returning('*');
-      return row ? toTenant(row as TenantRow) : undefined;
+      if (!row) return undefined;
+      await announce(tenantId);
+      return toTenant(row as TenantRow);
     },
     async count() {
       const row = await knex()('tenants').count<{ count: string | number }[]>({ count: '*' }).first();

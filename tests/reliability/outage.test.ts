@@ -290,6 +290,10 @@ describe(`database outage under load${reason}`, () => {
     await locker.connect();
     let answers: Array<{ op: string; status: number; retryAfter?: string; body: Record<string, unknown> }>;
     try {
+      // The server caches tenants (src/cache/lookups.ts): announce a change of this one, as an
+      // operator's write would, so that the requests below read it and wait on the lock.
+      await locker.query('select pg_notify($1, $2)', ['portcullis_changes', 'tenant:bank-a']);
+      await sleep(300);
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE');
       const pending = [

@@ -1,0 +1,189 @@
+import type { Knex } from 'knex';
+import { Client as PgClient } from 'pg';
+import type { Logger } from '../log';
+
+/**
+ * Short-lived caches of the rows every token request reads: the client and the tenant. They are
+ * what made client_credentials and introspection cost three and four round trips each.
+ *
+ * Never tokens: whether a token is active (revoked, consumed, expired) is always read from the
+ * database. A change of a client or a tenant (disabled, scopes, secret rotated, policy) reaches
+ * every process at its commit: the writer sends `pg_notify` inside its own transaction and each
+ * process listens on a connection of its own and evicts. The TTL only bounds what a lost
+ * notification could cost. While a process is not listening (connecting, or its listener
+ * connection broke) it does not cache at all.
+ */
+
+export const CHANGES_CHANNEL = 'portcullis_changes';
+export type CachedKind = 'client' | 'tenant';
+
+export interface LookupCache<V> {
+  /** The cached value of `id`, or `load(id)` (remembered when it found something). */
+  get(id: string, load: (id: string) => Promise<V | undefined>): Promise<V | undefined>;
+  evict(id: string): void;
+  clear(): void;
+  readonly size: number;
+}
+
+interface Entry<V> {
+  value: V;
+  until: number;
+}
+
+/**
+ * A bounded TTL map. Misses are not remembered (unknown ids cost what they cost, and cannot fill
+ * memory). A load that was under way when its id was evicted is not remembered either: it may
+ * have read the row from before the change.
+ */
+export function createLookupCache<V>(opts: { ttlMs: number; maxEntries: number; enabled: () => boolean; now?: () => number }): LookupCache<V> {
+  const now = opts.now ?? (() => Date.now());
+  const entries = new Map<string, Entry<V>>();
+  const generation = new Map<string, number>();
+  let epoch = 0; // bumped by clear(): loads begun before it are not remembered
+  return {
+    async get(id, load) {
+      if (opts.ttlMs <= 0 || !opts.enabled()) return load(id);
+      const hit = entries.get(id);
+      if (hit && hit.until > now()) return hit.value;
+      if (hit) entries.delete(id);
+      const gen = generation.get(id) ?? 0;
+      const startEpoch = epoch;
+      const value = await load(id);
+      if (value !== undefined && opts.enabled() && startEpoch === epoch && (generation.get(id) ?? 0) === gen) {
+        if (entries.size >= opts.maxEntries) entries.delete(entries.keys().next().value as string);
+        entries.set(id, { value, until: now() + opts.ttlMs });
+      }
+      return value;
+    },
+    evict(id) {
+      entries.delete(id);
+      generation.set(id, (generation.get(id) ?? 0) + 1);
+      if (generation.size > opts.maxEntries) {
+        generation.clear();
+        epoch += 1;
+      }
+    },
+    clear() {
+      entries.clear();
+      generation.clear();
+      epoch += 1;
+    },
+    get size() {
+      return entries.size;
+    },
+  };
+}
+
+export interface LookupCaches {
+  clients: LookupCache<unknown>;
+  tenants: LookupCache<unknown>;
+  /** A client or tenant changed: evict it here now (other processes hear of it at commit). */
+  changed(kind: CachedKind, id: string): void;
+  /** Whether this process may cache (it hears every change). */
+  listening: boolean;
+}
+
+export function createLookupCaches(opts: { ttlSeconds: number; listening: boolean; maxEntries?: number }): LookupCaches {
+  const state = { listening: opts.listening };
+  const make = () =>
+    createLookupCache<unknown>({ ttlMs: opts.ttlSeconds * 1000, maxEntries: opts.maxEntries ?? 10_000, enabled: () => state.listening });
+  const clients = make();
+  const tenants = make();
+  return {
+    clients,
+    tenants,
+    changed(kind, id) {
+      (kind === 'client' ? clients : tenants).evict(id);
+    },
+    get listening() {
+      return state.listening;
+    },
+    set listening(on: boolean) {
+      if (on !== state.listening) {
+        clients.clear();
+        tenants.clear();
+      }
+      state.listening = on;
+    },
+  };
+}
+
+/**
+ * Tells every process that a client or tenant changed. On PostgreSQL the notification is part of
+ * the caller's transaction (delivered at commit, dropped on rollback); the embedded database
+ * serves one process, whose cache the caller evicts itself.
+ */
+export async function publishChange(knex: Knex, kind: CachedKind, id: string): Promise<void> {
+  if (knex.client.config.client !== 'pg') return;
+  await knex.raw('select pg_notify(?, ?)', [CHANGES_CHANNEL, `${kind}:${id}`]);
+}
+
+export interface ChangeListener {
+  stop(): Promise<void>;
+}
+
+/**
+ * PostgreSQL: one connection per process LISTENs for changes and evicts them. Caching is on only
+ * while it listens; a broken connection turns caching off (and empties the caches) until it is
+ * listening again, so a change can never be missed for longer than it takes to notice.
+ */
+export function startChangeListener(opts: { connectionString: string; caches: LookupCaches; logger: Logger; retryMs?: number }): ChangeListener {
+  const { caches, logger } = opts;
+  let client: PgClient | undefined;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  const lost = (err?: unknown) => {
+    if (caches.listening) logger.warn({ err }, 'change listener lost; caching of clients and tenants is off until it reconnects');
+    caches.listening = false;
+    const c = client;
+    client = undefined;
+    c?.removeAllListeners();
+    c?.on('error', () => undefined);
+    c?.end().catch(() => undefined);
+    if (!stopped && !timer) {
+      timer = setTimeout(() => {
+        timer = undefined;
+        void connect();
+      }, opts.retryMs ?? 1000);
+      timer.unref();
+    }
+  };
+
+  const connect = async () => {
+    if (stopped) return;
+    const c = new PgClient({ connectionString: opts.connectionString, application_name: 'portcullis-listener', keepAlive: true });
+    client = c;
+    c.on('error', lost);
+    c.on('end', () => {
+      if (client === c) lost();
+    });
+    c.on('notification', (msg) => {
+      if (msg.channel !== CHANGES_CHANNEL || !msg.payload) return;
+      const sep = msg.payload.indexOf(':');
+      const kind = msg.payload.slice(0, sep);
+      if (kind === 'client' || kind === 'tenant') caches.changed(kind, msg.payload.slice(sep + 1));
+    });
+    try {
+      await c.connect();
+      await c.query(`LISTEN ${CHANGES_CHANNEL}`);
+      if (client === c && !stopped) caches.listening = true;
+    } catch (err) {
+      if (client === c) lost(err);
+    }
+  };
+
+  void connect();
+  return {
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      caches.listening = false;
+      const c = client;
+      client = undefined;
+      c?.removeAllListeners();
+      c?.on('error', () => undefined);
+      await c?.end().catch(() => undefined);
+    },
+  };
+}

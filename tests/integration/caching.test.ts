@@ -1,0 +1,140 @@
+/**
+ * Clients and tenants are cached (src/cache/lookups.ts) so that a token request costs one
+ * statement; a change to either reaches every process at its commit; tokens are never cached.
+ */
+import { Client as PgClient } from 'pg';
+import { startTestServer, type TestServer } from '../helpers/server';
+import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, json, bearer, type ClientCreds } from '../helpers/flows';
+import { dbLabel, usingPostgres } from '../helpers/env';
+
+const ADMIN = { client_id: 'platform-admin', client_secret: 'platform-admin-secret-for-tests-0123456789' };
+const pgOnly = usingPostgres ? test : test.skip;
+
+/** The SQL statements `fn` made the server run. */
+async function statements(srv: TestServer, fn: () => Promise<unknown>): Promise<string[]> {
+  const seen: string[] = [];
+  const onQuery = (q: { sql: string }) => seen.push(q.sql);
+  srv.running.app.database.knex.on('query', onQuery);
+  try {
+    await fn();
+  } finally {
+    srv.running.app.database.knex.off('query', onQuery);
+  }
+  return seen;
+}
+
+async function until(what: string, check: () => Promise<boolean>, ms = 3000): Promise<number> {
+  const t0 = Date.now();
+  while (!(await check())) {
+    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return Date.now() - t0;
+}
+
+describe(`cached clients and tenants (${dbLabel})`, () => {
+  let a: TestServer;
+  let b: TestServer | undefined; // PostgreSQL: a second process on the same database
+  let app: ClientCreds;
+  let rs: ClientCreds;
+
+  // A TTL far longer than any test: whatever is seen at once was told, not expired.
+  const config = { clientCacheSeconds: 600, adminClientId: ADMIN.client_id, adminClientSecret: ADMIN.client_secret };
+
+  beforeAll(async () => {
+    a = await startTestServer({ config });
+    if (usingPostgres) b = await startTestServer({ store: a.store, config });
+    await createTenant(a, 'bank-c');
+    app = await createClient(a, { tenants: ['bank-c'], grant_types: ['client_credentials'] });
+    rs = await createClient(a, { tenants: ['bank-c'], introspection: true });
+    for (const srv of [a, b]) {
+      if (!srv) continue;
+      await until('listening', async () => srv.running.app.services.caches.listening);
+    }
+  });
+  afterAll(async () => {
+    await b?.stop();
+    await a?.close();
+  });
+
+  const admin = async (srv: TestServer) =>
+    (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin' }, { authorization: basic(ADMIN) })).json.access_token as string;
+
+  test('warm: client_credentials is one statement (the token insert); introspection one (the token lookup)', async () => {
+    const token = (await clientCredentialsToken(a, app)).access_token; // warms the client and tenant
+    await introspect(a, rs, token);
+    const cc = await statements(a, () => clientCredentialsToken(a, app));
+    expect(cc).toHaveLength(1);
+    expect(cc[0]).toMatch(/^insert into "oidc_payloads"/);
+    const intro = await statements(a, async () => expect((await introspect(a, rs, token)).json).toMatchObject({ active: true, tenant: 'bank-c' }));
+    expect(intro).toHaveLength(1);
+    expect(intro[0]).toMatch(/from "oidc_payloads"/);
+  });
+
+  test('tokens are never cached: a revoked token is inactive at once, on every process', async () => {
+    const token = (await clientCredentialsToken(a, app)).access_token;
+    for (const srv of [a, b]) if (srv) expect((await introspect(srv, rs, token)).json.active).toBe(true);
+    expect((await form(a, '/token/revocation', { token }, { authorization: basic(app) })).status).toBe(200);
+    for (const srv of [a, b]) if (srv) expect((await introspect(srv, rs, token)).json).toEqual({ active: false });
+  });
+
+  test('a client disabled through the admin API: refused at once here, and on the other process as soon as it commits', async () => {
+    const c = await createClient(a, { tenants: ['bank-c'], grant_types: ['client_credentials'] });
+    const token = (await clientCredentialsToken(a, c)).access_token;
+    for (const srv of [a, b]) {
+      if (!srv) continue;
+      expect((await introspect(srv, rs, token)).json.active).toBe(true); // cached on both now
+      expect((await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(c) })).status).toBe(200);
+    }
+    const t = await admin(a);
+    const cur = await json(a, 'GET', `/admin/tenants/bank-c/clients/${c.client_id}`, undefined, bearer(t));
+    const off = await json(a, 'PATCH', `/admin/tenants/bank-c/clients/${c.client_id}`, { disabled: true }, bearer(t, { 'if-match': cur.headers.get('etag')! }));
+    expect(off.status).toBe(200);
+    expect((await introspect(a, rs, token)).json).toEqual({ active: false });
+    expect((await form(a, '/token', { grant_type: 'client_credentials' }, { authorization: basic(c) })).status).toBe(401);
+    if (b) {
+      const ms = await until('the other process refuses the client', async () => (await introspect(b!, rs, token)).json.active === false);
+      expect(ms).toBeLessThan(2000);
+      expect((await form(b, '/token', { grant_type: 'client_credentials' }, { authorization: basic(c) })).status).toBe(401);
+    }
+  });
+
+  test('a tenant disabled through the admin API: its tokens inactive on every process', async () => {
+    await createTenant(a, 'bank-off');
+    const c = await createClient(a, { tenants: ['bank-off'], grant_types: ['client_credentials'] });
+    const r = await createClient(a, { tenants: ['bank-off'], introspection: true });
+    const token = (await clientCredentialsToken(a, c)).access_token;
+    for (const srv of [a, b]) if (srv) expect((await introspect(srv, r, token)).json.active).toBe(true);
+    const t = await admin(a);
+    const cur = await json(a, 'GET', '/admin/tenants/bank-off', undefined, bearer(t));
+    expect((await json(a, 'PATCH', '/admin/tenants/bank-off', { status: 'disabled' }, bearer(t, { 'if-match': cur.headers.get('etag')! }))).status).toBe(200);
+    expect((await introspect(a, r, token)).json).toEqual({ active: false });
+    if (b) await until('the other process sees the tenant disabled', async () => (await introspect(b!, r, token)).json.active === false, 2000);
+  });
+
+  pgOnly('a process that stops hearing changes stops caching until it hears them again', async () => {
+    const srv = b!;
+    const token = (await clientCredentialsToken(srv, app)).access_token;
+    await introspect(srv, rs, token); // warm
+    expect(await statements(srv, () => introspect(srv, rs, token))).toHaveLength(1);
+
+    const pg = new PgClient({ connectionString: a.store.databaseUrl });
+    await pg.connect();
+    try {
+      // Cut every listener connection (both processes'), as a network fault or a restart would.
+      await pg.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'portcullis-listener'");
+      await until('caching off', async () => !srv.running.app.services.caches.listening, 2000);
+      // Not listening: a change made behind the server's back (no notification at all) is seen at once.
+      await pg.query("update tenants set status = 'disabled' where id = 'bank-c'");
+      expect((await introspect(srv, rs, token)).json).toEqual({ active: false });
+      await pg.query("update tenants set status = 'active' where id = 'bank-c'");
+      expect((await introspect(srv, rs, token)).json.active).toBe(true);
+      // It reconnects by itself, and caches again.
+      await until('listening again', async () => srv.running.app.services.caches.listening, 5000);
+      await introspect(srv, rs, token);
+      expect(await statements(srv, () => introspect(srv, rs, token))).toHaveLength(1);
+    } finally {
+      await pg.end();
+    }
+  });
+});
