@@ -12,6 +12,13 @@ export interface Database {
    * for one more would starve it.
    */
   counters?: Knex;
+  /**
+   * PostgreSQL only: a small pool whose sessions commit asynchronously (synchronous_commit=off),
+   * for access-token inserts alone. A token issued in the last few hundred milliseconds before a
+   * database crash may be lost — it then introspects inactive, which fails safe. Revocations,
+   * consumptions, grants and refresh tokens never use it.
+   */
+  asyncCommit?: Knex;
   kind: 'postgres' | 'embedded';
   close(): Promise<void>;
 }
@@ -80,12 +87,19 @@ export async function openDatabase(config: Config, opts: DbOptions = {}): Promis
       pool: { min: 0, max: 4, idleTimeoutMillis: 30000 },
       acquireConnectionTimeout: 10000,
     });
+    const asyncCommit = knexFactory({
+      client: 'pg',
+      connection: { connectionString: config.databaseUrl, application_name: 'portcullis-tokens', options: '-c synchronous_commit=off' },
+      pool: { min: 0, max: 8, idleTimeoutMillis: 30000 },
+      acquireConnectionTimeout: 10000,
+    });
     return {
       knex,
       counters,
+      asyncCommit,
       kind: 'postgres',
       close: async () => {
-        await Promise.all([knex.destroy(), counters.destroy()]);
+        await Promise.all([knex.destroy(), counters.destroy(), asyncCommit.destroy()]);
       },
     };
   }

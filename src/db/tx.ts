@@ -10,16 +10,22 @@ import type { Knex } from 'knex';
  */
 export interface TxContext {
   db(): Knex;
+  asyncCommitDb(): Knex;
   transaction<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs `fn` outside any current transaction (its writes commit on their own). */
   outside<T>(fn: () => Promise<T>): Promise<T>;
   readonly inTransaction: boolean;
 }
 
-export function createTxContext(knex: Knex): TxContext {
+/**
+ * `asyncCommit`: where access-token inserts go when no transaction is open (see Database). Inside
+ * a transaction they stay in it.
+ */
+export function createTxContext(knex: Knex, asyncCommit?: Knex): TxContext {
   const als = new AsyncLocalStorage<Knex.Transaction | undefined>();
   return {
     db: () => als.getStore() ?? knex,
+    asyncCommitDb: () => als.getStore() ?? asyncCommit ?? knex,
     async transaction(fn) {
       if (als.getStore()) return fn();
       return knex.transaction((trx) => als.run(trx, fn));
@@ -36,6 +42,8 @@ export function createTxContext(knex: Knex): TxContext {
 /** Where a repository gets its connection: the current transaction or the pool. */
 export interface DbSource {
   db(): Knex;
+  /** For access-token inserts only: the current transaction, else an asynchronously committing pool (PostgreSQL) or db(). */
+  asyncCommitDb?(): Knex;
 }
 
 /** A DbSource that is always the given knex (tests, CLI, start-up). */

@@ -37,7 +37,9 @@ export class KnexAdapter implements Adapter {
       account_id: payload.accountId ?? null,
       expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
     };
-    await this.table().insert(row).onConflict(['type', 'id']).merge();
+    // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails safe.
+    const knex = ACCESS_TOKEN_TYPES.has(this.type) && this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
+    await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
   }
 
   private async findWhere(where: Record<string, string>): Promise<AdapterPayload | undefined> {
@@ -100,6 +102,7 @@ export class KnexAdapter implements Adapter {
  * here: the first find asks for every token type, the others join it while it is in flight. Only
  * in-flight queries are shared, never results, so nothing is answered from a cache.
  */
+const ACCESS_TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials']);
 const TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
 const TOKEN_TYPE_LIST = [...TOKEN_TYPES];
 type TokenRows = Map<string, PayloadRow>;

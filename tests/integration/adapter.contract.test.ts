@@ -1,8 +1,8 @@
 import { KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
 import { openDatabase, type Database } from '../../src/db/knex';
-import { fixedDb } from '../../src/db/tx';
+import { createTxContext, fixedDb } from '../../src/db/tx';
 import { migrateLatest } from '../../src/db/migrate';
-import { createTestStore, dbLabel, testConfig, type TestStore } from '../helpers/env';
+import { createTestStore, dbLabel, testConfig, usingPostgres, type TestStore } from '../helpers/env';
 
 describe(`knex adapter contract (${dbLabel})`, () => {
   let store: TestStore;
@@ -55,6 +55,37 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       expect(await types[1]!.find('shared-1')).toBeUndefined();
     } finally {
       db.knex.off('query', onQuery);
+    }
+  });
+
+  test('access tokens commit asynchronously outside a transaction (PostgreSQL); nothing else does, and a transaction keeps them', async () => {
+    const tx = createTxContext(db.knex, db.asyncCommit);
+    const viaAsync: string[] = [];
+    const viaMain: string[] = [];
+    const onAsync = (q: { sql: string; bindings?: unknown[] }) => viaAsync.push(String(q.bindings?.[5] ?? ''));
+    const onMain = (q: { sql: string; bindings?: unknown[] }) => q.sql.startsWith('insert') && viaMain.push(String(q.bindings?.[5] ?? ''));
+    db.asyncCommit?.on('query', onAsync);
+    db.knex.on('query', onMain);
+    try {
+      for (const type of ['AccessToken', 'ClientCredentials', 'RefreshToken', 'Grant']) {
+        await new KnexAdapter(tx, type).upsert(`ac-${type}`, { jti: `ac-${type}` }, 60);
+        expect(await new KnexAdapter(tx, type).find(`ac-${type}`)).toMatchObject({ jti: `ac-${type}` }); // visible at once
+      }
+      await tx.transaction(() => new KnexAdapter(tx, 'AccessToken').upsert('ac-in-tx', { jti: 'ac-in-tx' }, 60));
+    } finally {
+      db.asyncCommit?.off('query', onAsync);
+      db.knex.off('query', onMain);
+    }
+    if (usingPostgres) {
+      expect(viaAsync.sort()).toEqual(['AccessToken', 'ClientCredentials']);
+      expect(viaMain.sort()).toEqual(['AccessToken', 'Grant', 'RefreshToken']); // the last AccessToken: inside the transaction
+      const setting = (await db.asyncCommit!.raw('show synchronous_commit')) as { rows: Array<{ synchronous_commit: string }> };
+      expect(setting.rows[0]!.synchronous_commit).toBe('off');
+      const main = (await db.knex.raw('show synchronous_commit')) as { rows: Array<{ synchronous_commit: string }> };
+      expect(main.rows[0]!.synchronous_commit).toBe('on');
+    } else {
+      expect(db.asyncCommit).toBeUndefined();
+      expect(viaMain).toHaveLength(5);
     }
   });
 

@@ -10,15 +10,17 @@ import { dbLabel, usingPostgres } from '../helpers/env';
 const ADMIN = { client_id: 'platform-admin', client_secret: 'platform-admin-secret-for-tests-0123456789' };
 const pgOnly = usingPostgres ? test : test.skip;
 
-/** The SQL statements `fn` made the server run. */
+/** The SQL statements `fn` made the server run (on its main pool and its access-token pool). */
 async function statements(srv: TestServer, fn: () => Promise<unknown>): Promise<string[]> {
   const seen: string[] = [];
   const onQuery = (q: { sql: string }) => seen.push(q.sql);
-  srv.running.app.database.knex.on('query', onQuery);
+  const { knex, asyncCommit } = srv.running.app.database;
+  const pools = asyncCommit ? [knex, asyncCommit] : [knex];
+  for (const pool of pools) pool.on('query', onQuery);
   try {
     await fn();
   } finally {
-    srv.running.app.database.knex.off('query', onQuery);
+    for (const pool of pools) pool.off('query', onQuery);
   }
   return seen;
 }

@@ -266,7 +266,7 @@ export async function freshDatabase(baseUrl: string): Promise<{ url: string; nam
   };
 }
 
-/** Our backends in one database, by application_name (portcullis and portcullis-counters). */
+/** Our backends in one database, by application_name (portcullis, portcullis-counters, portcullis-tokens, portcullis-listener). */
 export async function countServerConnections(url: string): Promise<Array<{ application_name: string; n: number }>> {
   const c = new PgClient({ connectionString: url, application_name: 'reliability-test' });
   await c.connect();
