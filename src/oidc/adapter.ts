@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
 import type { DbSource } from '../db/tx';
+import { Batcher } from '../db/batch';
 
 interface PayloadRow {
   payload: AdapterPayload | string;
@@ -37,9 +38,14 @@ export class KnexAdapter implements Adapter {
       account_id: payload.accountId ?? null,
       expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
     };
-    // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails safe.
-    const knex = ACCESS_TOKEN_TYPES.has(this.type) && this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
-    await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
+    if (ACCESS_TOKEN_TYPES.has(this.type)) {
+      // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails
+      // safe. Outside a transaction, concurrent ones are inserted together.
+      const knex = this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
+      await (knex.isTransaction ? knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge() : batchersOf(knex).inserts.add(row));
+      return;
+    }
+    await this.table().insert(row).onConflict(['type', 'id']).merge();
   }
 
   private async findWhere(where: Record<string, string>): Promise<AdapterPayload | undefined> {
@@ -97,42 +103,63 @@ export class KnexAdapter implements Adapter {
 }
 
 /**
- * Introspection and revocation look a presented token up as an access token, a client-credentials
- * token and a refresh token at once (three adapter finds in the same tick). They share one query
- * here: the first find asks for every token type, the others join it while it is in flight. Only
- * in-flight queries are shared, never results, so nothing is answered from a cache.
+ * The hot path, batched (src/db/batch.ts). Introspection and revocation look a presented token up
+ * as an access token, a client-credentials token and a refresh token at once, and many requests
+ * do so at the same time: their lookups become one statement (`id in (…)`, every token type),
+ * and each caller picks its row and parses its own copy. Likewise the access-token inserts of
+ * concurrent token requests become one multi-row INSERT. Each caller is answered only when its
+ * batch is (a token is handed out only once stored). Inside a transaction nothing is batched.
  */
 const ACCESS_TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials']);
 const TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
 const TOKEN_TYPE_LIST = [...TOKEN_TYPES];
-type TokenRows = Map<string, PayloadRow>;
-const inFlight = new WeakMap<Knex, Map<string, Promise<TokenRows>>>();
+type TokenRow = PayloadRow & { id: string; type: string };
 
-function findToken(knex: Knex, type: string, id: string): Promise<AdapterPayload | undefined> {
-  if (typeof id !== 'string' || id.includes('\u0000') || id.length > 512) return Promise.resolve(undefined);
-  let pending = inFlight.get(knex);
-  if (!pending) {
-    pending = new Map();
-    inFlight.set(knex, pending);
+interface Batchers {
+  lookups: Batcher<string, TokenRow[]>;
+  inserts: Batcher<Record<string, unknown>, void>;
+}
+const batchers = new WeakMap<Knex, Batchers>();
+
+function batchersOf(knex: Knex): Batchers {
+  let b = batchers.get(knex);
+  if (!b) {
+    b = {
+      lookups: new Batcher(async (ids) => {
+        const rows = (await knex('oidc_payloads')
+          // As text: each caller parses its own copy (two requests may present the same token).
+          .select('id', 'type', knex.raw('payload::text as payload'), 'consumed_at')
+          .whereIn('id', [...new Set(ids)])
+          .whereIn('type', TOKEN_TYPE_LIST)
+          .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))) as TokenRow[];
+        const byId = new Map<string, TokenRow[]>();
+        for (const row of rows) byId.set(row.id, [...(byId.get(row.id) ?? []), row]);
+        return ids.map((id) => byId.get(id) ?? []);
+      }),
+      inserts: new Batcher(async (rows) => {
+        // One row per (type, id), the last written: ON CONFLICT cannot touch a row twice.
+        const unique = new Map(rows.map((r) => [`${String(r.type)}\u0000${String(r.id)}`, r]));
+        await knex('oidc_payloads').insert([...unique.values()]).onConflict(['type', 'id']).merge();
+        return rows.map(() => undefined);
+      }),
+    };
+    batchers.set(knex, b);
   }
-  let rows = pending.get(id);
-  if (!rows) {
-    const shared = pending;
-    rows = (async () => {
-      const found = (await knex('oidc_payloads')
-        // As text: each caller parses its own copy (two requests may present the same token).
-        .select('type', knex.raw('payload::text as payload'), 'consumed_at')
-        .where('id', id)
-        .whereIn('type', TOKEN_TYPE_LIST)
-        .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))) as Array<PayloadRow & { type: string }>;
-      return new Map(found.map((row) => [row.type, row]));
-    })().finally(() => shared.delete(id));
-    pending.set(id, rows);
+  return b;
+}
+
+async function findToken(knex: Knex, type: string, id: string): Promise<AdapterPayload | undefined> {
+  if (typeof id !== 'string' || id.includes('\u0000') || id.length > 512) return undefined;
+  if (knex.isTransaction) {
+    const row = (await knex('oidc_payloads')
+      .select('payload', 'consumed_at')
+      .where({ type, id })
+      .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))
+      .first()) as PayloadRow | undefined;
+    return row ? toPayload(row) : undefined;
   }
-  return rows.then((byType) => {
-    const row = byType.get(type);
-    return row && toPayload(row);
-  });
+  const row = (await batchersOf(knex).lookups.add(id)).find((r) => r.type === type);
+  return row ? toPayload(row) : undefined;
 }
 
 function toPayload(row: PayloadRow): AdapterPayload {

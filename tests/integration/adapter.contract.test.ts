@@ -33,7 +33,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     expect(await new KnexAdapter(fixedDb(db.knex), 'RefreshToken').find('t2')).toBeUndefined();
   });
 
-  test('the three token lookups of one introspection share one query, and each gets its own row', async () => {
+  test('token lookups and access-token inserts made together are batched: one statement, each caller its own row', async () => {
     const types = ['AccessToken', 'ClientCredentials', 'RefreshToken'].map((t) => new KnexAdapter(fixedDb(db.knex), t));
     await types[1]!.upsert('shared-1', { jti: 'shared-1', kind: 'ClientCredentials', extra: { tenant: 'x' } }, 60);
     await types[2]!.upsert('shared-2', { jti: 'shared-2', kind: 'RefreshToken' }, 60);
@@ -50,9 +50,25 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       const [a, b] = await Promise.all([types[2]!.find('shared-2'), types[2]!.find('shared-2')]);
       a!.jti = 'changed';
       expect(b!.jti).toBe('shared-2');
-      // Only an in-flight query is shared: a later find reads the table again.
+      // Only a batch not yet sent is joined: a later find reads the table again.
       await types[1]!.destroy('shared-1');
       expect(await types[1]!.find('shared-1')).toBeUndefined();
+
+      // Lookups of many tokens made together (concurrent requests): one statement.
+      const access = types[0]!;
+      for (let i = 0; i < 30; i += 1) await access.upsert(`many-${i}`, { jti: `many-${i}`, kind: 'AccessToken' }, 60);
+      queries.length = 0;
+      const found = await Promise.all(Array.from({ length: 30 }, (_, i) => access.find(i % 3 === 0 ? `missing-${i}` : `many-${i}`)));
+      expect(found.map((p) => p?.jti)).toEqual(Array.from({ length: 30 }, (_, i) => (i % 3 === 0 ? undefined : `many-${i}`)));
+      expect(queries.filter((q) => q.includes('oidc_payloads'))).toHaveLength(1);
+
+      // Access tokens issued together (concurrent token requests): one INSERT, every row stored.
+      queries.length = 0;
+      const ins = new KnexAdapter(fixedDb(db.knex), 'ClientCredentials');
+      await Promise.all(Array.from({ length: 25 }, (_, i) => ins.upsert(`batch-${i}`, { jti: `batch-${i}`, kind: 'ClientCredentials' }, 60)));
+      expect(queries.filter((q) => q.startsWith('insert'))).toHaveLength(1);
+      const stored = await Promise.all(Array.from({ length: 25 }, (_, i) => ins.find(`batch-${i}`)));
+      expect(stored.every((p, i) => p?.jti === `batch-${i}`)).toBe(true);
     } finally {
       db.knex.off('query', onQuery);
     }
