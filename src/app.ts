@@ -1,4 +1,5 @@
 import { hkdfSync } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import Koa from 'koa';
 import Router from '@koa/router';
 import type { Config } from './config';
@@ -92,7 +93,9 @@ export async function buildServices(config: Config, database: Database, opts: { 
     client: (id: string) => caches.clients.get(id, (i) => clients.find(i)) as Promise<ClientRecord | undefined>,
   };
   const users = createUserRepository(tx);
-  const hasher = createPasswordHasher(secretsKey, config.bcryptCost);
+  // bcrypt at a time: the cores this process may use (its share, with WEB_CONCURRENCY workers).
+  const bcryptConcurrency = config.bcryptConcurrency || Math.max(1, Math.floor(availableParallelism() / config.webConcurrency));
+  const hasher = createPasswordHasher(secretsKey, config.bcryptCost, bcryptConcurrency);
   const audit = createAuditLog(tx);
   const outbox = createOutboxSenders(tx, logger);
   const counted = <S extends { send(...args: never[]): Promise<void> }>(sender: S, kind: 'sms' | 'push', name: string): S =>

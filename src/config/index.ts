@@ -48,6 +48,8 @@ const schema = z.object({
   sweepIntervalSeconds: z.number().min(0),
   clientCacheSeconds: z.number().min(0),
   bcryptCost: z.number().int().min(4).max(15),
+  /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
+  bcryptConcurrency: z.coerce.number().int().min(0).max(64),
 });
 
 const checked = schema.superRefine((c, ctx) => {
@@ -98,6 +100,7 @@ const ENV_KEYS: Record<string, string> = {
   SHUTDOWN_TIMEOUT_MS: 'shutdownTimeoutMs',
   SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
   BCRYPT_COST: 'bcryptCost',
+  BCRYPT_CONCURRENCY: 'bcryptConcurrency',
   PORTCULLIS_ADMIN_CLIENT_ID: 'adminClientId',
   PORTCULLIS_ADMIN_CLIENT_SECRET: 'adminClientSecret',
   SMS_SENDER: 'smsSender',

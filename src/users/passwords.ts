@@ -33,24 +33,47 @@ export interface PasswordHasher {
 }
 
 /**
+ * At most `max` bcrypt computations at a time; the rest wait their turn (in order). bcrypt runs in
+ * libuv's thread pool: unbounded, a burst of logins fills every thread of every process, and the
+ * event loops — which answer introspection — get a small share of the cores. `max` = the cores
+ * this process may use gives the same hashes per second with the event loop kept responsive.
+ */
+export function createLimiter(max: number) {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  return async function limited<T>(fn: () => Promise<T>): Promise<T> {
+    if (running >= max) await new Promise<void>((resolve) => waiting.push(resolve));
+    else running += 1;
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next(); // the slot passes on
+      else running -= 1;
+    }
+  };
+}
+
+/**
  * bcrypt reads at most 72 bytes and stops at NUL, so two long passwords sharing a 72-byte prefix
  * would be equal. Each password is first reduced with HMAC-SHA-256 under a pepper (derived from
  * SECRETS_KEY) to 44 base64 characters, then bcrypt-hashed. Stored as `v1$<bcrypt>`.
  */
-export function createPasswordHasher(secretsKey: Buffer, cost: number): PasswordHasher {
+export function createPasswordHasher(secretsKey: Buffer, cost: number, concurrency = 4): PasswordHasher {
   const pepper = Buffer.from(hkdfSync('sha256', secretsKey, Buffer.alloc(0), 'portcullis password pepper v1', 32));
   const prehash = (password: string) => createHmac('sha256', pepper).update(normalizePassword(password), 'utf8').digest('base64');
   const dummy = bcrypt.hashSync('portcullis-dummy-password', cost);
+  const limited = createLimiter(Math.max(1, concurrency));
   return {
     async hash(password) {
-      return `v1$${await bcrypt.hash(prehash(password), cost)}`;
+      return `v1$${await limited(() => bcrypt.hash(prehash(password), cost))}`;
     },
     async verify(password, stored) {
       if (!stored.startsWith('v1$')) return false;
-      return bcrypt.compare(prehash(password), stored.slice(3));
+      return limited(() => bcrypt.compare(prehash(password), stored.slice(3)));
     },
     async dummyVerify(password) {
-      await bcrypt.compare(prehash(password), dummy);
+      await limited(() => bcrypt.compare(prehash(password), dummy));
     },
   };
 }

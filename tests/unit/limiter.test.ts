@@ -1,0 +1,33 @@
+import { createLimiter } from '../../src/users/passwords';
+
+describe('bcrypt concurrency limiter', () => {
+  test('never more than max at a time; the rest run in order as slots free; a failure frees its slot', async () => {
+    const limited = createLimiter(2);
+    let running = 0;
+    let peak = 0;
+    const order: number[] = [];
+    const releases: Array<() => void> = [];
+    const job = (i: number) =>
+      limited(async () => {
+        running += 1;
+        peak = Math.max(peak, running);
+        order.push(i);
+        await new Promise<void>((r) => releases.push(r));
+        running -= 1;
+        if (i === 1) throw new Error('bad hash');
+        return i;
+      });
+    const all = Promise.allSettled([0, 1, 2, 3, 4].map(job));
+    for (let step = 0; step < 5; step += 1) {
+      await new Promise((r) => setImmediate(r));
+      expect(running).toBeLessThanOrEqual(2);
+      releases.shift()?.();
+    }
+    const results = await all;
+    expect(peak).toBe(2);
+    expect(order).toEqual([0, 1, 2, 3, 4]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    // Everything released: the limiter is free again.
+    await expect(limited(async () => 'free')).resolves.toBe('free');
+  });
+});
