@@ -16,6 +16,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+// BENCH_ONLY=pg (or baselines, embedded; comma-separated) runs a part, for working on one system.
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'baselines,pg,embedded').split(',').map((s) => s.trim()));
 const CORES = os.availableParallelism();
 const PG_BASE = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const PASSWORD = 'benchmark passphrase 2026';
@@ -43,9 +45,33 @@ async function waitReady(base, pathName = '/readyz', timeoutMs = 60000) {
   throw new Error(`${base} never became ready`);
 }
 
+/**
+ * One autocannon run. Non-2xx replies are counted by reason ("status error-or-code"). `perConnection(i)`
+ * gives connection i a request list of its own (its own user, say): autocannon clears a request
+ * context whenever a connection's list starts over, so a context cannot hold that.
+ */
 function run(url, opts) {
+  const reasons = {};
+  const note = (status, body) => {
+    if (status < 300) return;
+    let why = '';
+    try { const j = JSON.parse(body); why = j.error ?? j.code ?? ''; } catch { /* not JSON */ }
+    const k = `${status} ${why}`.trim();
+    reasons[k] = (reasons[k] ?? 0) + 1;
+  };
+  const counted = (list) => list.map((r) => ({ ...r, onResponse: (status, body) => note(status, body) }));
+  const { perConnection, ...rest } = opts;
+  const single = Object.fromEntries(Object.entries({ method: opts.method, headers: opts.headers, body: opts.body }).filter(([, v]) => v !== undefined));
+  let n = 0;
   return new Promise((resolve, reject) => {
-    autocannon({ url, duration: DURATION, connections: CONNECTIONS, ...opts }, (err, res) => (err ? reject(err) : resolve(res)));
+    autocannon(
+      {
+        url, duration: DURATION, connections: CONNECTIONS, ...rest,
+        requests: counted(opts.requests ?? [single]),
+        ...(perConnection ? { setupClient: (client) => client.setRequests(counted(perConnection(n++))) } : {}),
+      },
+      (err, res) => (err ? reject(err) : resolve({ ...res, reasons })),
+    );
   });
 }
 
@@ -55,11 +81,12 @@ function record(system, scenario, res, pid, extra = {}) {
     reqPerSec: Math.round(res.requests.average),
     p50ms: res.latency.p50, p99ms: res.latency.p99,
     non2xx: res.non2xx, errors: res.errors + res.timeouts,
+    ...(res.non2xx ? { non2xxReasons: res.reasons } : {}),
     peakRssMB: pid ? Math.round(rssOf(pid) / 1048576) : undefined,
     ...extra,
   };
   results.push(row);
-  console.log(`${system.padEnd(22)} ${scenario.padEnd(34)} ${String(row.reqPerSec).padStart(7)} req/s  p50 ${String(row.p50ms).padStart(4)} ms  p99 ${String(row.p99ms).padStart(4)} ms  non2xx ${row.non2xx}`);
+  console.log(`${system.padEnd(22)} ${scenario.padEnd(34)} ${String(row.reqPerSec).padStart(7)} req/s  p50 ${String(row.p50ms).padStart(4)} ms  p99 ${String(row.p99ms).padStart(4)} ms  non2xx ${row.non2xx}${row.non2xxReasons ? ` ${JSON.stringify(row.non2xxReasons)}` : ''}`);
   return row;
 }
 
@@ -133,10 +160,8 @@ async function portcullis(system, env) {
   const tok = await tokenScenarios(system, base, app, rs, pid);
 
   const pw = (user) => ({ method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'password', username: user, password: PASSWORD }) });
-  const perUser = (cost) => {
-    let i = 0;
-    return { ...pw(`cost${cost}-0`), setupClient: (client) => client.setBody(formBody({ grant_type: 'password', username: `cost${cost}-${i++ % CONNECTIONS}`, password: PASSWORD })) };
-  };
+  // Each connection logs in as a user of its own.
+  const perUser = (cost) => ({ ...pw(`cost${cost}-0`), perConnection: (i) => [pw(`cost${cost}-${i % CONNECTIONS}`)] });
   // bcrypt work queued when a run ends is still done afterwards: let it drain before the next run.
   const settle = () => new Promise((r) => setTimeout(r, Math.max(5000, DURATION * 1000)));
   const p12 = record(system, 'password grant (bcrypt 12)', await run(`${base}/token`, perUser('12')), pid);
@@ -168,24 +193,19 @@ async function portcullis(system, env) {
     await post(`${base}/authentication_factors/otp/SMS/verify`, JSON.stringify({ verificationCode: '123456' }), H);
     userTokens.push(t);
   }
-  let next = 0;
-  // Each connection is one user (its own token, kept in the connection's context).
-  const asUser = (req, context) => {
-    context.token ??= userTokens[next++ % userTokens.length];
-    return { ...req, headers: { authorization: `Bearer ${context.token}`, 'content-type': 'application/json' } };
+  // Each connection is one user: start a challenge, verify it, again.
+  const stepsOf = (token) => {
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    return [
+      { method: 'POST', path: '/stepup/challenges/otp/SMS', body: '{}', headers },
+      { method: 'POST', path: '/stepup/challenges/otp/SMS/verify', body: JSON.stringify({ verificationCode: '123456' }), headers },
+    ];
   };
-  const step = await run(`${base}/stepup/challenges/otp/SMS`, {
-    connections: stepConns,
-    requests: [
-      { method: 'POST', path: '/stepup/challenges/otp/SMS', body: '{}', setupRequest: asUser },
-      { method: 'POST', path: '/stepup/challenges/otp/SMS/verify', body: JSON.stringify({ verificationCode: '123456' }), setupRequest: asUser },
-    ],
-  });
+  const step = await run(`${base}/stepup/challenges/otp/SMS`, { connections: stepConns, requests: stepsOf(userTokens[0]), perConnection: (i) => stepsOf(userTokens[i % userTokens.length]) });
   record(system, 'SMS OTP step-up (start+verify pairs)', { ...step, requests: { average: step.requests.average / 2 } }, pid);
 
-  const mixed = [];
-  for (let i = 0; i < 100; i += 1) mixed.push(i < 90 ? { path: '/token/introspection', ...tok.intro } : i < 99 ? { path: '/token', ...tok.cc } : { path: '/token', ...pw('cost12-0') });
-  record(system, 'mixed 90/9/1 (intro/cc/password)', await run(`${base}/token`, { requests: mixed }), pid);
+  const mixedFor = (user) => Array.from({ length: 100 }, (_, i) => (i < 90 ? { path: '/token/introspection', ...tok.intro } : i < 99 ? { path: '/token', ...tok.cc } : { path: '/token', ...pw(user) }));
+  record(system, 'mixed 90/9/1 (intro/cc/password)', await run(`${base}/token`, { requests: mixedFor('cost12-0'), perConnection: (i) => mixedFor(`cost12-${i % CONNECTIONS}`) }), pid);
 
   await stop(server);
   return { ...tok, p12: p12.reqPerSec, p10: p10.reqPerSec };
@@ -193,9 +213,9 @@ async function portcullis(system, env) {
 
 async function main() {
   console.log(`cores ${CORES}, ${DURATION} s per scenario, ${CONNECTIONS} connections, Node ${process.version}\n`);
-  const bare = await baselines();
-  const c12 = await bcryptCeiling(12);
-  const c10 = await bcryptCeiling(10);
+  const bare = ONLY.has('baselines') ? await baselines() : { ccMax: NaN, introMax: NaN };
+  const c12 = ONLY.has('baselines') ? await bcryptCeiling(12) : NaN;
+  const c10 = ONLY.has('baselines') ? await bcryptCeiling(10) : NaN;
   console.log(`bcrypt ceiling: cost 12 ${c12.toFixed(1)}/s, cost 10 ${c10.toFixed(1)}/s (all cores)\n`);
   results.push({ system: 'bcrypt ceiling', scenario: 'cost 12', reqPerSec: Math.round(c12) }, { system: 'bcrypt ceiling', scenario: 'cost 10', reqPerSec: Math.round(c10) });
 
@@ -208,11 +228,15 @@ async function main() {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-'));
   const ratios = {};
   try {
-    const onPg = await portcullis(`portcullis pg ×${CORES}`, { ...common, DATABASE_URL: url.toString(), WEB_CONCURRENCY: String(CORES), DATA_DIR: dataDir });
-    const embeddedDir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-embedded-'));
-    const env2 = { ...common }; delete env2.DATABASE_URL;
-    const onEmbedded = await portcullis('portcullis embedded', { ...env2, DATABASE_URL: '', DATA_DIR: embeddedDir });
-    rmSync(embeddedDir, { recursive: true, force: true });
+    const none = { ccMax: NaN, introMax: NaN, p12: NaN, p10: NaN };
+    const onPg = ONLY.has('pg') ? await portcullis(`portcullis pg ×${CORES}`, { ...common, DATABASE_URL: url.toString(), WEB_CONCURRENCY: String(CORES), DATA_DIR: dataDir }) : none;
+    let onEmbedded = none;
+    if (ONLY.has('embedded')) {
+      const embeddedDir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-embedded-'));
+      const env2 = { ...common }; delete env2.DATABASE_URL;
+      onEmbedded = await portcullis('portcullis embedded', { ...env2, DATABASE_URL: '', DATA_DIR: embeddedDir });
+      rmSync(embeddedDir, { recursive: true, force: true });
+    }
     Object.assign(ratios, {
       'pg client_credentials ÷ bare': +(onPg.ccMax / bare.ccMax).toFixed(2),
       'pg introspection ÷ bare': +(onPg.introMax / bare.introMax).toFixed(2),
@@ -228,7 +252,7 @@ async function main() {
   }
   console.log('\nratios:', ratios);
   const out = { date: new Date().toISOString(), cores: CORES, node: process.version, seconds: DURATION, connections: CONNECTIONS, results, ratios };
-  writeFileSync(path.join(here, 'results.json'), `${JSON.stringify(out, null, 2)}\n`);
+  if (ONLY.size === 3) writeFileSync(path.join(here, 'results.json'), `${JSON.stringify(out, null, 2)}\n`); // a partial run keeps the last full one
   console.log('\n| system | scenario | req/s | p50 ms | p99 ms | non-2xx | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|');
   for (const r of results) console.log(`| ${r.system} | ${r.scenario} | ${r.reqPerSec} | ${r.p50ms ?? ''} | ${r.p99ms ?? ''} | ${r.non2xx ?? ''} | ${r.peakRssMB ?? ''} |`);
 }
