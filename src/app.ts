@@ -214,6 +214,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       db: services.tx,
       clients: { find: services.lookups.client },
       tenants: { find: services.lookups.tenant },
+      fresh: { clients: services.clients, tenants: services.tenants },
       users: services.userService,
       throttle: services.throttle,
       keyService: services.keyService,

@@ -125,17 +125,30 @@ export interface ChangeListener {
 /**
  * PostgreSQL: one connection per process LISTENs for changes and evicts them. Caching is on only
  * while it listens; a broken connection turns caching off (and empties the caches) until it is
- * listening again, so a change can never be missed for longer than it takes to notice.
+ * listening again, so a change can never be missed for longer than it takes to notice. A LISTEN
+ * connection is otherwise silent, and a half-open one (a partition, a frozen host) would look
+ * alive for hours: it is asked `SELECT 1` every `heartbeatMs`, and an answer later than that
+ * counts as lost.
  */
-export function startChangeListener(opts: { connectionString: string; caches: LookupCaches; logger: Logger; retryMs?: number }): ChangeListener {
+export function startChangeListener(opts: {
+  connectionString: string;
+  caches: LookupCaches;
+  logger: Logger;
+  retryMs?: number;
+  heartbeatMs?: number;
+}): ChangeListener {
   const { caches, logger } = opts;
+  const heartbeatMs = opts.heartbeatMs ?? 2000;
   let client: PgClient | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
 
   const lost = (err?: unknown) => {
     if (caches.listening) logger.warn({ err }, 'change listener lost; caching of clients and tenants is off until it reconnects');
     caches.listening = false;
+    if (heartbeat) clearInterval(heartbeat);
+    heartbeat = undefined;
     const c = client;
     client = undefined;
     c?.removeAllListeners();
@@ -152,7 +165,7 @@ export function startChangeListener(opts: { connectionString: string; caches: Lo
 
   const connect = async () => {
     if (stopped) return;
-    const c = new PgClient({ connectionString: opts.connectionString, application_name: 'portcullis-listener', keepAlive: true });
+    const c = new PgClient({ connectionString: opts.connectionString, application_name: 'portcullis-listener', keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
     client = c;
     c.on('error', lost);
     c.on('end', () => {
@@ -167,7 +180,27 @@ export function startChangeListener(opts: { connectionString: string; caches: Lo
     try {
       await c.connect();
       await c.query(`LISTEN ${CHANGES_CHANNEL}`);
-      if (client === c && !stopped) caches.listening = true;
+      if (client !== c || stopped) return;
+      caches.listening = true;
+      heartbeat = setInterval(() => {
+        let answered = false;
+        const late = setTimeout(() => {
+          if (!answered && client === c) lost(new Error(`the change listener's connection did not answer within ${heartbeatMs} ms`));
+        }, heartbeatMs);
+        late.unref();
+        c.query('SELECT 1').then(
+          () => {
+            answered = true;
+            clearTimeout(late);
+          },
+          (err: unknown) => {
+            answered = true;
+            clearTimeout(late);
+            if (client === c) lost(err);
+          },
+        );
+      }, heartbeatMs);
+      heartbeat.unref();
     } catch (err) {
       if (client === c) lost(err);
     }
@@ -178,6 +211,7 @@ export function startChangeListener(opts: { connectionString: string; caches: Lo
     async stop() {
       stopped = true;
       if (timer) clearTimeout(timer);
+      if (heartbeat) clearInterval(heartbeat);
       caches.listening = false;
       const c = client;
       client = undefined;

@@ -9,6 +9,8 @@ import { createBearerVerifier, type Principal } from './bearer';
 import type { OidcClient, UserTokenContext } from './user-tokens';
 import { installProviderMiddleware } from './middleware';
 import { createIntrospectionPolicy } from './introspection';
+import type { TenantRepository } from '../tenants/repository';
+import type { ClientRepository } from '../clients/repository';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
@@ -46,9 +48,15 @@ function observe(provider: Provider, metrics: Metrics): void {
 }
 
 export async function createProviderHolder(
-  deps: Omit<ProviderDeps, 'keys' | 'introspectionPolicy'> & { keyService: KeyService; logger: Logger; metrics: Metrics },
+  deps: Omit<ProviderDeps, 'keys' | 'introspectionPolicy'> & {
+    keyService: KeyService;
+    logger: Logger;
+    metrics: Metrics;
+    /** Uncached lookups, for checks that must not be answered from memory (see introspection.ts). */
+    fresh: { tenants: Pick<TenantRepository, 'find'>; clients: Pick<ClientRepository, 'find'> };
+  },
 ): Promise<ProviderHolder> {
-  const introspectionPolicy = createIntrospectionPolicy({ tenants: deps.tenants, users: deps.users });
+  const introspectionPolicy = createIntrospectionPolicy({ tenants: deps.tenants, fresh: deps.fresh, users: deps.users });
   const build = (keys: ProviderDeps['keys']) => {
     const provider = createProvider({ ...deps, keys, introspectionPolicy });
     const publicKeys = keys.jwks.keys.map(({ d: _d, ...pub }) => pub);

@@ -1,6 +1,7 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { PortcullisClientExtras } from './client-model';
 import type { TenantRepository } from '../tenants/repository';
+import type { ClientRepository } from '../clients/repository';
 import type { UserService } from '../users/service';
 
 export interface IntrospectedToken {
@@ -21,16 +22,31 @@ type Caller = { clientId: string } & Partial<PortcullisClientExtras>;
  * all); and the token still stands for something — its tenant active, its client enabled, its
  * user (if any) neither locked nor deleted.
  */
-export function createIntrospectionPolicy(deps: { tenants: Pick<TenantRepository, 'find'>; users: UserService }) {
-  return async function introspectionAllowed(ctx: KoaContextWithOIDC, client: Caller, token: IntrospectedToken): Promise<boolean> {
+export function createIntrospectionPolicy(deps: {
+  /** Cached (src/cache/lookups.ts). */
+  tenants: Pick<TenantRepository, 'find'>;
+  /** Straight from the database. */
+  fresh: { tenants: Pick<TenantRepository, 'find'>; clients: Pick<ClientRepository, 'find'> };
+  users: UserService;
+}) {
+  /**
+   * `fresh`: a JWT is introspected without reading any token row, so its checks read the
+   * database (not the cache): with the database unreachable the answer is 503, never `active`
+   * from memory alone.
+   */
+  return async function introspectionAllowed(ctx: KoaContextWithOIDC, client: Caller, token: IntrospectedToken, opts: { fresh?: boolean } = {}): Promise<boolean> {
     if (!mayIntrospect(client)) return false;
     if (token.extra?.pending) return false; // a login still waiting for its MFA challenge
     const tokenTenant = token.extra?.tenant;
     const callerTenants = client.tenants ?? [];
     const platform = callerTenants.length === 0 && client.admin === true;
     if (!platform && (typeof tokenTenant !== 'string' || !callerTenants.includes(tokenTenant))) return false;
-    if (typeof tokenTenant === 'string' && (await deps.tenants.find(tokenTenant))?.status !== 'active') return false;
-    if (token.clientId && token.clientId !== client.clientId) {
+    const tenants = opts.fresh ? deps.fresh.tenants : deps.tenants;
+    if (typeof tokenTenant === 'string' && (await tenants.find(tokenTenant))?.status !== 'active') return false;
+    if (opts.fresh) {
+      const issuedTo = await deps.fresh.clients.find(token.clientId ?? client.clientId);
+      if (!issuedTo || issuedTo.disabled) return false;
+    } else if (token.clientId && token.clientId !== client.clientId) {
       if (!(await ctx.oidc.provider.Client.find(token.clientId))) return false;
     }
     if (token.accountId) {

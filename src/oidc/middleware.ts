@@ -49,11 +49,16 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
     }
     // From here on an error is the database's, not the token's: it propagates (503), never "inactive".
     const isUser = typeof payload.member_id === 'string';
-    const allowed = await policy(ctx, ctx.oidc.client as unknown as PortcullisClient, {
-      clientId: typeof payload.client_id === 'string' ? payload.client_id : undefined,
-      accountId: isUser ? (payload.sub as string) : undefined,
-      extra: payload,
-    });
+    const allowed = await policy(
+      ctx,
+      ctx.oidc.client as unknown as PortcullisClient,
+      {
+        clientId: typeof payload.client_id === 'string' ? payload.client_id : undefined,
+        accountId: isUser ? (payload.sub as string) : undefined,
+        extra: payload,
+      },
+      { fresh: true },
+    );
     if (!allowed) return { active: false };
     // A user's JWT lives only as long as its session (sid): logout and reuse detection end it.
     if (isUser) {

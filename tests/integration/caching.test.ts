@@ -2,6 +2,7 @@
  * Clients and tenants are cached (src/cache/lookups.ts) so that a token request costs one
  * statement; a change to either reaches every process at its commit; tokens are never cached.
  */
+import net from 'node:net';
 import { Client as PgClient } from 'pg';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, json, bearer, type ClientCreds } from '../helpers/flows';
@@ -73,6 +74,15 @@ describe(`cached clients and tenants (${dbLabel})`, () => {
     expect(intro[0]).toMatch(/from "oidc_payloads"/);
   });
 
+  test('a JWT (no token row to read) is never introspected from memory alone: its tenant and client are read from the database', async () => {
+    const jwtApp = await createClient(a, { tenants: ['bank-c'], grant_types: ['client_credentials'], token_format: 'jwt' });
+    const jwt = (await clientCredentialsToken(a, jwtApp)).access_token;
+    await introspect(a, rs, jwt); // warm
+    const seen = await statements(a, async () => expect((await introspect(a, rs, jwt)).json).toMatchObject({ active: true, client_id: jwtApp.client_id }));
+    expect(seen.some((q) => /from "tenants"/.test(q))).toBe(true);
+    expect(seen.some((q) => /from "clients"/.test(q))).toBe(true);
+  });
+
   test('tokens are never cached: a revoked token is inactive at once, on every process', async () => {
     const token = (await clientCredentialsToken(a, app)).access_token;
     for (const srv of [a, b]) if (srv) expect((await introspect(srv, rs, token)).json.active).toBe(true);
@@ -137,6 +147,39 @@ describe(`cached clients and tenants (${dbLabel})`, () => {
       expect(await statements(srv, () => introspect(srv, rs, token))).toHaveLength(1);
     } finally {
       await pg.end();
+    }
+  });
+
+  pgOnly('a listener connection that goes silent (a partition: no reset, no answer) is noticed, and caching stops', async () => {
+    // A TCP relay to PostgreSQL that can be frozen: bytes stop flowing both ways, sockets stay open.
+    const target = new URL(a.store.databaseUrl!);
+    const sockets: net.Socket[] = [];
+    let frozen = false;
+    const relay = net.createServer((inbound) => {
+      const outbound = net.connect(Number(target.port || 5432), target.hostname);
+      for (const [from, to] of [[inbound, outbound], [outbound, inbound]] as const) {
+        from.on('data', (chunk) => {
+          if (!frozen) to.write(chunk);
+        });
+        from.on('error', () => undefined);
+        from.on('close', () => to.destroy());
+      }
+      sockets.push(inbound, outbound);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    const viaRelay = new URL(a.store.databaseUrl!);
+    viaRelay.host = `127.0.0.1:${(relay.address() as net.AddressInfo).port}`;
+    const c = await startTestServer({ store: { ...a.store, databaseUrl: viaRelay.toString(), cleanup: async () => undefined }, config });
+    try {
+      await until('listening', async () => c.running.app.services.caches.listening);
+      frozen = true;
+      const ms = await until('caching off', async () => !c.running.app.services.caches.listening, 8000);
+      expect(ms).toBeLessThan(6000); // the heartbeat: every 2 s, late after 2 s
+    } finally {
+      frozen = false;
+      for (const s of sockets) s.destroy();
+      await c.stop();
+      await new Promise((r) => relay.close(r));
     }
   });
 });
