@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
 import { publishChange } from '../cache/lookups';
 import { affected } from '../db/affected';
@@ -112,9 +113,18 @@ export interface ClientRepository {
  */
 export function createClientRepository(source: DbSource, changed: (id: string) => void = () => undefined): ClientRepository {
   const knex = () => source.db();
-  const announce = async (id: string) => {
-    changed(id);
-    await publishChange(knex(), 'client', id);
+  /**
+   * A change and its announcement commit together (one transaction, a savepoint inside a request's):
+   * never a committed change the other processes do not hear of.
+   */
+  const changing = async (id: string, write: (trx: Knex.Transaction) => Promise<number>): Promise<boolean> => {
+    const done = await knex().transaction(async (trx) => {
+      if ((await write(trx)) !== 1) return false;
+      await publishChange(trx, 'client', id);
+      return true;
+    });
+    if (done) changed(id);
+    return done;
   };
   // One round trip: the client row with its tenant ids aggregated.
   const base = () =>
@@ -159,47 +169,53 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
     },
     async update(clientId, version, changes) {
       const k = knex();
-      const n = await k('clients')
-        .where({ id: clientId, version })
-        .update({
-          ...(changes.name !== undefined ? { name: changes.name } : {}),
-          ...(changes.grantTypes !== undefined ? { grant_types: JSON.stringify(changes.grantTypes) } : {}),
-          ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
-          ...(changes.tokenFormat !== undefined ? { token_format: changes.tokenFormat } : {}),
-          ...(changes.introspection !== undefined ? { introspection: changes.introspection } : {}),
-          ...(changes.disabled !== undefined ? { disabled: changes.disabled } : {}),
-          version: k.raw('version + 1'),
-          updated_at: k.fn.now(),
-        });
-      if (affected(n) !== 1) return undefined;
-      await announce(clientId);
-      return this.find(clientId);
+      const done = await changing(clientId, async (trx) =>
+        affected(
+          await trx('clients')
+            .where({ id: clientId, version })
+            .update({
+              ...(changes.name !== undefined ? { name: changes.name } : {}),
+              ...(changes.grantTypes !== undefined ? { grant_types: JSON.stringify(changes.grantTypes) } : {}),
+              ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
+              ...(changes.tokenFormat !== undefined ? { token_format: changes.tokenFormat } : {}),
+              ...(changes.introspection !== undefined ? { introspection: changes.introspection } : {}),
+              ...(changes.disabled !== undefined ? { disabled: changes.disabled } : {}),
+              version: k.raw('version + 1'),
+              updated_at: k.fn.now(),
+            }),
+        ),
+      );
+      return done ? this.find(clientId) : undefined;
     },
     async rotateSecret(clientId, newHash, previousExpiresAt) {
       const k = knex();
-      const n = await k('clients')
-        .where({ id: clientId })
-        .update({
-          previous_secret_hash: k.ref('secret_hash'),
-          previous_secret_expires_at: previousExpiresAt,
-          secret_hash: newHash,
-          version: k.raw('version + 1'),
-          updated_at: k.fn.now(),
-        });
-      if (affected(n) !== 1) return undefined;
-      await announce(clientId);
-      return this.find(clientId);
+      const done = await changing(clientId, async (trx) =>
+        affected(
+          await trx('clients')
+            .where({ id: clientId })
+            .update({
+              previous_secret_hash: k.ref('secret_hash'),
+              previous_secret_expires_at: previousExpiresAt,
+              secret_hash: newHash,
+              version: k.raw('version + 1'),
+              updated_at: k.fn.now(),
+            }),
+        ),
+      );
+      return done ? this.find(clientId) : undefined;
     },
     async ensureAdmin(input) {
-      await knex()('clients')
-        .insert({
-          id: input.id, name: input.name, secret_hash: input.secretHash, api_key_hash: input.apiKeyHash,
-          grant_types: JSON.stringify(input.grantTypes), scope: input.scope, token_endpoint_auth_method: input.tokenEndpointAuthMethod,
-          token_format: input.tokenFormat, introspection: input.introspection, admin: true,
-        })
-        .onConflict('id')
-        .merge({ secret_hash: input.secretHash, admin: true, disabled: false });
-      await announce(input.id);
+      await changing(input.id, async (trx) => {
+        await trx('clients')
+          .insert({
+            id: input.id, name: input.name, secret_hash: input.secretHash, api_key_hash: input.apiKeyHash,
+            grant_types: JSON.stringify(input.grantTypes), scope: input.scope, token_endpoint_auth_method: input.tokenEndpointAuthMethod,
+            token_format: input.tokenFormat, introspection: input.introspection, admin: true,
+          })
+          .onConflict('id')
+          .merge({ secret_hash: input.secretHash, admin: true, disabled: false });
+        return 1;
+      });
     },
     async findByApiKeyHash(apiKeyHash) {
       const row = (await base().where('c.api_key_hash', apiKeyHash).first()) as ClientRow | undefined;

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
 import { publishChange } from '../cache/lookups';
 import { resolvePolicy, type TenantPolicy, type TenantPolicyInput } from './policy';
@@ -60,9 +61,15 @@ export interface TenantRepository {
 /** `changed` evicts a tenant from this process's cache; `publishChange` tells the others at commit. */
 export function createTenantRepository(source: DbSource, changed: (id: string) => void = () => undefined): TenantRepository {
   const knex = () => source.db();
-  const announce = async (id: string) => {
-    changed(id);
-    await publishChange(knex(), 'tenant', id);
+  /** A change and its announcement commit together (see the client repository). */
+  const changing = async (id: string, write: (trx: Knex.Transaction) => Promise<TenantRow | undefined>): Promise<TenantRow | undefined> => {
+    const row = await knex().transaction(async (trx) => {
+      const updated = await write(trx);
+      if (updated) await publishChange(trx, 'tenant', id);
+      return updated;
+    });
+    if (row) changed(id);
+    return row;
   };
   return {
     async create({ id, name, mode }) {
@@ -79,30 +86,31 @@ export function createTenantRepository(source: DbSource, changed: (id: string) =
       return (await q).map(toTenant);
     },
     async setPolicy(tenantId, policy) {
-      const [row] = await knex()<TenantRow>('tenants')
-        .where({ id: tenantId })
-        .update({ policy: JSON.stringify(policy) as unknown as TenantPolicyInput, version: knex().raw('version + 1') as unknown as number, updated_at: knex().fn.now() as unknown as Date })
-        .returning('*');
-      if (!row) return undefined;
-      await announce(tenantId);
-      return toTenant(row as TenantRow);
+      const row = await changing(tenantId, async (trx) => {
+        const [updated] = await trx<TenantRow>('tenants')
+          .where({ id: tenantId })
+          .update({ policy: JSON.stringify(policy) as unknown as TenantPolicyInput, version: trx.raw('version + 1') as unknown as number, updated_at: trx.fn.now() as unknown as Date })
+          .returning('*');
+        return updated as TenantRow | undefined;
+      });
+      return row ? toTenant(row) : undefined;
     },
     async update(tenantId, version, changes) {
-      const k = knex();
-      const [row] = await k<TenantRow>('tenants')
-        .where({ id: tenantId, version })
-        .update({
-          ...(changes.name !== undefined ? { name: changes.name } : {}),
-          ...(changes.mode !== undefined ? { mode: changes.mode } : {}),
-          ...(changes.status !== undefined ? { status: changes.status } : {}),
-          ...(changes.policy !== undefined ? { policy: JSON.stringify(changes.policy) as unknown as TenantPolicyInput } : {}),
-          version: k.raw('version + 1') as unknown as number,
-          updated_at: k.fn.now() as unknown as Date,
-        })
-        .returning('*');
-      if (!row) return undefined;
-      await announce(tenantId);
-      return toTenant(row as TenantRow);
+      const row = await changing(tenantId, async (k) => {
+        const [updated] = await k<TenantRow>('tenants')
+          .where({ id: tenantId, version })
+          .update({
+            ...(changes.name !== undefined ? { name: changes.name } : {}),
+            ...(changes.mode !== undefined ? { mode: changes.mode } : {}),
+            ...(changes.status !== undefined ? { status: changes.status } : {}),
+            ...(changes.policy !== undefined ? { policy: JSON.stringify(changes.policy) as unknown as TenantPolicyInput } : {}),
+            version: k.raw('version + 1') as unknown as number,
+            updated_at: k.fn.now() as unknown as Date,
+          })
+          .returning('*');
+        return updated as TenantRow | undefined;
+      });
+      return row ? toTenant(row) : undefined;
     },
     async count() {
       const row = await knex()('tenants').count<{ count: string | number }[]>({ count: '*' }).first();
