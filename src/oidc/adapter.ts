@@ -3,6 +3,7 @@ import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
 import type { DbSource } from '../db/tx';
 import { Batcher } from '../db/batch';
+import { isDatabaseUnavailable } from '../db/unavailable';
 
 interface PayloadRow {
   payload: AdapterPayload | string;
@@ -42,7 +43,12 @@ export class KnexAdapter implements Adapter {
       // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails
       // safe. Outside a transaction, concurrent ones are inserted together.
       const knex = this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
-      await (knex.isTransaction ? knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge() : batchersOf(knex).inserts.add(row));
+      if (knex.isTransaction) {
+        await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
+        return;
+      }
+      const failed = await batchersOf(knex).inserts.add(row);
+      if (failed) throw failed;
       return;
     }
     await this.table().insert(row).onConflict(['type', 'id']).merge();
@@ -117,7 +123,8 @@ type TokenRow = PayloadRow & { id: string; type: string };
 
 interface Batchers {
   lookups: Batcher<string, TokenRow[]>;
-  inserts: Batcher<Record<string, unknown>, void>;
+  /** Per row: undefined when stored, else its error. */
+  inserts: Batcher<Record<string, unknown>, Error | undefined>;
 }
 const batchers = new WeakMap<Knex, Batchers>();
 
@@ -137,10 +144,18 @@ function batchersOf(knex: Knex): Batchers {
         return ids.map((id) => byId.get(id) ?? []);
       }),
       inserts: new Batcher(async (rows) => {
+        const insert = (list: Array<Record<string, unknown>>) => knex('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
         // One row per (type, id), the last written: ON CONFLICT cannot touch a row twice.
         const unique = new Map(rows.map((r) => [`${String(r.type)}\u0000${String(r.id)}`, r]));
-        await knex('oidc_payloads').insert([...unique.values()]).onConflict(['type', 'id']).merge();
-        return rows.map(() => undefined);
+        try {
+          await insert([...unique.values()]);
+          return rows.map(() => undefined);
+        } catch (err) {
+          // The database is away: every request of the batch gets that (503). Anything else may
+          // be one row's fault, which must not fail the others: each row again, on its own.
+          if (rows.length === 1 || isDatabaseUnavailable(err)) throw err;
+          return Promise.all(rows.map((r) => insert([r]).then(() => undefined, (e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
+        }
       }),
     };
     batchers.set(knex, b);

@@ -69,6 +69,14 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       expect(queries.filter((q) => q.startsWith('insert'))).toHaveLength(1);
       const stored = await Promise.all(Array.from({ length: 25 }, (_, i) => ins.find(`batch-${i}`)));
       expect(stored.every((p, i) => p?.jti === `batch-${i}`)).toBe(true);
+
+      // One row the database refuses (a NUL in JSON text) fails its own request only.
+      const mixed = await Promise.allSettled(
+        Array.from({ length: 6 }, (_, i) => ins.upsert(`mixed-${i}`, { jti: `mixed-${i}`, kind: 'ClientCredentials', ...(i === 2 ? { extra: { bad: 'a\u0000b' } } : {}) }, 60)),
+      );
+      expect(mixed.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+      expect(await ins.find('mixed-2')).toBeUndefined();
+      expect((await ins.find('mixed-5'))?.jti).toBe('mixed-5');
     } finally {
       db.knex.off('query', onQuery);
     }
