@@ -94,7 +94,8 @@ export async function buildServices(config: Config, database: Database, opts: { 
   };
   const users = createUserRepository(tx);
   // bcrypt at a time: the cores this process may use (its share, with WEB_CONCURRENCY workers).
-  const bcryptConcurrency = config.bcryptConcurrency || Math.max(1, Math.floor(availableParallelism() / config.webConcurrency));
+  const processes = config.databaseUrl ? config.webConcurrency : 1; // the embedded database serves one
+  const bcryptConcurrency = config.bcryptConcurrency || Math.max(1, Math.floor(availableParallelism() / processes));
   const hasher = createPasswordHasher(secretsKey, config.bcryptCost, bcryptConcurrency);
   const audit = createAuditLog(tx);
   const outbox = createOutboxSenders(tx, logger);
