@@ -41,6 +41,10 @@ export async function startServer(
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   logger.info({ port, database: app.database.kind, issuer: config.publicUrl }, 'portcullis listening');
+  if (config.env === 'production' && (config.smsSender === 'log' || config.pushSender === 'log')) {
+    // The log senders keep what they would send (one-time codes included) in the outbox table.
+    logger.warn({ smsSender: config.smsSender, pushSender: config.pushSender }, 'a development sender (log) is in use: set SMS_SENDER/PUSH_SENDER=webhook for real delivery');
+  }
 
   let closing: Promise<void> | undefined;
   const shutdown = (signal = 'shutdown') => {

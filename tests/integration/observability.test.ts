@@ -3,7 +3,8 @@ import { createLogger } from '../../src/log';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, bearer, createClient, createTenant, createUser, form, introspect, json, lastCode, login, passwordLogin, refresh } from '../helpers/flows';
 import { newDevice } from '../helpers/device';
-import { dbLabel } from '../helpers/env';
+import { createTestStore, dbLabel, freePort, testConfig } from '../helpers/env';
+import { startServer } from '../../src/server';
 
 const PASSWORD = 'an unguessable debug-log passphrase';
 
@@ -115,6 +116,24 @@ describe(`HSTS when PUBLIC_URL is https (${dbLabel})`, () => {
     for (const path of ['/healthz', '/jwks', '/users/me']) {
       const r = await fetch(`${srv.base}${path}`);
       expect(r.headers.get('strict-transport-security')).toMatch(/max-age=\d+/);
+    }
+  });
+});
+
+describe(`development senders in production (${dbLabel})`, () => {
+  test('a production server with the log sender says so at start-up; with webhooks it does not', async () => {
+    const store = await createTestStore();
+    try {
+      for (const [senders, warned] of [[{}, true], [{ smsSender: 'webhook', pushSender: 'webhook', smsWebhookUrl: 'http://127.0.0.1:9/sms', pushWebhookUrl: 'http://127.0.0.1:9/push', webhookSecret: 'a-webhook-secret-of-some-length' }, false]] as const) {
+        const out: string[] = [];
+        const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (out.push(String(c)), cb()) }));
+        const config = { ...testConfig(store, senders, await freePort()), env: 'production', secretsKey: Buffer.alloc(32, 7).toString('base64') };
+        const running = await startServer(config, { seedDemo: false, app: { logger } });
+        await running.shutdown();
+        expect(out.some((l) => l.includes('a development sender (log) is in use'))).toBe(warned);
+      }
+    } finally {
+      await store.cleanup();
     }
   });
 });
