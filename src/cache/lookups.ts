@@ -109,13 +109,28 @@ export function createLookupCaches(opts: { ttlSeconds: number; listening: boolea
 }
 
 /**
- * Tells every process that a client or tenant changed. On PostgreSQL the notification is part of
- * the caller's transaction (delivered at commit, dropped on rollback); the embedded database
- * serves one process, whose cache the caller evicts itself.
+ * Writes a change of a client or tenant and tells every process, in one transaction (a savepoint
+ * inside a request's): never a committed change the others do not hear of. `write` returns
+ * undefined when it changed nothing. On PostgreSQL the notification is delivered at commit (and
+ * dropped on rollback); the embedded database serves one process. Then `evict` drops the row from
+ * this process's cache at once.
  */
-export async function publishChange(knex: Knex, kind: CachedKind, id: string): Promise<void> {
-  if (knex.client.config.client !== 'pg') return;
-  await knex.raw('select pg_notify(?, ?)', [CHANGES_CHANNEL, `${kind}:${id}`]);
+export async function changeAndAnnounce<T>(
+  knex: Knex,
+  kind: CachedKind,
+  id: string,
+  write: (trx: Knex.Transaction) => Promise<T | undefined>,
+  evict: (id: string) => void,
+): Promise<T | undefined> {
+  const result = await knex.transaction(async (trx) => {
+    const changed = await write(trx);
+    if (changed !== undefined && knex.client.config.client === 'pg') {
+      await trx.raw('select pg_notify(?, ?)', [CHANGES_CHANNEL, `${kind}:${id}`]);
+    }
+    return changed;
+  });
+  if (result !== undefined) evict(id);
+  return result;
 }
 
 export interface ChangeListener {
@@ -144,8 +159,8 @@ export function startChangeListener(opts: {
   let timer: NodeJS.Timeout | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
 
-  const lost = (err?: unknown) => {
-    if (caches.listening) logger.warn({ err }, 'change listener lost; caching of clients and tenants is off until it reconnects');
+  /** Caching off; the current connection (if any) forgotten and closed. */
+  const release = async () => {
     caches.listening = false;
     if (heartbeat) clearInterval(heartbeat);
     heartbeat = undefined;
@@ -153,7 +168,12 @@ export function startChangeListener(opts: {
     client = undefined;
     c?.removeAllListeners();
     c?.on('error', () => undefined);
-    c?.end().catch(() => undefined);
+    await c?.end().catch(() => undefined);
+  };
+
+  const lost = (err?: unknown) => {
+    if (caches.listening) logger.warn({ err }, 'change listener lost; caching of clients and tenants is off until it reconnects');
+    void release();
     if (!stopped && !timer) {
       timer = setTimeout(() => {
         timer = undefined;
@@ -183,18 +203,13 @@ export function startChangeListener(opts: {
       if (client !== c || stopped) return;
       caches.listening = true;
       heartbeat = setInterval(() => {
-        let answered = false;
         const late = setTimeout(() => {
-          if (!answered && client === c) lost(new Error(`the change listener's connection did not answer within ${heartbeatMs} ms`));
+          if (client === c) lost(new Error(`the change listener's connection did not answer within ${heartbeatMs} ms`));
         }, heartbeatMs);
         late.unref();
         c.query('SELECT 1').then(
-          () => {
-            answered = true;
-            clearTimeout(late);
-          },
+          () => clearTimeout(late),
           (err: unknown) => {
-            answered = true;
             clearTimeout(late);
             if (client === c) lost(err);
           },
@@ -211,13 +226,7 @@ export function startChangeListener(opts: {
     async stop() {
       stopped = true;
       if (timer) clearTimeout(timer);
-      if (heartbeat) clearInterval(heartbeat);
-      caches.listening = false;
-      const c = client;
-      client = undefined;
-      c?.removeAllListeners();
-      c?.on('error', () => undefined);
-      await c?.end().catch(() => undefined);
+      await release();
     },
   };
 }

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
-import { publishChange } from '../cache/lookups';
+import { changeAndAnnounce } from '../cache/lookups';
 import { affected } from '../db/affected';
 
 export type TokenFormat = 'opaque' | 'jwt';
@@ -113,19 +113,9 @@ export interface ClientRepository {
  */
 export function createClientRepository(source: DbSource, changed: (id: string) => void = () => undefined): ClientRepository {
   const knex = () => source.db();
-  /**
-   * A change and its announcement commit together (one transaction, a savepoint inside a request's):
-   * never a committed change the other processes do not hear of.
-   */
-  const changing = async (id: string, write: (trx: Knex.Transaction) => Promise<number>): Promise<boolean> => {
-    const done = await knex().transaction(async (trx) => {
-      if ((await write(trx)) !== 1) return false;
-      await publishChange(trx, 'client', id);
-      return true;
-    });
-    if (done) changed(id);
-    return done;
-  };
+  /** `write` returns how many rows it changed; anything but one is no change. */
+  const changing = async (id: string, write: (trx: Knex.Transaction) => Promise<number>): Promise<boolean> =>
+    (await changeAndAnnounce(knex(), 'client', id, async (trx) => ((await write(trx)) === 1 ? true : undefined), changed)) ?? false;
   // One round trip: the client row with its tenant ids aggregated.
   const base = () =>
     knex()('clients as c')

@@ -5,6 +5,9 @@ import type { DbSource } from '../db/tx';
 import { Batcher } from '../db/batch';
 import { isDatabaseUnavailable } from '../db/unavailable';
 
+/** Not a value we could have issued, and one PostgreSQL refuses to compare: a plain miss. */
+const plausible = (v: unknown): v is string => typeof v === 'string' && !v.includes('\u0000') && v.length <= 512;
+
 interface PayloadRow {
   payload: AdapterPayload | string;
   consumed_at: Date | null;
@@ -39,24 +42,20 @@ export class KnexAdapter implements Adapter {
       account_id: payload.accountId ?? null,
       expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
     };
-    if (ACCESS_TOKEN_TYPES.has(this.type)) {
-      // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails
-      // safe. Outside a transaction, concurrent ones are inserted together.
-      const knex = this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
-      if (knex.isTransaction) {
-        await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
-        return;
-      }
+    // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails
+    // safe. Outside a transaction, concurrent ones are inserted together.
+    const accessToken = ACCESS_TOKEN_TYPES.has(this.type);
+    const knex = accessToken && this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
+    if (accessToken && !knex.isTransaction) {
       const failed = await batchersOf(knex).inserts.add(row);
       if (failed) throw failed;
       return;
     }
-    await this.table().insert(row).onConflict(['type', 'id']).merge();
+    await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
   }
 
   private async findWhere(where: Record<string, string>): Promise<AdapterPayload | undefined> {
-    // Not a value we could have issued, and one PostgreSQL refuses to compare: a plain miss.
-    if (Object.values(where).some((v) => typeof v !== 'string' || v.includes('\u0000') || v.length > 512)) return undefined;
+    if (!Object.values(where).every(plausible)) return undefined;
     const row = (await this.table()
       .select('payload', 'consumed_at')
       .where({ type: this.type, ...where })
@@ -66,7 +65,8 @@ export class KnexAdapter implements Adapter {
   }
 
   find(id: string) {
-    if (TOKEN_TYPES.has(this.type)) return findToken(this.knex, this.type, id);
+    const knex = this.knex;
+    if (TOKEN_TYPES.has(this.type) && !knex.isTransaction && plausible(id)) return findBatched(knex, this.type, id);
     return this.findWhere({ id });
   }
 
@@ -163,16 +163,7 @@ function batchersOf(knex: Knex): Batchers {
   return b;
 }
 
-async function findToken(knex: Knex, type: string, id: string): Promise<AdapterPayload | undefined> {
-  if (typeof id !== 'string' || id.includes('\u0000') || id.length > 512) return undefined;
-  if (knex.isTransaction) {
-    const row = (await knex('oidc_payloads')
-      .select('payload', 'consumed_at')
-      .where({ type, id })
-      .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))
-      .first()) as PayloadRow | undefined;
-    return row ? toPayload(row) : undefined;
-  }
+async function findBatched(knex: Knex, type: string, id: string): Promise<AdapterPayload | undefined> {
   const row = (await batchersOf(knex).lookups.add(id)).find((r) => r.type === type);
   return row ? toPayload(row) : undefined;
 }

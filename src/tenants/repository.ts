@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
-import { publishChange } from '../cache/lookups';
+import { changeAndAnnounce } from '../cache/lookups';
 import { resolvePolicy, type TenantPolicy, type TenantPolicyInput } from './policy';
 
 export type TenantMode = 'sandbox' | 'live';
@@ -61,16 +61,7 @@ export interface TenantRepository {
 /** `changed` evicts a tenant from this process's cache; `publishChange` tells the others at commit. */
 export function createTenantRepository(source: DbSource, changed: (id: string) => void = () => undefined): TenantRepository {
   const knex = () => source.db();
-  /** A change and its announcement commit together (see the client repository). */
-  const changing = async (id: string, write: (trx: Knex.Transaction) => Promise<TenantRow | undefined>): Promise<TenantRow | undefined> => {
-    const row = await knex().transaction(async (trx) => {
-      const updated = await write(trx);
-      if (updated) await publishChange(trx, 'tenant', id);
-      return updated;
-    });
-    if (row) changed(id);
-    return row;
-  };
+  const changing = (id: string, write: (trx: Knex.Transaction) => Promise<TenantRow | undefined>) => changeAndAnnounce(knex(), 'tenant', id, write, changed);
   return {
     async create({ id, name, mode }) {
       const [row] = await knex()<TenantRow>('tenants').insert({ id, name, mode }).returning('*');
