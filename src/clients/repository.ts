@@ -108,8 +108,8 @@ export interface ClientRepository {
 }
 
 /**
- * `changed` evicts a client from this process's cache; `publishChange` tells the others, at the
- * commit of the change.
+ * `changed` evicts a client from this process's cache; changeAndAnnounce tells the other
+ * processes, at the commit of the change.
  */
 export function createClientRepository(source: DbSource, changed: (id: string) => void = () => undefined): ClientRepository {
   const knex = () => source.db();

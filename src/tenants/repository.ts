@@ -58,7 +58,7 @@ export interface TenantRepository {
   update(tenantId: string, version: number, changes: { name?: string; mode?: TenantMode; status?: 'active' | 'disabled'; policy?: TenantPolicyInput }): Promise<Tenant | undefined>;
 }
 
-/** `changed` evicts a tenant from this process's cache; `publishChange` tells the others at commit. */
+/** `changed` evicts a tenant from this process's cache; changeAndAnnounce tells the others at commit. */
 export function createTenantRepository(source: DbSource, changed: (id: string) => void = () => undefined): TenantRepository {
   const knex = () => source.db();
   const changing = (id: string, write: (trx: Knex.Transaction) => Promise<TenantRow | undefined>) => changeAndAnnounce(knex(), 'tenant', id, write, changed);
