@@ -10,6 +10,22 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** CPU seconds used so far by every live process whose command is `node …serve` or postgres. */
+function cpuByKind() {
+  const out = { server: 0, postgres: 0 };
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const kind = cmd.includes('cli/main.js') && cmd.includes('serve') ? 'server' : cmd.startsWith('postgres') ? 'postgres' : null;
+      if (!kind) continue;
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      out[kind] += (Number(f[11]) + Number(f[12])) / 100;
+    } catch { /* gone */ }
+  }
+  return out;
+}
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const scenarios = process.argv.slice(2).length ? process.argv.slice(2) : ['cc', 'intro'];
@@ -47,8 +63,12 @@ try {
   const intro = { method: 'POST', headers: { 'content-type': form, authorization: basic(rs) }, body: `token=${token}` };
   for (const s of scenarios) {
     const [pathName, req] = s === 'cc' ? ['/token', cc] : ['/token/introspection', intro];
+    const before = cpuByKind();
     const r = await autocannon({ url: target + pathName, ...req, duration: Number(process.env.BENCH_SECONDS ?? 8), connections: 50 });
     console.log(`${s.padEnd(6)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}`);
+    const after = cpuByKind();
+    const per = (k) => Math.round(((after[k] - before[k]) * 1e6) / r.requests.total);
+    console.log(`       CPU per request: server ${per('server')} µs, postgres ${per('postgres')} µs`);
   }
 } finally {
   if (server && server.exitCode === null) await new Promise((r) => { server.once('exit', r); server.kill('SIGTERM'); });

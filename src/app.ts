@@ -49,6 +49,7 @@ import { requireAdmin } from './admin/auth';
 import { hashSecret } from './crypto/secrets';
 import type { Tenant } from './tenants/repository';
 import type { ClientRecord } from './clients/repository';
+import { createFastIntrospection, replayRequest, type FastIntrospection } from './oidc/fast-introspection';
 import { createLookupCaches, startChangeListener, type ChangeListener } from './cache/lookups';
 import type { User } from './users/repository';
 
@@ -58,6 +59,9 @@ const OAUTH_ALIASES: Record<string, string> = {
   '/v1/token': '/token',
   '/.well-known/oauth-authorization-server': '/.well-known/openid-configuration',
 };
+
+/** oidc-provider's endpoints (and their aliases) that every token request and introspection hits. */
+const OAUTH_PATHS = new Set(['/token', '/token/introspection', '/token/revocation', ...Object.keys(OAUTH_ALIASES).filter((p) => p.includes('token'))]);
 
 export interface AppOptions {
   db?: DbOptions;
@@ -183,6 +187,8 @@ export interface App {
   callback: ReturnType<Koa['callback']>;
   /** Every route of ours (method, path in the router's syntax): what /openapi.json must describe. */
   routes: Array<{ method: string; path: string }>;
+  /** Introspection's own fast path (src/oidc/fast-introspection.ts): switchable, and counted. */
+  fastIntrospection: FastIntrospection;
   /** Readiness goes false; in-flight requests may finish. */
   startDraining(): void;
   close(): Promise<void>;
@@ -291,9 +297,22 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const api = new Router();
     api.use(jsonBody(config.bodyLimitBytes));
     for (const router of routers) api.use(router.routes(), router.allowedMethods());
-    koa.use(api.routes());
-    koa.use(api.allowedMethods());
+    // The OAuth endpoints are the hot path and none of ours: they skip our routers' matching.
+    const apiRoutes = api.routes();
+    const apiMethods = api.allowedMethods();
+    koa.use(async (ctx, next) => {
+      if (OAUTH_PATHS.has(ctx.path)) return next();
+      const routed = ctx as Parameters<typeof apiRoutes>[0] & Parameters<typeof apiMethods>[0];
+      return apiRoutes(routed, () => apiMethods(routed, next));
+    });
 
+    const fastIntrospection = createFastIntrospection({
+      provider: () => holder.provider,
+      clients: { find: services.lookups.client },
+      policy: holder.introspectionPolicy,
+      bodyLimitBytes: config.bodyLimitBytes,
+      logger,
+    });
     koa.use(async (ctx) => {
       // OAuth requests are small forms: one declaring more than our body limit is refused unread.
       if (Number(ctx.get('content-length') || 0) > config.bodyLimitBytes) {
@@ -304,8 +323,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       }
       const target = OAUTH_ALIASES[ctx.path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
+      let req = ctx.req;
+      if (ctx.path === '/token/introspection') {
+        const outcome = await fastIntrospection.handle(ctx);
+        if (outcome.handled) return;
+        if (outcome.body) req = replayRequest(ctx.req, outcome.body);
+      }
       ctx.respond = false;
-      await holder.handle(ctx.req, ctx.res);
+      await holder.handle(req, ctx.res);
     });
 
     let sweeper: NodeJS.Timeout | undefined;
@@ -326,6 +351,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       holder,
       koa,
       callback: koa.callback(),
+      fastIntrospection,
       routes: [health, ...routers].flatMap((r) =>
         r.stack.flatMap((layer) => layer.methods.filter((m) => m !== 'HEAD').map((m) => ({ method: m.toLowerCase(), path: String(layer.path) }))),
       ),

@@ -74,17 +74,22 @@ export class ClientAdapter implements Adapter {
 }
 
 /**
- * Replaces oidc-provider's plaintext secret comparison: the stored value is a hash, compared in
- * constant time; during a rotation's overlap the previous secret is accepted too.
+ * A presented secret against a client's stored hash, in constant time; during a rotation's
+ * overlap the previous secret is accepted too.
  */
+export function secretMatches(
+  stored: { hash?: string; previousHash?: string; previousExpiresAt?: number },
+  actual: string,
+  now: number,
+): boolean {
+  const current = verifySecret(actual, stored.hash);
+  const previous = !!stored.previousHash && !!stored.previousExpiresAt && stored.previousExpiresAt * 1000 > now && verifySecret(actual, stored.previousHash);
+  return current || previous;
+}
+
+/** Replaces oidc-provider's plaintext secret comparison: the stored value is a hash (secretMatches). */
 export function hashedSecretComparison(now: () => number = () => Date.now()) {
   return function compareClientSecret(this: { clientSecret?: string } & Partial<PortcullisClientExtras>, actual: string): boolean {
-    const current = verifySecret(actual, this.clientSecret);
-    const previous =
-      !!this.previous_secret_hash &&
-      !!this.previous_secret_expires_at &&
-      this.previous_secret_expires_at * 1000 > now() &&
-      verifySecret(actual, this.previous_secret_hash);
-    return current || previous;
+    return secretMatches({ hash: this.clientSecret, previousHash: this.previous_secret_hash, previousExpiresAt: this.previous_secret_expires_at }, actual, now());
   };
 }

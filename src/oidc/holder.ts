@@ -8,7 +8,7 @@ import { createProvider, type ProviderDeps } from './provider';
 import { createBearerVerifier, type Principal } from './bearer';
 import type { OidcClient, UserTokenContext } from './user-tokens';
 import { installProviderMiddleware } from './middleware';
-import { createIntrospectionPolicy } from './introspection';
+import { createIntrospectionPolicy, type IntrospectionPolicy } from './introspection';
 import type { TenantRepository } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
 
@@ -21,6 +21,8 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
  */
 export interface ProviderHolder {
   readonly provider: Provider;
+  /** Who may learn what about a token (introspection.ts); the same for every provider built. */
+  readonly introspectionPolicy: IntrospectionPolicy;
   handle: Handler;
   /** Verifies a bearer token for our own routes (see bearer.ts). */
   verifyBearer(token: string): Promise<Principal | undefined>;
@@ -56,7 +58,7 @@ export async function createProviderHolder(
     fresh: { tenants: Pick<TenantRepository, 'find'>; clients: Pick<ClientRepository, 'find'> };
   },
 ): Promise<ProviderHolder> {
-  const introspectionPolicy = createIntrospectionPolicy({ tenants: deps.tenants, fresh: deps.fresh, users: deps.users });
+  const introspectionPolicy = createIntrospectionPolicy({ tenants: deps.tenants, clients: deps.clients, fresh: deps.fresh, users: deps.users });
   const build = (keys: ProviderDeps['keys']) => {
     const provider = createProvider({ ...deps, keys, introspectionPolicy });
     const publicKeys = keys.jwks.keys.map(({ d: _d, ...pub }) => pub);
@@ -83,6 +85,7 @@ export async function createProviderHolder(
     get provider() {
       return current.provider;
     },
+    introspectionPolicy,
     handle: (req, res) => current.handler(req, res),
     verifyBearer: (token) => current.verify(token),
     userTokenContext: () => current.context,

@@ -1,4 +1,4 @@
-import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import { errors } from 'oidc-provider';
 import type { PortcullisClientExtras } from './client-model';
 import type { TenantRepository } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
@@ -25,6 +25,7 @@ type Caller = { clientId: string } & Partial<PortcullisClientExtras>;
 export function createIntrospectionPolicy(deps: {
   /** Cached (src/cache/lookups.ts). */
   tenants: Pick<TenantRepository, 'find'>;
+  clients: Pick<ClientRepository, 'find'>;
   /** Straight from the database. */
   fresh: { tenants: Pick<TenantRepository, 'find'>; clients: Pick<ClientRepository, 'find'> };
   users: UserService;
@@ -34,7 +35,7 @@ export function createIntrospectionPolicy(deps: {
    * database (not the cache): with the database unreachable the answer is 503, never `active`
    * from memory alone.
    */
-  return async function introspectionAllowed(ctx: KoaContextWithOIDC, client: Caller, token: IntrospectedToken, opts: { fresh?: boolean } = {}): Promise<boolean> {
+  return async function introspectionAllowed(client: Caller, token: IntrospectedToken, opts: { fresh?: boolean } = {}): Promise<boolean> {
     if (!mayIntrospect(client)) return false;
     if (token.extra?.pending) return false; // a login still waiting for its MFA challenge
     const tokenTenant = token.extra?.tenant;
@@ -43,11 +44,10 @@ export function createIntrospectionPolicy(deps: {
     if (!platform && (typeof tokenTenant !== 'string' || !callerTenants.includes(tokenTenant))) return false;
     const tenants = opts.fresh ? deps.fresh.tenants : deps.tenants;
     if (typeof tokenTenant === 'string' && (await tenants.find(tokenTenant))?.status !== 'active') return false;
-    if (opts.fresh) {
-      const issuedTo = await deps.fresh.clients.find(token.clientId ?? client.clientId);
+    if (opts.fresh || (token.clientId && token.clientId !== client.clientId)) {
+      // The client the token was issued to must still exist and be enabled.
+      const issuedTo = await (opts.fresh ? deps.fresh.clients : deps.clients).find(token.clientId ?? client.clientId);
       if (!issuedTo || issuedTo.disabled) return false;
-    } else if (token.clientId && token.clientId !== client.clientId) {
-      if (!(await ctx.oidc.provider.Client.find(token.clientId))) return false;
     }
     if (token.accountId) {
       const user = await deps.users.findActiveForToken(token.accountId);

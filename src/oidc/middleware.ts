@@ -13,6 +13,14 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 type PortcullisClient = { clientId: string } & Partial<PortcullisClientExtras>;
 
 
+/** Fail closed and say so: no token, no `active`, no revocation pretended — retry later. */
+export function answerUnavailable(ctx: { status: number; set(k: string, v: string): void; body: unknown }): void {
+  ctx.status = 503;
+  ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable; try again later' };
+}
+
 function sentClientCredentials(ctx: KoaContextWithOIDC): boolean {
   const body = ctx.oidc.body as Record<string, unknown> | undefined;
   return ctx.get('authorization') !== '' || body?.client_id !== undefined || body?.client_assertion !== undefined;
@@ -50,7 +58,6 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
     // From here on an error is the database's, not the token's: it propagates (503), never "inactive".
     const isUser = typeof payload.member_id === 'string';
     const allowed = await policy(
-      ctx,
       ctx.oidc.client as unknown as PortcullisClient,
       {
         clientId: typeof payload.client_id === 'string' ? payload.client_id : undefined,
@@ -68,18 +75,10 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
     return { ...payload, active: true, token_type: 'Bearer' };
   }
 
-  const unavailable = (ctx: { status: number; set(k: string, v: string): void; body: unknown }) => {
-    // Fail closed and say so: no token, no `active`, no revocation pretended — retry later.
-    ctx.status = 503;
-    ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable; try again later' };
-  };
-
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.state.databaseUnavailable) {
-      unavailable(ctx);
+      answerUnavailable(ctx);
       return;
     }
     const oidcCtx = ctx as KoaContextWithOIDC;
@@ -117,7 +116,7 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
         ctx.status = 200;
       } catch (err) {
         // Outside the library's own error handling: answer as it would, failing closed.
-        if (isDatabaseUnavailable(err)) unavailable(ctx);
+        if (isDatabaseUnavailable(err)) answerUnavailable(ctx);
         else {
           logger.error({ err }, 'introspection of a JWT failed');
           ctx.status = 500;

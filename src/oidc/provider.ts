@@ -96,7 +96,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,
-        allowedPolicy: (ctx, client, token) => deps.introspectionPolicy(ctx, client as OidcClient, token),
+        allowedPolicy: (_ctx, client, token) => deps.introspectionPolicy(client as OidcClient, token),
       },
       revocation: { enabled: true, allowedPolicy: (_ctx, client, token) => revocationAllowed(client, token) },
       userinfo: { enabled: false },

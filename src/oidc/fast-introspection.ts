@@ -1,0 +1,231 @@
+import type { IncomingMessage } from 'node:http';
+import { parse as parseForm } from 'node:querystring';
+import { Readable } from 'node:stream';
+import type Koa from 'koa';
+import type Provider from 'oidc-provider';
+import type { ClientRecord, ClientRepository } from '../clients/repository';
+import type { Logger } from '../log';
+import { isDatabaseUnavailable } from '../db/unavailable';
+import { secretMatches } from './client-model';
+import type { IntrospectionPolicy } from './introspection';
+import { answerUnavailable } from './middleware';
+import { opaqueTokenId } from './token-id';
+
+/**
+ * RFC 7662 introspection of an opaque access token by a resource server authenticating with
+ * client_secret_basic — nearly every introspection a deployment sees — answered without
+ * oidc-provider's request pipeline (parameter assembly, client authentication, a JWT decode of
+ * every opaque token), which costs more CPU than the rest of the request together.
+ *
+ * Only the HTTP handling is ours. The token is read and judged by the library's own models
+ * (`find`, `isValid`, the Grant checks of its introspection endpoint) and by the same policy, on
+ * every request: nothing about a token is cached. Anything that is not the plain case goes to the
+ * library unchanged — another authentication method, a wrong secret, a caller without the
+ * introspection permission, extra or repeated parameters, a JWT, a refresh token, a token with
+ * authorization details or a sender constraint — its body replayed when it had to be read.
+ * tests/integration/fast-introspection.test.ts compares the two paths answer for answer.
+ */
+export interface FastIntrospection {
+  /** Off: every introspection goes through oidc-provider (a kill switch, and the tests' reference). */
+  enabled: boolean;
+  /** Requests answered here (not handed to the library). */
+  served: number;
+  /** handled: answered; else hand the request to the library, with `body` replayed if it was read. */
+  handle(ctx: Koa.Context): Promise<{ handled: true } | { handled: false; body?: Buffer }>;
+}
+
+interface Deps {
+  provider: () => Provider;
+  /** Cached lookups (src/cache/lookups.ts), as oidc-provider's Client model reads them. */
+  clients: Pick<ClientRepository, 'find'>;
+  policy: IntrospectionPolicy;
+  bodyLimitBytes: number;
+  logger: Logger;
+}
+
+/** What the library's AccessToken / ClientCredentials models carry that the answer reads. */
+interface FoundToken {
+  kind: string;
+  isValid: boolean;
+  jti: string;
+  clientId: string;
+  accountId?: string;
+  grantId?: string;
+  sid?: string;
+  exp?: number;
+  iat?: number;
+  aud?: string | string[];
+  scope?: string;
+  tokenType: string;
+  extra?: Record<string, unknown>;
+  rar?: unknown;
+  jkt?: string;
+  'x5t#S256'?: string;
+}
+
+const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const CLIENT_AUTH_PARAMS = ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type'];
+
+/** The library's decoding of one half of a Basic credential; undefined where it would refuse. */
+function basicPart(raw: string): string | undefined {
+  try {
+    const value = decodeURIComponent(raw.replace(/\+/g, '%20'));
+    return value && !/[^\x20-\x7E]/.test(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function basicCredentials(header: string | undefined): { id: string; secret: string } | undefined {
+  if (!header) return undefined;
+  const parts = header.split(' ');
+  if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'basic' || !parts[1] || !STRICT_BASE64.test(parts[1])) return undefined;
+  const decoded = Buffer.from(parts[1], 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon === -1) return undefined;
+  const id = basicPart(decoded.slice(0, colon));
+  const secret = basicPart(decoded.slice(colon + 1));
+  return id && secret ? { id, secret } : undefined;
+}
+
+/** A request the library can read as if it arrived now: same headers and socket, body replayed. */
+export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessage {
+  const copy = Readable.from(body.length ? [body] : [], { objectMode: false }) as unknown as Record<string, unknown>;
+  for (const key of ['headers', 'rawHeaders', 'trailers', 'rawTrailers', 'url', 'method', 'httpVersion', 'httpVersionMajor', 'httpVersionMinor', 'socket', 'complete'] as const) {
+    copy[key] = req[key];
+  }
+  return copy as unknown as IncomingMessage;
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    received += chunk.length;
+    if (received > limit) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, received);
+}
+
+/**
+ * The headers the library's endpoint sets on every answer: no caching, and its CORS answer to a
+ * request without an Origin (one with an Origin is the library's: it checks the client's origins).
+ */
+function endpointHeaders(ctx: Koa.Context): void {
+  ctx.set('Cache-Control', 'no-store');
+  ctx.vary('Origin');
+  ctx.set('Access-Control-Allow-Origin', '*');
+  ctx.set('Access-Control-Expose-Headers', 'WWW-Authenticate');
+}
+
+async function callerOf(deps: Deps, ctx: Koa.Context): Promise<{ client: ClientRecord } | undefined> {
+  if (ctx.get('origin') || ctx.get('oauth-client-attestation') || ctx.get('oauth-client-attestation-pop')) return undefined;
+  // The form exactly; a charset other than UTF-8 is the library's to decode.
+  const type = ctx.get('content-type').toLowerCase().replace(/\s+/g, '');
+  if (type !== 'application/x-www-form-urlencoded' && type !== 'application/x-www-form-urlencoded;charset=utf-8') return undefined;
+  const credentials = basicCredentials(ctx.get('authorization'));
+  if (!credentials) return undefined;
+  const client = await deps.clients.find(credentials.id);
+  if (!client || client.disabled || client.tokenEndpointAuthMethod !== 'client_secret_basic' || !client.introspection) return undefined;
+  const stored = {
+    hash: client.secretHash,
+    previousHash: client.previousSecretHash ?? undefined,
+    previousExpiresAt: client.previousSecretExpiresAt ? Math.floor(client.previousSecretExpiresAt.getTime() / 1000) : undefined,
+  };
+  return secretMatches(stored, credentials.secret, Date.now()) ? { client } : undefined;
+}
+
+export function createFastIntrospection(deps: Deps): FastIntrospection {
+  const fast: FastIntrospection = {
+    enabled: true,
+    served: 0,
+    async handle(ctx) {
+      if (!fast.enabled || ctx.method !== 'POST') return { handled: false };
+      let caller: { client: ClientRecord } | undefined;
+      try {
+        caller = await callerOf(deps, ctx);
+      } catch {
+        caller = undefined; // the library meets the same failure and answers it its way
+      }
+      if (!caller) return { handled: false };
+
+      const body = await readBody(ctx.req, deps.bodyLimitBytes);
+      if (!body) {
+        ctx.status = 413;
+        endpointHeaders(ctx);
+        ctx.body = { error: 'invalid_request', error_description: 'request body too large' };
+        return { handled: true };
+      }
+      const params = parseForm(body.toString('utf8'));
+      const token = params.token;
+      const hint = params.token_type_hint;
+      if (
+        typeof token !== 'string' || !token || token.includes('.') ||
+        (hint !== undefined && typeof hint !== 'string') ||
+        CLIENT_AUTH_PARAMS.some((p) => params[p] !== undefined)
+      ) {
+        return { handled: false, body };
+      }
+
+      try {
+        const answer = await introspect(deps, caller.client, token);
+        if (!answer) return { handled: false, body };
+        ctx.status = 200;
+        endpointHeaders(ctx);
+        ctx.body = answer;
+        fast.served += 1;
+        return { handled: true };
+      } catch (err) {
+        endpointHeaders(ctx);
+        if (isDatabaseUnavailable(err)) {
+          deps.logger.warn({ err, route: 'introspection' }, 'database unavailable');
+          answerUnavailable(ctx);
+        } else {
+          deps.logger.error({ err, route: 'introspection' }, 'introspection failed');
+          ctx.status = 500;
+          ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
+        }
+        return { handled: true };
+      }
+    },
+  };
+  return fast;
+}
+
+/** The library's introspection of one opaque token, for our policy; undefined: leave it to the library. */
+async function introspect(deps: Deps, client: ClientRecord, value: string): Promise<Record<string, unknown> | undefined> {
+  const provider = deps.provider();
+  // One batched statement reads all three kinds (src/oidc/adapter.ts), as the library's lookup does.
+  const found = (await Promise.all([provider.AccessToken.find(value), provider.ClientCredentials.find(value), provider.RefreshToken.find(value)])).filter(
+    (t) => t !== undefined,
+  ) as unknown as FoundToken[];
+  if (found.length === 0) return { active: false };
+  const token = found[0]!;
+  if (found.length > 1 || token.kind === 'RefreshToken') return undefined;
+  if (token.rar !== undefined || token.jkt !== undefined || token['x5t#S256'] !== undefined) return undefined;
+  if (!token.isValid) return { active: false };
+  if (token.grantId) {
+    const grant = await provider.Grant.find(token.grantId, { ignoreExpiration: true });
+    if (!grant || grant.isExpired || grant.clientId !== token.clientId || grant.accountId !== token.accountId) return { active: false };
+  }
+  const caller = { clientId: client.id, introspection: client.introspection, tenants: client.tenants, admin: client.admin };
+  if (!(await deps.policy(caller, token))) return { active: false };
+  // Built as the library builds it: the token's extra claims may name a `sub` of their own.
+  const answer: Record<string, unknown> = { active: false };
+  if (token.accountId) answer.sub = token.accountId;
+  return Object.assign(answer, {
+    ...token.extra,
+    active: true,
+    client_id: token.clientId,
+    exp: token.exp,
+    iat: token.iat,
+    sid: token.sid,
+    iss: provider.issuer,
+    // An opaque token is its own id: the stable, non-secret one of middleware.ts instead.
+    jti: token.jti !== value ? token.jti : opaqueTokenId(value),
+    aud: token.aud,
+    scope: token.scope || undefined,
+    token_type: token.tokenType,
+  });
+}

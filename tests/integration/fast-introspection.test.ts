@@ -1,0 +1,207 @@
+/**
+ * Introspection's fast path (src/oidc/fast-introspection.ts) answers exactly as oidc-provider's
+ * endpoint does: every request here is sent twice, with the fast path on and off, and the two
+ * answers must match — status, body and headers. The plain cases must be the fast path's own
+ * (counted); everything else must reach the library, its body intact.
+ */
+import { startTestServer, type TestServer } from '../helpers/server';
+import { basic, clientCredentialsToken, createClient, createTenant, createUser, login, type ClientCreds } from '../helpers/flows';
+import { dbLabel } from '../helpers/env';
+
+interface Answer {
+  status: number;
+  body: unknown;
+  headers: Record<string, string>;
+}
+
+/** Headers that differ between any two responses whatever served them. */
+const VARYING = new Set(['date', 'x-request-id', 'content-length', 'keep-alive', 'connection']);
+
+describe(`introspection fast path (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+  let users: ClientCreds;
+  let jwtApp: ClientCreds;
+  let rs: ClientCreds;
+  let rsElsewhere: ClientCreds;
+  let postRs: ClientCreds;
+  let token: string;
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    await createTenant(srv, 'bank-f');
+    await createTenant(srv, 'bank-g');
+    app = await createClient(srv, { tenants: ['bank-f'], grant_types: ['client_credentials'], scope: 'accounts payments' });
+    users = await createClient(srv, { tenants: ['bank-f'], grant_types: ['password', 'refresh_token'] });
+    jwtApp = await createClient(srv, { tenants: ['bank-f'], grant_types: ['client_credentials'], token_format: 'jwt' });
+    rs = await createClient(srv, { tenants: ['bank-f'], introspection: true });
+    rsElsewhere = await createClient(srv, { tenants: ['bank-g'], introspection: true });
+    postRs = await createClient(srv, { tenants: ['bank-f'], introspection: true, token_endpoint_auth_method: 'client_secret_post' });
+    token = (await clientCredentialsToken(srv, app, { scope: 'accounts' })).access_token;
+  });
+  afterAll(async () => {
+    await srv?.close();
+  });
+
+  const fast = () => srv.running.app.fastIntrospection;
+
+  async function send(body: string, headers: Record<string, string>): Promise<Answer> {
+    const res = await fetch(`${srv.base}/token/introspection`, { method: 'POST', headers, body });
+    const text = await res.text();
+    const out: Record<string, string> = {};
+    res.headers.forEach((v, k) => {
+      if (!VARYING.has(k)) out[k] = v;
+    });
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* not JSON: compared as text */
+    }
+    return { status: res.status, body: parsed, headers: out };
+  }
+
+  /** The same request on both paths; returns the answer and whether the fast path served it. */
+  async function both(body: string, headers: Record<string, string>): Promise<Answer & { served: boolean }> {
+    const before = fast().served;
+    const quick = await send(body, headers);
+    const served = fast().served > before;
+    fast().enabled = false;
+    try {
+      const library = await send(body, headers);
+      expect(quick).toEqual(library);
+    } finally {
+      fast().enabled = true;
+    }
+    return { ...quick, served };
+  }
+
+  const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
+  const as = (c: ClientCreds) => ({ ...FORM, authorization: basic(c) });
+  const q = (o: Record<string, string>) => new URLSearchParams(o).toString();
+
+  test('an active client-credentials token: the same answer, from the fast path', async () => {
+    const r = await both(q({ token }), as(rs));
+    expect(r.served).toBe(true);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ active: true, client_id: app.client_id, sub: app.client_id, tenant: 'bank-f', scope: 'accounts', token_type: 'Bearer' });
+    expect(r.headers['cache-control']).toBe('no-store');
+    for (const hint of ['access_token', 'refresh_token', 'urn:ietf:params:oauth:token-type:access_token', 'no-such-hint']) {
+      expect((await both(q({ token, token_type_hint: hint }), as(rs))).served).toBe(true);
+    }
+    expect((await both(q({ token }), { 'content-type': 'application/x-www-form-urlencoded; charset=UTF-8', authorization: basic(rs) })).served).toBe(true);
+  });
+
+  test('unknown, malformed and expired tokens are inactive on both paths', async () => {
+    for (const t of ['no-such-token', 'x'.repeat(600), `${token}\u0000`]) {
+      const r = await both(q({ token: t }), as(rs));
+      expect(r.body).toEqual({ active: false });
+    }
+    const { knex } = srv.running.app.database;
+    const past = (await clientCredentialsToken(srv, app)).access_token;
+    await knex('oidc_payloads').where({ id: past }).update({ payload: knex.raw(`jsonb_set(payload, '{exp}', to_jsonb(?::int))`, [Math.floor(Date.now() / 1000) - 5]) });
+    const stale = await both(q({ token: past }), as(rs));
+    expect(stale).toMatchObject({ served: true, body: { active: false } });
+    const gone = (await clientCredentialsToken(srv, app)).access_token;
+    await knex('oidc_payloads').where({ id: gone }).update({ expires_at: new Date(Date.now() - 1000) });
+    expect(await both(q({ token: gone }), as(rs))).toMatchObject({ served: true, body: { active: false } });
+  });
+
+  test('a revoked token is inactive at once on both paths', async () => {
+    const t = (await clientCredentialsToken(srv, app)).access_token;
+    expect((await both(q({ token: t }), as(rs))).body).toMatchObject({ active: true });
+    const revoked = await fetch(`${srv.base}/token/revocation`, { method: 'POST', headers: as(app), body: q({ token: t }) });
+    expect(revoked.status).toBe(200);
+    expect(await both(q({ token: t }), as(rs))).toMatchObject({ served: true, body: { active: false } });
+  });
+
+  test('the policy holds: another tenant, a disabled issuer or tenant make a token inactive', async () => {
+    expect(await both(q({ token }), as(rsElsewhere))).toMatchObject({ served: true, body: { active: false } });
+    const { knex } = srv.running.app.database;
+    const { caches } = srv.running.app.services;
+    const other = await createClient(srv, { tenants: ['bank-f'], grant_types: ['client_credentials'] });
+    const t = (await clientCredentialsToken(srv, other)).access_token;
+    expect((await both(q({ token: t }), as(rs))).body).toMatchObject({ active: true });
+    await knex('clients').where({ id: other.client_id }).update({ disabled: true });
+    caches.changed('client', other.client_id);
+    expect(await both(q({ token: t }), as(rs))).toMatchObject({ served: true, body: { active: false } });
+
+    await createTenant(srv, 'bank-h');
+    const hApp = await createClient(srv, { tenants: ['bank-h'], grant_types: ['client_credentials'] });
+    const hRs = await createClient(srv, { tenants: ['bank-h'], introspection: true });
+    const ht = (await clientCredentialsToken(srv, hApp)).access_token;
+    expect((await both(q({ token: ht }), as(hRs))).body).toMatchObject({ active: true });
+    await knex('tenants').where({ id: 'bank-h' }).update({ status: 'disabled' });
+    caches.changed('tenant', 'bank-h');
+    expect(await both(q({ token: ht }), as(hRs))).toMatchObject({ served: true, body: { active: false } });
+  });
+
+  test("a user's access token: the same claims; inactive once the user is locked; refresh tokens are the library's", async () => {
+    await createUser(srv, 'bank-f', { username: 'fiona', password: 'correct horse battery staple 1' });
+    const tokens = await login(srv, users, 'fiona', 'correct horse battery staple 1');
+    const r = await both(q({ token: tokens.access_token }), as(rs));
+    expect(r.served).toBe(true);
+    expect(r.body).toMatchObject({ active: true, sub: tokens.member_id, client_id: users.client_id, tenant: 'bank-f' });
+    const rt = await both(q({ token: tokens.refresh_token }), as(rs));
+    expect(rt).toMatchObject({ served: false, status: 200, body: { active: false } }); // no tenant claim: not a resource server's business
+
+    const { knex } = srv.running.app.database;
+    // Its session ended (the Grant gone): inactive, though the token row is still there.
+    const again = await login(srv, users, 'fiona', 'correct horse battery staple 1');
+    const sid = ((await both(q({ token: again.access_token }), as(rs))).body as { sid: string }).sid;
+    await knex('oidc_payloads').where({ type: 'Grant', id: sid }).del();
+    expect(await both(q({ token: again.access_token }), as(rs))).toMatchObject({ served: true, body: { active: false } });
+
+    await knex('users').where({ id: tokens.member_id }).update({ status: 'locked' });
+    expect(await both(q({ token: tokens.access_token }), as(rs))).toMatchObject({ served: true, body: { active: false } });
+  });
+
+  test('JWTs, sender-constrained tokens and tokens with authorization details are left to the library', async () => {
+    const jwt = (await clientCredentialsToken(srv, jwtApp)).access_token;
+    expect(await both(q({ token: jwt }), as(rs))).toMatchObject({ served: false, status: 200, body: { active: true } });
+
+    const { knex } = srv.running.app.database;
+    const bound = (await clientCredentialsToken(srv, app)).access_token;
+    await knex('oidc_payloads').where({ id: bound }).update({ payload: knex.raw(`jsonb_set(payload, '{jkt}', '"thumbprint"')`) });
+    expect(await both(q({ token: bound }), as(rs))).toMatchObject({ served: false, body: { active: true, token_type: 'DPoP', cnf: { jkt: 'thumbprint' } } });
+
+    const detailed = (await clientCredentialsToken(srv, app)).access_token;
+    await knex('oidc_payloads').where({ id: detailed }).update({ payload: knex.raw(`jsonb_set(payload, '{rar}', '[{"type":"payment_initiation"}]')`) });
+    expect(await both(q({ token: detailed }), as(rs))).toMatchObject({ served: false, body: { active: true, authorization_details: [{ type: 'payment_initiation' }] } });
+  });
+
+  test('every other request reaches the library, with its body', async () => {
+    const cases: Array<[string, Record<string, string>, number]> = [
+      [q({ token }), as(app), 403], // authenticated, but not a resource server
+      [q({ token }), { ...FORM, authorization: basic({ ...rs, client_secret: 'wrong' }) }, 401],
+      [q({ token }), { ...FORM, authorization: basic({ ...rs, client_id: 'nobody' }) }, 401],
+      [q({ token, client_id: postRs.client_id, client_secret: postRs.client_secret }), FORM, 200], // client_secret_post
+      [q({ token }), as(postRs), 200], // Basic for a client registered for post: the library takes either
+      [`token=${token}&token=${token}`, as(rs), 400],
+      [q({ token, client_id: rs.client_id }), as(rs), 200],
+      [q({ token, client_id: 'someone-else' }), as(rs), 400],
+      [q({ token, client_secret: rs.client_secret }), as(rs), 400],
+      [q({ token: '' }), as(rs), 400],
+      ['', as(rs), 400],
+      [q({ token }), { authorization: basic(rs), 'content-type': 'application/json' }, 400],
+      [q({ token }), { ...FORM, authorization: `Basic ${Buffer.from(`${rs.client_id}:${rs.client_secret}`).toString('base64').replace(/=+$/, '')}` }, 200],
+      [q({ token }), { ...FORM }, 401],
+    ];
+    for (const [body, headers, status] of cases) {
+      const r = await both(body, headers);
+      expect({ body, status: r.status, served: r.served }).toEqual({ body, status, served: false });
+    }
+  });
+
+  test('switched off, every introspection is the library’s', async () => {
+    fast().enabled = false;
+    try {
+      const before = fast().served;
+      const r = await send(q({ token }), as(rs));
+      expect(r.body).toMatchObject({ active: true });
+      expect(fast().served).toBe(before);
+    } finally {
+      fast().enabled = true;
+    }
+  });
+});
