@@ -312,6 +312,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       policy: holder.introspectionPolicy,
       bodyLimitBytes: config.bodyLimitBytes,
       logger,
+      metrics: services.metrics,
+      enabled: config.introspectionFastPath,
     });
     koa.use(async (ctx) => {
       // OAuth requests are small forms: one declaring more than our body limit is refused unread.

@@ -47,6 +47,8 @@ const schema = z.object({
   }),
   sweepIntervalSeconds: z.number().min(0),
   clientCacheSeconds: z.number().min(0),
+  /** Plain introspections answered without oidc-provider's pipeline (src/oidc/fast-introspection.ts). */
+  introspectionFastPath: z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean()),
   bcryptCost: z.number().int().min(4).max(15),
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: z.coerce.number().int().min(0).max(64),
@@ -101,6 +103,7 @@ const ENV_KEYS: Record<string, string> = {
   SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
   BCRYPT_COST: 'bcryptCost',
   BCRYPT_CONCURRENCY: 'bcryptConcurrency',
+  INTROSPECTION_FAST_PATH: 'introspectionFastPath',
   PORTCULLIS_ADMIN_CLIENT_ID: 'adminClientId',
   PORTCULLIS_ADMIN_CLIENT_SECRET: 'adminClientSecret',
   SMS_SENDER: 'smsSender',

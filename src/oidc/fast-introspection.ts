@@ -5,6 +5,7 @@ import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import type { ClientRecord, ClientRepository } from '../clients/repository';
 import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
 import { isDatabaseUnavailable } from '../db/unavailable';
 import { secretMatches } from './client-model';
 import type { IntrospectionPolicy } from './introspection';
@@ -41,6 +42,7 @@ interface Deps {
   policy: IntrospectionPolicy;
   bodyLimitBytes: number;
   logger: Logger;
+  metrics: Pick<Metrics, 'failures'>;
 }
 
 /** What the library's AccessToken / ClientCredentials models carry that the answer reads. */
@@ -97,15 +99,11 @@ export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessa
   return copy as unknown as IncomingMessage;
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+/** The body, of a length the request declared and callerOf bounded (Node's parser holds it to that). */
+async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  let received = 0;
-  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    received += chunk.length;
-    if (received > limit) return undefined;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, received);
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
 }
 
 /**
@@ -119,15 +117,32 @@ function endpointHeaders(ctx: Koa.Context): void {
   ctx.set('Access-Control-Expose-Headers', 'WWW-Authenticate');
 }
 
-async function callerOf(deps: Deps, ctx: Koa.Context): Promise<{ client: ClientRecord } | undefined> {
-  if (ctx.get('origin') || ctx.get('oauth-client-attestation') || ctx.get('oauth-client-attestation-pop')) return undefined;
-  // The form exactly; a charset other than UTF-8 is the library's to decode.
-  const type = ctx.get('content-type').toLowerCase().replace(/\s+/g, '');
-  if (type !== 'application/x-www-form-urlencoded' && type !== 'application/x-www-form-urlencoded;charset=utf-8') return undefined;
+/** The library's own limit on a form body (oidc-provider's selective_body). */
+const LIBRARY_BODY_LIMIT = 56 * 1024;
+
+type Caller = { client: ClientRecord } | { unknown: true } | undefined;
+
+/**
+ * The authenticated resource server, `unknown` for a client id that names no enabled client,
+ * undefined for anything the library must judge (it answers with its own error).
+ */
+async function callerOf(deps: Deps, ctx: Koa.Context): Promise<Caller> {
+  const h = ctx.headers;
+  if (h.origin !== undefined || h['oauth-client-attestation'] !== undefined || h['oauth-client-attestation-pop'] !== undefined) return undefined;
+  // The form, parsed as the library parses it, in UTF-8 (another charset is the library's to decode).
+  if (ctx.is('application/x-www-form-urlencoded') === false) return undefined;
+  const charset = ctx.request.charset.toLowerCase();
+  if (charset !== '' && charset !== 'utf-8') return undefined;
+  // A body of known length within the library's limit, so that it can always be read here.
+  const length = ctx.request.length;
+  if (length === undefined || length > Math.min(LIBRARY_BODY_LIMIT, deps.bodyLimitBytes)) return undefined;
   const credentials = basicCredentials(ctx.get('authorization'));
   if (!credentials) return undefined;
+  // As the library's Client adapter: ids that cannot be ours are not looked up.
+  if (credentials.id.length > 256) return { unknown: true };
   const client = await deps.clients.find(credentials.id);
-  if (!client || client.disabled || client.tokenEndpointAuthMethod !== 'client_secret_basic' || !client.introspection) return undefined;
+  if (!client || client.disabled) return { unknown: true };
+  if (client.tokenEndpointAuthMethod !== 'client_secret_basic' || !client.introspection) return undefined;
   const stored = {
     hash: client.secretHash,
     previousHash: client.previousSecretHash ?? undefined,
@@ -136,35 +151,56 @@ async function callerOf(deps: Deps, ctx: Koa.Context): Promise<{ client: ClientR
   return secretMatches(stored, credentials.secret, Date.now()) ? { client } : undefined;
 }
 
-export function createFastIntrospection(deps: Deps): FastIntrospection {
+/** The library's answer to a Basic credential naming no client (shared/client_auth.js). */
+function unknownClient(ctx: Koa.Context, issuer: string): void {
+  ctx.status = 401;
+  endpointHeaders(ctx);
+  ctx.set('WWW-Authenticate', `Basic realm="${issuer}", error="invalid_client", error_description="client authentication failed"`);
+  ctx.body = { error: 'invalid_client', error_description: 'client authentication failed' };
+}
+
+export function createFastIntrospection(deps: Deps & { enabled: boolean }): FastIntrospection {
   const fast: FastIntrospection = {
-    enabled: true,
+    enabled: deps.enabled,
     served: 0,
     async handle(ctx) {
       if (!fast.enabled || ctx.method !== 'POST') return { handled: false };
-      let caller: { client: ClientRecord } | undefined;
+      let caller: Caller;
       try {
         caller = await callerOf(deps, ctx);
-      } catch {
-        caller = undefined; // the library meets the same failure and answers it its way
+      } catch (err) {
+        // The database is away: say so now, not after the library has waited for it again.
+        if (!isDatabaseUnavailable(err)) return { handled: false }; // the library meets it and answers its way
+        deps.logger.warn({ err, route: 'introspection' }, 'database unavailable');
+        endpointHeaders(ctx);
+        answerUnavailable(ctx);
+        return { handled: true };
       }
       if (!caller) return { handled: false };
 
-      const body = await readBody(ctx.req, deps.bodyLimitBytes);
-      if (!body) {
-        ctx.status = 413;
+      let body: Buffer;
+      try {
+        body = await readBody(ctx.req);
+      } catch {
+        // The caller went away mid-body: answered as the library does, if anyone still listens.
+        ctx.status = 400;
         endpointHeaders(ctx);
-        ctx.body = { error: 'invalid_request', error_description: 'request body too large' };
+        ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
+        deps.metrics.failures.inc({ endpoint: 'introspection', error: 'invalid_request' });
         return { handled: true };
       }
       const params = parseForm(body.toString('utf8'));
+      // The library checks the body's client parameters before it looks the client up.
+      if (CLIENT_AUTH_PARAMS.some((p) => params[p] !== undefined)) return { handled: false, body };
+      if ('unknown' in caller) {
+        unknownClient(ctx, deps.provider().issuer);
+        deps.metrics.failures.inc({ endpoint: 'introspection', error: 'invalid_client' });
+        fast.served += 1;
+        return { handled: true };
+      }
       const token = params.token;
       const hint = params.token_type_hint;
-      if (
-        typeof token !== 'string' || !token || token.includes('.') ||
-        (hint !== undefined && typeof hint !== 'string') ||
-        CLIENT_AUTH_PARAMS.some((p) => params[p] !== undefined)
-      ) {
+      if (typeof token !== 'string' || !token || token.includes('.') || (hint !== undefined && typeof hint !== 'string')) {
         return { handled: false, body };
       }
 
@@ -225,6 +261,9 @@ async function introspect(deps: Deps, client: ClientRecord, value: string): Prom
     // An opaque token is its own id: the stable, non-secret one of middleware.ts instead.
     jti: token.jti !== value ? token.jti : opaqueTokenId(value),
     aud: token.aud,
+    // Never from extra claims: the library sets these from the token itself (declined above).
+    authorization_details: undefined,
+    cnf: undefined,
     scope: token.scope || undefined,
     token_type: token.tokenType,
   });

@@ -4,6 +4,7 @@
  * answers must match — status, body and headers. The plain cases must be the fast path's own
  * (counted); everything else must reach the library, its body intact.
  */
+import { request } from 'node:http';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, createUser, login, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
@@ -45,20 +46,28 @@ describe(`introspection fast path (${dbLabel})`, () => {
 
   const fast = () => srv.running.app.fastIntrospection;
 
-  async function send(body: string, headers: Record<string, string>): Promise<Answer> {
-    const res = await fetch(`${srv.base}/token/introspection`, { method: 'POST', headers, body });
-    const text = await res.text();
-    const out: Record<string, string> = {};
-    res.headers.forEach((v, k) => {
-      if (!VARYING.has(k)) out[k] = v;
+  /** node:http, not fetch: headers go exactly as given (an empty one too). */
+  function send(body: string, headers: Record<string, string>): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const req = request(`${srv.base}/token/introspection`, { method: 'POST', headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const out: Record<string, string> = {};
+          for (const [k, v] of Object.entries(res.headers)) if (!VARYING.has(k)) out[k] = String(v);
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            /* not JSON: compared as text */
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed, headers: out });
+        });
+      });
+      req.on('error', reject);
+      req.end(body);
     });
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      /* not JSON: compared as text */
-    }
-    return { status: res.status, body: parsed, headers: out };
   }
 
   /** The same request on both paths; returns the answer and whether the fast path served it. */
@@ -174,7 +183,6 @@ describe(`introspection fast path (${dbLabel})`, () => {
     const cases: Array<[string, Record<string, string>, number]> = [
       [q({ token }), as(app), 403], // authenticated, but not a resource server
       [q({ token }), { ...FORM, authorization: basic({ ...rs, client_secret: 'wrong' }) }, 401],
-      [q({ token }), { ...FORM, authorization: basic({ ...rs, client_id: 'nobody' }) }, 401],
       [q({ token, client_id: postRs.client_id, client_secret: postRs.client_secret }), FORM, 200], // client_secret_post
       [q({ token }), as(postRs), 200], // Basic for a client registered for post: the library takes either
       [`token=${token}&token=${token}`, as(rs), 400],
@@ -186,11 +194,36 @@ describe(`introspection fast path (${dbLabel})`, () => {
       [q({ token }), { authorization: basic(rs), 'content-type': 'application/json' }, 400],
       [q({ token }), { ...FORM, authorization: `Basic ${Buffer.from(`${rs.client_id}:${rs.client_secret}`).toString('base64').replace(/=+$/, '')}` }, 200],
       [q({ token }), { ...FORM }, 401],
+      [q({ token, pad: 'a'.repeat(60000) }), as(rs), 400], // beyond the library's 56 KiB
+      [q({ token }), { ...as(rs), 'oauth-client-attestation': '' }, 400],
+      [q({ token }), { ...as(rs), origin: 'https://app.example' }, 400], // CORS: the library asks the client's origins
+      [q({ token }), { ...as(rs), 'content-type': 'application/x-www-form- urlencoded' }, 400],
+      [q({ token }), { ...as(rs), 'content-type': 'application/x-www-form-\turlencoded' }, 400],
+      [q({ token }), { ...as(rs), 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1' }, 200],
+      [q({ token, client_secret: 'x' }), { ...FORM, authorization: basic({ ...rs, client_id: 'nobody' }) }, 400],
     ];
     for (const [body, headers, status] of cases) {
       const r = await both(body, headers);
       expect({ body, status: r.status, served: r.served }).toEqual({ body, status, served: false });
     }
+  });
+
+  test('a client id naming no enabled client: the library’s 401, answered at once', async () => {
+    for (const id of ['nobody', 'n'.repeat(300)]) {
+      const r = await both(q({ token }), { ...FORM, authorization: basic({ ...rs, client_id: id }) });
+      expect(r).toMatchObject({ served: true, status: 401, body: { error: 'invalid_client' } });
+      expect(r.headers['www-authenticate']).toContain('error="invalid_client"');
+    }
+  });
+
+  test('extra claims cannot pose as the library’s cnf or authorization_details', async () => {
+    const { knex } = srv.running.app.database;
+    const t = (await clientCredentialsToken(srv, app)).access_token;
+    await knex('oidc_payloads').where({ id: t }).update({ payload: knex.raw(`jsonb_set(payload, '{extra}', payload->'extra' || '{"cnf":{"jkt":"x"},"authorization_details":[{"type":"x"}]}')`) });
+    const r = await both(q({ token: t }), as(rs));
+    expect(r).toMatchObject({ served: true, body: { active: true } });
+    expect(r.body).not.toHaveProperty('cnf');
+    expect(r.body).not.toHaveProperty('authorization_details');
   });
 
   test('switched off, every introspection is the library’s', async () => {
