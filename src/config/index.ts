@@ -2,6 +2,9 @@ import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 
+/** A yes/no setting; from the environment, 1, true or yes (any case) is yes. */
+const flag = z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean());
+
 /** The one validated, frozen configuration object the composition root injects everywhere. */
 const schema = z.object({
   env: z.string(),
@@ -15,7 +18,7 @@ const schema = z.object({
     .optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   webConcurrency: z.coerce.number().int().min(1).max(64),
-  trustProxy: z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean()),
+  trustProxy: flag,
   shutdownTimeoutMs: z.coerce.number().int().min(0),
   shutdownGraceMs: z.coerce.number().int().min(0),
   bodyLimitBytes: z.coerce.number().int().min(1024),
@@ -48,7 +51,7 @@ const schema = z.object({
   sweepIntervalSeconds: z.number().min(0),
   clientCacheSeconds: z.number().min(0),
   /** Plain introspections answered without oidc-provider's pipeline (src/oidc/fast-introspection.ts). */
-  introspectionFastPath: z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean()),
+  introspectionFastPath: flag,
   bcryptCost: z.number().int().min(4).max(15),
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: z.coerce.number().int().min(0).max(64),

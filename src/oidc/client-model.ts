@@ -48,12 +48,17 @@ export function toClientMetadata(c: ClientRecord): ClientMetadata & PortcullisCl
   };
 }
 
+/** Ids that cannot name a client of ours are not looked up at all. */
+export function plausibleClientId(id: string): boolean {
+  return !id.includes('\u0000') && id.length <= 256;
+}
+
 /** oidc-provider's Client model reads the `clients` table; disabled clients do not exist for it. */
 export class ClientAdapter implements Adapter {
   constructor(private readonly clients: Pick<ClientRepository, 'find'>) {}
 
   async find(id: string): Promise<AdapterPayload | undefined> {
-    if (id.includes('\u0000') || id.length > 256) return undefined;
+    if (!plausibleClientId(id)) return undefined;
     const c = await this.clients.find(id);
     if (!c || c.disabled) return undefined;
     return toClientMetadata(c) as AdapterPayload;

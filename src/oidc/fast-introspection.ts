@@ -7,7 +7,7 @@ import type { ClientRecord, ClientRepository } from '../clients/repository';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { isDatabaseUnavailable } from '../db/unavailable';
-import { secretMatches } from './client-model';
+import { plausibleClientId, secretMatches } from './client-model';
 import type { IntrospectionPolicy } from './introspection';
 import { answerUnavailable } from './middleware';
 import { opaqueTokenId } from './token-id';
@@ -139,7 +139,7 @@ async function callerOf(deps: Deps, ctx: Koa.Context): Promise<Caller> {
   const credentials = basicCredentials(ctx.get('authorization'));
   if (!credentials) return undefined;
   // As the library's Client adapter: ids that cannot be ours are not looked up.
-  if (credentials.id.length > 256) return { unknown: true };
+  if (!plausibleClientId(credentials.id)) return { unknown: true };
   const client = await deps.clients.find(credentials.id);
   if (!client || client.disabled) return { unknown: true };
   if (client.tokenEndpointAuthMethod !== 'client_secret_basic' || !client.introspection) return undefined;
