@@ -1,7 +1,9 @@
 // One scenario against one Portcullis on PostgreSQL, for working on a change (the figures of the
 // README's "what made the difference" table):
-//   npm run build && node bench/one.mjs [cc|intro ...]   WORKERS=1 (default) · BENCH_SECONDS=8 ·
-//   PROFILE=1 writes a CPU profile per process into bench/profiles/ (open it in Chrome DevTools)
+//   npm run build && node bench/one.mjs [cc|intro|cc70|intro70 ...]   WORKERS=1 (default) · BENCH_SECONDS=8 ·
+//   PROFILE=1 writes a CPU profile per process into bench/profiles/ (open it in Chrome DevTools).
+//   cc70 / intro70 run at 70 % of the rate the last cc / intro run reached (as npm run bench does).
+//   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process).
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -12,9 +14,9 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { readdirSync, readFileSync } from 'node:fs';
 
-/** CPU seconds used so far by every live process whose command is `node …serve` or postgres. */
+/** CPU seconds used so far by every live process whose command is `node …serve` or postgres, and the servers' peak RSS. */
 function cpuByKind() {
-  const out = { server: 0, postgres: 0 };
+  const out = { server: 0, postgres: 0, peakRssMB: 0 };
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
@@ -22,6 +24,7 @@ function cpuByKind() {
       if (!kind) continue;
       const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
       out[kind] += (Number(f[11]) + Number(f[12])) / 100;
+      if (kind === 'server') out.peakRssMB = Math.max(out.peakRssMB, Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024));
     } catch { /* gone */ }
   }
   return out;
@@ -61,14 +64,18 @@ try {
   const cc = { method: 'POST', headers: { 'content-type': form, authorization: basic(app) }, body: 'grant_type=client_credentials' };
   const token = (await (await fetch(`${target}/token`, cc)).json()).access_token;
   const intro = { method: 'POST', headers: { 'content-type': form, authorization: basic(rs) }, body: `token=${token}` };
+  const max = {};
   for (const s of scenarios) {
-    const [pathName, req] = s === 'cc' ? ['/token', cc] : ['/token/introspection', intro];
+    const kind = s.replace(/70$/, '');
+    const [pathName, req] = kind === 'cc' ? ['/token', cc] : ['/token/introspection', intro];
+    const rate = s.endsWith('70') ? { overallRate: Math.max(1, Math.floor((max[kind] ?? 1000) * 0.7)) } : {};
     const before = cpuByKind();
-    const r = await autocannon({ url: target + pathName, ...req, duration: Number(process.env.BENCH_SECONDS ?? 8), connections: 50 });
-    console.log(`${s.padEnd(6)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}`);
+    const r = await autocannon({ url: target + pathName, ...req, ...rate, duration: Number(process.env.BENCH_SECONDS ?? 8), connections: 50 });
+    if (!rate.overallRate) max[kind] = r.requests.average;
     const after = cpuByKind();
+    console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}  peak RSS ${after.peakRssMB} MB`);
     const per = (k) => Math.round(((after[k] - before[k]) * 1e6) / r.requests.total);
-    console.log(`       CPU per request: server ${per('server')} µs, postgres ${per('postgres')} µs`);
+    console.log(`         CPU per request: server ${per('server')} µs, postgres ${per('postgres')} µs`);
   }
 } finally {
   if (server && server.exitCode === null) await new Promise((r) => { server.once('exit', r); server.kill('SIGTERM'); });

@@ -18,6 +18,8 @@ const schema = z.object({
     .optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   webConcurrency: z.coerce.number().int().min(1).max(64),
+  /** V8 old-space limit of each worker process (MB); 0 = V8's own default. See src/cluster.ts. */
+  workerHeapLimitMb: z.coerce.number().int().refine((n) => n === 0 || (n >= 128 && n <= 65536), '0 (V8 default) or 128 to 65536 MB'),
   trustProxy: flag,
   shutdownTimeoutMs: z.coerce.number().int().min(0),
   shutdownGraceMs: z.coerce.number().int().min(0),
@@ -101,6 +103,7 @@ const ENV_KEYS: Record<string, string> = {
   SECRETS_KEY: 'secretsKey',
   LOG_LEVEL: 'logLevel',
   WEB_CONCURRENCY: 'webConcurrency',
+  WORKER_HEAP_LIMIT_MB: 'workerHeapLimitMb',
   TRUST_PROXY: 'trustProxy',
   SHUTDOWN_TIMEOUT_MS: 'shutdownTimeoutMs',
   SHUTDOWN_GRACE_MS: 'shutdownGraceMs',

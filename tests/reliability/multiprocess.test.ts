@@ -172,10 +172,14 @@ describe(`several processes on one database${SKIP_REASON}`, () => {
     expect((await tokenRequest(a.port, app)).status).toBe(200);
   });
 
-  pgTest('WEB_CONCURRENCY=2: two workers serve 50 concurrent requests; every token introspects active; SIGTERM stops all, exit 0', async () => {
-    const c = await startServer(build!, { ...env, WEB_CONCURRENCY: '2', SHUTDOWN_TIMEOUT_MS: '5000' });
+  pgTest('WEB_CONCURRENCY=2: two workers (with WORKER_HEAP_LIMIT_MB) serve 50 concurrent requests; every token introspects active; SIGTERM stops all, exit 0', async () => {
+    const c = await startServer(build!, { ...env, WEB_CONCURRENCY: '2', SHUTDOWN_TIMEOUT_MS: '5000', WORKER_HEAP_LIMIT_MB: '300' });
     servers.push(c);
     expect(childPids(c.child.pid!)).toHaveLength(2);
+    // Each worker runs with the configured V8 heap limit; the primary keeps its own command line.
+    const argv = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    for (const pid of childPids(c.child.pid!)) expect(argv(pid)).toContain('--max-old-space-size=300');
+    expect(argv(c.child.pid!)).not.toContain('--max-old-space-size=300');
 
     const replies = await Promise.all(Array.from({ length: 50 }, () => tokenRequest(c.port, app)));
     expect(replies.map((r) => r.status)).toEqual(Array(50).fill(200));
