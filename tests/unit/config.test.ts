@@ -21,6 +21,10 @@ describe('configuration', () => {
     [{ SECRETS_KEY: 'c2hvcnQ=' }, /secretsKey \(env SECRETS_KEY\)/],
     [{ LOG_LEVEL: 'loud' }, /logLevel \(env LOG_LEVEL\)/],
     [{ WEB_CONCURRENCY: '0' }, /webConcurrency \(env WEB_CONCURRENCY\)/],
+    [{ WORKER_HEAP_LIMIT_MB: '64' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
+    [{ WORKER_HEAP_LIMIT_MB: 'lots' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
+    [{ WORKER_HEAP_LIMIT_MB: '1.5' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
+    [{ WORKER_HEAP_LIMIT_MB: '-1' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
   ])('a bad value names its key: %o', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);
