@@ -3,6 +3,7 @@ import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
 import type { DbSource } from '../db/tx';
 import { Batcher } from '../db/batch';
+import { preparedRunner, type PreparedStatement } from '../db/prepared';
 import { isDatabaseUnavailable } from '../db/unavailable';
 
 /** Not a value we could have issued, and one PostgreSQL refuses to compare: a plain miss. */
@@ -128,23 +129,49 @@ interface Batchers {
 }
 const batchers = new WeakMap<Knex, Batchers>();
 
+/**
+ * The batches' statements on PostgreSQL, prepared (src/db/prepared.ts). Arrays make one text fit
+ * every batch size: `= ANY($1)` uses the primary key as `IN (…)` does, and unnest() turns one array
+ * per column into the rows of a multi-row INSERT.
+ */
+const LOOKUP: PreparedStatement = {
+  name: 'portcullis_token_lookup_v1',
+  text: `SELECT id, type, payload::text AS payload, consumed_at FROM oidc_payloads
+         WHERE id = ANY($1::text[]) AND type = ANY($2::text[]) AND (expires_at IS NULL OR expires_at > now())`,
+};
+const INSERT_COLUMNS = ['type', 'id', 'payload', 'grant_id', 'user_code', 'uid', 'account_id', 'expires_at'] as const;
+const INSERT: PreparedStatement = {
+  name: 'portcullis_token_insert_v1',
+  text: `INSERT INTO oidc_payloads (${INSERT_COLUMNS.join(', ')})
+         SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+         ON CONFLICT (type, id) DO UPDATE SET ${INSERT_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ')}`,
+};
+
 function batchersOf(knex: Knex): Batchers {
   let b = batchers.get(knex);
   if (!b) {
+    const prepared = preparedRunner(knex);
+    const lookup = async (ids: string[]): Promise<TokenRow[]> =>
+      prepared
+        ? prepared<TokenRow>(LOOKUP, [ids, TOKEN_TYPE_LIST])
+        : ((await knex('oidc_payloads')
+            // As text: each caller parses its own copy (two requests may present the same token).
+            .select('id', 'type', knex.raw('payload::text as payload'), 'consumed_at')
+            .whereIn('id', ids)
+            .whereIn('type', TOKEN_TYPE_LIST)
+            .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))) as TokenRow[]);
+    const insert = async (list: Array<Record<string, unknown>>): Promise<void> => {
+      if (prepared) await prepared(INSERT, INSERT_COLUMNS.map((c) => list.map((r) => r[c] ?? null)));
+      else await knex('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
+    };
     b = {
       lookups: new Batcher(async (ids) => {
-        const rows = (await knex('oidc_payloads')
-          // As text: each caller parses its own copy (two requests may present the same token).
-          .select('id', 'type', knex.raw('payload::text as payload'), 'consumed_at')
-          .whereIn('id', [...new Set(ids)])
-          .whereIn('type', TOKEN_TYPE_LIST)
-          .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))) as TokenRow[];
+        const rows = await lookup([...new Set(ids)]);
         const byId = new Map<string, TokenRow[]>();
         for (const row of rows) byId.set(row.id, [...(byId.get(row.id) ?? []), row]);
         return ids.map((id) => byId.get(id) ?? []);
       }),
       inserts: new Batcher(async (rows) => {
-        const insert = (list: Array<Record<string, unknown>>) => knex('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
         // One row per (type, id), the last written: ON CONFLICT cannot touch a row twice.
         const unique = new Map(rows.map((r) => [`${String(r.type)}\u0000${String(r.id)}`, r]));
         try {

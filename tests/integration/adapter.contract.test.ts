@@ -1,6 +1,7 @@
 import { KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
 import { openDatabase, type Database } from '../../src/db/knex';
 import { createTxContext, fixedDb } from '../../src/db/tx';
+import { preparedRunner } from '../../src/db/prepared';
 import { migrateLatest } from '../../src/db/migrate';
 import { createTestStore, dbLabel, testConfig, usingPostgres, type TestStore } from '../helpers/env';
 
@@ -66,7 +67,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       queries.length = 0;
       const ins = new KnexAdapter(fixedDb(db.knex), 'ClientCredentials');
       await Promise.all(Array.from({ length: 25 }, (_, i) => ins.upsert(`batch-${i}`, { jti: `batch-${i}`, kind: 'ClientCredentials' }, 60)));
-      expect(queries.filter((q) => q.startsWith('insert'))).toHaveLength(1);
+      expect(queries.filter((q) => /^\s*insert/i.test(q))).toHaveLength(1);
       const stored = await Promise.all(Array.from({ length: 25 }, (_, i) => ins.find(`batch-${i}`)));
       expect(stored.every((p, i) => p?.jti === `batch-${i}`)).toBe(true);
 
@@ -82,12 +83,38 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     }
   });
 
+  test('on PostgreSQL the batched lookup and insert run as prepared statements; the embedded database keeps the query builder', async () => {
+    if (!usingPostgres) {
+      expect(preparedRunner(db.knex)).toBeUndefined();
+      return;
+    }
+    expect(await db.knex.transaction(async (trx) => preparedRunner(trx) !== undefined)).toBe(false); // never inside a transaction
+    // One connection, so the session that ran the statements is the one asked about them.
+    const one = await openDatabase(testConfig(store), { poolMax: 1 });
+    try {
+      const tokens = new KnexAdapter(fixedDb(one.knex), 'ClientCredentials');
+      await Promise.all(['p-1', 'p-2'].map((id) => tokens.upsert(id, { jti: id, kind: 'ClientCredentials', grantId: `g-${id}`, accountId: 'acct' }, 60)));
+      expect((await tokens.find('p-2'))?.grantId).toBe('g-p-2');
+      const named = (await one.knex.raw('select name from pg_prepared_statements order by name')) as { rows: Array<{ name: string }> };
+      expect(named.rows.map((r) => r.name)).toEqual(['portcullis_token_insert_v1', 'portcullis_token_lookup_v1']);
+      // Every column of the prepared insert lands: the grant id (revocation), the account, the expiry.
+      const row = (await one.knex('oidc_payloads').where({ type: 'ClientCredentials', id: 'p-1' }).first()) as Record<string, unknown>;
+      expect(row).toMatchObject({ grant_id: 'g-p-1', account_id: 'acct', user_code: null, uid: null });
+      expect(Math.abs(new Date(row.expires_at as string).getTime() - (Date.now() + 60_000))).toBeLessThan(10_000);
+    } finally {
+      await one.close();
+    }
+  });
+
   test('access tokens commit asynchronously outside a transaction (PostgreSQL); nothing else does, and a transaction keeps them', async () => {
     const tx = createTxContext(db.knex, db.asyncCommit);
     const viaAsync: string[] = [];
     const viaMain: string[] = [];
-    const onAsync = (q: { sql: string; bindings?: unknown[] }) => viaAsync.push(String(q.bindings?.[5] ?? ''));
-    const onMain = (q: { sql: string; bindings?: unknown[] }) => q.sql.startsWith('insert') && viaMain.push(String(q.bindings?.[5] ?? ''));
+    // The type column: knex's INSERT binds columns in name order; the prepared one binds one array per column, type first.
+    const typeOf = (q: { bindings?: unknown[] }) => String((Array.isArray(q.bindings?.[0]) ? q.bindings[0] : q.bindings?.[5]) ?? '');
+    const isInsert = (q: { sql: string }) => /^\s*insert/i.test(q.sql);
+    const onAsync = (q: { sql: string; bindings?: unknown[] }) => viaAsync.push(typeOf(q));
+    const onMain = (q: { sql: string; bindings?: unknown[] }) => isInsert(q) && viaMain.push(typeOf(q));
     db.asyncCommit?.on('query', onAsync);
     db.knex.on('query', onMain);
     try {
