@@ -1,33 +1,50 @@
 // One scenario against one Portcullis on PostgreSQL, for working on a change (the figures of the
 // README's "what made the difference" table):
-//   npm run build && node bench/one.mjs [cc|intro|cc70|intro70 ...]   WORKERS=1 (default) · BENCH_SECONDS=8 ·
+//   npm run build && node bench/one.mjs [cc|intro|cc70|intro70|pw10|pw12 ...]   WORKERS=1 (default) · BENCH_SECONDS=8 ·
 //   PROFILE=1 writes a CPU profile per process into bench/profiles/ (open it in Chrome DevTools).
-//   cc70 / intro70 run at 70 % of the rate the last cc / intro run reached (as npm run bench does).
-//   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process).
+//   cc70 / intro70 run at 70 % of the rate the last cc / intro run reached (as npm run bench does);
+//   cc70p / intro70p do the same with evenly paced requests (bench/paced.mjs) instead of autocannon.
+//   Without an earlier cc / intro run, MAX_CC / MAX_INTRO give the maximum to take 70 % of.
+//   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost.
+//   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
+//   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
+//   event-loop threads), PostgreSQL and the load generator.
+//   NODE_FLAGS="--trace-gc" SERVER_LOG=gc.log: flags for the server's processes, and its output kept.
+//   PACED_TIMELINE=1: paced runs print each 100 ms window whose worst latency passed 20 ms.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { paced } from './paced.mjs';
 import pg from 'pg';
 import { readdirSync, readFileSync } from 'node:fs';
 
 /** CPU seconds used so far by every live process whose command is `node …serve` or postgres, and the servers' peak RSS. */
 function cpuByKind() {
-  const out = { server: 0, postgres: 0, peakRssMB: 0 };
+  const out = { server: 0, serverMain: 0, postgres: 0, peakRssMB: 0 };
+  const ticks = (statPath) => { const f = readFileSync(statPath, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       const kind = cmd.includes('cli/main.js') && cmd.includes('serve') ? 'server' : cmd.startsWith('postgres') ? 'postgres' : null;
       if (!kind) continue;
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      out[kind] += (Number(f[11]) + Number(f[12])) / 100;
+      out[kind] += ticks(`/proc/${pid}/stat`);
+      if (kind === 'server') out.serverMain += ticks(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
       if (kind === 'server') out.peakRssMB = Math.max(out.peakRssMB, Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024));
     } catch { /* gone */ }
   }
   return out;
+}
+
+/** Busy and total jiffies of all cores, from /proc/stat. */
+function machineCpu() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + f[4];
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -50,10 +67,18 @@ let server;
 try {
   cli('migrate');
   cli('tenant', 'create', 'bench');
-  const app = cli('client', 'create', '--tenant', 'bench', '--grant', 'client_credentials');
+  const app = cli('client', 'create', '--tenant', 'bench', '--grant', 'client_credentials', '--grant', 'password', '--scope', 'accounts');
+  const PASSWORD = 'benchmark passphrase 2026';
+  for (const cost of new Set(scenarios.filter((s) => s.startsWith('pw')).map((s) => s.slice(2)))) {
+    execFileSync(process.execPath, [path.join(root, 'bench/setup-users.mjs'), 'bench', `cost${cost}-`, '50', cost], { env: { ...env, BENCH_PASSWORD: PASSWORD } });
+  }
   const rs = cli('client', 'create', '--tenant', 'bench', '--introspection');
   const profile = process.env.PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(root, 'bench/profiles')}`] : [];
-  server = spawn(process.execPath, [...profile, path.join(root, 'dist/src/cli/main.js'), 'serve'], { env, stdio: 'ignore' });
+  // SERVER_LOG=file keeps the server's output (with NODE_OPTIONS=--trace-gc, say); else it is dropped.
+  const log = process.env.SERVER_LOG ? openSync(process.env.SERVER_LOG, 'w') : 'ignore';
+  // NODE_FLAGS: extra node flags for the server and its workers (--trace-gc is not allowed in NODE_OPTIONS).
+  const flags = (process.env.NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  server = spawn(process.execPath, [...profile, ...flags, path.join(root, 'dist/src/cli/main.js'), 'serve'], { env, stdio: ['ignore', log, log] });
   const target = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i += 1) {
     if (await fetch(`${target}/readyz`).then((r) => r.ok, () => false)) break;
@@ -64,18 +89,30 @@ try {
   const cc = { method: 'POST', headers: { 'content-type': form, authorization: basic(app) }, body: 'grant_type=client_credentials' };
   const token = (await (await fetch(`${target}/token`, cc)).json()).access_token;
   const intro = { method: 'POST', headers: { 'content-type': form, authorization: basic(rs) }, body: `token=${token}` };
+  const pw = (user) => ({ method: 'POST', headers: { 'content-type': form, authorization: basic(app) }, body: new URLSearchParams({ grant_type: 'password', username: user, password: PASSWORD }).toString() });
   const max = {};
   for (const s of scenarios) {
-    const kind = s.replace(/70$/, '');
-    const [pathName, req] = kind === 'cc' ? ['/token', cc] : ['/token/introspection', intro];
-    const rate = s.endsWith('70') ? { overallRate: Math.max(1, Math.floor((max[kind] ?? 1000) * 0.7)) } : {};
+    const kind = s.replace(/70p?$/, '');
+    const [pathName, req] = kind === 'cc' ? ['/token', cc] : kind === 'intro' ? ['/token/introspection', intro] : ['/token', pw(`cost${kind.slice(2)}-0`)];
+    // Password runs: each connection logs in as a user of its own (see bench/run.mjs).
+    let n = 0;
+    const perUser = kind.startsWith('pw') ? { setupClient: (c) => c.setRequests([pw(`cost${kind.slice(2)}-${n++ % 50}`)]) } : {};
+    const rate = /70p?$/.test(s) ? { overallRate: Math.max(1, Math.floor((max[kind] ?? Number(process.env[`MAX_${kind.toUpperCase()}`] ?? 1000)) * 0.7)) } : {};
     const before = cpuByKind();
-    const r = await autocannon({ url: target + pathName, ...req, ...rate, duration: Number(process.env.BENCH_SECONDS ?? 8), connections: 50 });
+    const m0 = machineCpu();
+    const me0 = process.cpuUsage();
+    const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+    const r = s.endsWith('70p')
+      ? await paced(target + pathName, { ...req, rate: rate.overallRate, seconds, connections: 50 })
+      : await autocannon({ url: target + pathName, ...req, ...rate, ...perUser, duration: seconds, connections: 50 });
+    const me = process.cpuUsage(me0);
     if (!rate.overallRate) max[kind] = r.requests.average;
     const after = cpuByKind();
-    console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}  peak RSS ${after.peakRssMB} MB`);
+    const m1 = machineCpu();
+    console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}  peak RSS ${after.peakRssMB} MB  cores busy ${Math.round(((m1.busy - m0.busy) / (m1.total - m0.total)) * 100)} %`);
+    if (kind.startsWith('pw')) await new Promise((res) => setTimeout(res, 6000)); // queued bcrypt work drains
     const per = (k) => Math.round(((after[k] - before[k]) * 1e6) / r.requests.total);
-    console.log(`         CPU per request: server ${per('server')} µs, postgres ${per('postgres')} µs`);
+    console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
   }
 } finally {
   if (server && server.exitCode === null) await new Promise((r) => { server.once('exit', r); server.kill('SIGTERM'); });
