@@ -13,9 +13,8 @@ interface PgConnection {
 /**
  * Runs a statement of the hot path (token lookups and inserts) on a knex pool's own connection,
  * as a named prepared statement of node-postgres: PostgreSQL skips parsing and planning after a
- * connection's first use, and the process skips knex's query building and binding rewrite. Each
- * costs tens of microseconds a statement — a fifth of an introspection when few requests arrive
- * together, so batches are small (bench/one.mjs intro70p).
+ * connection's first use, and the process skips knex's query building and binding rewrite:
+ * together about a tenth of an introspection's CPU (README, Benchmark).
  *
  * Undefined when the pool is not node-postgres (the embedded database): callers keep their query
  * builder there. Never inside a transaction: the statement runs on a connection of the pool.

@@ -132,7 +132,10 @@ const batchers = new WeakMap<Knex, Batchers>();
 /**
  * The batches' statements on PostgreSQL, prepared (src/db/prepared.ts). Arrays make one text fit
  * every batch size: `= ANY($1)` uses the primary key as `IN (…)` does, and unnest() turns one array
- * per column into the rows of a multi-row INSERT.
+ * per column into the rows of a multi-row INSERT. A prepared statement's result types are fixed:
+ * a migration that changes the type of a column they read or write needs the servers restarted
+ * (adding columns or indexes does not), else "cached plan must not change result type". A new
+ * text takes a new name (_v2).
  */
 const LOOKUP: PreparedStatement = {
   name: 'portcullis_token_lookup_v1',
