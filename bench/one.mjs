@@ -12,7 +12,7 @@
 //   NODE_FLAGS="--trace-gc" SERVER_LOG=gc.log: flags for the server's processes, and its output kept.
 //   PACED_TIMELINE=1: paced runs print each 100 ms window whose worst latency passed 20 ms.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, openSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -20,7 +20,6 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { paced } from './paced.mjs';
 import pg from 'pg';
-import { readdirSync, readFileSync } from 'node:fs';
 
 /** CPU seconds used so far by every live process whose command is `node …serve` or postgres, and the servers' peak RSS. */
 function cpuByKind() {
@@ -32,8 +31,9 @@ function cpuByKind() {
       const kind = cmd.includes('cli/main.js') && cmd.includes('serve') ? 'server' : cmd.startsWith('postgres') ? 'postgres' : null;
       if (!kind) continue;
       out[kind] += ticks(`/proc/${pid}/stat`);
-      if (kind === 'server') out.serverMain += ticks(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
-      if (kind === 'server') out.peakRssMB = Math.max(out.peakRssMB, Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024));
+      if (kind !== 'server') continue;
+      out.serverMain += ticks(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
+      out.peakRssMB = Math.max(out.peakRssMB, Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024));
     } catch { /* gone */ }
   }
   return out;
@@ -74,7 +74,7 @@ try {
   }
   const rs = cli('client', 'create', '--tenant', 'bench', '--introspection');
   const profile = process.env.PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(root, 'bench/profiles')}`] : [];
-  // SERVER_LOG=file keeps the server's output (with NODE_OPTIONS=--trace-gc, say); else it is dropped.
+  // SERVER_LOG=file keeps the server's output (with NODE_FLAGS=--trace-gc, say); else it is dropped.
   const log = process.env.SERVER_LOG ? openSync(process.env.SERVER_LOG, 'w') : 'ignore';
   // NODE_FLAGS: extra node flags for the server and its workers (--trace-gc is not allowed in NODE_OPTIONS).
   const flags = (process.env.NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
