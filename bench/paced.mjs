@@ -7,35 +7,108 @@
 // saturated by every connection at once for ~0.7 s of each second, so the p99 is that of full load;
 // and it corrects for coordinated omission with an interval of 1 ms whatever the rate, which adds a
 // made-up sample for every millisecond of each slow reply. Neither is latency at 70 % of the maximum.
+//
+// Why raw sockets and not node:http: the load generator shares the machine's cores with the server
+// and its database. node:http's client cost 70 µs of CPU per request here (twice autocannon's), all
+// of it taken from the server being measured. One request is always the same bytes, so it is
+// written once, and a reply only needs its status and where it ends (Content-Length, or chunked).
 import { performance } from 'node:perf_hooks';
-import http from 'node:http';
+import net from 'node:net';
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+
+/**
+ * A keep-alive HTTP/1.1 connection that sends one request at a time and calls `onReply(status)`
+ * when the whole reply has arrived, or `onReply(undefined)` when the connection broke while a
+ * request was out (it is opened again for the next one).
+ */
+class Connection {
+  constructor(host, port, request) {
+    Object.assign(this, { host, port, request, onReply: () => {}, stopped: false });
+    this.open();
+  }
+
+  open() {
+    const socket = net.connect({ host: this.host, port: this.port, noDelay: true });
+    Object.assign(this, { socket, buffer: Buffer.alloc(0), busy: false });
+    socket.on('data', (chunk) => this.read(chunk));
+    socket.on('error', () => {}); // 'close' follows
+    socket.on('close', () => {
+      if (this.stopped || socket !== this.socket) return;
+      const wasBusy = this.busy;
+      this.open();
+      if (wasBusy) this.onReply(undefined);
+    });
+  }
+
+  stop() {
+    this.stopped = true;
+    this.socket.destroy();
+  }
+
+  send() {
+    this.busy = true;
+    this.socket.write(this.request);
+  }
+
+  read(chunk) {
+    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    const headEnd = this.buffer.indexOf(CRLF2);
+    if (headEnd < 0) return;
+    const head = this.buffer.toString('latin1', 0, headEnd);
+    const status = Number(head.slice(9, 12));
+    const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    let end;
+    if (length) {
+      end = headEnd + 4 + Number(length[1]);
+      if (this.buffer.length < end) return;
+    } else if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
+      end = chunkedEnd(this.buffer, headEnd + 4);
+      if (end < 0) return;
+    } else {
+      throw new Error(`paced: a reply with neither Content-Length nor chunked encoding:\n${head}`);
+    }
+    this.buffer = this.buffer.subarray(end);
+    this.busy = false;
+    // A server that ends the connection after this reply: the next request goes on a new one.
+    if (/\r\nconnection:\s*close/i.test(head)) this.open();
+    this.onReply(status);
+  }
+}
+
+/** Where a chunked body that starts at `at` ends, or -1 when it has not all arrived. */
+function chunkedEnd(buffer, at) {
+  for (;;) {
+    const lineEnd = buffer.indexOf('\r\n', at, 'latin1');
+    if (lineEnd < 0) return -1;
+    const size = parseInt(buffer.toString('latin1', at, lineEnd), 16);
+    if (Number.isNaN(size)) throw new Error('paced: a malformed chunked reply');
+    if (size === 0) {
+      const end = buffer.indexOf(CRLF2, lineEnd);
+      return end < 0 ? -1 : end + 4;
+    }
+    at = lineEnd + 2 + size + 2;
+    if (at > buffer.length) return -1;
+  }
+}
 
 /**
  * Sends `rate × seconds` requests to `url`, the i-th due at start + i / rate, over at most
  * `connections` keep-alive connections (a request due while all are busy waits, and that wait is
  * part of its latency). Resolves to autocannon's result shape for the fields the bench reads.
  *
- * Like autocannon, it connects before it measures: `connections` requests at once open the
- * connections, then the schedule runs `warmup` seconds unmeasured (as wrk2 does), so neither
- * TCP handshakes nor the first second's cold paths count as the server's latency at this load.
+ * Like autocannon, it connects before it measures: one request on each connection opens it, then
+ * the schedule runs `warmup` seconds unmeasured (as wrk2 does), so neither TCP handshakes nor the
+ * first second's cold paths count as the server's latency at this load.
  */
 export async function paced(url, { rate, seconds, connections = 50, warmup = 1, method = 'GET', headers = {}, body }) {
   const target = new URL(url);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
-  const payload = body === undefined ? undefined : Buffer.from(body);
-  const options = { agent, host: target.hostname, port: target.port, path: target.pathname + target.search, method, headers: payload ? { ...headers, 'content-length': String(payload.length) } : headers };
-  /** One request; resolves to its status. */
-  const request = () =>
-    new Promise((resolve, reject) => {
-      const req = http.request(options, (res) => {
-        res.on('data', () => {});
-        res.on('end', () => resolve(res.statusCode));
-        res.on('error', reject);
-      });
-      req.on('error', reject);
-      req.end(payload);
-    });
-  await Promise.all(Array.from({ length: connections }, request));
+  const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
+  const head = [`${method} ${target.pathname}${target.search} HTTP/1.1`, `host: ${target.host}`, 'connection: keep-alive'];
+  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
+  if (body !== undefined) head.push(`content-length: ${payload.length}`);
+  const request = Buffer.concat([Buffer.from(`${head.join('\r\n')}\r\n\r\n`, 'latin1'), payload]);
+
   const skipped = Math.floor(rate * warmup);
   const total = skipped + Math.max(1, Math.floor(rate * seconds));
   const interval = 1000 / rate;
@@ -44,26 +117,61 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
   let finished = 0;
   let non2xx = 0;
   let errors = 0;
-  const start = performance.now() + 20;
+  let start = 0;
+  let done = () => {};
+  // Requests due while no connection is free wait in order. Free connections are taken oldest
+  // first, so the load spreads over all of them — and so over every worker they were accepted by.
+  const waiting = [];
+  let nextWaiting = 0;
+  const idle = [];
+  let nextIdle = 0;
 
+  const dispatch = (connection, i) => {
+    connection.carrying = i;
+    connection.send();
+  };
+  const onReply = (connection, status) => {
+    const i = connection.carrying;
+    latencies[i] = performance.now() - (start + i * interval);
+    if (status === undefined) errors += 1;
+    else if (status >= 300) non2xx += 1;
+    finished += 1;
+    if (nextWaiting < waiting.length) dispatch(connection, waiting[nextWaiting++]);
+    else idle.push(connection);
+    if (finished === total) done();
+  };
+  const pool = [];
+
+  // Open the connections one after another, each with one request, before the schedule starts.
+  // One at a time, because the cluster's round robin hands a new connection to whichever worker
+  // acknowledged its last one first: a burst of 50 connects lands unevenly (36/64 was seen), and
+  // over keep-alive connections that skew would load one worker more for the whole run.
+  while (pool.length < connections) {
+    const c = new Connection(target.hostname, target.port, request);
+    pool.push(c);
+    await new Promise((resolve, reject) => {
+      c.onReply = (status) => (status === undefined ? reject(new Error(`paced: could not reach ${url}`)) : resolve());
+      c.send();
+    });
+  }
+  for (const c of pool) c.onReply = (status) => onReply(c, status);
+  idle.push(...pool);
+
+  start = performance.now() + 20;
   return new Promise((resolve) => {
-    const settle = (i, failed, status) => {
-      latencies[i] = performance.now() - (start + i * interval);
-      if (failed) errors += 1;
-      else if (status >= 300) non2xx += 1;
-      finished += 1;
-      if (finished === total) done();
-    };
-    const send = (i) => request().then((status) => settle(i, false, status), () => settle(i, true));
     // Each tick sends every request that is due; timers fire at 1 ms granularity at best.
     const tick = () => {
       const now = performance.now();
-      while (sent < total && start + sent * interval <= now) send(sent++);
+      while (sent < total && start + sent * interval <= now) {
+        if (nextIdle < idle.length) dispatch(idle[nextIdle++], sent);
+        else waiting.push(sent);
+        sent += 1;
+      }
       if (sent < total) setTimeout(tick, Math.max(0, start + sent * interval - performance.now()));
     };
     setTimeout(tick, 20);
-    const done = () => {
-      agent.destroy();
+    done = () => {
+      for (const c of pool) c.stop();
       if (process.env.PACED_TIMELINE) {
         // The worst latency of each 100 ms of the schedule, to tell steady queueing from stalls.
         const windows = new Map();
