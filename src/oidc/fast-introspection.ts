@@ -247,24 +247,29 @@ async function introspect(deps: Deps, client: ClientRecord, value: string): Prom
   }
   const caller = { clientId: client.id, introspection: client.introspection, tenants: client.tenants, admin: client.admin };
   if (!(await deps.policy(caller, token))) return { active: false };
-  // Built as the library builds it: the token's extra claims may name a `sub` of their own.
+  // Built as the library builds it, Object.assign(answer, { ...extra, active: true, … }): the
+  // token's extra claims may name a `sub` of their own, and the token's own fields win. Written
+  // out as assignments in that order (same keys, same order, same values), not as a spread of
+  // `extra` into a literal: on Node 20 that form made ~5 % of all allocation survive into the
+  // old generation (`--trace-gc-nvp`, 5.5 % against 2.0 %), and the full collections that
+  // follow were the p99 at 70 % load (README, Benchmark).
   const answer: Record<string, unknown> = { active: false };
   if (token.accountId) answer.sub = token.accountId;
-  return Object.assign(answer, {
-    ...token.extra,
-    active: true,
-    client_id: token.clientId,
-    exp: token.exp,
-    iat: token.iat,
-    sid: token.sid,
-    iss: provider.issuer,
-    // An opaque token is its own id: the stable, non-secret one of middleware.ts instead.
-    jti: token.jti !== value ? token.jti : opaqueTokenId(value),
-    aud: token.aud,
-    // Never from extra claims: the library sets these from the token itself (declined above).
-    authorization_details: undefined,
-    cnf: undefined,
-    scope: token.scope || undefined,
-    token_type: token.tokenType,
-  });
+  const extra = token.extra ?? {};
+  for (const key of Object.keys(extra)) answer[key] = extra[key];
+  answer.active = true;
+  answer.client_id = token.clientId;
+  answer.exp = token.exp;
+  answer.iat = token.iat;
+  answer.sid = token.sid;
+  answer.iss = provider.issuer;
+  // An opaque token is its own id: the stable, non-secret one of middleware.ts instead.
+  answer.jti = token.jti !== value ? token.jti : opaqueTokenId(value);
+  answer.aud = token.aud;
+  // Never from extra claims: the library sets these from the token itself (declined above).
+  answer.authorization_details = undefined;
+  answer.cnf = undefined;
+  answer.scope = token.scope || undefined;
+  answer.token_type = token.tokenType;
+  return answer;
 }
