@@ -11,42 +11,66 @@
 // shared by every request, which keeps the request's OIDC context in a symbol-keyed slot of the
 // request's own context: created on first read, as before.
 //
-// If the installed version no longer has that code, nothing is changed and this says so; the
-// server works either way (tests/unit/oidc-context-patch.test.ts then fails, as a reminder).
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+// If the installed version no longer has that code, or the file cannot be read or written, nothing
+// is changed and this says so; the server works either way (tests/unit/oidc-context-patch.test.ts
+// then fails, as a reminder). npm runs this for `npm ci` and a bare `npm install`, not for
+// `npm install <package>`, `npm update` or `--ignore-scripts`: after those, run `npm ci` again (or
+// `node scripts/patch-oidc-provider.mjs`).
+import { spawnSync } from 'node:child_process';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
 const MARKER = 'portcullis: one ctx.oidc getter for every request';
-
-const require = createRequire(import.meta.url);
-let file;
-try {
-  file = path.join(path.dirname(require.resolve('oidc-provider/package.json')), 'lib/helpers/initialize_app.js');
-} catch {
-  process.exit(0); // not installed (yet): nothing to do
-}
-const { version } = JSON.parse(readFileSync(path.join(path.dirname(file), '../../package.json'), 'utf8'));
-const source = readFileSync(file, 'utf8');
-if (source.includes(MARKER)) process.exit(0);
+const warn = (why) => console.warn(`patch-oidc-provider: ${why}; oidc-provider left unchanged`);
 
 // The per-request getter, as oidc-provider 9 writes it (whitespace aside).
 const perRequest =
   /const ensureOIDC = async \(ctx, next\) => \{\s*let oidcCtx;\s*Object\.defineProperty\(ctx, 'oidc', \{\s*get: \(\) => \{\s*oidcCtx \|\|= new this\.OIDCContext\(ctx\);\s*return oidcCtx;\s*\},\s*\}\);/;
-if (!perRequest.test(source)) {
-  console.warn(`patch-oidc-provider: oidc-provider ${version} has no per-request ctx.oidc getter where 9.x had it; left unchanged`);
-  process.exit(0);
-}
+// Its replacement; names of our own, so that they cannot clash with the library's.
 const shared = `// ${MARKER} (scripts/patch-oidc-provider.mjs in Portcullis)
-  const provider = this;
-  const OIDC_CONTEXT = Symbol('oidc context');
-  function oidcContext() {
-    if (!Object.hasOwn(this, OIDC_CONTEXT)) this[OIDC_CONTEXT] = new provider.OIDCContext(this);
-    return this[OIDC_CONTEXT];
+  const portcullisProvider = this;
+  const PORTCULLIS_OIDC_CONTEXT = Symbol('oidc context');
+  function portcullisOidcContext() {
+    if (!Object.hasOwn(this, PORTCULLIS_OIDC_CONTEXT)) this[PORTCULLIS_OIDC_CONTEXT] = new portcullisProvider.OIDCContext(this);
+    return this[PORTCULLIS_OIDC_CONTEXT];
   }
   const ensureOIDC = async (ctx, next) => {
-    Object.defineProperty(ctx, 'oidc', { get: oidcContext });`;
-const temp = `${file}.portcullis-${process.pid}`;
-writeFileSync(temp, source.replace(perRequest, shared));
-renameSync(temp, file);
-console.log(`patch-oidc-provider: oidc-provider ${version}: ctx.oidc now has one getter for every request`);
+    Object.defineProperty(ctx, 'oidc', { get: portcullisOidcContext });`;
+
+function patch() {
+  let root;
+  try {
+    root = path.dirname(createRequire(import.meta.url).resolve('oidc-provider/package.json'));
+  } catch {
+    return warn('oidc-provider is not installed');
+  }
+  const file = path.join(root, 'lib/helpers/initialize_app.js');
+  const { version } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+  const source = readFileSync(file, 'utf8');
+  if (source.includes(MARKER)) return undefined;
+  if (!perRequest.test(source)) return warn(`oidc-provider ${version} has no per-request ctx.oidc getter where 9.x had it`);
+  const patched = source.replace(perRequest, shared);
+  // Never leave a module that does not parse: the server must start, patched or not.
+  const check = spawnSync(process.execPath, ['--check', '--input-type=module'], { input: patched });
+  if (check.status !== 0) {
+    const why = check.stderr.toString().split('\n').find((line) => /Error/.test(line)) ?? 'a syntax error';
+    return warn(`the patched ${file} would not parse (${why.trim()})`);
+  }
+  const temp = `${file}.portcullis-${process.pid}`;
+  try {
+    writeFileSync(temp, patched);
+    renameSync(temp, file);
+  } catch (err) {
+    rmSync(temp, { force: true });
+    return warn(`cannot write ${file} (${err.code ?? err.message})`);
+  }
+  console.log(`patch-oidc-provider: oidc-provider ${version}: ctx.oidc now has one getter for every request`);
+  return undefined;
+}
+
+try {
+  patch();
+} catch (err) {
+  warn(err.message);
+}

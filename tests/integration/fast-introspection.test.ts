@@ -231,7 +231,11 @@ describe(`introspection fast path (${dbLabel})`, () => {
   test('extra claims named like the answer’s own members: the token’s values win, in the library’s order', async () => {
     const { knex } = srv.running.app.database;
     const t = (await clientCredentialsToken(srv, app, { scope: 'accounts' })).access_token;
-    const posing = { zeta: 1, scope: 'admin', active: false, client_id: 'someone-else', iss: 'https://elsewhere', jti: 'x', exp: 1, token_type: 'none', alpha: 'a' };
+    // Computed, so that __proto__ is a member of the JSON (as JSON.parse makes it), not a prototype.
+    const posing = {
+      zeta: 1, scope: 'admin', active: false, client_id: 'someone-else', iss: 'https://elsewhere', jti: 'x', exp: 1, iat: 2, sid: 'sid-x',
+      aud: 'elsewhere', sub: 'someone', token_type: 'none', ['__proto__']: 'x', alpha: 'a',
+    };
     await knex('oidc_payloads').where({ id: t }).update({ payload: knex.raw(`jsonb_set(payload, '{extra}', payload->'extra' || ?::jsonb)`, [JSON.stringify(posing)]) });
     const r = await both(q({ token: t }), as(rs));
     expect(r.served).toBe(true);
