@@ -9,7 +9,7 @@
 // made-up sample for every millisecond of each slow reply. Neither is latency at 70 % of the maximum.
 //
 // Why raw sockets and not node:http: the load generator shares the machine's cores with the server
-// and its database. node:http's client cost 70 µs of CPU per request here (twice autocannon's), all
+// and its database. node:http's client cost 70–96 µs of CPU per request here (autocannon ~30), all
 // of it taken from the server being measured. One request is always the same bytes, so it is
 // written once, and a reply only needs its status and where it ends (Content-Length, or chunked).
 import { performance } from 'node:perf_hooks';
@@ -144,7 +144,7 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
 
   // Open the connections one after another, each with one request, before the schedule starts.
   // One at a time, because the cluster's round robin hands a new connection to whichever worker
-  // acknowledged its last one first: a burst of 50 connects lands unevenly (36/64 was seen), and
+  // acknowledged its last one first: a burst of 50 connects lands unevenly (18 and 32 were seen), and
   // over keep-alive connections that skew would load one worker more for the whole run.
   while (pool.length < connections) {
     const c = new Connection(target.hostname, target.port, request);
