@@ -160,6 +160,7 @@ export async function buildServices(config: Config, database: Database, opts: { 
     userService: createUserService({
       users,
       hasher,
+      throttle: createLoginThrottle({ failures: config.loginThrottle.failuresPerWindow, windowSeconds: config.loginThrottle.windowSeconds, clock }),
       events: {
         // Security events: who failed to log in (never what they typed), and lockouts.
         loginFailed: (tenant, userId, reason) => {
@@ -171,7 +172,6 @@ export async function buildServices(config: Config, database: Database, opts: { 
         },
       },
     }),
-    throttle: createLoginThrottle({ knex: shared, failures: config.loginThrottle.failuresPerWindow, windowSeconds: config.loginThrottle.windowSeconds }),
     tenantService: createTenantService({ tenants }),
     clientService: createClientService({ clients, tenants }),
   };
@@ -223,7 +223,6 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       tenants: { find: services.lookups.tenant },
       fresh: { clients: services.clients, tenants: services.tenants },
       users: services.userService,
-      throttle: services.throttle,
       keyService: services.keyService,
       clock: services.clock,
       mfaPending: services.mfaPending,

@@ -35,3 +35,24 @@ export function preparedRunner(knex: Knex): (<R>(statement: PreparedStatement, v
     }
   };
 }
+
+/**
+ * A statement written once for both databases: on PostgreSQL's pool, a named prepared statement
+ * (preparedRunner); in a transaction or on the embedded database, the same text through
+ * `knex.raw` (its `$n` placeholders become knex's `?` bindings, so the text has no `?` of its own).
+ * For the hot path's multi-table statements, such as a login's counters, where one round trip
+ * replaces several on either database.
+ */
+export function statementRunner(knex: Knex): <R>(statement: PreparedStatement, values: unknown[]) => Promise<R[]> {
+  const prepared = preparedRunner(knex);
+  if (prepared) return prepared;
+  return async <R>(statement: PreparedStatement, values: unknown[]): Promise<R[]> => {
+    const bindings: unknown[] = [];
+    const sql = statement.text.replace(/\$(\d+)/g, (_, n: string) => {
+      bindings.push(values[Number(n) - 1]);
+      return '?';
+    });
+    const result = (await knex.raw(sql, bindings as Knex.RawBinding[])) as { rows: R[] };
+    return result.rows;
+  };
+}

@@ -140,7 +140,7 @@ export interface FactorRepository {
   /** An approved challenge is collected once: APPROVED → CONSUMED by one atomic UPDATE, before it expires. */
   collect(tenantId: string, challengeId: string, now: Date): Promise<boolean>;
 
-  /** Reserves one verification attempt (see UserRepository.reserveLoginAttempt): false when blocked. */
+  /** Reserves one verification attempt (as UserRepository.beginLogin reserves a login attempt): false when blocked. */
   /**
    * A count used up with no block set (the attempt that reached it died, or the policy's maximum
    * was lowered) ages out like a block: `blockSeconds` after the last attempt, counting restarts.

@@ -44,10 +44,11 @@ export class KnexAdapter implements Adapter {
       expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
     };
     // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails
-    // safe. Outside a transaction, concurrent ones are inserted together.
+    // safe; every other model commits synchronously. Outside a transaction, the concurrent writes
+    // of each pool are inserted together (a login's session and refresh token, say).
     const accessToken = ACCESS_TOKEN_TYPES.has(this.type);
     const knex = accessToken && this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
-    if (accessToken && !knex.isTransaction) {
+    if (!knex.isTransaction) {
       const failed = await batchersOf(knex).inserts.add(row);
       if (failed) throw failed;
       return;
@@ -113,8 +114,9 @@ export class KnexAdapter implements Adapter {
  * The hot path, batched (src/db/batch.ts). Introspection and revocation look a presented token up
  * as an access token, a client-credentials token and a refresh token at once, and many requests
  * do so at the same time: their lookups become one statement (`id in (…)`, every token type),
- * and each caller picks its row and parses its own copy. Likewise the access-token inserts of
- * concurrent token requests become one multi-row INSERT. Each caller is answered only when its
+ * and each caller picks its row and parses its own copy. Likewise the inserts of concurrent token
+ * requests become one multi-row INSERT per pool: access tokens on the asynchronously committing
+ * one, sessions and refresh tokens on the main pool. Each caller is answered only when its
  * batch is (a token is handed out only once stored). Inside a transaction nothing is batched.
  */
 const ACCESS_TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials']);

@@ -1,8 +1,7 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { User } from '../users/repository';
-import { LoginFailedError, type UserService } from '../users/service';
-import type { LoginThrottle } from '../users/throttle';
+import { LoginFailedError, LoginThrottledError, type UserService } from '../users/service';
 import { grantedScopes } from './resource';
 import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext } from './user-tokens';
 
@@ -21,7 +20,6 @@ function invalidCredentials() {
 export function passwordGrantHandler(deps: {
   context: () => UserTokenContext;
   users: UserService;
-  throttle: LoginThrottle;
   tenantFor: (ctx: KoaContextWithOIDC, client: OidcClient) => Promise<Tenant | undefined>;
   /** Login-time MFA: must this login wait for a step-up challenge? */
   mfaPending: (tenant: Tenant, user: User) => Promise<boolean>;
@@ -36,23 +34,19 @@ export function passwordGrantHandler(deps: {
     const tenant = await deps.tenantFor(ctx, client);
     if (!tenant) throw new errors.InvalidRequest('tenant is required: send di_fiid, institutionId or the tenant parameter');
 
-    const ip = ctx.ip;
-    const wait = await deps.throttle.attempt(ip);
-    if (wait > 0) {
-      ctx.set('Retry-After', String(wait));
-      const err = new errors.CustomOIDCProviderError('temporarily_unavailable', 'too many failed attempts; try again later');
-      Object.assign(err, { status: 429, statusCode: 429 });
-      throw err;
-    }
-
     let user;
     try {
-      user = await deps.users.authenticate(tenant, params.username, params.password);
+      user = await deps.users.authenticate(tenant, params.username, params.password, ctx.ip);
     } catch (err) {
       if (err instanceof LoginFailedError) throw invalidCredentials();
+      if (err instanceof LoginThrottledError) {
+        ctx.set('Retry-After', String(err.retryAfterSeconds));
+        const throttled = new errors.CustomOIDCProviderError('temporarily_unavailable', 'too many failed attempts; try again later');
+        Object.assign(throttled, { status: 429, statusCode: 429 });
+        throw throttled;
+      }
       throw err;
     }
-    await deps.throttle.succeeded(ip);
     const pending = await deps.mfaPending(tenant, user);
     ctx.body = await startUserSession(deps.context(), { client, tenant, user, scope, amr: ['pwd'], acr: ACR_CA, pending });
   };

@@ -6,7 +6,6 @@ import type { ClientRepository } from '../clients/repository';
 import type { Tenant, TenantRepository } from '../tenants/repository';
 import type { UserService } from '../users/service';
 import type { User } from '../users/repository';
-import type { LoginThrottle } from '../users/throttle';
 import { KnexAdapter } from './adapter';
 import { ClientAdapter, EXTRA_CLIENT_METADATA, hashedSecretComparison } from './client-model';
 import { createTenantResolver } from './tenant';
@@ -23,7 +22,6 @@ export interface ProviderDeps {
   clients: Pick<ClientRepository, 'find'>;
   tenants: Pick<TenantRepository, 'find'>;
   users: UserService;
-  throttle: LoginThrottle;
   clock: () => Date;
   introspectionPolicy: IntrospectionPolicy;
   mfaPending: (tenant: Tenant, user: User) => Promise<boolean>;
@@ -170,7 +168,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const context = (): UserTokenContext => ({ provider, audience, defaultTtl: config.tokens.accessTokenTtlSeconds, signingKid: keys.signingKid, clock: deps.clock });
   provider.registerGrantType(
     'password',
-    passwordGrantHandler({ context, users: deps.users, throttle: deps.throttle, tenantFor, mfaPending: deps.mfaPending }),
+    passwordGrantHandler({ context, users: deps.users, tenantFor, mfaPending: deps.mfaPending }),
     PASSWORD_GRANT_PARAMS,
   );
   return provider;

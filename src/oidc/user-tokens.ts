@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { User } from '../users/repository';
@@ -26,6 +27,11 @@ export interface UserTokenContext {
   signingKid: string;
   /** The clock of auth_time (the same clock that judges freshness). */
   clock: () => Date;
+}
+
+/** A session (Grant) id as oidc-provider makes one: 256 random bits, base64url. */
+function newGrantId(): string {
+  return randomBytes(32).toString('base64url');
 }
 
 /** oidc-provider honours a preset `expiresIn` instead of calling the ttl hook; its types omit it. */
@@ -100,7 +106,11 @@ export async function startUserSession(
   const grant = new provider.Grant({ accountId: user.id, clientId: client.clientId });
   if (scopeString) grant.addResourceScope(c.audience, scopeString);
   setLifetime(grant, sessionSeconds);
-  const grantId = await grant.save();
+  // The session's id is chosen here, so the session and its tokens are stored together: the
+  // Grant and the refresh token in one statement, the access token beside it (src/oidc/adapter.ts).
+  // Nothing is handed out unless all are stored; a token stored without its session is never seen.
+  const grantId = newGrantId();
+  grant.jti = grantId;
 
   const at = new provider.AccessToken({ accountId: user.id, client, grantId, gty: 'password', scope: scopeString, sid: grantId });
   at.resourceServer = new provider.ResourceServer(c.audience, info);
@@ -112,12 +122,15 @@ export async function startUserSession(
   };
   const accessTtl = Math.min(info.accessTokenTTL, sessionSeconds);
   setLifetime(at, accessTtl);
-  const accessToken = await at.save();
 
-  // A pending login gets its refresh token only when the challenge succeeds.
-  const refreshToken = input.pending
-    ? undefined
-    : await saveRefreshToken(c, { client, userId: user.id, sessionId: grantId, scope: scopeString, acr: input.acr, amr: input.amr, authTime, lifetime: sessionSeconds });
+  const [, accessToken, refreshToken] = await Promise.all([
+    grant.save(),
+    at.save(),
+    // A pending login gets its refresh token only when the challenge succeeds.
+    input.pending
+      ? undefined
+      : saveRefreshToken(c, { client, userId: user.id, sessionId: grantId, scope: scopeString, acr: input.acr, amr: input.amr, authTime, lifetime: sessionSeconds }),
+  ]);
 
   return {
     access_token: accessToken,

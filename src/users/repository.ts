@@ -1,5 +1,6 @@
 import type { DbSource } from '../db/tx';
 import { affected } from '../db/affected';
+import { statementRunner, type PreparedStatement } from '../db/prepared';
 import type { IdentifierKind } from './identifiers';
 
 export type UserRole = 'root' | 'authorised';
@@ -90,6 +91,12 @@ export class DuplicateIdentifierError extends Error {
   }
 }
 
+/** What `beginLogin` found: the address over its budget, a reserved attempt, or no user reserved. */
+export type LoginStart =
+  | { throttledForMs: number; user?: undefined }
+  | { throttledForMs?: undefined; user: User; failures: number }
+  | { throttledForMs?: undefined; user?: undefined; failures?: undefined };
+
 export interface UserRepository {
   create(input: NewUser): Promise<User>;
   findById(tenantId: string, userId: string): Promise<User | undefined>;
@@ -97,21 +104,102 @@ export interface UserRepository {
   findByIdForToken(userId: string): Promise<User | undefined>;
   findByIdentifier(tenantId: string, kind: IdentifierKind, value: string): Promise<User | undefined>;
   /**
-   * Reserves one login attempt before the password is evaluated: counted as a failure until
-   * `loginSucceeded` resets it. Returns false (without evaluating anything) when the user is
-   * locked, temporarily locked, or already has `threshold` attempts counted — so concurrent
-   * guesses can never exceed the threshold. An expired temporary lock starts a fresh count.
+   * A login's first statement, one round trip: takes a point of the address's throttle and, when
+   * the address is within its budget, finds the user by identifier and reserves one login attempt
+   * before the password is evaluated: counted as a failure until `endLogin` resets it. No user is
+   * reserved (nothing evaluated) when the user is unknown, not active, locked, temporarily locked,
+   * or already has `threshold` attempts counted — so concurrent guesses can never exceed the
+   * threshold. An expired temporary lock starts a fresh count.
    */
-  reserveLoginAttempt(tenantId: string, userId: string, threshold: number): Promise<{ reserved: boolean; failures: number }>;
+  beginLogin(input: {
+    tenantId: string;
+    /** Undefined for a login that names no possible user: only the point is taken. */
+    identifier: { kind: IdentifierKind; value: string } | undefined;
+    threshold: number;
+    /** The address's counter: its key, its budget, its window, and the time now (epoch ms). */
+    throttle: { key: string; limit: number; windowMs: number; now: number };
+  }): Promise<LoginStart>;
+  /** A successful login, one round trip: its failure count reset, its throttle point given back. */
+  endLogin(tenantId: string, userId: string, throttle: { key: string; now: number }): Promise<void>;
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
-  loginSucceeded(tenantId: string, userId: string): Promise<void>;
   delete(tenantId: string, userId: string): Promise<void>;
   /** Search by identifier prefix (email, mobile, username), ordered by id, keyset-paged. */
   search(tenantId: string, opts: { q?: string; limit: number; after?: string }): Promise<User[]>;
   setStatus(tenantId: string, userId: string, status: UserStatus): Promise<User | undefined>;
   setMfaRequired(tenantId: string, userId: string, required: boolean): Promise<void>;
 }
+
+interface LoginCounters {
+  throttle_points: number;
+  throttle_expire: string | number;
+  failed_login_count: number;
+}
+
+/** The columns of UserRow, named: a prepared statement's result must not change when a column is added. */
+const USER_COLUMNS = [
+  'id', 'tenant_id', 'email', 'mobile', 'username', 'password_hash', 'role', 'group_name', 'profile', 'accepted_terms_at',
+  'terms_version', 'status', 'locked_until', 'mfa_required', 'created_at', 'updated_at', 'failed_login_count',
+];
+
+/**
+ * Takes a point of an address's login throttle as rate-limiter-flexible's store does: a new window
+ * once the last one ended, client clock in epoch ms. $1 key, $2 limit (only echoed here: a
+ * prepared statement uses every parameter), $3 now, $4 the window's end.
+ */
+const TAKE_POINT_CTE = `ip AS (
+  INSERT INTO rate_limits AS r (key, points, expire) VALUES ($1, 1, $4::bigint)
+  ON CONFLICT (key) DO UPDATE SET
+    points = CASE WHEN r.expire <= $3::bigint THEN 1 ELSE r.points + 1 END,
+    expire = CASE WHEN r.expire <= $3::bigint THEN excluded.expire ELSE r.expire END
+  RETURNING points, expire
+)`;
+const TAKE_POINT: PreparedStatement = {
+  name: 'portcullis_login_point_v1',
+  text: `WITH ${TAKE_POINT_CTE} SELECT points AS throttle_points, expire AS throttle_expire, $2::int AS throttle_limit FROM ip`,
+};
+
+/**
+ * beginLogin's statement, one per identifier column (each uses its own unique index): `ip` takes
+ * the point, `u` reserves the attempt only while the address is within its budget. Both run, in
+ * one snapshot, whatever the outcome; `ip` first (u's condition reads it), so the address's row
+ * is locked before the user's. $1–$4 as TAKE_POINT, $5 tenant, $6 identifier, $7 lockout
+ * threshold.
+ */
+const BEGIN_LOGIN = Object.fromEntries(
+  (['email', 'mobile', 'username'] as const).map((kind): [IdentifierKind, PreparedStatement] => [
+    kind,
+    {
+      name: `portcullis_begin_login_${kind}_v1`,
+      text: `WITH ${TAKE_POINT_CTE}, u AS (
+               UPDATE users SET
+                 failed_login_count = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN 1 ELSE failed_login_count + 1 END,
+                 locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN NULL ELSE locked_until END
+               WHERE tenant_id = $5 AND ${kind} = $6 AND status = 'active'
+                 AND ((locked_until IS NOT NULL AND locked_until <= now())
+                      OR (locked_until IS NULL AND failed_login_count < $7::int))
+                 AND (SELECT points FROM ip) <= $2::int
+               RETURNING ${USER_COLUMNS.join(', ')}
+             )
+             SELECT ip.points AS throttle_points, ip.expire AS throttle_expire, ${USER_COLUMNS.map((c) => `u.${c}`).join(', ')}
+             FROM ip LEFT JOIN u ON true`,
+    },
+  ]),
+) as Record<IdentifierKind, PreparedStatement>;
+
+/**
+ * endLogin's statement: $1 throttle key, $2 now (ms), $3 tenant, $4 user. The address's row is
+ * updated before the user's — the one-time filter reads `ip` first — as in BEGIN_LOGIN, so two
+ * logins of one user from one address always lock in the same order and never deadlock.
+ */
+const END_LOGIN: PreparedStatement = {
+  name: 'portcullis_end_login_v1',
+  text: `WITH ip AS (
+           UPDATE rate_limits SET points = points - 1 WHERE key = $1 AND expire > $2::bigint AND points > 0 RETURNING 1
+         )
+         UPDATE users SET failed_login_count = 0, lockout_count = 0
+         WHERE tenant_id = $3 AND id = $4 AND (SELECT count(*) FROM ip) >= 0`,
+};
 
 const UNIQUE_INDEX_FIELD: Record<string, IdentifierKind> = {
   users_tenant_email_key: 'email',
@@ -163,19 +251,18 @@ export function createUserRepository(source: DbSource): UserRepository {
       const row = await knex()<UserRow>('users').where({ tenant_id: tenantId, [kind]: value }).first();
       return row ? toUser(row) : undefined;
     },
-    async reserveLoginAttempt(tenantId, userId, threshold) {
-      const rows = (await knex().raw(
-        `UPDATE users SET
-           failed_login_count = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN 1 ELSE failed_login_count + 1 END,
-           locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN NULL ELSE locked_until END
-         WHERE tenant_id = ? AND id = ? AND status = 'active'
-           AND ((locked_until IS NOT NULL AND locked_until <= now())
-                OR (locked_until IS NULL AND failed_login_count < ?))
-         RETURNING failed_login_count`,
-        [tenantId, userId, threshold],
-      )) as { rows: Array<{ failed_login_count: number }> };
-      const row = rows.rows[0];
-      return row ? { reserved: true, failures: row.failed_login_count } : { reserved: false, failures: threshold };
+    async beginLogin({ tenantId, identifier, threshold, throttle }) {
+      const { now } = throttle;
+      const point = [throttle.key, throttle.limit, now, now + throttle.windowMs];
+      const [row] = identifier
+        ? await statementRunner(knex())<UserRow & LoginCounters>(BEGIN_LOGIN[identifier.kind], [...point, tenantId, identifier.value, threshold])
+        : await statementRunner(knex())<LoginCounters & { id?: undefined }>(TAKE_POINT, point);
+      if (!row) throw new Error('beginLogin: no row');
+      if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };
+      return row.id ? { user: toUser(row), failures: row.failed_login_count } : {};
+    },
+    async endLogin(tenantId, userId, throttle) {
+      await statementRunner(knex())(END_LOGIN, [throttle.key, throttle.now, tenantId, userId]);
     },
     async lockAfterFailures(tenantId, userId, periodSeconds) {
       const rows = (await knex().raw(
@@ -188,9 +275,6 @@ export function createUserRepository(source: DbSource): UserRepository {
       )) as { rows: Array<{ locked_until: Date }> };
       const row = rows.rows[0];
       return row ? new Date(row.locked_until) : undefined;
-    },
-    async loginSucceeded(tenantId, userId) {
-      await knex()('users').where({ tenant_id: tenantId, id: userId }).update({ failed_login_count: 0, lockout_count: 0 });
     },
     async search(tenantId, { q, limit, after }) {
       const query = knex()<UserRow>('users').where({ tenant_id: tenantId }).orderBy('id').limit(limit);

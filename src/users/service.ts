@@ -5,6 +5,7 @@ import type { Tenant } from '../tenants/repository';
 import { classifyLogin, normalizeEmail, normalizeMobile, normalizeUsername } from './identifiers';
 import { passwordProblem, type PasswordHasher } from './passwords';
 import { DuplicateIdentifierError, type User, type UserRepository, type UserRole } from './repository';
+import type { LoginThrottle } from './throttle';
 
 export const registrationSchema = z
   .object({
@@ -27,6 +28,13 @@ export const registrationSchema = z
   .strict();
 export type RegistrationInput = z.input<typeof registrationSchema> & { role?: UserRole };
 
+/** The address has used its budget of login attempts: 429 with Retry-After, nothing evaluated. */
+export class LoginThrottledError extends Error {
+  constructor(readonly retryAfterSeconds: number) {
+    super('too many failed attempts');
+  }
+}
+
 /** The one answer to every failed login: it never says whether the user exists or is locked. */
 export class LoginFailedError extends Error {
   constructor(readonly reason: 'unknown_user' | 'wrong_password' | 'locked' | 'invalid_identifier') {
@@ -36,7 +44,11 @@ export class LoginFailedError extends Error {
 
 export interface UserService {
   register(tenant: Tenant, input: unknown, opts?: { role?: UserRole }): Promise<User>;
-  authenticate(tenant: Tenant, login: string, password: string): Promise<User>;
+  /**
+   * A login from address `ip`: the user, or LoginThrottledError (the address's budget is used up;
+   * no password evaluated), or LoginFailedError.
+   */
+  authenticate(tenant: Tenant, login: string, password: string, ip: string): Promise<User>;
   findActive(tenantId: string, userId: string): Promise<User | undefined>;
   /**
    * For refresh grants, which know only the token's subject: the user's own row decides the
@@ -69,8 +81,8 @@ export function publicUser(u: User) {
   };
 }
 
-export function createUserService(deps: { users: UserRepository; hasher: PasswordHasher; events?: UserEvents }): UserService {
-  const { users, hasher } = deps;
+export function createUserService(deps: { users: UserRepository; hasher: PasswordHasher; throttle: LoginThrottle; events?: UserEvents }): UserService {
+  const { users, hasher, throttle } = deps;
   const events = deps.events ?? {};
 
   return {
@@ -118,23 +130,27 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
       }
     },
 
-    async authenticate(tenant, login, password) {
+    async authenticate(tenant, login, password, ip) {
       const id = classifyLogin(login);
-      const user = id ? await users.findByIdentifier(tenant.id, id.kind, id.value) : undefined;
+      const throttleKey = throttle.key(ip);
+      const start = await users.beginLogin({
+        tenantId: tenant.id,
+        identifier: id,
+        threshold: tenant.policy.lockoutThreshold,
+        throttle: { key: throttleKey, limit: throttle.limit, windowMs: throttle.windowMs, now: throttle.now() },
+      });
+      if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));
+      const { user, failures } = start;
       if (!user) {
+        // Unknown, inactive or locked: the same work and the same answer; the audit log knows which.
+        const known = id ? await users.findByIdentifier(tenant.id, id.kind, id.value) : undefined;
         await hasher.dummyVerify(password);
-        const reason = id ? 'unknown_user' : 'invalid_identifier';
-        events.loginFailed?.(tenant, undefined, reason);
+        const reason = !id ? 'invalid_identifier' : known ? 'locked' : 'unknown_user';
+        events.loginFailed?.(tenant, known?.id, reason);
         throw new LoginFailedError(reason);
       }
-      const { reserved, failures } = await users.reserveLoginAttempt(tenant.id, user.id, tenant.policy.lockoutThreshold);
-      if (!reserved) {
-        await hasher.dummyVerify(password);
-        events.loginFailed?.(tenant, user.id, 'locked');
-        throw new LoginFailedError('locked');
-      }
       if (await hasher.verify(password, user.passwordHash)) {
-        await users.loginSucceeded(tenant.id, user.id);
+        await users.endLogin(tenant.id, user.id, { key: throttleKey, now: throttle.now() });
         return user;
       }
       events.loginFailed?.(tenant, user.id, 'wrong_password');

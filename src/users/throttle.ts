@@ -1,42 +1,38 @@
 import type { Knex } from 'knex';
-import { RateLimiterMemory, RateLimiterPostgres, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 /**
  * Per-IP throttling of failed logins. Every attempt takes a point before the password is
  * evaluated — so parallel attempts cannot overrun the budget — and a successful login gives its
  * point back, so successful traffic is never slowed. Out of points: 429 with Retry-After, before
- * any password is evaluated. On PostgreSQL the counters live in the database and are shared by
- * every process; the embedded database serves a single process, so memory is the same thing there.
+ * any password is evaluated.
+ *
+ * The counters live in the database (table `rate_limits`, shared by every process), and are taken
+ * and given back inside the login's own statements (src/users/repository.ts: beginLogin and
+ * endLogin): a login costs no round trip of its own for them. Rows are those of
+ * rate-limiter-flexible's PostgreSQL store, which the send caps use: key `login_ip:<address>`,
+ * points, and the window's end in epoch milliseconds, so one sweep clears both.
  */
 export interface LoginThrottle {
-  /** Takes a point: 0 when the address may try, else the seconds to wait. */
-  attempt(ip: string): Promise<number>;
-  /** The attempt succeeded: its point is returned. */
-  succeeded(ip: string): Promise<void>;
+  /** The counter's row. */
+  key(ip: string): string;
+  /** Attempts an address may have counted in a window (failures, and logins still running). */
+  readonly limit: number;
+  readonly windowMs: number;
+  /** Epoch milliseconds (the app's clock: tests move it instead of sleeping). */
+  now(): number;
 }
 
-export function createLoginThrottle(opts: { knex?: Knex; failures: number; windowSeconds: number }): LoginThrottle {
-  const common = { keyPrefix: 'login_ip', points: opts.failures, duration: opts.windowSeconds };
-  const limiter: RateLimiterAbstract = opts.knex
-    ? new RateLimiterPostgres({ ...common, storeClient: opts.knex, storeType: 'knex', tableName: 'rate_limits', tableCreated: true, clearExpiredByTimeout: false })
-    : new RateLimiterMemory(common);
+export function createLoginThrottle(opts: { failures: number; windowSeconds: number; clock?: () => Date }): LoginThrottle {
+  const clock = opts.clock ?? (() => new Date());
   return {
-    async attempt(ip) {
-      try {
-        await limiter.consume(ip, 1);
-        return 0;
-      } catch (res) {
-        if (res instanceof RateLimiterRes) return Math.max(1, Math.ceil(res.msBeforeNext / 1000));
-        throw res;
-      }
-    },
-    async succeeded(ip) {
-      await limiter.reward(ip, 1);
-    },
+    key: (ip) => `login_ip:${ip}`,
+    limit: opts.failures,
+    windowMs: opts.windowSeconds * 1000,
+    now: () => clock().getTime(),
   };
 }
 
-/** Removes expired rate-limit windows (the PostgreSQL store keeps them until swept). */
+/** Removes expired rate-limit windows (kept until swept). */
 export async function sweepRateLimits(knex: Knex): Promise<void> {
   await knex('rate_limits').where('expire', '<', Date.now()).del();
 }

@@ -134,3 +134,21 @@ export async function lastCode(srv: TestServer, mobile: string): Promise<string>
   if (!m) throw new Error(`no code texted to ${mobile}`);
   return m[1]!;
 }
+
+/**
+ * The SQL statements `fn` made the server run (on its main pool and its access-token pool), each
+ * with its bindings (knex's; a prepared statement's values).
+ */
+export async function statements(srv: TestServer, fn: () => Promise<unknown>): Promise<Array<{ sql: string; bindings?: unknown[] }>> {
+  const seen: Array<{ sql: string; bindings?: unknown[] }> = [];
+  const onQuery = (q: { sql: string; bindings?: unknown[] }) => seen.push({ sql: q.sql, bindings: q.bindings });
+  const { knex, asyncCommit } = srv.running.app.database;
+  const pools = asyncCommit ? [knex, asyncCommit] : [knex];
+  for (const pool of pools) pool.on('query', onQuery);
+  try {
+    await fn();
+  } finally {
+    for (const pool of pools) pool.off('query', onQuery);
+  }
+  return seen;
+}

@@ -5,26 +5,11 @@
 import net from 'node:net';
 import { Client as PgClient } from 'pg';
 import { startTestServer, type TestServer } from '../helpers/server';
-import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, json, bearer, type ClientCreds } from '../helpers/flows';
+import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, json, bearer, statements, type ClientCreds } from '../helpers/flows';
 import { dbLabel, usingPostgres } from '../helpers/env';
 
 const ADMIN = { client_id: 'platform-admin', client_secret: 'platform-admin-secret-for-tests-0123456789' };
 const pgOnly = usingPostgres ? test : test.skip;
-
-/** The SQL statements `fn` made the server run (on its main pool and its access-token pool). */
-async function statements(srv: TestServer, fn: () => Promise<unknown>): Promise<string[]> {
-  const seen: string[] = [];
-  const onQuery = (q: { sql: string }) => seen.push(q.sql);
-  const { knex, asyncCommit } = srv.running.app.database;
-  const pools = asyncCommit ? [knex, asyncCommit] : [knex];
-  for (const pool of pools) pool.on('query', onQuery);
-  try {
-    await fn();
-  } finally {
-    for (const pool of pools) pool.off('query', onQuery);
-  }
-  return seen;
-}
 
 async function until(what: string, check: () => Promise<boolean>, ms = 3000): Promise<number> {
   const t0 = Date.now();
@@ -68,10 +53,10 @@ describe(`cached clients and tenants (${dbLabel})`, () => {
     await introspect(a, rs, token);
     const cc = await statements(a, () => clientCredentialsToken(a, app));
     expect(cc).toHaveLength(1);
-    expect(cc[0]).toMatch(/^\s*insert into "?oidc_payloads"?/i); // knex's INSERT, or the prepared one on PostgreSQL
+    expect(cc[0]!.sql).toMatch(/^\s*insert into "?oidc_payloads"?/i); // knex's INSERT, or the prepared one on PostgreSQL
     const intro = await statements(a, async () => expect((await introspect(a, rs, token)).json).toMatchObject({ active: true, tenant: 'bank-c' }));
     expect(intro).toHaveLength(1);
-    expect(intro[0]).toMatch(/from "?oidc_payloads"?/i);
+    expect(intro[0]!.sql).toMatch(/from "?oidc_payloads"?/i);
   });
 
   test('a JWT (no token row to read) is never introspected from memory alone: its tenant and client are read from the database', async () => {
@@ -79,8 +64,8 @@ describe(`cached clients and tenants (${dbLabel})`, () => {
     const jwt = (await clientCredentialsToken(a, jwtApp)).access_token;
     await introspect(a, rs, jwt); // warm
     const seen = await statements(a, async () => expect((await introspect(a, rs, jwt)).json).toMatchObject({ active: true, client_id: jwtApp.client_id }));
-    expect(seen.some((q) => /from "tenants"/.test(q))).toBe(true);
-    expect(seen.some((q) => /from "clients"/.test(q))).toBe(true);
+    expect(seen.some((q) => /from "tenants"/.test(q.sql))).toBe(true);
+    expect(seen.some((q) => /from "clients"/.test(q.sql))).toBe(true);
   });
 
   test('tokens are never cached: a revoked token is inactive at once, on every process', async () => {

@@ -70,4 +70,14 @@ describe(`races, each repeated (${dbLabel})`, () => {
       expect((await refresh(srv, app, pair.refresh_token)).status).toBe(400);
     }
   });
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => i + 1))('one user logs in 8× at once from one address → 8 sessions, zero 5xx, counters back to zero (round %i)', async () => {
+    // Each login's first statement locks the address's counter, then the user; its last one must
+    // lock in that order too, or two of them deadlock (and PostgreSQL aborts one).
+    const u = await user();
+    const r = await Promise.all(Array.from({ length: 8 }, () => form(srv, '/token', { grant_type: 'password', username: u.username, password: PASSWORD }, { authorization: basic(app) })));
+    expect(r.map((x) => x.status)).toEqual(Array(8).fill(200));
+    const row = (await srv.running.app.database.knex('users').where({ username: u.username }).first()) as { failed_login_count: number };
+    expect(row.failed_login_count).toBe(0);
+  });
 });

@@ -1,5 +1,5 @@
 import { startTestServer, type TestServer } from '../helpers/server';
-import { createClient, createTenant, createUser, login, passwordLogin, type ClientCreds } from '../helpers/flows';
+import { createClient, createTenant, createUser, login, passwordLogin, testClock, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
 
 const PASSWORD = 'an entirely sensible passphrase';
@@ -116,5 +116,41 @@ describe(`per-IP throttling of failed logins (${dbLabel})`, () => {
       body: new URLSearchParams({ grant_type: 'password', username: 'ok-user', password: PASSWORD }).toString(),
     });
     expect(spoofed.status).toBe(429);
+  });
+});
+
+describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () => {
+  const clock = testClock();
+  let srv: TestServer;
+  let app: ClientCreds;
+
+  beforeAll(async () => {
+    srv = await startTestServer({ clock: clock.now, config: { loginThrottle: { failuresPerWindow: 3, windowSeconds: 60 } } });
+    await createTenant(srv, 'bank-a');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+    await createUser(srv, 'bank-a', { username: 'walker', password: PASSWORD });
+  });
+  afterAll(async () => srv?.close());
+
+  test('an unknown user, a wrong password and a name no user can have each take a point; the end of the window gives a fresh budget', async () => {
+    expect((await passwordLogin(srv, app, 'nobody-of-this-name', 'whatever it is')).status).toBe(400);
+    expect((await passwordLogin(srv, app, 'walker', 'not the passphrase')).status).toBe(400);
+    expect((await passwordLogin(srv, app, '!!', 'whatever it is')).status).toBe(400); // no identifier at all
+    const throttled = await passwordLogin(srv, app, 'walker', PASSWORD);
+    expect(throttled.status).toBe(429);
+    expect(Number(throttled.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(Number(throttled.headers.get('retry-after'))).toBeLessThanOrEqual(60);
+
+    clock.advance(30); // the same window: still out of points, and the wait is shorter
+    const later = await passwordLogin(srv, app, 'walker', PASSWORD);
+    expect(later.status).toBe(429);
+    expect(Number(later.headers.get('retry-after'))).toBeLessThanOrEqual(30);
+
+    clock.advance(31); // past the window's end
+    expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(200);
+    // A success gives its point back: a fresh window's budget is still whole after any number of them.
+    for (let i = 0; i < 4; i += 1) expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(200);
+    for (let i = 0; i < 3; i += 1) expect((await passwordLogin(srv, app, 'walker', `wrong ${i}`)).status).toBe(400);
+    expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
   });
 });

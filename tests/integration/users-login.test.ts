@@ -1,9 +1,9 @@
 import * as oauth from 'openid-client';
 import { startTestServer, type TestServer } from '../helpers/server';
 import {
-  basic, createClient, createTenant, createUser, form, introspect, json, login, passwordLogin, refresh, type ClientCreds,
+  basic, createClient, createTenant, createUser, form, introspect, json, login, passwordLogin, refresh, statements, type ClientCreds,
 } from '../helpers/flows';
-import { dbLabel } from '../helpers/env';
+import { dbLabel, usingPostgres } from '../helpers/env';
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -77,6 +77,23 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     }
     expect(unknown.json).toEqual({ error: 'invalid_grant', error_description: 'invalid username or password' });
     await login(srv, app, 'alice', PASSWORD); // resets the failure count
+  });
+
+  test('a warm login: throttle point and attempt in one statement, attempt closed with the point returned in one, the session and its tokens in one per pool', async () => {
+    expect((await passwordLogin(srv, app, 'alice', PASSWORD)).status).toBe(200); // the client and tenant are cached now
+    const seen = await statements(srv, async () => expect((await passwordLogin(srv, app, 'alice', PASSWORD)).status).toBe(200));
+    const [begin, end, ...stored] = seen;
+    expect(begin!.sql).toMatch(/INSERT INTO rate_limits[\s\S]*UPDATE users/);
+    expect(end!.sql).toMatch(/UPDATE rate_limits[\s\S]*UPDATE users SET failed_login_count = 0/);
+    // The rows each insert wrote, by type: the prepared INSERT binds one array per column (type
+    // first); knex's binds each row's columns in name order (type sixth of eight).
+    const types = stored.map((q) => {
+      expect(q.sql).toMatch(/^\s*insert into "?oidc_payloads"?/i);
+      const b = q.bindings ?? [];
+      return (Array.isArray(b[0]) ? (b[0] as string[]) : b.filter((_, i) => i % 8 === 5)).map(String).sort().join('+');
+    });
+    // PostgreSQL: access tokens commit asynchronously, on a pool of their own; embedded: one pool.
+    expect(types.sort()).toEqual(usingPostgres ? ['AccessToken', 'Grant+RefreshToken'] : ['AccessToken+Grant+RefreshToken']);
   });
 
   test('two passwords equal in their first 72 bytes: only the right one logs in', async () => {
