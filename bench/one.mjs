@@ -5,7 +5,8 @@
 //   cc70 / intro70 run at 70 % of the rate the last cc / intro run reached (as npm run bench does);
 //   cc70p / intro70p do the same with evenly paced requests (bench/paced.mjs) instead of autocannon.
 //   Without an earlier cc / intro run, MAX_CC / MAX_INTRO give the maximum to take 70 % of.
-//   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost.
+//   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost, and
+//   its share of the bcrypt ceiling at that cost (measured right before and after, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
 //   event-loop threads), PostgreSQL and the load generator.
@@ -19,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { paced } from './paced.mjs';
+import { bcryptCeiling } from './bcrypt-ceiling.mjs';
 import pg from 'pg';
 
 /** CPU seconds used so far by every live process whose command is `node …serve` or postgres, and the servers' peak RSS. */
@@ -98,6 +100,7 @@ try {
     let n = 0;
     const perUser = kind.startsWith('pw') ? { setupClient: (c) => c.setRequests([pw(`cost${kind.slice(2)}-${n++ % 50}`)]) } : {};
     const rate = /70p?$/.test(s) ? { overallRate: Math.max(1, Math.floor((max[kind] ?? Number(process.env[`MAX_${kind.toUpperCase()}`] ?? 1000)) * 0.7)) } : {};
+    const ceilingBefore = kind.startsWith('pw') ? await bcryptCeiling(Number(kind.slice(2))) : undefined;
     const before = cpuByKind();
     const m0 = machineCpu();
     const me0 = process.cpuUsage();
@@ -110,7 +113,11 @@ try {
     const after = cpuByKind();
     const m1 = machineCpu();
     console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}  peak RSS ${after.peakRssMB} MB  cores busy ${Math.round(((m1.busy - m0.busy) / (m1.total - m0.total)) * 100)} %`);
-    if (kind.startsWith('pw')) await new Promise((res) => setTimeout(res, 6000)); // queued bcrypt work drains
+    if (kind.startsWith('pw')) {
+      await new Promise((res) => setTimeout(res, 6000)); // queued bcrypt work drains
+      const ceiling = (ceilingBefore + (await bcryptCeiling(Number(kind.slice(2))))) / 2;
+      console.log(`         bcrypt ceiling at cost ${kind.slice(2)} (mean of before and after): ${ceiling.toFixed(1)}/s → ${(r.requests.average / ceiling).toFixed(2)} of it`);
+    }
     const per = (k) => Math.round(((after[k] - before[k]) * 1e6) / r.requests.total);
     console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
   }

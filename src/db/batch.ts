@@ -30,6 +30,11 @@ export class Batcher<I, O> {
     });
   }
 
+  /** Whether a call not yet sent matches: a later call may then choose to join its batch. */
+  waiting(match: (input: I) => boolean): boolean {
+    return this.pending.some((p) => match(p.input));
+  }
+
   private flush(): void {
     const batch = this.pending;
     this.pending = [];

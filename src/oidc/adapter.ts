@@ -45,15 +45,23 @@ export class KnexAdapter implements Adapter {
     };
     // Access tokens may commit asynchronously (Database.asyncCommit): one lost in a crash fails
     // safe; every other model commits synchronously. Outside a transaction, the concurrent writes
-    // of each pool are inserted together (a login's session and refresh token, say).
+    // of each pool are inserted together (a login's session and refresh token, say) — and an
+    // access token whose session is about to be inserted joins that statement: its commit costs
+    // nothing more there, and one round trip less.
     const accessToken = ACCESS_TOKEN_TYPES.has(this.type);
-    const knex = accessToken && this.source.asyncCommitDb ? this.source.asyncCommitDb() : this.knex;
+    const knex = accessToken && this.source.asyncCommitDb && !this.sessionWaiting(payload.grantId) ? this.source.asyncCommitDb() : this.knex;
     if (!knex.isTransaction) {
       const failed = await batchersOf(knex).inserts.add(row);
       if (failed) throw failed;
       return;
     }
     await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
+  }
+
+  /** Is the Grant `grantId` waiting to be inserted by the main pool's next batch? */
+  private sessionWaiting(grantId: string | undefined): boolean {
+    const knex = this.knex;
+    return !!grantId && !knex.isTransaction && batchersOf(knex).inserts.waiting((row) => row.type === 'Grant' && row.id === grantId);
   }
 
   private async findWhere(where: Record<string, string>): Promise<AdapterPayload | undefined> {
@@ -116,7 +124,8 @@ export class KnexAdapter implements Adapter {
  * do so at the same time: their lookups become one statement (`id in (…)`, every token type),
  * and each caller picks its row and parses its own copy. Likewise the inserts of concurrent token
  * requests become one multi-row INSERT per pool: access tokens on the asynchronously committing
- * one, sessions and refresh tokens on the main pool. Each caller is answered only when its
+ * one, sessions and refresh tokens (and the access token of a session inserted with it) on the
+ * main pool. Each caller is answered only when its
  * batch is (a token is handed out only once stored). Inside a transaction nothing is batched.
  */
 const ACCESS_TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials']);

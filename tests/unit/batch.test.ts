@@ -28,6 +28,23 @@ describe('Batcher', () => {
     expect(runs).toEqual([[1], [2]]);
   });
 
+  test('waiting() sees only calls not yet sent', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const b = new Batcher<number, number>(async (xs) => {
+      await gate;
+      return xs;
+    });
+    expect(b.waiting((x) => x === 1)).toBe(false);
+    const first = b.add(1);
+    expect(b.waiting((x) => x === 1)).toBe(true);
+    expect(b.waiting((x) => x === 2)).toBe(false);
+    await new Promise((r) => setImmediate(r)); // sent: in flight, no longer waiting
+    expect(b.waiting((x) => x === 1)).toBe(false);
+    release();
+    expect(await first).toBe(1);
+  });
+
   test('a full batch is sent at once; a failure reaches every caller of its batch only', async () => {
     const runs: number[][] = [];
     const b = new Batcher<number, number>(async (xs) => {
