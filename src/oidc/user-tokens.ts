@@ -106,9 +106,10 @@ export async function startUserSession(
   const grant = new provider.Grant({ accountId: user.id, clientId: client.clientId });
   if (scopeString) grant.addResourceScope(c.audience, scopeString);
   setLifetime(grant, sessionSeconds);
-  // The session's id is chosen here, so the session and its tokens are stored together: the
-  // Grant and the refresh token in one statement, the access token beside it (src/oidc/adapter.ts).
-  // Nothing is handed out unless all are stored; a token stored without its session is never seen.
+  // The session's id is chosen here, so the session and its tokens are stored together: one
+  // INSERT of the Grant, the access token and the refresh token while the Grant waits in the
+  // insert batch (src/oidc/adapter.ts). Nothing is handed out unless all are stored; a token
+  // stored without its session is never accepted (introspection and refresh need the Grant).
   const grantId = newGrantId();
   grant.jti = grantId;
 

@@ -91,18 +91,20 @@ export class DuplicateIdentifierError extends Error {
   }
 }
 
-/** What `beginLogin` found: the address over its budget, a reserved attempt, or no user reserved. */
+/**
+ * What `beginLogin` found: the address over its budget, a reserved attempt, or no user reserved —
+ * with the id of the user who exists but is inactive, locked or at the threshold (audit only).
+ */
 export type LoginStart =
   | { throttledForMs: number; user?: undefined }
   | { throttledForMs?: undefined; user: User; failures: number }
-  | { throttledForMs?: undefined; user?: undefined; failures?: undefined };
+  | { throttledForMs?: undefined; user?: undefined; failures?: undefined; knownUserId?: string };
 
 export interface UserRepository {
   create(input: NewUser): Promise<User>;
   findById(tenantId: string, userId: string): Promise<User | undefined>;
   /** The one lookup without a tenant: by the globally unique platform id, for token subjects. */
   findByIdForToken(userId: string): Promise<User | undefined>;
-  findByIdentifier(tenantId: string, kind: IdentifierKind, value: string): Promise<User | undefined>;
   /**
    * A login's first statement, one round trip: takes a point of the address's throttle and, when
    * the address is within its budget, finds the user by identifier and reserves one login attempt
@@ -134,6 +136,7 @@ interface LoginCounters {
   throttle_points: number;
   throttle_expire: string | number;
   failed_login_count: number;
+  known_id?: string | null;
 }
 
 /** The columns of UserRow, named: a prepared statement's result must not change when a column is added. */
@@ -163,8 +166,9 @@ const TAKE_POINT: PreparedStatement = {
  * beginLogin's statement, one per identifier column (each uses its own unique index): `ip` takes
  * the point, `u` reserves the attempt only while the address is within its budget. Both run, in
  * one snapshot, whatever the outcome; `ip` first (u's condition reads it), so the address's row
- * is locked before the user's. $1–$4 as TAKE_POINT, $5 tenant, $6 identifier, $7 lockout
- * threshold.
+ * is locked before the user's. `k` names the user who exists but was not reserved (for the audit
+ * log), so every failed login costs this one statement and the same bcrypt work. $1–$4 as
+ * TAKE_POINT, $5 tenant, $6 identifier, $7 lockout threshold.
  */
 const BEGIN_LOGIN = Object.fromEntries(
   (['email', 'mobile', 'username'] as const).map((kind): [IdentifierKind, PreparedStatement] => [
@@ -180,9 +184,12 @@ const BEGIN_LOGIN = Object.fromEntries(
                       OR (locked_until IS NULL AND failed_login_count < $7::int))
                  AND (SELECT points FROM ip) <= $2::int
                RETURNING ${USER_COLUMNS.join(', ')}
+             ), k AS (
+               SELECT id FROM users WHERE tenant_id = $5 AND ${kind} = $6
              )
-             SELECT ip.points AS throttle_points, ip.expire AS throttle_expire, ${USER_COLUMNS.map((c) => `u.${c}`).join(', ')}
-             FROM ip LEFT JOIN u ON true`,
+             SELECT ip.points AS throttle_points, ip.expire AS throttle_expire, k.id AS known_id,
+                    ${USER_COLUMNS.map((c) => `u.${c}`).join(', ')}
+             FROM ip LEFT JOIN u ON true LEFT JOIN k ON true`,
     },
   ]),
 ) as Record<IdentifierKind, PreparedStatement>;
@@ -247,10 +254,6 @@ export function createUserRepository(source: DbSource): UserRepository {
       const row = await knex()<UserRow>('users').where({ id: userId }).first();
       return row ? toUser(row) : undefined;
     },
-    async findByIdentifier(tenantId, kind, value) {
-      const row = await knex()<UserRow>('users').where({ tenant_id: tenantId, [kind]: value }).first();
-      return row ? toUser(row) : undefined;
-    },
     async beginLogin({ tenantId, identifier, threshold, throttle }) {
       const { now } = throttle;
       const point = [throttle.key, throttle.limit, now, now + throttle.windowMs];
@@ -259,7 +262,8 @@ export function createUserRepository(source: DbSource): UserRepository {
         : await statementRunner(knex())<LoginCounters & { id?: undefined }>(TAKE_POINT, point);
       if (!row) throw new Error('beginLogin: no row');
       if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };
-      return row.id ? { user: toUser(row), failures: row.failed_login_count } : {};
+      if (row.id) return { user: toUser(row), failures: row.failed_login_count };
+      return row.known_id ? { knownUserId: row.known_id } : {};
     },
     async endLogin(tenantId, userId, throttle) {
       await statementRunner(knex())(END_LOGIN, [throttle.key, throttle.now, tenantId, userId]);

@@ -142,11 +142,11 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
       if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));
       const { user, failures } = start;
       if (!user) {
-        // Unknown, inactive or locked: the same work and the same answer; the audit log knows which.
-        const known = id ? await users.findByIdentifier(tenant.id, id.kind, id.value) : undefined;
+        // Unknown, inactive or locked: the same statement, the same bcrypt work and the same
+        // answer as a wrong password; only the audit log knows which.
         await hasher.dummyVerify(password);
-        const reason = !id ? 'invalid_identifier' : known ? 'locked' : 'unknown_user';
-        events.loginFailed?.(tenant, known?.id, reason);
+        const reason = !id ? 'invalid_identifier' : start.knownUserId ? 'locked' : 'unknown_user';
+        events.loginFailed?.(tenant, start.knownUserId, reason);
         throw new LoginFailedError(reason);
       }
       if (await hasher.verify(password, user.passwordHash)) {

@@ -1,5 +1,5 @@
 import { startTestServer, type TestServer } from '../helpers/server';
-import { createClient, createTenant, createUser, login, passwordLogin, testClock, type ClientCreds } from '../helpers/flows';
+import { createClient, createTenant, createUser, login, passwordLogin, statements, testClock, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
 
 const PASSWORD = 'an entirely sensible passphrase';
@@ -66,6 +66,45 @@ describe(`brute-force protection (${dbLabel})`, () => {
       for (let i = 0; i < 9; i += 1) await passwordLogin(srv, app, 'forgetful', `typo ${i}`);
       await login(srv, app, 'forgetful', PASSWORD); // never locked: 9 < 10
     }
+  });
+
+  test('an unknown user, a locked user and a wrong password: one statement each and the same bcrypt work; only the audit log tells them apart', async () => {
+    const knex = srv.running.app.database.knex;
+    const user = await createUser(srv, 'bank-a', { username: 'audited', password: PASSWORD });
+    const locked = await createUser(srv, 'bank-a', { username: 'audited-locked', password: PASSWORD });
+    await knex('users').where({ id: locked.id }).update({ status: 'locked' });
+    await login(srv, app, 'audited', PASSWORD); // the client and tenant are cached now
+    const { hasher } = srv.running.app.services;
+    const verify = jest.spyOn(hasher, 'verify');
+    const dummy = jest.spyOn(hasher, 'dummyVerify');
+    const replies: unknown[] = [];
+    try {
+      for (const [name, password] of [['nobody-by-this-name', PASSWORD], ['audited-locked', PASSWORD], ['audited', 'not the passphrase']] as const) {
+        const seen = await statements(srv, async () => {
+          const res = await passwordLogin(srv, app, name, password);
+          expect(res.status).toBe(400);
+          replies.push(res.json);
+        });
+        // The audit record is written on the side (and may land outside this window).
+        expect(seen.filter((q) => !/audit_log/.test(q.sql))).toHaveLength(1);
+      }
+      expect(new Set(replies.map((r) => JSON.stringify(r))).size).toBe(1);
+      expect(verify).toHaveBeenCalledTimes(1);
+      expect(dummy).toHaveBeenCalledTimes(2);
+    } finally {
+      verify.mockRestore();
+      dummy.mockRestore();
+    }
+    const reasons = async () =>
+      ((await knex('audit_log').where({ type: 'user.login_failed' }).orderBy('id')) as Array<{ target: string | null; details: string | { reason: string } }>)
+        .map((r) => ({ target: r.target, reason: (typeof r.details === 'string' ? (JSON.parse(r.details) as { reason: string }) : r.details).reason }))
+        .filter((r) => [null, user.id, locked.id].includes(r.target));
+    for (let i = 0; i < 50 && (await reasons()).length < 3; i += 1) await new Promise((r) => setTimeout(r, 20));
+    expect((await reasons()).slice(-3)).toEqual([
+      { target: null, reason: 'unknown_user' },
+      { target: locked.id, reason: 'locked' },
+      { target: user.id, reason: 'wrong_password' },
+    ]);
   });
 
   test('an administratively locked user gets the same generic error', async () => {
