@@ -3,8 +3,8 @@ import type { Knex } from 'knex';
 /**
  * Per-IP throttling of failed logins. Every attempt takes a point before the password is
  * evaluated — so parallel attempts cannot overrun the budget — and a successful login gives its
- * point back, so successful traffic is never slowed. Out of points: 429 with Retry-After, before
- * any password is evaluated.
+ * point back, so successes never use up the budget. Out of points: 429 with Retry-After, before
+ * any password is evaluated (a right one too).
  *
  * The counters live in the database (table `rate_limits`, shared by every process), and are taken
  * and given back inside the login's own statements (src/users/repository.ts: beginLogin and
