@@ -116,7 +116,7 @@ try {
     if (kind.startsWith('pw')) {
       await new Promise((res) => setTimeout(res, 6000)); // queued bcrypt work drains
       const ceiling = (ceilingBefore + (await bcryptCeiling(Number(kind.slice(2))))) / 2;
-      console.log(`         bcrypt ceiling at cost ${kind.slice(2)} (mean of before and after): ${ceiling.toFixed(1)}/s → ${(r.requests.average / ceiling).toFixed(2)} of it`);
+      console.log(`         bcrypt ceiling at cost ${kind.slice(2)} (mean of before and after): ${ceiling.toFixed(1)}/s → ${r.requests.average.toFixed(1)}/s is ${(r.requests.average / ceiling).toFixed(3)} of it`);
     }
     const per = (k) => Math.round(((after[k] - before[k]) * 1e6) / r.requests.total);
     console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
