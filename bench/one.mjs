@@ -11,7 +11,8 @@
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
 //   event-loop threads), PostgreSQL and the load generator.
 //   NODE_FLAGS="--trace-gc" SERVER_LOG=gc.log: flags for the server's processes, and its output kept.
-//   PACED_TIMELINE=1: paced runs print each 100 ms window whose worst latency passed 20 ms.
+//   PACED_TIMELINE=1: paced runs print when the schedule started (epoch ms, to line up with other logs)
+//   and each 100 ms window whose worst latency passed 20 ms, with the load generator's own worst send lag.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';

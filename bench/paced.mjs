@@ -113,6 +113,7 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
   const total = skipped + Math.max(1, Math.floor(rate * seconds));
   const interval = 1000 / rate;
   const latencies = new Float64Array(total);
+  const sendLag = new Float64Array(total); // how late this process sent each request (its own event loop's delay)
   let sent = 0;
   let finished = 0;
   let non2xx = 0;
@@ -163,6 +164,7 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
     const tick = () => {
       const now = performance.now();
       while (sent < total && start + sent * interval <= now) {
+        sendLag[sent] = now - (start + sent * interval);
         if (nextIdle < idle.length) dispatch(idle[nextIdle++], sent);
         else waiting.push(sent);
         sent += 1;
@@ -174,9 +176,17 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
       for (const c of pool) c.stop();
       if (process.env.PACED_TIMELINE) {
         // The worst latency of each 100 ms of the schedule, to tell steady queueing from stalls.
+        // With each, the worst delay of this process's own sending (its timers or GC, not the server's).
         const windows = new Map();
-        latencies.forEach((ms, i) => { if (i >= skipped) { const w = Math.floor((i * interval) / 100); windows.set(w, Math.max(windows.get(w) ?? 0, ms)); } });
-        console.log([...windows].filter(([, ms]) => ms > 20).map(([w, ms]) => `${(w / 10).toFixed(1)}s:${Math.round(ms)}`).join(' '));
+        latencies.forEach((ms, i) => {
+          if (i < skipped) return;
+          const w = Math.floor((i * interval) / 100);
+          const [worst, lag] = windows.get(w) ?? [0, 0];
+          windows.set(w, [Math.max(worst, ms), Math.max(lag, sendLag[i])]);
+        });
+        const epoch = Date.now() - (performance.now() - start); // the schedule's start, for lining up with other logs
+        console.log(`schedule started at ${new Date(epoch).toISOString()} (${Math.round(epoch)}); windows over 20 ms (worst latency/worst send lag):`);
+        console.log([...windows].filter(([, [ms]]) => ms > 20).map(([w, [ms, lag]]) => `${(w / 10).toFixed(1)}s:${Math.round(ms)}/${Math.round(lag)}`).join(' '));
       }
       const sorted = latencies.slice(skipped).sort();
       const at = (q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
