@@ -7,6 +7,7 @@
 //   Without an earlier cc / intro run, MAX_CC / MAX_INTRO give the maximum to take 70 % of.
 //   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost, and
 //   its share of the bcrypt ceiling at that cost (measured right before and after, as npm run bench does).
+//   The first pw run is preceded by 5 s of unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
 //   event-loop threads), PostgreSQL and the load generator.
@@ -24,20 +25,39 @@ import { paced } from './paced.mjs';
 import { bcryptCeiling } from './bcrypt-ceiling.mjs';
 import pg from 'pg';
 
-/** CPU seconds used so far by every live process whose command is `node …serve` or postgres, and the servers' peak RSS. */
+/**
+ * CPU seconds used so far by each live process whose command is `node …serve` or postgres (keyed by
+ * pid, with its kind; `main` = its event loop's thread), and the servers' peak RSS.
+ */
 function cpuByKind() {
-  const out = { server: 0, serverMain: 0, postgres: 0, peakRssMB: 0 };
+  const out = { pids: new Map(), peakRssMB: 0 };
   const ticks = (statPath) => { const f = readFileSync(statPath, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       const kind = cmd.includes('cli/main.js') && cmd.includes('serve') ? 'server' : cmd.startsWith('postgres') ? 'postgres' : null;
       if (!kind) continue;
-      out[kind] += ticks(`/proc/${pid}/stat`);
+      const entry = { kind, all: ticks(`/proc/${pid}/stat`), main: 0 };
+      out.pids.set(pid, entry);
       if (kind !== 'server') continue;
-      out.serverMain += ticks(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
+      entry.main = ticks(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
       out.peakRssMB = Math.max(out.peakRssMB, Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024));
     } catch { /* gone */ }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds each kind used between two snapshots: a process's CPU from its start when it began in
+ * between; one that ended in between (a pooled PostgreSQL backend, say) is left out — its last
+ * seconds were not seen, and subtracting its earlier total would make the sum negative.
+ */
+function cpuBetween(before, after) {
+  const out = { server: 0, serverMain: 0, postgres: 0 };
+  for (const [pid, a] of after.pids) {
+    const b = before.pids.get(pid) ?? { all: 0, main: 0 };
+    out[a.kind] += a.all - b.all;
+    if (a.kind === 'server') out.serverMain += a.main - b.main;
   }
   return out;
 }
@@ -72,7 +92,9 @@ try {
   cli('tenant', 'create', 'bench');
   const app = cli('client', 'create', '--tenant', 'bench', '--grant', 'client_credentials', '--grant', 'password', '--scope', 'accounts');
   const PASSWORD = 'benchmark passphrase 2026';
-  for (const cost of new Set(scenarios.filter((s) => s.startsWith('pw')).map((s) => s.slice(2)))) {
+  const costs = new Set(scenarios.filter((s) => s.startsWith('pw')).map((s) => s.slice(2)));
+  if (costs.size) costs.add('4'); // the warm-up's users
+  for (const cost of costs) {
     execFileSync(process.execPath, [path.join(root, 'bench/setup-users.mjs'), 'bench', `cost${cost}-`, '50', cost], { env: { ...env, BENCH_PASSWORD: PASSWORD } });
   }
   const rs = cli('client', 'create', '--tenant', 'bench', '--introspection');
@@ -94,6 +116,7 @@ try {
   const intro = { method: 'POST', headers: { 'content-type': form, authorization: basic(rs) }, body: `token=${token}` };
   const pw = (user) => ({ method: 'POST', headers: { 'content-type': form, authorization: basic(app) }, body: new URLSearchParams({ grant_type: 'password', username: user, password: PASSWORD }).toString() });
   const max = {};
+  let warmed = false;
   for (const s of scenarios) {
     const kind = s.replace(/70p?$/, '');
     const [pathName, req] = kind === 'cc' ? ['/token', cc] : kind === 'intro' ? ['/token/introspection', intro] : ['/token', pw(`cost${kind.slice(2)}-0`)];
@@ -101,6 +124,12 @@ try {
     let n = 0;
     const perUser = kind.startsWith('pw') ? { setupClient: (c) => c.setRequests([pw(`cost${kind.slice(2)}-${n++ % 50}`)]) } : {};
     const rate = /70p?$/.test(s) ? { overallRate: Math.max(1, Math.floor((max[kind] ?? Number(process.env[`MAX_${kind.toUpperCase()}`] ?? 1000)) * 0.7)) } : {};
+    if (kind.startsWith('pw') && !warmed) {
+      // Unmeasured, as npm run bench does: 5 s of cost-4 logins, so the login path runs compiled.
+      await autocannon({ url: target + pathName, ...pw('cost4-0'), setupClient: (c) => c.setRequests([pw(`cost4-${n++ % 50}`)]), duration: 5, connections: 50 });
+      warmed = true;
+      n = 0;
+    }
     const ceilingBefore = kind.startsWith('pw') ? await bcryptCeiling(Number(kind.slice(2))) : undefined;
     const before = cpuByKind();
     const m0 = machineCpu();
@@ -119,7 +148,8 @@ try {
       const ceiling = (ceilingBefore + (await bcryptCeiling(Number(kind.slice(2))))) / 2;
       console.log(`         bcrypt ceiling at cost ${kind.slice(2)} (mean of before and after): ${ceiling.toFixed(1)}/s → ${r.requests.average.toFixed(1)}/s is ${(r.requests.average / ceiling).toFixed(3)} of it`);
     }
-    const per = (k) => Math.round(((after[k] - before[k]) * 1e6) / r.requests.total);
+    const used = cpuBetween(before, after);
+    const per = (k) => Math.round((used[k] * 1e6) / r.requests.total);
     console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
   }
 } finally {
