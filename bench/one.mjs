@@ -115,20 +115,22 @@ try {
   const token = (await (await fetch(`${target}/token`, cc)).json()).access_token;
   const intro = { method: 'POST', headers: { 'content-type': form, authorization: basic(rs) }, body: `token=${token}` };
   const pw = (user) => ({ method: 'POST', headers: { 'content-type': form, authorization: basic(app) }, body: new URLSearchParams({ grant_type: 'password', username: user, password: PASSWORD }).toString() });
+  // Password runs: each connection logs in as a user of its own (see bench/run.mjs).
+  const perUserAt = (cost) => {
+    let n = 0;
+    return { setupClient: (c) => c.setRequests([pw(`cost${cost}-${n++ % 50}`)]) };
+  };
   const max = {};
   let warmed = false;
   for (const s of scenarios) {
     const kind = s.replace(/70p?$/, '');
     const [pathName, req] = kind === 'cc' ? ['/token', cc] : kind === 'intro' ? ['/token/introspection', intro] : ['/token', pw(`cost${kind.slice(2)}-0`)];
-    // Password runs: each connection logs in as a user of its own (see bench/run.mjs).
-    let n = 0;
-    const perUser = kind.startsWith('pw') ? { setupClient: (c) => c.setRequests([pw(`cost${kind.slice(2)}-${n++ % 50}`)]) } : {};
+    const perUser = kind.startsWith('pw') ? perUserAt(kind.slice(2)) : {};
     const rate = /70p?$/.test(s) ? { overallRate: Math.max(1, Math.floor((max[kind] ?? Number(process.env[`MAX_${kind.toUpperCase()}`] ?? 1000)) * 0.7)) } : {};
     if (kind.startsWith('pw') && !warmed) {
       // Unmeasured, as npm run bench does: 5 s of cost-4 logins, so the login path runs compiled.
-      await autocannon({ url: target + pathName, ...pw('cost4-0'), setupClient: (c) => c.setRequests([pw(`cost4-${n++ % 50}`)]), duration: 5, connections: 50 });
+      await autocannon({ url: target + pathName, ...pw('cost4-0'), ...perUserAt('4'), duration: 5, connections: 50 });
       warmed = true;
-      n = 0;
     }
     const ceilingBefore = kind.startsWith('pw') ? await bcryptCeiling(Number(kind.slice(2))) : undefined;
     const before = cpuByKind();
