@@ -49,7 +49,9 @@ import { requireAdmin } from './admin/auth';
 import { hashSecret } from './crypto/secrets';
 import type { Tenant } from './tenants/repository';
 import type { ClientRecord } from './clients/repository';
-import { createFastIntrospection, replayRequest, type FastIntrospection } from './oidc/fast-introspection';
+import { createFastIntrospection, type FastIntrospection } from './oidc/fast-introspection';
+import { replayRequest } from './oidc/fast-form';
+import { createFastClientCredentials, type FastClientCredentials } from './oidc/fast-client-credentials';
 import { createLookupCaches, startChangeListener, type ChangeListener } from './cache/lookups';
 import type { User } from './users/repository';
 
@@ -189,6 +191,8 @@ export interface App {
   routes: Array<{ method: string; path: string }>;
   /** Introspection's own fast path (src/oidc/fast-introspection.ts): switchable, and counted. */
   fastIntrospection: FastIntrospection;
+  /** The client_credentials grant's own fast path (src/oidc/fast-client-credentials.ts): switchable, and counted. */
+  fastClientCredentials: FastClientCredentials;
   /** Readiness goes false; in-flight requests may finish. */
   startDraining(): void;
   close(): Promise<void>;
@@ -314,6 +318,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       metrics: services.metrics,
       enabled: config.introspectionFastPath,
     });
+    const fastClientCredentials = createFastClientCredentials({
+      provider: () => holder.provider,
+      context: () => holder.userTokenContext(),
+      tenants: { find: services.lookups.tenant },
+      bodyLimitBytes: config.bodyLimitBytes,
+      logger,
+      metrics: services.metrics,
+      enabled: config.clientCredentialsFastPath,
+    });
     koa.use(async (ctx) => {
       // OAuth requests are small forms: one declaring more than our body limit is refused unread.
       if (Number(ctx.get('content-length') || 0) > config.bodyLimitBytes) {
@@ -325,8 +338,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const target = OAUTH_ALIASES[ctx.path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
       let req = ctx.req;
-      if (ctx.path === '/token/introspection') {
-        const outcome = await fastIntrospection.handle(ctx);
+      const fastPath = ctx.path === '/token/introspection' ? fastIntrospection : (target ?? ctx.path) === '/token' ? fastClientCredentials : undefined;
+      if (fastPath) {
+        const outcome = await fastPath.handle(ctx);
         if (outcome.handled) return;
         if (outcome.body) req = replayRequest(ctx.req, outcome.body);
       }
@@ -353,6 +367,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       koa,
       callback: koa.callback(),
       fastIntrospection,
+      fastClientCredentials,
       routes: [health, ...routers].flatMap((r) =>
         r.stack.flatMap((layer) => layer.methods.filter((m) => m !== 'HEAD').map((m) => ({ method: m.toLowerCase(), path: String(layer.path) }))),
       ),

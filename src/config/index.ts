@@ -54,6 +54,8 @@ const schema = z.object({
   clientCacheSeconds: z.number().min(0),
   /** Plain introspections answered without oidc-provider's pipeline (src/oidc/fast-introspection.ts). */
   introspectionFastPath: flag,
+  /** Plain client_credentials grants answered without oidc-provider's pipeline (src/oidc/fast-client-credentials.ts). */
+  clientCredentialsFastPath: flag,
   bcryptCost: z.number().int().min(4).max(15),
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: z.coerce.number().int().min(0).max(64),
@@ -110,6 +112,7 @@ const ENV_KEYS: Record<string, string> = {
   BCRYPT_COST: 'bcryptCost',
   BCRYPT_CONCURRENCY: 'bcryptConcurrency',
   INTROSPECTION_FAST_PATH: 'introspectionFastPath',
+  CLIENT_CREDENTIALS_FAST_PATH: 'clientCredentialsFastPath',
   PORTCULLIS_ADMIN_CLIENT_ID: 'adminClientId',
   PORTCULLIS_ADMIN_CLIENT_SECRET: 'adminClientSecret',
   SMS_SENDER: 'smsSender',

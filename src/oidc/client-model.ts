@@ -92,6 +92,16 @@ export function secretMatches(
   return current || previous;
 }
 
+/** A presented secret against a client record's current (and, during an overlap, previous) secret. */
+export function recordSecretMatches(client: ClientRecord, actual: string, now: number): boolean {
+  const stored = {
+    hash: client.secretHash,
+    previousHash: client.previousSecretHash ?? undefined,
+    previousExpiresAt: client.previousSecretExpiresAt ? Math.floor(client.previousSecretExpiresAt.getTime() / 1000) : undefined,
+  };
+  return secretMatches(stored, actual, now);
+}
+
 /** Replaces oidc-provider's plaintext secret comparison: the stored value is a hash (secretMatches). */
 export function hashedSecretComparison(now: () => number = () => Date.now()) {
   return function compareClientSecret(this: { clientSecret?: string } & Partial<PortcullisClientExtras>, actual: string): boolean {

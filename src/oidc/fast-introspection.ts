@@ -1,16 +1,15 @@
-import type { IncomingMessage } from 'node:http';
 import { parse as parseForm } from 'node:querystring';
-import { Readable } from 'node:stream';
 import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import type { ClientRecord, ClientRepository } from '../clients/repository';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { isDatabaseUnavailable } from '../db/unavailable';
-import { plausibleClientId, secretMatches } from './client-model';
+import { plausibleClientId, recordSecretMatches } from './client-model';
 import type { IntrospectionPolicy } from './introspection';
 import { answerUnavailable } from './middleware';
 import { opaqueTokenId } from './token-id';
+import { basicCredentials, CLIENT_AUTH_PARAMS, endpointHeaders, plainFormRequest, readBody } from './fast-form';
 
 /**
  * RFC 7662 introspection of an opaque access token by a resource server authenticating with
@@ -65,90 +64,20 @@ interface FoundToken {
   'x5t#S256'?: string;
 }
 
-const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const CLIENT_AUTH_PARAMS = ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type'];
-
-/** The library's decoding of one half of a Basic credential; undefined where it would refuse. */
-function basicPart(raw: string): string | undefined {
-  try {
-    const value = decodeURIComponent(raw.replace(/\+/g, '%20'));
-    return value && !/[^\x20-\x7E]/.test(value) ? value : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function basicCredentials(header: string | undefined): { id: string; secret: string } | undefined {
-  if (!header) return undefined;
-  const parts = header.split(' ');
-  if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'basic' || !parts[1] || !STRICT_BASE64.test(parts[1])) return undefined;
-  const decoded = Buffer.from(parts[1], 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon === -1) return undefined;
-  const id = basicPart(decoded.slice(0, colon));
-  const secret = basicPart(decoded.slice(colon + 1));
-  return id && secret ? { id, secret } : undefined;
-}
-
-/** A request the library can read as if it arrived now: same headers and socket, body replayed. */
-export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessage {
-  const copy = Readable.from(body.length ? [body] : [], { objectMode: false }) as unknown as Record<string, unknown>;
-  for (const key of ['headers', 'rawHeaders', 'trailers', 'rawTrailers', 'url', 'method', 'httpVersion', 'httpVersionMajor', 'httpVersionMinor', 'socket', 'complete'] as const) {
-    copy[key] = req[key];
-  }
-  return copy as unknown as IncomingMessage;
-}
-
-/** The body, of a length the request declared and callerOf bounded (Node's parser holds it to that). */
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
-
-/**
- * The headers the library's endpoint sets on every answer: no caching, and its CORS answer to a
- * request without an Origin (one with an Origin is the library's: it checks the client's origins).
- */
-function endpointHeaders(ctx: Koa.Context): void {
-  ctx.set('Cache-Control', 'no-store');
-  ctx.vary('Origin');
-  ctx.set('Access-Control-Allow-Origin', '*');
-  ctx.set('Access-Control-Expose-Headers', 'WWW-Authenticate');
-}
-
-/** The library's own limit on a form body (oidc-provider's selective_body). */
-const LIBRARY_BODY_LIMIT = 56 * 1024;
-
 type Caller = { client: ClientRecord } | { unknown: true } | undefined;
 
 /**
  * The authenticated resource server, `unknown` for a client id that names no enabled client,
- * undefined for anything the library must judge (it answers with its own error).
+ * undefined for anything the library must judge (it answers with its own error). Looked up once
+ * the body has arrived, as the library does: a slow body is judged on the client as it is then.
  */
-async function callerOf(deps: Deps, ctx: Koa.Context): Promise<Caller> {
-  const h = ctx.headers;
-  if (h.origin !== undefined || h['oauth-client-attestation'] !== undefined || h['oauth-client-attestation-pop'] !== undefined) return undefined;
-  // The form, parsed as the library parses it, in UTF-8 (another charset is the library's to decode).
-  if (ctx.is('application/x-www-form-urlencoded') === false) return undefined;
-  const charset = ctx.request.charset.toLowerCase();
-  if (charset !== '' && charset !== 'utf-8') return undefined;
-  // A body of known length within the library's limit, so that it can always be read here.
-  const length = ctx.request.length;
-  if (length === undefined || length > Math.min(LIBRARY_BODY_LIMIT, deps.bodyLimitBytes)) return undefined;
-  const credentials = basicCredentials(ctx.get('authorization'));
-  if (!credentials) return undefined;
+async function callerOf(deps: Deps, credentials: { id: string; secret: string }): Promise<Caller> {
   // As the library's Client adapter: ids that cannot be ours are not looked up.
   if (!plausibleClientId(credentials.id)) return { unknown: true };
   const client = await deps.clients.find(credentials.id);
   if (!client || client.disabled) return { unknown: true };
   if (client.tokenEndpointAuthMethod !== 'client_secret_basic' || !client.introspection) return undefined;
-  const stored = {
-    hash: client.secretHash,
-    previousHash: client.previousSecretHash ?? undefined,
-    previousExpiresAt: client.previousSecretExpiresAt ? Math.floor(client.previousSecretExpiresAt.getTime() / 1000) : undefined,
-  };
-  return secretMatches(stored, credentials.secret, Date.now()) ? { client } : undefined;
+  return recordSecretMatches(client, credentials.secret, Date.now()) ? { client } : undefined;
 }
 
 /** The library's answer to a Basic credential naming no client (shared/client_auth.js). */
@@ -164,19 +93,9 @@ export function createFastIntrospection(deps: Deps & { enabled: boolean }): Fast
     enabled: deps.enabled,
     served: 0,
     async handle(ctx) {
-      if (!fast.enabled || ctx.method !== 'POST') return { handled: false };
-      let caller: Caller;
-      try {
-        caller = await callerOf(deps, ctx);
-      } catch (err) {
-        // The database is away: say so now, not after the library has waited for it again.
-        if (!isDatabaseUnavailable(err)) return { handled: false }; // the library meets it and answers its way
-        deps.logger.warn({ err, route: 'introspection' }, 'database unavailable');
-        endpointHeaders(ctx);
-        answerUnavailable(ctx);
-        return { handled: true };
-      }
-      if (!caller) return { handled: false };
+      if (!fast.enabled || ctx.method !== 'POST' || !plainFormRequest(ctx, deps.bodyLimitBytes)) return { handled: false };
+      const credentials = basicCredentials(ctx.get('authorization'));
+      if (!credentials) return { handled: false };
 
       let body: Buffer;
       try {
@@ -192,6 +111,18 @@ export function createFastIntrospection(deps: Deps & { enabled: boolean }): Fast
       const params = parseForm(body.toString('utf8'));
       // The library checks the body's client parameters before it looks the client up.
       if (CLIENT_AUTH_PARAMS.some((p) => params[p] !== undefined)) return { handled: false, body };
+      let caller: Caller;
+      try {
+        caller = await callerOf(deps, credentials);
+      } catch (err) {
+        // The database is away: say so now, not after the library has waited for it again.
+        if (!isDatabaseUnavailable(err)) return { handled: false, body }; // the library meets it and answers its way
+        deps.logger.warn({ err, route: 'introspection' }, 'database unavailable');
+        endpointHeaders(ctx);
+        answerUnavailable(ctx);
+        return { handled: true };
+      }
+      if (!caller) return { handled: false, body };
       if ('unknown' in caller) {
         unknownClient(ctx, deps.provider().issuer);
         deps.metrics.failures.inc({ endpoint: 'introspection', error: 'invalid_client' });

@@ -24,31 +24,45 @@ function single(value: unknown, name: string): string | undefined {
  * failure is the same `invalid_request`, so the reply does not reveal which tenants exist.
  */
 export function requestedTenantId(ctx: KoaContextWithOIDC): string | undefined {
-  const sources = [
-    single(ctx.get('di_fiid'), 'di_fiid'),
-    single(ctx.get('institutionid'), 'institutionId'),
-    single((ctx.oidc.body as Record<string, unknown> | undefined)?.tenant, 'tenant'),
-  ].filter((v): v is string => v !== undefined);
+  return requestedTenantIdOf((name) => ctx.get(name), ctx.oidc.body as Record<string, unknown> | undefined);
+}
+
+/** requestedTenantId from a request's headers (`header(name)`: its value or '') and its parsed form. */
+export function requestedTenantIdOf(header: (name: string) => string, body: Record<string, unknown> | undefined): string | undefined {
+  const sources = [single(header('di_fiid'), 'di_fiid'), single(header('institutionid'), 'institutionId'), single(body?.tenant, 'tenant')].filter(
+    (v): v is string => v !== undefined,
+  );
   const distinct = new Set(sources);
   if (distinct.size > 1) throw new errors.InvalidRequest('the request names more than one tenant');
   return sources[0];
 }
 
-export function createTenantResolver(tenants: Pick<TenantRepository, 'find'>) {
-  async function resolve(ctx: KoaContextWithOIDC, clientTenants: readonly string[]): Promise<Tenant | undefined> {
-    const requested = requestedTenantId(ctx);
-    if (requested === undefined) {
-      if (clientTenants.length === 0) return undefined;
-      if (clientTenants.length > 1) {
-        throw new errors.InvalidRequest('tenant is required: send di_fiid, institutionId or the tenant parameter');
-      }
+/**
+ * The tenant of a token request that names `requested` (or none) for a client serving
+ * `clientTenants`; throws the library's invalid_request, the same for every refusal.
+ */
+export async function resolveTenant(
+  tenants: Pick<TenantRepository, 'find'>,
+  requested: string | undefined,
+  clientTenants: readonly string[],
+): Promise<Tenant | undefined> {
+  if (requested === undefined) {
+    if (clientTenants.length === 0) return undefined;
+    if (clientTenants.length > 1) {
+      throw new errors.InvalidRequest('tenant is required: send di_fiid, institutionId or the tenant parameter');
     }
-    const id = requested ?? clientTenants[0]!;
-    if (!clientTenants.includes(id)) throw new errors.InvalidRequest('the client is not allowed for this tenant');
-    const tenant = await tenants.find(id);
-    if (!tenant || tenant.status !== 'active') throw new errors.InvalidRequest('the client is not allowed for this tenant');
-    return tenant;
   }
+  const id = requested ?? clientTenants[0]!;
+  if (!clientTenants.includes(id)) throw new errors.InvalidRequest('the client is not allowed for this tenant');
+  const tenant = await tenants.find(id);
+  if (!tenant || tenant.status !== 'active') throw new errors.InvalidRequest('the client is not allowed for this tenant');
+  return tenant;
+}
+
+export function createTenantResolver(tenants: Pick<TenantRepository, 'find'>) {
+  // async: a refusal is the memoised promise's rejection, for every hook of the request alike.
+  const resolve = async (ctx: KoaContextWithOIDC, clientTenants: readonly string[]): Promise<Tenant | undefined> =>
+    resolveTenant(tenants, requestedTenantId(ctx), clientTenants);
 
   return {
     /** Resolved once per request; later hooks of the same request get the same answer. */

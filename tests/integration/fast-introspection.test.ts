@@ -4,19 +4,10 @@
  * answers must match — status, body and headers. The plain cases must be the fast path's own
  * (counted); everything else must reach the library, its body intact.
  */
-import { request } from 'node:http';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, createUser, login, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
-
-interface Answer {
-  status: number;
-  body: unknown;
-  headers: Record<string, string>;
-}
-
-/** Headers that differ between any two responses whatever served them. */
-const VARYING = new Set(['date', 'x-request-id', 'content-length', 'keep-alive', 'connection']);
+import { header, post, type RawAnswer } from '../helpers/raw-http';
 
 describe(`introspection fast path (${dbLabel})`, () => {
   let srv: TestServer;
@@ -46,32 +37,10 @@ describe(`introspection fast path (${dbLabel})`, () => {
 
   const fast = () => srv.running.app.fastIntrospection;
 
-  /** node:http, not fetch: headers go exactly as given (an empty one too). */
-  function send(body: string, headers: Record<string, string>): Promise<Answer> {
-    return new Promise((resolve, reject) => {
-      const req = request(`${srv.base}/token/introspection`, { method: 'POST', headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          const out: Record<string, string> = {};
-          for (const [k, v] of Object.entries(res.headers)) if (!VARYING.has(k)) out[k] = String(v);
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            /* not JSON: compared as text */
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed, headers: out });
-        });
-      });
-      req.on('error', reject);
-      req.end(body);
-    });
-  }
+  const send = (body: string, headers: Record<string, string>) => post(`${srv.base}/token/introspection`, body, headers);
 
   /** The same request on both paths; returns the answer and whether the fast path served it. */
-  async function both(body: string, headers: Record<string, string>): Promise<Answer & { served: boolean }> {
+  async function both(body: string, headers: Record<string, string>): Promise<RawAnswer & { served: boolean }> {
     const before = fast().served;
     const quick = await send(body, headers);
     const served = fast().served > before;
@@ -96,7 +65,7 @@ describe(`introspection fast path (${dbLabel})`, () => {
     expect(r.served).toBe(true);
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ active: true, client_id: app.client_id, sub: app.client_id, tenant: 'bank-f', scope: 'accounts', token_type: 'Bearer' });
-    expect(r.headers['cache-control']).toBe('no-store');
+    expect(header(r, 'cache-control')).toBe('no-store');
     for (const hint of ['access_token', 'refresh_token', 'urn:ietf:params:oauth:token-type:access_token', 'no-such-hint']) {
       expect((await both(q({ token, token_type_hint: hint }), as(rs))).served).toBe(true);
     }
@@ -214,7 +183,7 @@ describe(`introspection fast path (${dbLabel})`, () => {
     for (const id of ['nobody', 'n'.repeat(300)]) {
       const r = await both(q({ token }), { ...FORM, authorization: basic({ ...rs, client_id: id }) });
       expect(r).toMatchObject({ served: true, status: 401, body: { error: 'invalid_client' } });
-      expect(r.headers['www-authenticate']).toContain('error="invalid_client"');
+      expect(header(r, 'www-authenticate')).toContain('error="invalid_client"');
     }
   });
 

@@ -1,0 +1,186 @@
+import { parse as parseForm } from 'node:querystring';
+import type Koa from 'koa';
+import type Provider from 'oidc-provider';
+import type { TenantRepository } from '../tenants/repository';
+import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
+import { isDatabaseUnavailable } from '../db/unavailable';
+import { plausibleClientId } from './client-model';
+import { answerUnavailable } from './middleware';
+import { grantedScopes, resourceInfo } from './resource';
+import { requestedTenantIdOf, resolveTenant } from './tenant';
+import type { OidcClient, UserTokenContext } from './user-tokens';
+import { basicCredentials, endpointHeaders, plainFormRequest, readBody } from './fast-form';
+
+/**
+ * The client_credentials grant of a client authenticating with client_secret_basic — the token
+ * request a deployment sees most — answered without oidc-provider's request pipeline (parameter
+ * assembly, its client authentication, two nested routers), which costs about as much CPU as the
+ * rest of the request (README, Benchmark).
+ *
+ * Only the HTTP handling is ours. The token is the library's own ClientCredentials model, given
+ * what the library's grant handler gives it through our hooks in provider.ts — the same resource
+ * server (audience, lifetime and format from resourceInfo), scope (grantedScopes) and extra claims
+ * (tenant, sub) — and saved by it, so storage, lifetime and the model's events are the library's.
+ * Only a success is answered here (and, as the library answers them, a database outage or a body
+ * cut short): every refusal goes to the library unchanged, its body replayed, and so does anything
+ * else — another authentication method, a wrong secret, an unknown or disabled client, a grant the
+ * client may not use, a scope it may not have, a tenant it does not serve, a JWT access token,
+ * DPoP, CORS, a resource or any other parameter. Nobody listens to the library's `grant.success`,
+ * which is not emitted here. tests/integration/fast-client-credentials.test.ts sends every request
+ * to both paths and compares the answers and the tokens stored.
+ */
+export interface FastClientCredentials {
+  /** Off: every token request goes through oidc-provider (a kill switch, and the tests' reference). */
+  enabled: boolean;
+  /** Requests answered here (not handed to the library). */
+  served: number;
+  /** handled: answered; else hand the request to the library, with `body` replayed if it was read. */
+  handle(ctx: Koa.Context): Promise<{ handled: true } | { handled: false; body?: Buffer }>;
+}
+
+interface Deps {
+  provider: () => Provider;
+  /** Audience, default lifetime and signing key, as the provider's hooks use them. */
+  context: () => Pick<UserTokenContext, 'audience' | 'defaultTtl' | 'signingKid'>;
+  /** Cached lookups (src/cache/lookups.ts), as the provider's hooks read them. */
+  tenants: Pick<TenantRepository, 'find'>;
+  bodyLimitBytes: number;
+  logger: Logger;
+  metrics: Pick<Metrics, 'failures'>;
+}
+
+/** The only form members a plain request has; anything else (even one the library would drop) is the library's. */
+const PLAIN_PARAMS = new Set(['grant_type', 'scope', 'tenant']);
+
+/** RFC 6749 §3.3 scope syntax, as the library checks it (helpers/is_valid_scope.js). */
+const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/;
+
+interface PlainParams {
+  scope?: string;
+  form: Record<string, unknown>;
+}
+
+/** The parameters of a plain request (single strings, no others), or undefined. */
+function plainParams(body: Buffer): PlainParams | undefined {
+  const form = parseForm(body.toString('utf8'));
+  for (const key of Object.keys(form)) if (!PLAIN_PARAMS.has(key) || typeof form[key] !== 'string') return undefined;
+  if (form.grant_type !== 'client_credentials') return undefined;
+  // The library reads an empty parameter as absent.
+  const scope = (form.scope as string | undefined) || undefined;
+  if (scope !== undefined && !SCOPE_SYNTAX.test(scope)) return undefined;
+  return { scope, form };
+}
+
+/**
+ * The library takes the default resource (our audience) only if it is an absolute URI without a
+ * fragment (shared/check_resource.js), and refuses every token request otherwise.
+ */
+function usableResource(audience: string): boolean {
+  const href = URL.parse(audience)?.href;
+  return !!href && !href.includes('#');
+}
+
+export function createFastClientCredentials(deps: Deps & { enabled: boolean }): FastClientCredentials {
+  let audienceChecked: { audience: string; usable: boolean } | undefined;
+  const resourceUsable = (audience: string) => {
+    if (audienceChecked?.audience !== audience) audienceChecked = { audience, usable: usableResource(audience) };
+    return audienceChecked.usable;
+  };
+
+  /**
+   * The library's token for a request it would judge plain and valid, not yet saved; undefined:
+   * leave the request to the library. Everything is decided on the one Client instance the
+   * library's own authentication would find now, after the body has arrived (a request whose
+   * body comes slowly is judged on the client as it is then, not as it was at its headers).
+   */
+  async function prepare(ctx: Koa.Context, credentials: { id: string; secret: string }, params: PlainParams) {
+    const provider = deps.provider();
+    const { audience, defaultTtl, signingKid } = deps.context();
+    if (!resourceUsable(audience)) return undefined;
+    // Through our cached Client adapter: disabled clients do not exist for it.
+    const client = (await provider.Client.find(credentials.id)) as OidcClient | undefined;
+    if (!client || client.tokenEndpointAuthMethod !== 'client_secret_basic' || client.token_format !== 'opaque') return undefined;
+    if (!client.grantTypeAllowed('client_credentials') || !(await client.compareClientSecret(credentials.secret))) return undefined;
+    // Our getResourceServerInfo hook (provider.ts): the granted scopes, then the tenant.
+    const granted = grantedScopes(client, params.scope);
+    if (granted.denied) return undefined;
+    // A tenant the client does not serve throws the library's invalid_request: the caller hands it over.
+    const tenant = await resolveTenant(deps.tenants, requestedTenantIdOf((name) => ctx.get(name), params.form), client.tenants ?? []);
+    const info = resourceInfo({ audience, client, tenant, defaultTtl, signingKid });
+    // The library's grant handler: the granted scopes, then those of the resource server.
+    const scopes = granted.scope;
+    const token = new provider.ClientCredentials({ client, scope: scopes.join(' ') || undefined });
+    token.resourceServer = new provider.ResourceServer(audience, info);
+    const served = new Set(info.scope.split(' '));
+    token.scope = scopes.filter((s) => served.has(s)).join(' ') || undefined;
+    // What extraTokenClaims (provider.ts) returns for a client's own token, which it returns as set.
+    token.extra = { tenant: tenant?.id, sub: client.clientId };
+    return token;
+  }
+
+  const unavailable = (ctx: Koa.Context, err: unknown) => {
+    deps.logger.warn({ err, route: 'token' }, 'database unavailable');
+    endpointHeaders(ctx);
+    answerUnavailable(ctx);
+  };
+
+  const fast: FastClientCredentials = {
+    enabled: deps.enabled,
+    served: 0,
+    async handle(ctx) {
+      if (!fast.enabled || ctx.method !== 'POST') return { handled: false };
+      if (ctx.headers.dpop !== undefined || !plainFormRequest(ctx, deps.bodyLimitBytes)) return { handled: false };
+      const credentials = basicCredentials(ctx.get('authorization'));
+      if (!credentials || !plausibleClientId(credentials.id)) return { handled: false };
+
+      let body: Buffer;
+      try {
+        body = await readBody(ctx.req);
+      } catch {
+        // The caller went away mid-body: answered as the library does, if anyone still listens.
+        ctx.status = 400;
+        endpointHeaders(ctx);
+        ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
+        deps.metrics.failures.inc({ endpoint: 'token', error: 'invalid_request' });
+        return { handled: true };
+      }
+      const params = plainParams(body);
+      if (!params) return { handled: false, body };
+
+      let token: Awaited<ReturnType<typeof prepare>>;
+      try {
+        token = await prepare(ctx, credentials, params);
+      } catch (err) {
+        // Nothing is written yet: any refusal, or a failure that is not the database's, is the library's to answer.
+        if (!isDatabaseUnavailable(err)) return { handled: false, body };
+        // The database is away: say so now, not after the library has waited for it again.
+        unavailable(ctx, err);
+        return { handled: true };
+      }
+      if (!token) return { handled: false, body };
+
+      try {
+        const value = await token.save();
+        // oidc-provider's buildTokenResponse: members in its order, undefined ones left out.
+        const answer: Record<string, unknown> = { access_token: value, expires_in: token.expiration };
+        if (token.scope) answer.scope = token.scope;
+        answer.token_type = token.tokenType;
+        ctx.status = 200;
+        endpointHeaders(ctx);
+        ctx.body = answer;
+        fast.served += 1;
+      } catch (err) {
+        if (isDatabaseUnavailable(err)) unavailable(ctx, err);
+        else {
+          deps.logger.error({ err, route: 'token' }, 'client_credentials grant failed');
+          endpointHeaders(ctx);
+          ctx.status = 500;
+          ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
+        }
+      }
+      return { handled: true };
+    },
+  };
+  return fast;
+}

@@ -1,0 +1,83 @@
+import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
+import type Koa from 'koa';
+
+/**
+ * What the fast paths of the token and introspection endpoints share (fast-client-credentials.ts,
+ * fast-introspection.ts): reading a form request exactly as oidc-provider reads it, and handing it
+ * to the library unchanged whenever the plain case does not hold.
+ */
+
+const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Form parameters of client authentication: a request carrying any of them in its body is the library's. */
+export const CLIENT_AUTH_PARAMS = ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type'];
+
+/** The library's own limit on a form body (oidc-provider's selective_body). */
+const LIBRARY_BODY_LIMIT = 56 * 1024;
+
+/** The library's decoding of one half of a Basic credential; undefined where it would refuse. */
+function basicPart(raw: string): string | undefined {
+  try {
+    const value = decodeURIComponent(raw.replace(/\+/g, '%20'));
+    return value && !/[^\x20-\x7E]/.test(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** client_secret_basic's id and secret, where the library would read the same; else undefined. */
+export function basicCredentials(header: string | undefined): { id: string; secret: string } | undefined {
+  if (!header) return undefined;
+  const parts = header.split(' ');
+  if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'basic' || !parts[1] || !STRICT_BASE64.test(parts[1])) return undefined;
+  const decoded = Buffer.from(parts[1], 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon === -1) return undefined;
+  const id = basicPart(decoded.slice(0, colon));
+  const secret = basicPart(decoded.slice(colon + 1));
+  return id && secret ? { id, secret } : undefined;
+}
+
+/**
+ * A request a fast path may read: a form in UTF-8 (another charset is the library's to decode), of
+ * a declared length within the library's limit and ours (so it can always be read here), without
+ * an Origin (CORS checks the client's origins) or client attestation.
+ */
+export function plainFormRequest(ctx: Koa.Context, bodyLimitBytes: number): boolean {
+  const h = ctx.headers;
+  if (h.origin !== undefined || h['oauth-client-attestation'] !== undefined || h['oauth-client-attestation-pop'] !== undefined) return false;
+  if (ctx.is('application/x-www-form-urlencoded') === false) return false;
+  const charset = ctx.request.charset.toLowerCase();
+  if (charset !== '' && charset !== 'utf-8') return false;
+  const length = ctx.request.length;
+  return length !== undefined && length <= Math.min(LIBRARY_BODY_LIMIT, bodyLimitBytes);
+}
+
+/** A request the library can read as if it arrived now: same headers and socket, body replayed. */
+export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessage {
+  const copy = Readable.from(body.length ? [body] : [], { objectMode: false }) as unknown as Record<string, unknown>;
+  for (const key of ['headers', 'rawHeaders', 'trailers', 'rawTrailers', 'url', 'method', 'httpVersion', 'httpVersionMajor', 'httpVersionMinor', 'socket', 'complete'] as const) {
+    copy[key] = req[key];
+  }
+  return copy as unknown as IncomingMessage;
+}
+
+/** The body, of a length the request declared and plainFormRequest bounded (Node's parser holds it to that). */
+export async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * The headers the library's client-authenticated endpoints set on every answer: no caching, and
+ * their CORS answer to a request without an Origin (one with an Origin is the library's).
+ */
+export function endpointHeaders(ctx: Koa.Context): void {
+  // In the library's order and spelling: its CORS middleware, then its no_cache.
+  ctx.vary('Origin');
+  ctx.set('Access-Control-Allow-Origin', '*');
+  ctx.set('Access-Control-Expose-Headers', 'WWW-Authenticate');
+  ctx.set('cache-control', 'no-store');
+}
