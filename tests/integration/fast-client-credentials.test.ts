@@ -271,6 +271,42 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
     expect(issued(await (await fetch(`${srv.base}/metrics`)).text())).toBe(before + 2);
   });
 
+  test('random mixes of parameters, tenants, clients and headers: both paths answer alike', async () => {
+    // A fixed seed: the same 150 requests on every run (mulberry32).
+    let seed = 0x5eed;
+    const random = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    const clients = [app, app, app, broad, multi, untenanted, scopeless, jwtApp, postApp, passwordOnly];
+    const grants = ['client_credentials', 'client_credentials', 'client_credentials', 'client_credentials', 'client_credentials', 'password', 'refresh_token', 'urn:x', ''];
+    const scopes = [undefined, undefined, '', 'accounts', 'payments', 'payments accounts', 'admin', 'accounts accounts', ' accounts', 'x'];
+    const tenants = [undefined, undefined, undefined, undefined, '', 'bank-p', 'bank-p', 'bank-q', 'bank-r', 'nope'];
+    const extras: Array<Record<string, string> | undefined> = [...Array<undefined>(7).fill(undefined), { resource: srv.base }, { audience: 'a' }, { client_id: app.client_id }];
+    let served = 0;
+    for (let i = 0; i < 150; i++) {
+      const client = pick(clients);
+      const form = new URLSearchParams();
+      const grant = pick(grants);
+      if (grant) form.append('grant_type', grant);
+      const scope = pick(scopes);
+      if (scope !== undefined) form.append('scope', scope);
+      const tenant = pick(tenants);
+      if (tenant !== undefined) form.append('tenant', tenant);
+      for (const [k, v] of Object.entries(pick(extras) ?? {})) form.append(k, v);
+      if (random() < 0.05) form.append('grant_type', 'client_credentials'); // a repeated parameter
+      const headers: Record<string, string> = { ...as(random() < 0.05 ? { ...client, client_secret: 'wrong' } : client) };
+      const header = pick([...Array<undefined>(6).fill(undefined), 'di_fiid', 'institutionId']);
+      if (header) headers[header] = pick(['bank-p', 'bank-q', 'nope']);
+      const r = await both(form.toString(), headers);
+      if (r.served) served += 1;
+    }
+    expect(served).toBeGreaterThan(5); // the plain ones among them (12 when written)
+  });
+
   test('switched off, every token request is the library’s', async () => {
     fast().enabled = false;
     try {
