@@ -6,11 +6,10 @@ import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { isDatabaseUnavailable } from '../db/unavailable';
 import { plausibleClientId } from './client-model';
-import { answerUnavailable } from './middleware';
 import { grantedScopes, resourceInfo } from './resource';
 import { requestedTenantIdOf, resolveTenant } from './tenant';
 import type { OidcClient, UserTokenContext } from './user-tokens';
-import { basicCredentials, endpointHeaders, plainFormRequest, readBody } from './fast-form';
+import { answerBodyCutShort, answerFailure, basicCredentials, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
 
 /**
  * The client_credentials grant of a client authenticating with client_secret_basic — the token
@@ -30,14 +29,7 @@ import { basicCredentials, endpointHeaders, plainFormRequest, readBody } from '.
  * which is not emitted here. tests/integration/fast-client-credentials.test.ts sends every request
  * to both paths and compares the answers and the tokens stored.
  */
-export interface FastClientCredentials {
-  /** Off: every token request goes through oidc-provider (a kill switch, and the tests' reference). */
-  enabled: boolean;
-  /** Requests answered here (not handed to the library). */
-  served: number;
-  /** handled: answered; else hand the request to the library, with `body` replayed if it was read. */
-  handle(ctx: Koa.Context): Promise<{ handled: true } | { handled: false; body?: Buffer }>;
-}
+export type FastClientCredentials = FastPath;
 
 interface Deps {
   provider: () => Provider;
@@ -119,12 +111,6 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
     return token;
   }
 
-  const unavailable = (ctx: Koa.Context, err: unknown) => {
-    deps.logger.warn({ err, route: 'token' }, 'database unavailable');
-    endpointHeaders(ctx);
-    answerUnavailable(ctx);
-  };
-
   const fast: FastClientCredentials = {
     enabled: deps.enabled,
     served: 0,
@@ -138,10 +124,7 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
       try {
         body = await readBody(ctx.req);
       } catch {
-        // The caller went away mid-body: answered as the library does, if anyone still listens.
-        ctx.status = 400;
-        endpointHeaders(ctx);
-        ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
+        answerBodyCutShort(ctx);
         deps.metrics.failures.inc({ endpoint: 'token', error: 'invalid_request' });
         return { handled: true };
       }
@@ -155,7 +138,7 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
         // Nothing is written yet: any refusal, or a failure that is not the database's, is the library's to answer.
         if (!isDatabaseUnavailable(err)) return { handled: false, body };
         // The database is away: say so now, not after the library has waited for it again.
-        unavailable(ctx, err);
+        answerFailure(ctx, err, deps.logger, 'token', 'client_credentials grant failed');
         return { handled: true };
       }
       if (!token) return { handled: false, body };
@@ -171,13 +154,7 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
         ctx.body = answer;
         fast.served += 1;
       } catch (err) {
-        if (isDatabaseUnavailable(err)) unavailable(ctx, err);
-        else {
-          deps.logger.error({ err, route: 'token' }, 'client_credentials grant failed');
-          endpointHeaders(ctx);
-          ctx.status = 500;
-          ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
-        }
+        answerFailure(ctx, err, deps.logger, 'token', 'client_credentials grant failed');
       }
       return { handled: true };
     },

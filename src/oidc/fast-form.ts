@@ -1,6 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type Koa from 'koa';
+import type { Logger } from '../log';
+import { isDatabaseUnavailable } from '../db/unavailable';
+import { answerUnavailable } from './middleware';
 
 /**
  * What the fast paths of the token and introspection endpoints share (fast-client-credentials.ts,
@@ -9,6 +12,16 @@ import type Koa from 'koa';
  */
 
 const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** An endpoint's fast path, as app.ts drives it. */
+export interface FastPath {
+  /** Off: every request goes through oidc-provider (a kill switch, and the tests' reference). */
+  enabled: boolean;
+  /** Requests answered here (not handed to the library). */
+  served: number;
+  /** handled: answered; else hand the request to the library, with `body` replayed if it was read. */
+  handle(ctx: Koa.Context): Promise<{ handled: true } | { handled: false; body?: Buffer }>;
+}
 
 /** Form parameters of client authentication: a request carrying any of them in its body is the library's. */
 export const CLIENT_AUTH_PARAMS = ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type'];
@@ -80,4 +93,27 @@ export function endpointHeaders(ctx: Koa.Context): void {
   ctx.set('Access-Control-Allow-Origin', '*');
   ctx.set('Access-Control-Expose-Headers', 'WWW-Authenticate');
   ctx.set('cache-control', 'no-store');
+}
+
+/** The library's answer when the caller went away mid-body, if anyone still listens. */
+export function answerBodyCutShort(ctx: Koa.Context): void {
+  ctx.status = 400;
+  endpointHeaders(ctx);
+  ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
+}
+
+/**
+ * A fast path's failure, answered as the library answers it: the database away is a 503 that
+ * says so (middleware.ts), anything else its generic 500 — logged by name only, no request data.
+ */
+export function answerFailure(ctx: Koa.Context, err: unknown, logger: Logger, route: string, what: string): void {
+  endpointHeaders(ctx);
+  if (isDatabaseUnavailable(err)) {
+    logger.warn({ err, route }, 'database unavailable');
+    answerUnavailable(ctx);
+    return;
+  }
+  logger.error({ err, route }, what);
+  ctx.status = 500;
+  ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
 }

@@ -7,9 +7,8 @@ import type { Metrics } from '../metrics';
 import { isDatabaseUnavailable } from '../db/unavailable';
 import { plausibleClientId, recordSecretMatches } from './client-model';
 import type { IntrospectionPolicy } from './introspection';
-import { answerUnavailable } from './middleware';
 import { opaqueTokenId } from './token-id';
-import { basicCredentials, CLIENT_AUTH_PARAMS, endpointHeaders, plainFormRequest, readBody } from './fast-form';
+import { answerBodyCutShort, answerFailure, basicCredentials, CLIENT_AUTH_PARAMS, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
 
 /**
  * RFC 7662 introspection of an opaque access token by a resource server authenticating with
@@ -25,14 +24,7 @@ import { basicCredentials, CLIENT_AUTH_PARAMS, endpointHeaders, plainFormRequest
  * authorization details or a sender constraint — its body replayed when it had to be read.
  * tests/integration/fast-introspection.test.ts compares the two paths answer for answer.
  */
-export interface FastIntrospection {
-  /** Off: every introspection goes through oidc-provider (a kill switch, and the tests' reference). */
-  enabled: boolean;
-  /** Requests answered here (not handed to the library). */
-  served: number;
-  /** handled: answered; else hand the request to the library, with `body` replayed if it was read. */
-  handle(ctx: Koa.Context): Promise<{ handled: true } | { handled: false; body?: Buffer }>;
-}
+export type FastIntrospection = FastPath;
 
 interface Deps {
   provider: () => Provider;
@@ -101,10 +93,7 @@ export function createFastIntrospection(deps: Deps & { enabled: boolean }): Fast
       try {
         body = await readBody(ctx.req);
       } catch {
-        // The caller went away mid-body: answered as the library does, if anyone still listens.
-        ctx.status = 400;
-        endpointHeaders(ctx);
-        ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
+        answerBodyCutShort(ctx);
         deps.metrics.failures.inc({ endpoint: 'introspection', error: 'invalid_request' });
         return { handled: true };
       }
@@ -115,11 +104,9 @@ export function createFastIntrospection(deps: Deps & { enabled: boolean }): Fast
       try {
         caller = await callerOf(deps, credentials);
       } catch (err) {
-        // The database is away: say so now, not after the library has waited for it again.
         if (!isDatabaseUnavailable(err)) return { handled: false, body }; // the library meets it and answers its way
-        deps.logger.warn({ err, route: 'introspection' }, 'database unavailable');
-        endpointHeaders(ctx);
-        answerUnavailable(ctx);
+        // The database is away: say so now, not after the library has waited for it again.
+        answerFailure(ctx, err, deps.logger, 'introspection', 'introspection failed');
         return { handled: true };
       }
       if (!caller) return { handled: false, body };
@@ -144,15 +131,7 @@ export function createFastIntrospection(deps: Deps & { enabled: boolean }): Fast
         fast.served += 1;
         return { handled: true };
       } catch (err) {
-        endpointHeaders(ctx);
-        if (isDatabaseUnavailable(err)) {
-          deps.logger.warn({ err, route: 'introspection' }, 'database unavailable');
-          answerUnavailable(ctx);
-        } else {
-          deps.logger.error({ err, route: 'introspection' }, 'introspection failed');
-          ctx.status = 500;
-          ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
-        }
+        answerFailure(ctx, err, deps.logger, 'introspection', 'introspection failed');
         return { handled: true };
       }
     },
