@@ -100,8 +100,9 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
     // A tenant the client does not serve throws the library's invalid_request: the caller hands it over.
     const tenant = await resolveTenant(deps.tenants, requestedTenantIdOf((name) => ctx.get(name), params.form), client.tenants ?? []);
     const info = resourceInfo({ audience, client, tenant, defaultTtl, signingKid });
-    // The library's grant handler: the granted scopes, then those of the resource server.
-    const scopes = granted.scope;
+    // The library's grant handler: the granted scopes (a set: a client's stored scope may repeat
+    // one), then those of the resource server.
+    const scopes = [...new Set(granted.scope)];
     const token = new provider.ClientCredentials({ client, scope: scopes.join(' ') || undefined });
     token.resourceServer = new provider.ResourceServer(audience, info);
     const served = new Set(info.scope.split(' '));

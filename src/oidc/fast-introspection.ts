@@ -21,7 +21,8 @@ import { answerBodyCutShort, answerFailure, basicCredentials, CLIENT_AUTH_PARAMS
  * every request: nothing about a token is cached. Anything that is not the plain case goes to the
  * library unchanged — another authentication method, a wrong secret, a caller without the
  * introspection permission, extra or repeated parameters, a JWT, a refresh token, a token with
- * authorization details or a sender constraint — its body replayed when it had to be read.
+ * authorization details or a sender constraint — its body replayed (it is read once the request
+ * carries a Basic credential, and the caller is looked up only then, as the library does).
  * tests/integration/fast-introspection.test.ts compares the two paths answer for answer.
  */
 export type FastIntrospection = FastPath;

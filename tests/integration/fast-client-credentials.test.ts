@@ -119,6 +119,14 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
       expect({ scope, served: r.served, status: r.status }).toEqual({ scope, served: true, status: 200 });
     }
     expect((await both(q({ grant_type: 'client_credentials' }), as(broad))).body).toMatchObject({ scope: 'payments accounts' });
+    // A scope stored with a repeat (the admin API's PATCH keeps it as given): granted once.
+    const repeating = await createClient(srv, { tenants: ['bank-p'], grant_types: ['client_credentials'], scope: 'accounts' });
+    await srv.running.app.database.knex('clients').where({ id: repeating.client_id }).update({ scope: 'accounts payments accounts' });
+    srv.running.app.services.caches.changed('client', repeating.client_id);
+    for (const scope of [undefined, 'accounts']) {
+      const r = await both(q({ grant_type: 'client_credentials', ...(scope ? { scope } : {}) }), as(repeating));
+      expect(r).toMatchObject({ served: true, status: 200, body: { scope: scope ?? 'accounts payments' } });
+    }
     const none = await both(q({ grant_type: 'client_credentials' }), as(scopeless));
     expect(none).toMatchObject({ served: true, status: 200 });
     expect(none.body).not.toHaveProperty('scope');
@@ -260,6 +268,17 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
       expect(fastOther.served).toBe(before);
     } finally {
       await other.close();
+    }
+    // An absolute URI, but with a fragment: the library refuses it as a resource too.
+    const fragment = await startTestServer({ config: { tokens: { accessTokenTtlSeconds: 1800, jwtAudience: 'https://api.example/#v1' } } });
+    try {
+      await createTenant(fragment, 'bank-p');
+      const c = await createClient(fragment, { tenants: ['bank-p'], grant_types: ['client_credentials'] });
+      const r = await post(`${fragment.base}/token`, q({ grant_type: 'client_credentials' }), as(c));
+      expect(r).toMatchObject({ status: 400, body: { error: 'invalid_target' } });
+      expect(fragment.running.app.fastClientCredentials.served).toBe(0);
+    } finally {
+      await fragment.close();
     }
   });
 

@@ -8,6 +8,7 @@ import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, createUser, login, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
 import { header, post, type RawAnswer } from '../helpers/raw-http';
+import { hashSecret } from '../../src/crypto/secrets';
 
 describe(`introspection fast path (${dbLabel})`, () => {
   let srv: TestServer;
@@ -212,6 +213,29 @@ describe(`introspection fast path (${dbLabel})`, () => {
     const body = r.body as Record<string, unknown>;
     expect(body.exp).toBeGreaterThan(Math.floor(Date.now() / 1000));
     expect(body.jti).not.toBe('x');
+  });
+
+  test('a request whose body comes slowly is judged on the caller as it is when the body has arrived', async () => {
+    const { knex } = srv.running.app.database;
+    const { caches } = srv.running.app.services;
+    const changing = await createClient(srv, { tenants: ['bank-f'], introspection: true });
+    const slowly = (change: () => Promise<unknown>) =>
+      post(`${srv.base}/token/introspection`, q({ token }), as(changing), async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        await change();
+        caches.changed('client', changing.client_id);
+      });
+    // The headers and half the body are in when the caller loses the permission, then its secret.
+    expect(await slowly(() => knex('clients').where({ id: changing.client_id }).update({ introspection: false }))).toMatchObject({
+      status: 403,
+      body: { error: 'unauthorized_client' },
+    });
+    await knex('clients').where({ id: changing.client_id }).update({ introspection: true });
+    caches.changed('client', changing.client_id);
+    expect(await slowly(() => knex('clients').where({ id: changing.client_id }).update({ secret_hash: hashSecret('another-secret-0123456789abcdef0123') }))).toMatchObject({
+      status: 401,
+      body: { error: 'invalid_client' },
+    });
   });
 
   test('switched off, every introspection is the library’s', async () => {
