@@ -9,7 +9,7 @@ import { plausibleClientId } from './client-model';
 import { grantedScopes, resourceInfo } from './resource';
 import { requestedTenantIdOf, resolveTenant } from './tenant';
 import type { OidcClient, UserTokenContext } from './user-tokens';
-import { answerBodyCutShort, answerFailure, basicCredentials, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
+import { answerFailure, basicCredentials, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
 
 /**
  * The client_credentials grant of a client authenticating with client_secret_basic — the token
@@ -121,14 +121,8 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
       const credentials = basicCredentials(ctx.get('authorization'));
       if (!credentials || !plausibleClientId(credentials.id)) return { handled: false };
 
-      let body: Buffer;
-      try {
-        body = await readBody(ctx.req);
-      } catch {
-        answerBodyCutShort(ctx);
-        deps.metrics.failures.inc({ endpoint: 'token', error: 'invalid_request' });
-        return { handled: true };
-      }
+      const body = await readBody(ctx, deps.metrics, 'token');
+      if (!body) return { handled: true }; // the caller went away mid-body: answered
       const params = plainParams(body);
       if (!params) return { handled: false, body };
 

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type Koa from 'koa';
 import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
 import { isDatabaseUnavailable } from '../db/unavailable';
 import { answerUnavailable } from './middleware';
 
@@ -76,10 +77,22 @@ export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessa
   return copy as unknown as IncomingMessage;
 }
 
-/** The body, of a length the request declared and plainFormRequest bounded (Node's parser holds it to that). */
-export async function readBody(req: IncomingMessage): Promise<Buffer> {
+/**
+ * The body, of a length the request declared and plainFormRequest bounded (Node's parser holds it
+ * to that); undefined when the caller went away mid-body: then answered as the library does, if
+ * anyone still listens, and counted as the endpoint's invalid_request.
+ */
+export async function readBody(ctx: Koa.Context, metrics: Pick<Metrics, 'failures'>, endpoint: string): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
-  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) chunks.push(chunk);
+  try {
+    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) chunks.push(chunk);
+  } catch {
+    ctx.status = 400;
+    endpointHeaders(ctx);
+    ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
+    metrics.failures.inc({ endpoint, error: 'invalid_request' });
+    return undefined;
+  }
   return Buffer.concat(chunks);
 }
 
@@ -93,13 +106,6 @@ export function endpointHeaders(ctx: Koa.Context): void {
   ctx.set('Access-Control-Allow-Origin', '*');
   ctx.set('Access-Control-Expose-Headers', 'WWW-Authenticate');
   ctx.set('cache-control', 'no-store');
-}
-
-/** The library's answer when the caller went away mid-body, if anyone still listens. */
-export function answerBodyCutShort(ctx: Koa.Context): void {
-  ctx.status = 400;
-  endpointHeaders(ctx);
-  ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
 }
 
 /**

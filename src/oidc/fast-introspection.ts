@@ -8,7 +8,7 @@ import { isDatabaseUnavailable } from '../db/unavailable';
 import { plausibleClientId, recordSecretMatches } from './client-model';
 import type { IntrospectionPolicy } from './introspection';
 import { opaqueTokenId } from './token-id';
-import { answerBodyCutShort, answerFailure, basicCredentials, CLIENT_AUTH_PARAMS, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
+import { answerFailure, basicCredentials, CLIENT_AUTH_PARAMS, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
 
 /**
  * RFC 7662 introspection of an opaque access token by a resource server authenticating with
@@ -90,14 +90,8 @@ export function createFastIntrospection(deps: Deps & { enabled: boolean }): Fast
       const credentials = basicCredentials(ctx.get('authorization'));
       if (!credentials) return { handled: false };
 
-      let body: Buffer;
-      try {
-        body = await readBody(ctx.req);
-      } catch {
-        answerBodyCutShort(ctx);
-        deps.metrics.failures.inc({ endpoint: 'introspection', error: 'invalid_request' });
-        return { handled: true };
-      }
+      const body = await readBody(ctx, deps.metrics, 'introspection');
+      if (!body) return { handled: true }; // the caller went away mid-body: answered
       const params = parseForm(body.toString('utf8'));
       // The library checks the body's client parameters before it looks the client up.
       if (CLIENT_AUTH_PARAMS.some((p) => params[p] !== undefined)) return { handled: false, body };
