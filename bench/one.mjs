@@ -10,7 +10,7 @@
 //   The first pw run is preceded by 5 s of unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
-//   event-loop threads), PostgreSQL and the load generator.
+//   event-loop threads, with their system time apart), PostgreSQL and the load generator.
 //   NODE_FLAGS="--trace-gc" SERVER_LOG=gc.log: flags for the server's processes, and its output kept.
 //   PACED_TIMELINE=1: paced runs print when the schedule started (epoch ms, to line up with other logs)
 //   and each 100 ms window whose worst latency passed 20 ms, with the load generator's own worst send lag.
@@ -31,16 +31,20 @@ import pg from 'pg';
  */
 function cpuByKind() {
   const out = { pids: new Map(), peakRssMB: 0 };
-  const ticks = (statPath) => { const f = readFileSync(statPath, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
+  // utime and stime (fields 14 and 15 of /proc/…/stat), in seconds.
+  const times = (statPath) => { const f = readFileSync(statPath, 'utf8').split(') ')[1].split(' '); return { user: Number(f[11]) / 100, kernel: Number(f[12]) / 100 }; };
+  const ticks = (statPath) => { const t = times(statPath); return t.user + t.kernel; };
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       const kind = cmd.includes('cli/main.js') && cmd.includes('serve') ? 'server' : cmd.startsWith('postgres') ? 'postgres' : null;
       if (!kind) continue;
-      const entry = { kind, all: ticks(`/proc/${pid}/stat`), main: 0 };
+      const entry = { kind, all: ticks(`/proc/${pid}/stat`), main: 0, mainKernel: 0 };
       out.pids.set(pid, entry);
       if (kind !== 'server') continue;
-      entry.main = ticks(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
+      const loop = times(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
+      entry.main = loop.user + loop.kernel;
+      entry.mainKernel = loop.kernel;
       out.peakRssMB = Math.max(out.peakRssMB, Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024));
     } catch { /* gone */ }
   }
@@ -53,11 +57,13 @@ function cpuByKind() {
  * seconds were not seen, and subtracting its earlier total would make the sum negative.
  */
 function cpuBetween(before, after) {
-  const out = { server: 0, serverMain: 0, postgres: 0 };
+  const out = { server: 0, serverMain: 0, serverMainKernel: 0, postgres: 0 };
   for (const [pid, a] of after.pids) {
-    const b = before.pids.get(pid) ?? { all: 0, main: 0 };
+    const b = before.pids.get(pid) ?? { all: 0, main: 0, mainKernel: 0 };
     out[a.kind] += a.all - b.all;
-    if (a.kind === 'server') out.serverMain += a.main - b.main;
+    if (a.kind !== 'server') continue;
+    out.serverMain += a.main - b.main;
+    out.serverMainKernel += a.mainKernel - b.mainKernel;
   }
   return out;
 }
@@ -152,7 +158,7 @@ try {
     }
     const used = cpuBetween(before, after);
     const per = (k) => Math.round((used[k] * 1e6) / r.requests.total);
-    console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
+    console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs, of it in the kernel ${per('serverMainKernel')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
   }
 } finally {
   if (server && server.exitCode === null) await new Promise((r) => { server.once('exit', r); server.kill('SIGTERM'); });
