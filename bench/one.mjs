@@ -10,7 +10,8 @@
 //   The first pw run is preceded by 5 s of unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
-//   event-loop threads, with their system time apart), PostgreSQL and the load generator.
+//   event-loop threads, with their system time apart), PostgreSQL and the load generator, and how
+//   often per request the event loops and PostgreSQL's processes were switched out.
 //   NODE_FLAGS="--trace-gc" SERVER_LOG=gc.log: flags for the server's processes, and its output kept.
 //   PACED_TIMELINE=1: paced runs print when the schedule started (epoch ms, to line up with other logs)
 //   and each 100 ms window whose worst latency passed 20 ms, with the load generator's own worst send lag.
@@ -33,13 +34,18 @@ function cpuByKind() {
   const out = { pids: new Map(), peakRssMB: 0 };
   // utime and stime (fields 14 and 15 of /proc/…/stat), in seconds.
   const times = (statPath) => { const f = readFileSync(statPath, 'utf8').split(') ')[1].split(' '); return { user: Number(f[11]) / 100, kernel: Number(f[12]) / 100 }; };
+  // Times the thread was switched out: waiting (voluntary) and preempted (nonvoluntary).
+  const switches = (statusPath) => {
+    const st = readFileSync(statusPath, 'utf8');
+    return Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(st)[1]) + Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(st)[1]);
+  };
   const ticks = (statPath) => { const t = times(statPath); return t.user + t.kernel; };
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       const kind = cmd.includes('cli/main.js') && cmd.includes('serve') ? 'server' : cmd.startsWith('postgres') ? 'postgres' : null;
       if (!kind) continue;
-      const entry = { kind, all: ticks(`/proc/${pid}/stat`), main: 0, mainKernel: 0 };
+      const entry = { kind, all: ticks(`/proc/${pid}/stat`), main: 0, mainKernel: 0, switches: switches(`/proc/${pid}/task/${pid}/status`) };
       out.pids.set(pid, entry);
       if (kind !== 'server') continue;
       const loop = times(`/proc/${pid}/task/${pid}/stat`); // the event loop's thread
@@ -57,10 +63,11 @@ function cpuByKind() {
  * seconds were not seen, and subtracting its earlier total would make the sum negative.
  */
 function cpuBetween(before, after) {
-  const out = { server: 0, serverMain: 0, serverMainKernel: 0, postgres: 0 };
+  const out = { server: 0, serverMain: 0, serverMainKernel: 0, postgres: 0, serverSwitches: 0, postgresSwitches: 0 };
   for (const [pid, a] of after.pids) {
-    const b = before.pids.get(pid) ?? { all: 0, main: 0, mainKernel: 0 };
+    const b = before.pids.get(pid) ?? { all: 0, main: 0, mainKernel: 0, switches: 0 };
     out[a.kind] += a.all - b.all;
+    out[`${a.kind}Switches`] += a.switches - b.switches;
     if (a.kind !== 'server') continue;
     out.serverMain += a.main - b.main;
     out.serverMainKernel += a.mainKernel - b.mainKernel;
@@ -135,7 +142,7 @@ try {
     const rate = /70p?$/.test(s) ? { overallRate: Math.max(1, Math.floor((max[kind] ?? Number(process.env[`MAX_${kind.toUpperCase()}`] ?? 1000)) * 0.7)) } : {};
     if (kind.startsWith('pw') && !warmed) {
       // Unmeasured, as npm run bench does: 5 s of cost-4 logins, so the login path runs compiled.
-      await autocannon({ url: target + pathName, ...pw('cost4-0'), ...perUserAt('4'), duration: 5, connections: 50 });
+      await autocannon({ url: target + pathName, ...pw('cost4-0'), ...perUserAt('4'), duration: Number(process.env.WARMUP_SECONDS ?? 5), connections: 50 });
       warmed = true;
     }
     const ceilingBefore = kind.startsWith('pw') ? await bcryptCeiling(Number(kind.slice(2))) : undefined;
@@ -159,6 +166,8 @@ try {
     const used = cpuBetween(before, after);
     const per = (k) => Math.round((used[k] * 1e6) / r.requests.total);
     console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs, of it in the kernel ${per('serverMainKernel')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
+    const each = (k) => (used[k] / r.requests.total).toFixed(1);
+    console.log(`         context switches per request: event loops ${each('serverSwitches')}, postgres ${each('postgresSwitches')}`);
   }
 } finally {
   if (server && server.exitCode === null) await new Promise((r) => { server.once('exit', r); server.kill('SIGTERM'); });
