@@ -3,8 +3,9 @@ import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
 import type { DbSource } from '../db/tx';
 import { Batcher } from '../db/batch';
-import { preparedRunner, type PreparedStatement } from '../db/prepared';
+import { preparedRunner, statementRunner, type PreparedStatement } from '../db/prepared';
 import { isDatabaseUnavailable } from '../db/unavailable';
+import { END_LOGIN, loginEndCtes, loginEndValues, type LoginEnd } from '../users/login-end';
 
 /** Not a value we could have issued, and one PostgreSQL refuses to compare: a plain miss. */
 const plausible = (v: unknown): v is string => typeof v === 'string' && !v.includes('\u0000') && v.length <= 512;
@@ -47,21 +48,24 @@ export class KnexAdapter implements Adapter {
     // safe; every other model commits synchronously. Outside a transaction, the concurrent writes
     // of each pool are inserted together (a login's session and refresh token, say) — and an
     // access token whose session is about to be inserted joins that statement: its commit costs
-    // nothing more there, and one round trip less.
+    // nothing more there, and one round trip less. A session that ends a password login closes
+    // the login in the same statement (src/users/login-end.ts).
     const accessToken = ACCESS_TOKEN_TYPES.has(this.type);
     const knex = accessToken && this.source.asyncCommitDb && !this.sessionWaiting(payload.grantId) ? this.source.asyncCommitDb() : this.knex;
+    const end = takeLoginEnd(this.type, id);
     if (!knex.isTransaction) {
-      const failed = await batchersOf(knex).inserts.add(row);
+      const failed = await batchersOf(knex).inserts.add({ row, end });
       if (failed) throw failed;
       return;
     }
     await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
+    if (end) await statementRunner(knex)(END_LOGIN, loginEndValues(end));
   }
 
   /** Is the Grant `grantId` waiting to be inserted by the main pool's next batch? */
   private sessionWaiting(grantId: string | undefined): boolean {
     const knex = this.knex;
-    return !!grantId && !knex.isTransaction && batchersOf(knex).inserts.waiting((row) => row.type === 'Grant' && row.id === grantId);
+    return !!grantId && !knex.isTransaction && batchersOf(knex).inserts.waiting(({ row }) => row.type === 'Grant' && row.id === grantId);
   }
 
   private async findWhere(where: Record<string, string>): Promise<AdapterPayload | undefined> {
@@ -133,10 +137,16 @@ const TOKEN_TYPES = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']
 const TOKEN_TYPE_LIST = [...TOKEN_TYPES];
 type TokenRow = PayloadRow & { id: string; type: string };
 
+/** A row to insert, and the login its session closes (a Grant's only). */
+interface PendingInsert {
+  row: Record<string, unknown>;
+  end: LoginEnd | undefined;
+}
+
 interface Batchers {
   lookups: Batcher<string, TokenRow[]>;
   /** Per row: undefined when stored, else its error. */
-  inserts: Batcher<Record<string, unknown>, Error | undefined>;
+  inserts: Batcher<PendingInsert, Error | undefined>;
 }
 const batchers = new WeakMap<Knex, Batchers>();
 
@@ -160,6 +170,42 @@ const INSERT: PreparedStatement = {
          SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
          ON CONFLICT (type, id) DO UPDATE SET ${INSERT_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ')}`,
 };
+/** The same INSERT storing a login's session, closing the login: one statement, one commit. */
+const INSERT_ENDING_LOGIN: PreparedStatement = {
+  name: 'portcullis_token_insert_ending_login_v1',
+  text: `WITH ${loginEndCtes(INSERT_COLUMNS.length + 1)}
+         ${INSERT.text}`,
+};
+
+/**
+ * Logins to close with their session's INSERT, by the session's (Grant's) id: registered by
+ * startUserSession right before it saves the Grant, taken by the Grant's upsert.
+ */
+const loginEnds = new Map<string, { end: LoginEnd; taken: boolean }>();
+
+/** Closes `end` with the session `grantId` when it is stored; forget() once the session's saves are over. */
+export function endLoginWithSession(grantId: string, end: LoginEnd): { written(): boolean; forget(): void } {
+  const entry = { end, taken: false };
+  loginEnds.set(grantId, entry);
+  return {
+    written: () => entry.taken,
+    forget: () => {
+      if (loginEnds.get(grantId) === entry) loginEnds.delete(grantId);
+    },
+  };
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+function takeLoginEnd(type: string, id: string): LoginEnd | undefined {
+  const entry = type === 'Grant' ? loginEnds.get(id) : undefined;
+  if (!entry) return undefined;
+  loginEnds.delete(id);
+  entry.taken = true;
+  return entry.end;
+}
 
 function batchersOf(knex: Knex): Batchers {
   let b = batchers.get(knex);
@@ -174,9 +220,34 @@ function batchersOf(knex: Knex): Batchers {
             .whereIn('id', ids)
             .whereIn('type', TOKEN_TYPE_LIST)
             .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', knex.fn.now()))) as TokenRow[]);
-    const insert = async (list: Array<Record<string, unknown>>): Promise<void> => {
-      if (prepared) await prepared(INSERT, INSERT_COLUMNS.map((c) => list.map((r) => r[c] ?? null)));
-      else await knex('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
+    const insert = async (list: Array<Record<string, unknown>>, end: LoginEnd | undefined): Promise<void> => {
+      if (prepared) {
+        const columns = INSERT_COLUMNS.map((c) => list.map((r) => r[c] ?? null));
+        await (end ? prepared(INSERT_ENDING_LOGIN, [...columns, ...loginEndValues(end)]) : prepared(INSERT, columns));
+      } else if (!end) {
+        await knex('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
+      } else {
+        // The embedded database (knex binds no arrays there): the same two statements, one transaction.
+        await knex.transaction(async (trx) => {
+          await trx('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
+          await statementRunner(trx)(END_LOGIN, loginEndValues(end));
+        });
+      }
+    };
+    /** Rows stored by one statement; per row, undefined or its error. */
+    const store = async (group: PendingInsert[], end: LoginEnd | undefined): Promise<Array<Error | undefined>> => {
+      // One row per (type, id), the last written: ON CONFLICT cannot touch a row twice.
+      const unique = new Map(group.map(({ row }) => [`${String(row.type)}\u0000${String(row.id)}`, row]));
+      try {
+        await insert([...unique.values()], end);
+        return group.map(() => undefined);
+      } catch (err) {
+        // The database is away: every request of the group gets that (503). Anything else may be
+        // one row's fault, which must not fail the others: each row again, on its own (a login's
+        // end with its session's row).
+        if (group.length === 1 || isDatabaseUnavailable(err)) return group.map(() => asError(err));
+        return Promise.all(group.map((p) => insert([p.row], p.end).then(() => undefined, asError)));
+      }
     };
     b = {
       lookups: new Batcher(async (ids) => {
@@ -185,18 +256,22 @@ function batchersOf(knex: Knex): Batchers {
         for (const row of rows) byId.set(row.id, [...(byId.get(row.id) ?? []), row]);
         return ids.map((id) => byId.get(id) ?? []);
       }),
-      inserts: new Batcher(async (rows) => {
-        // One row per (type, id), the last written: ON CONFLICT cannot touch a row twice.
-        const unique = new Map(rows.map((r) => [`${String(r.type)}\u0000${String(r.id)}`, r]));
-        try {
-          await insert([...unique.values()]);
-          return rows.map(() => undefined);
-        } catch (err) {
-          // The database is away: every request of the batch gets that (503). Anything else may
-          // be one row's fault, which must not fail the others: each row again, on its own.
-          if (rows.length === 1 || isDatabaseUnavailable(err)) throw err;
-          return Promise.all(rows.map((r) => insert([r]).then(() => undefined, (e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
-        }
+      inserts: new Batcher(async (pending) => {
+        // A login's session, with the tokens of it in the batch, is a statement of its own that
+        // closes the login; every other row goes in one more.
+        const groups = new Map<string | undefined, { rows: PendingInsert[]; end?: LoginEnd }>([[undefined, { rows: [] }]]);
+        for (const p of pending) if (p.end) groups.set(String(p.row.id), { rows: [], end: p.end });
+        const groupOf = (p: PendingInsert) => (p.end ? String(p.row.id) : groups.has(p.row.grant_id as string) ? (p.row.grant_id as string) : undefined);
+        for (const p of pending) groups.get(groupOf(p))!.rows.push(p);
+        const stored = new Map<PendingInsert, Error | undefined>();
+        await Promise.all(
+          [...groups.values()].map(async ({ rows, end }) => {
+            if (!rows.length) return;
+            const outcome = await store(rows, end);
+            rows.forEach((p, i) => stored.set(p, outcome[i]));
+          }),
+        );
+        return pending.map((p) => stored.get(p));
       }),
     };
     batchers.set(knex, b);

@@ -34,9 +34,9 @@ export function passwordGrantHandler(deps: {
     const tenant = await deps.tenantFor(ctx, client);
     if (!tenant) throw new errors.InvalidRequest('tenant is required: send di_fiid, institutionId or the tenant parameter');
 
-    let user;
+    let login;
     try {
-      user = await deps.users.authenticate(tenant, params.username, params.password, ctx.ip);
+      login = await deps.users.authenticate(tenant, params.username, params.password, ctx.ip);
     } catch (err) {
       if (err instanceof LoginFailedError) throw invalidCredentials();
       if (err instanceof LoginThrottledError) {
@@ -47,7 +47,9 @@ export function passwordGrantHandler(deps: {
       }
       throw err;
     }
+    const { user, end } = login;
     const pending = await deps.mfaPending(tenant, user);
-    ctx.body = await startUserSession(deps.context(), { client, tenant, user, scope, amr: ['pwd'], acr: ACR_CA, pending });
+    // The login succeeds (its attempt no longer counted as a failure) with its session's INSERT.
+    ctx.body = await startUserSession(deps.context(), { client, tenant, user, scope, amr: ['pwd'], acr: ACR_CA, pending, loginEnd: end });
   };
 }

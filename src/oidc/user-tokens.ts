@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
+import type { LoginEnd } from '../users/login-end';
 import type { User } from '../users/repository';
+import { endLoginWithSession } from './adapter';
 import { resourceInfo, type ResourceInfo } from './resource';
 import type { PortcullisClientExtras } from './client-model';
 
@@ -90,6 +92,8 @@ export async function startUserSession(
     pending?: boolean;
     /** RFC 8693 actor: an admin logged the user in, so the token is never taken for the user's own login. */
     act?: { sub: string };
+    /** The password login this session ends: closed by the session's own INSERT (src/users/login-end.ts). */
+    loginEnd?: LoginEnd;
   },
 ): Promise<UserTokenResponse & { mfa_required?: true }> {
   const { provider } = c;
@@ -124,14 +128,23 @@ export async function startUserSession(
   const accessTtl = Math.min(info.accessTokenTTL, sessionSeconds);
   setLifetime(at, accessTtl);
 
-  const [, accessToken, refreshToken] = await Promise.all([
-    grant.save(),
-    at.save(),
-    // A pending login gets its refresh token only when the challenge succeeds.
-    input.pending
-      ? undefined
-      : saveRefreshToken(c, { client, userId: user.id, sessionId: grantId, scope: scopeString, acr: input.acr, amr: input.amr, authTime, lifetime: sessionSeconds }),
-  ]);
+  const pendingEnd = input.loginEnd ? endLoginWithSession(grantId, input.loginEnd) : undefined;
+  let saved;
+  try {
+    saved = await Promise.all([
+      grant.save(),
+      at.save(),
+      // A pending login gets its refresh token only when the challenge succeeds.
+      input.pending
+        ? undefined
+        : saveRefreshToken(c, { client, userId: user.id, sessionId: grantId, scope: scopeString, acr: input.acr, amr: input.amr, authTime, lifetime: sessionSeconds }),
+    ]);
+  } finally {
+    pendingEnd?.forget();
+  }
+  // Stored without closing its login, the session would leave the attempt counted as a failure.
+  if (pendingEnd && !pendingEnd.written()) throw new Error('the login was not closed with its session');
+  const [, accessToken, refreshToken] = saved;
 
   return {
     access_token: accessToken,

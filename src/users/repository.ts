@@ -108,10 +108,11 @@ export interface UserRepository {
   /**
    * A login's first statement, one round trip: takes a point of the address's throttle and, when
    * the address is within its budget, finds the user by identifier and reserves one login attempt
-   * before the password is evaluated: counted as a failure until `endLogin` resets it. No user is
-   * reserved (nothing evaluated) when the user is unknown, not active, locked, temporarily locked,
-   * or already has `threshold` attempts counted — so concurrent guesses can never exceed the
-   * threshold. An expired temporary lock starts a fresh count.
+   * before the password is evaluated: counted as a failure until the login's session is stored
+   * (src/users/login-end.ts). No user is reserved (nothing evaluated) when the user is unknown,
+   * not active, locked, temporarily locked, or already has `threshold` attempts counted — so
+   * concurrent guesses can never exceed the threshold. An expired temporary lock starts a fresh
+   * count.
    */
   beginLogin(input: {
     tenantId: string;
@@ -121,8 +122,6 @@ export interface UserRepository {
     /** The address's counter: its key, its budget, its window, and the time now (epoch ms). */
     throttle: { key: string; limit: number; windowMs: number; now: number };
   }): Promise<LoginStart>;
-  /** A successful login, one round trip: its failure count reset, its throttle point given back. */
-  endLogin(tenantId: string, userId: string, throttle: { key: string; now: number }): Promise<void>;
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
   delete(tenantId: string, userId: string): Promise<void>;
@@ -194,20 +193,6 @@ const BEGIN_LOGIN = Object.fromEntries(
   ]),
 ) as Record<IdentifierKind, PreparedStatement>;
 
-/**
- * endLogin's statement: $1 throttle key, $2 now (ms), $3 tenant, $4 user. The address's row is
- * updated before the user's — the one-time filter reads `ip` first — as in BEGIN_LOGIN, so two
- * logins of one user from one address always lock in the same order and never deadlock.
- */
-const END_LOGIN: PreparedStatement = {
-  name: 'portcullis_end_login_v1',
-  text: `WITH ip AS (
-           UPDATE rate_limits SET points = points - 1 WHERE key = $1 AND expire > $2::bigint AND points > 0 RETURNING 1
-         )
-         UPDATE users SET failed_login_count = 0, lockout_count = 0
-         WHERE tenant_id = $3 AND id = $4 AND (SELECT count(*) FROM ip) >= 0`,
-};
-
 const UNIQUE_INDEX_FIELD: Record<string, IdentifierKind> = {
   users_tenant_email_key: 'email',
   users_tenant_mobile_key: 'mobile',
@@ -264,9 +249,6 @@ export function createUserRepository(source: DbSource): UserRepository {
       if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };
       if (row.id) return { user: toUser(row), failures: row.failed_login_count };
       return row.known_id ? { knownUserId: row.known_id } : {};
-    },
-    async endLogin(tenantId, userId, throttle) {
-      await statementRunner(knex())(END_LOGIN, [throttle.key, throttle.now, tenantId, userId]);
     },
     async lockAfterFailures(tenantId, userId, periodSeconds) {
       const rows = (await knex().raw(

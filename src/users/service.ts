@@ -5,6 +5,7 @@ import type { Tenant } from '../tenants/repository';
 import { classifyLogin, normalizeEmail, normalizeMobile, normalizeUsername } from './identifiers';
 import { passwordProblem, type PasswordHasher } from './passwords';
 import { DuplicateIdentifierError, type User, type UserRepository, type UserRole } from './repository';
+import type { LoginEnd } from './login-end';
 import type { LoginThrottle } from './throttle';
 
 export const registrationSchema = z
@@ -46,9 +47,11 @@ export interface UserService {
   register(tenant: Tenant, input: unknown, opts?: { role?: UserRole }): Promise<User>;
   /**
    * A login from address `ip`: the user, or LoginThrottledError (the address's budget is used up;
-   * no password evaluated), or LoginFailedError.
+   * no password evaluated), or LoginFailedError. The user's attempt still counts as a failure
+   * (and the address's point as taken) until `end` is written with the login's session
+   * (startUserSession's `loginEnd`): a login that stores no session never succeeded.
    */
-  authenticate(tenant: Tenant, login: string, password: string, ip: string): Promise<User>;
+  authenticate(tenant: Tenant, login: string, password: string, ip: string): Promise<{ user: User; end: LoginEnd }>;
   findActive(tenantId: string, userId: string): Promise<User | undefined>;
   /**
    * For refresh grants, which know only the token's subject: the user's own row decides the
@@ -150,8 +153,7 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
         throw new LoginFailedError(reason);
       }
       if (await hasher.verify(password, user.passwordHash)) {
-        await users.endLogin(tenant.id, user.id, { key: throttleKey, now: throttle.now() });
-        return user;
+        return { user, end: { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now() } };
       }
       events.loginFailed?.(tenant, user.id, 'wrong_password');
       if (failures >= tenant.policy.lockoutThreshold) {

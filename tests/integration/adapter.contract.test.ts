@@ -1,4 +1,4 @@
-import { KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
+import { endLoginWithSession, KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
 import { openDatabase, type Database } from '../../src/db/knex';
 import { createTxContext, fixedDb } from '../../src/db/tx';
 import { preparedRunner } from '../../src/db/prepared';
@@ -138,6 +138,73 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       expect(db.asyncCommit).toBeUndefined();
       expect(viaMain).toHaveLength(5);
     }
+  });
+
+  test('sessions stored together each close their login in their INSERT: counts reset, each address given back a point per login, never below zero, only in a running window', async () => {
+    const k = db.knex;
+    await k('tenants').insert({ id: 'login-end-bank', name: 'Login end bank' });
+    const users = ['10000000-0000-4000-8000-000000000001', '10000000-0000-4000-8000-000000000002', '10000000-0000-4000-8000-000000000003', '10000000-0000-4000-8000-000000000004'];
+    await k('users').insert(users.map((id, i) => ({ id, tenant_id: 'login-end-bank', username: `ender${i}`, password_hash: 'x', role: 'root', failed_login_count: 2, lockout_count: 1 })));
+    const now = Date.now();
+    await k('rate_limits').insert([
+      { key: 'login_ip:a', points: 5, expire: now + 60_000 },
+      { key: 'login_ip:b', points: 1, expire: now + 60_000 },
+      { key: 'login_ip:c', points: 3, expire: now - 1 }, // its window has ended: nothing to give back
+    ]);
+    const ends: Array<[string, string]> = [['login_ip:a', users[0]!], ['login_ip:a', users[1]!], ['login_ip:b', users[2]!], ['login_ip:b', users[2]!], ['login_ip:c', users[3]!]];
+    const grants = new KnexAdapter(fixedDb(k), 'Grant');
+    const queries: string[] = [];
+    const onQuery = (q: { sql: string }) => queries.push(q.sql);
+    k.on('query', onQuery);
+    try {
+      // Saved in one turn, as concurrent logins' sessions are: one batch.
+      await Promise.all(
+        ends.map(([key, userId], i) => {
+          const pending = endLoginWithSession(`le-${i}`, { tenantId: 'login-end-bank', userId, key, now });
+          return grants.upsert(`le-${i}`, { jti: `le-${i}`, accountId: userId }, 60).then(() => expect(pending.written()).toBe(true));
+        }),
+      );
+    } finally {
+      k.off('query', onQuery);
+    }
+    // PostgreSQL: one statement per login, its session's INSERT closing it. The embedded database
+    // binds no arrays: the INSERT and the closing statement, in one transaction.
+    const statements = queries.filter((q) => !/^(BEGIN|COMMIT)\b/i.test(q.trim()));
+    if (usingPostgres) {
+      expect(statements).toHaveLength(ends.length);
+      for (const q of statements) expect(q).toMatch(/UPDATE rate_limits[\s\S]*UPDATE users[\s\S]*INSERT INTO oidc_payloads/);
+    } else {
+      expect(statements).toHaveLength(2 * ends.length);
+    }
+    const counts = (await k('users').whereIn('id', users).select('failed_login_count', 'lockout_count')) as Array<Record<string, number>>;
+    expect(counts).toEqual(users.map(() => ({ failed_login_count: 0, lockout_count: 0 })));
+    const points = Object.fromEntries(((await k('rate_limits').whereIn('key', ['login_ip:a', 'login_ip:b', 'login_ip:c'])) as Array<{ key: string; points: number }>).map((r) => [r.key, r.points]));
+    expect(points).toEqual({ 'login_ip:a': 3, 'login_ip:b': 0, 'login_ip:c': 3 });
+    expect(await k('oidc_payloads').where({ type: 'Grant' }).whereIn('id', ends.map((_, i) => `le-${i}`))).toHaveLength(ends.length);
+
+    // A session that cannot be stored leaves its login counted as a failure; the rest of its batch is stored and closed.
+    await k('users').whereIn('id', users).update({ failed_login_count: 2 });
+    const good = endLoginWithSession('le-good', { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now });
+    const bad = endLoginWithSession('le-bad\u0000', { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now });
+    const [stored, refused] = await Promise.allSettled([
+      grants.upsert('le-good', { jti: 'le-good', accountId: users[0] }, 60),
+      grants.upsert('le-bad\u0000', { jti: 'le-bad', accountId: users[1] }, 60),
+    ]);
+    expect(stored.status).toBe('fulfilled');
+    expect(refused.status).toBe('rejected');
+    good.forget();
+    bad.forget();
+    const after = (id: string) => k('users').where({ id }).first('failed_login_count') as Promise<{ failed_login_count: number }>;
+    expect((await after(users[0]!)).failed_login_count).toBe(0);
+    expect((await after(users[1]!)).failed_login_count).toBe(2);
+    expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(2);
+
+    // Inside a transaction (nothing batched there), the same: stored and closed together.
+    const tx = createTxContext(k, db.asyncCommit);
+    endLoginWithSession('le-tx', { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now });
+    await tx.transaction(() => new KnexAdapter(tx, 'Grant').upsert('le-tx', { jti: 'le-tx', accountId: users[1] }, 60));
+    expect((await after(users[1]!)).failed_login_count).toBe(0);
+    expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(1);
   });
 
   test('expired rows are not found, and the sweep deletes them', async () => {
