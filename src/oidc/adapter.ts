@@ -5,7 +5,7 @@ import type { DbSource } from '../db/tx';
 import { Batcher } from '../db/batch';
 import { preparedRunner, statementRunner, type PreparedStatement } from '../db/prepared';
 import { isDatabaseUnavailable } from '../db/unavailable';
-import { END_LOGIN, loginEndCtes, loginEndValues, type LoginEnd } from '../users/login-end';
+import { END_LOGIN, loginEndCtes, loginEndValues, type LoginClosing, type LoginEnd } from '../users/login-end';
 
 /** Not a value we could have issued, and one PostgreSQL refuses to compare: a plain miss. */
 const plausible = (v: unknown): v is string => typeof v === 'string' && !v.includes('\u0000') && v.length <= 512;
@@ -52,14 +52,16 @@ export class KnexAdapter implements Adapter {
     // the login in the same statement (src/users/login-end.ts).
     const accessToken = ACCESS_TOKEN_TYPES.has(this.type);
     const knex = accessToken && this.source.asyncCommitDb && !this.sessionWaiting(payload.grantId) ? this.source.asyncCommitDb() : this.knex;
-    const end = takeLoginEnd(this.type, id);
+    const login = takeLoginEnd(this.type, id);
+    const end = login?.end;
     if (!knex.isTransaction) {
       const failed = await batchersOf(knex).inserts.add({ row, end });
       if (failed) throw failed;
-      return;
+    } else {
+      await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
+      if (end) await statementRunner(knex)(END_LOGIN, loginEndValues(end));
     }
-    await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
-    if (end) await statementRunner(knex)(END_LOGIN, loginEndValues(end));
+    if (login) login.written = true;
   }
 
   /** Is the Grant `grantId` waiting to be inserted by the main pool's next batch? */
@@ -181,17 +183,17 @@ const INSERT_ENDING_LOGIN: PreparedStatement = {
  * Logins to close with their session's INSERT, by the session's (Grant's) id: registered by
  * startUserSession right before it saves the Grant, taken by the Grant's upsert.
  */
-const loginEnds = new Map<string, { end: LoginEnd; taken: boolean }>();
+const loginEnds = new Map<string, LoginClosing>();
 
-/** Closes `end` with the session `grantId` when it is stored; forget() once the session's saves are over. */
-export function endLoginWithSession(grantId: string, end: LoginEnd): { written(): boolean; forget(): void } {
-  const entry = { end, taken: false };
-  loginEnds.set(grantId, entry);
-  return {
-    written: () => entry.taken,
-    forget: () => {
-      if (loginEnds.get(grantId) === entry) loginEnds.delete(grantId);
-    },
+/**
+ * Closes `login` with the session `grantId` when it is stored, and marks it written then (inside a
+ * transaction: with it, undone if that rolls back). The returned function forgets it: call it
+ * once the session's saves are over.
+ */
+export function closeLoginWithSession(grantId: string, login: LoginClosing): () => void {
+  loginEnds.set(grantId, login);
+  return () => {
+    if (loginEnds.get(grantId) === login) loginEnds.delete(grantId);
   };
 }
 
@@ -199,12 +201,10 @@ function asError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
 
-function takeLoginEnd(type: string, id: string): LoginEnd | undefined {
+function takeLoginEnd(type: string, id: string): LoginClosing | undefined {
   const entry = type === 'Grant' ? loginEnds.get(id) : undefined;
-  if (!entry) return undefined;
-  loginEnds.delete(id);
-  entry.taken = true;
-  return entry.end;
+  if (entry) loginEnds.delete(id);
+  return entry;
 }
 
 function batchersOf(knex: Knex): Batchers {

@@ -1,6 +1,7 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { User } from '../users/repository';
+import type { LoginClosing } from '../users/login-end';
 import { LoginFailedError, LoginThrottledError, type UserService } from '../users/service';
 import { grantedScopes } from './resource';
 import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext } from './user-tokens';
@@ -48,8 +49,18 @@ export function passwordGrantHandler(deps: {
       throw err;
     }
     const { user, end } = login;
-    const pending = await deps.mfaPending(tenant, user);
-    // The login succeeds (its attempt no longer counted as a failure) with its session's INSERT.
-    ctx.body = await startUserSession(deps.context(), { client, tenant, user, scope, amr: ['pwd'], acr: ACR_CA, pending, loginEnd: end });
+    // The login's attempt is given back by its session's INSERT. The password was right: if the
+    // session is not stored, our failure must not count against the user (an attempt counted at
+    // the lockout threshold and never followed by a lock would keep the user out), so it is given
+    // back apart.
+    const closing: LoginClosing = { end, written: false };
+    try {
+      const pending = await deps.mfaPending(tenant, user);
+      ctx.body = await startUserSession(deps.context(), { client, tenant, user, scope, amr: ['pwd'], acr: ACR_CA, pending, login: closing });
+    } catch (err) {
+      if (!closing.written) await deps.users.closeLogin(end).catch(() => undefined);
+      throw err;
+    }
+    if (!closing.written) await deps.users.closeLogin(end);
   };
 }

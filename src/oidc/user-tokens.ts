@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
-import type { LoginEnd } from '../users/login-end';
+import type { LoginClosing } from '../users/login-end';
 import type { User } from '../users/repository';
-import { endLoginWithSession } from './adapter';
+import { closeLoginWithSession } from './adapter';
 import { resourceInfo, type ResourceInfo } from './resource';
 import type { PortcullisClientExtras } from './client-model';
 
@@ -92,8 +92,11 @@ export async function startUserSession(
     pending?: boolean;
     /** RFC 8693 actor: an admin logged the user in, so the token is never taken for the user's own login. */
     act?: { sub: string };
-    /** The password login this session ends: closed by the session's own INSERT (src/users/login-end.ts). */
-    loginEnd?: LoginEnd;
+    /**
+     * The password login this session ends: closed by the session's own INSERT, which marks it
+     * `written` (src/users/login-end.ts). If it is not, the caller closes it apart.
+     */
+    login?: LoginClosing;
   },
 ): Promise<UserTokenResponse & { mfa_required?: true }> {
   const { provider } = c;
@@ -128,7 +131,7 @@ export async function startUserSession(
   const accessTtl = Math.min(info.accessTokenTTL, sessionSeconds);
   setLifetime(at, accessTtl);
 
-  const pendingEnd = input.loginEnd ? endLoginWithSession(grantId, input.loginEnd) : undefined;
+  const forget = input.login ? closeLoginWithSession(grantId, input.login) : undefined;
   let saved;
   try {
     saved = await Promise.all([
@@ -140,10 +143,8 @@ export async function startUserSession(
         : saveRefreshToken(c, { client, userId: user.id, sessionId: grantId, scope: scopeString, acr: input.acr, amr: input.amr, authTime, lifetime: sessionSeconds }),
     ]);
   } finally {
-    pendingEnd?.forget();
+    forget?.();
   }
-  // Stored without closing its login, the session would leave the attempt counted as a failure.
-  if (pendingEnd && !pendingEnd.written()) throw new Error('the login was not closed with its session');
   const [, accessToken, refreshToken] = saved;
 
   return {

@@ -2,10 +2,11 @@ import type { PreparedStatement } from '../db/prepared';
 
 /**
  * A login whose password was right, still to be closed: its user's failure count reset and its
- * address's throttle point given back. beginLogin counted the attempt as a failure; it stays one
- * unless the login's session is stored, and the two are written by one statement, one commit:
- * the session's INSERT carries it (src/oidc/adapter.ts), so a successful login costs no round
- * trip (and no commit) of its own for it.
+ * address's throttle point given back (beginLogin counted the attempt as a failure). The
+ * session's INSERT carries it (src/oidc/adapter.ts): one statement, one commit, so a successful
+ * login costs no round trip of its own for it. A session that cannot be stored gets its login
+ * closed apart (END_LOGIN, src/oidc/password-grant.ts): the password was right, and an attempt
+ * counted at the lockout threshold without a lock would keep the user out.
  */
 export interface LoginEnd {
   tenantId: string;
@@ -14,6 +15,12 @@ export interface LoginEnd {
   key: string;
   /** Epoch ms when the password was found right (the throttle's clock): the window it goes back to. */
   now: number;
+}
+
+/** A login being closed: `written` once its end is stored (with its session, or apart). */
+export interface LoginClosing {
+  end: LoginEnd;
+  written: boolean;
 }
 
 /**

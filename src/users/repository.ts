@@ -1,6 +1,7 @@
 import type { DbSource } from '../db/tx';
 import { affected } from '../db/affected';
 import { statementRunner, type PreparedStatement } from '../db/prepared';
+import { END_LOGIN, loginEndValues, type LoginEnd } from './login-end';
 import type { IdentifierKind } from './identifiers';
 
 export type UserRole = 'root' | 'authorised';
@@ -122,6 +123,8 @@ export interface UserRepository {
     /** The address's counter: its key, its budget, its window, and the time now (epoch ms). */
     throttle: { key: string; limit: number; windowMs: number; now: number };
   }): Promise<LoginStart>;
+  /** A login closed apart from its session: when the session could not be stored (src/users/login-end.ts). */
+  endLogin(end: LoginEnd): Promise<void>;
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
   delete(tenantId: string, userId: string): Promise<void>;
@@ -249,6 +252,9 @@ export function createUserRepository(source: DbSource): UserRepository {
       if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };
       if (row.id) return { user: toUser(row), failures: row.failed_login_count };
       return row.known_id ? { knownUserId: row.known_id } : {};
+    },
+    async endLogin(end) {
+      await statementRunner(knex())(END_LOGIN, loginEndValues(end));
     },
     async lockAfterFailures(tenantId, userId, periodSeconds) {
       const rows = (await knex().raw(

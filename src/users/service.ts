@@ -48,10 +48,12 @@ export interface UserService {
   /**
    * A login from address `ip`: the user, or LoginThrottledError (the address's budget is used up;
    * no password evaluated), or LoginFailedError. The user's attempt still counts as a failure
-   * (and the address's point as taken) until `end` is written with the login's session
-   * (startUserSession's `loginEnd`): a login that stores no session never succeeded.
+   * (and the address's point as taken) until `end` is written, with the login's session
+   * (startUserSession's `login`) or, when that cannot be stored, by closeLogin.
    */
   authenticate(tenant: Tenant, login: string, password: string, ip: string): Promise<{ user: User; end: LoginEnd }>;
+  /** Closes a login whose session could not be stored: the password was right, so the attempt is no failure. */
+  closeLogin(end: LoginEnd): Promise<void>;
   findActive(tenantId: string, userId: string): Promise<User | undefined>;
   /**
    * For refresh grants, which know only the token's subject: the user's own row decides the
@@ -161,6 +163,10 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
         if (until) events.lockedOut?.(tenant, user.id, until);
       }
       throw new LoginFailedError('wrong_password');
+    },
+
+    async closeLogin(end) {
+      await users.endLogin(end);
     },
 
     async findActive(tenantId, userId) {

@@ -1,4 +1,4 @@
-import { endLoginWithSession, KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
+import { closeLoginWithSession, KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
 import { openDatabase, type Database } from '../../src/db/knex';
 import { createTxContext, fixedDb } from '../../src/db/tx';
 import { preparedRunner } from '../../src/db/prepared';
@@ -160,8 +160,9 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       // Saved in one turn, as concurrent logins' sessions are: one batch.
       await Promise.all(
         ends.map(([key, userId], i) => {
-          const pending = endLoginWithSession(`le-${i}`, { tenantId: 'login-end-bank', userId, key, now });
-          return grants.upsert(`le-${i}`, { jti: `le-${i}`, accountId: userId }, 60).then(() => expect(pending.written()).toBe(true));
+          const closing = { end: { tenantId: 'login-end-bank', userId, key, now }, written: false };
+          closeLoginWithSession(`le-${i}`, closing);
+          return grants.upsert(`le-${i}`, { jti: `le-${i}`, accountId: userId }, 60).then(() => expect(closing.written).toBe(true));
         }),
       );
     } finally {
@@ -184,27 +185,38 @@ describe(`knex adapter contract (${dbLabel})`, () => {
 
     // A session that cannot be stored leaves its login counted as a failure; the rest of its batch is stored and closed.
     await k('users').whereIn('id', users).update({ failed_login_count: 2 });
-    const good = endLoginWithSession('le-good', { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now });
-    const bad = endLoginWithSession('le-bad\u0000', { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now });
+    const good = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now }, written: false };
+    const bad = { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now }, written: false };
+    closeLoginWithSession('le-good', good);
+    closeLoginWithSession('le-bad\u0000', bad);
     const [stored, refused] = await Promise.allSettled([
       grants.upsert('le-good', { jti: 'le-good', accountId: users[0] }, 60),
       grants.upsert('le-bad\u0000', { jti: 'le-bad', accountId: users[1] }, 60),
     ]);
     expect(stored.status).toBe('fulfilled');
     expect(refused.status).toBe('rejected');
-    good.forget();
-    bad.forget();
+    expect([good.written, bad.written]).toEqual([true, false]);
+    // A session stored with a token of it that fails: each row again on its own, the login's end with its session.
+    await k('users').where({ id: users[2]! }).update({ failed_login_count: 2 });
+    const both = { end: { tenantId: 'login-end-bank', userId: users[2]!, key: 'login_ip:a', now }, written: false };
+    closeLoginWithSession('le-both', both);
+    const [session, token] = await Promise.allSettled([
+      grants.upsert('le-both', { jti: 'le-both', accountId: users[2] }, 60),
+      new KnexAdapter(fixedDb(k), 'RefreshToken').upsert('le-rt\u0000', { jti: 'le-rt', grantId: 'le-both', accountId: users[2] }, 60),
+    ]);
+    expect([session.status, token.status, both.written]).toEqual(['fulfilled', 'rejected', true]);
+    expect((await k('users').where({ id: users[2]! }).first('failed_login_count')).failed_login_count).toBe(0);
     const after = (id: string) => k('users').where({ id }).first('failed_login_count') as Promise<{ failed_login_count: number }>;
     expect((await after(users[0]!)).failed_login_count).toBe(0);
     expect((await after(users[1]!)).failed_login_count).toBe(2);
-    expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(2);
+    expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(1);
 
     // Inside a transaction (nothing batched there), the same: stored and closed together.
     const tx = createTxContext(k, db.asyncCommit);
-    endLoginWithSession('le-tx', { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now });
+    closeLoginWithSession('le-tx', { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now }, written: false });
     await tx.transaction(() => new KnexAdapter(tx, 'Grant').upsert('le-tx', { jti: 'le-tx', accountId: users[1] }, 60));
     expect((await after(users[1]!)).failed_login_count).toBe(0);
-    expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(1);
+    expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(0);
   });
 
   test('expired rows are not found, and the sweep deletes them', async () => {
