@@ -7,7 +7,7 @@
 //   Without an earlier cc / intro run, MAX_CC / MAX_INTRO give the maximum to take 70 % of.
 //   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost, and
 //   its share of the bcrypt ceiling at that cost (measured right before and after, as npm run bench does).
-//   The first pw run is preceded by 5 s of unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
+//   The first pw run is preceded by WARMUP_SECONDS (default 5) of unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
 //   event-loop threads, with their system time apart), PostgreSQL and the load generator, and how

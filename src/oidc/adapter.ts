@@ -58,8 +58,7 @@ export class KnexAdapter implements Adapter {
       const failed = await batchersOf(knex).inserts.add({ row, end });
       if (failed) throw failed;
     } else {
-      await knex('oidc_payloads').insert(row).onConflict(['type', 'id']).merge();
-      if (end) await statementRunner(knex)(END_LOGIN, loginEndValues(end));
+      await insertClosing(knex, [row], end);
     }
     if (login) login.written = true;
   }
@@ -197,6 +196,12 @@ export function closeLoginWithSession(grantId: string, login: LoginClosing): () 
   };
 }
 
+/** Rows inserted through the query builder, then the login their session closes (in a transaction, or for one). */
+async function insertClosing(knex: Knex, rows: Array<Record<string, unknown>>, end: LoginEnd | undefined): Promise<void> {
+  await knex('oidc_payloads').insert(rows).onConflict(['type', 'id']).merge();
+  if (end) await statementRunner(knex)(END_LOGIN, loginEndValues(end));
+}
+
 function asError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
@@ -225,13 +230,10 @@ function batchersOf(knex: Knex): Batchers {
         const columns = INSERT_COLUMNS.map((c) => list.map((r) => r[c] ?? null));
         await (end ? prepared(INSERT_ENDING_LOGIN, [...columns, ...loginEndValues(end)]) : prepared(INSERT, columns));
       } else if (!end) {
-        await knex('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
+        await insertClosing(knex, list, undefined);
       } else {
         // The embedded database (knex binds no arrays there): the same two statements, one transaction.
-        await knex.transaction(async (trx) => {
-          await trx('oidc_payloads').insert(list).onConflict(['type', 'id']).merge();
-          await statementRunner(trx)(END_LOGIN, loginEndValues(end));
-        });
+        await knex.transaction((trx) => insertClosing(trx, list, end));
       }
     };
     /** Rows stored by one statement; per row, undefined or its error. */

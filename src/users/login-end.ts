@@ -46,7 +46,10 @@ export function loginEndCtes(first: number): string {
     )`;
 }
 
-/** One login closed on its own: in a transaction, or on the embedded database (with its session's INSERT). */
+/**
+ * One login closed by a statement of its own: after its session's INSERT in a transaction or on
+ * the embedded database, or apart when its session could not be stored.
+ */
 export const END_LOGIN: PreparedStatement = {
   name: 'portcullis_end_login_v2',
   text: `WITH ${loginEndCtes(1)} SELECT count(*)::int AS users_reset FROM login_user`,

@@ -109,8 +109,8 @@ export interface UserRepository {
   /**
    * A login's first statement, one round trip: takes a point of the address's throttle and, when
    * the address is within its budget, finds the user by identifier and reserves one login attempt
-   * before the password is evaluated: counted as a failure until the login's session is stored
-   * (src/users/login-end.ts). No user is reserved (nothing evaluated) when the user is unknown,
+   * before the password is evaluated: counted as a failure until the login is closed, with its
+   * session or apart (src/users/login-end.ts). No user is reserved (nothing evaluated) when the user is unknown,
    * not active, locked, temporarily locked, or already has `threshold` attempts counted — so
    * concurrent guesses can never exceed the threshold. An expired temporary lock starts a fresh
    * count.

@@ -9,10 +9,9 @@ import type { Knex } from 'knex';
  * The counters live in the database (table `rate_limits`, shared by every process), and are taken
  * and given back inside the login's own statements (src/users/repository.ts: beginLogin; and
  * src/users/login-end.ts, with the session's INSERT): a login costs no round trip of its own for
- * them. Rows have the shape of
- * rate-limiter-flexible's PostgreSQL store, which the send caps use on PostgreSQL: key
- * `login_ip:<address>`, points, and the window's end in epoch milliseconds; one sweep clears
- * both. A success's point goes back to the window it is counted in (the current one, if the one
+ * them. Rows have the shape of rate-limiter-flexible's PostgreSQL store, which the send caps use
+ * on PostgreSQL: key `login_ip:<address>`, points, and the window's end in epoch milliseconds;
+ * one sweep clears both. A success's point goes back to the window it is counted in (the current one, if the one
  * it was taken in has ended meanwhile), never below zero.
  */
 export interface LoginThrottle {
