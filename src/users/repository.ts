@@ -113,13 +113,16 @@ export interface UserRepository {
    * session or apart (src/users/login-end.ts). No user is reserved (nothing evaluated) when the user is unknown,
    * not active, locked, temporarily locked, or already has `threshold` attempts counted — so
    * concurrent guesses can never exceed the threshold. An expired temporary lock starts a fresh
-   * count.
+   * count, and so does a count at the threshold without a lock whose last attempt is
+   * `lockoutPeriodSeconds` old (an attempt that was never closed).
    */
   beginLogin(input: {
     tenantId: string;
     /** Undefined for a login that names no possible user: only the point is taken. */
     identifier: { kind: IdentifierKind; value: string } | undefined;
     threshold: number;
+    /** The tenant's lockout period: how long a count at the threshold without a lock stands. */
+    lockoutPeriodSeconds: number;
     /** The address's counter: its key, its budget, its window, and the time now (epoch ms). */
     throttle: { key: string; limit: number; windowMs: number; now: number };
   }): Promise<LoginStart>;
@@ -170,20 +173,29 @@ const TAKE_POINT: PreparedStatement = {
  * one snapshot, whatever the outcome; `ip` first (u's condition reads it), so the address's row
  * is locked before the user's. `k` names the user who exists but was not reserved (for the audit
  * log), so every failed login costs this one statement and the same bcrypt work. $1–$4 as
- * TAKE_POINT, $5 tenant, $6 identifier, $7 lockout threshold.
+ * TAKE_POINT, $5 tenant, $6 identifier, $7 lockout threshold, $8 the time now, $9 that time less
+ * the lockout period.
+ *
+ * A count starts afresh at 1 when the user's lock has ended, or when it stands at the threshold
+ * without a lock and its last attempt is a lockout period old: an attempt reserved and never
+ * closed (the process died mid-login, or the database was away for both its session and its
+ * closing) must not keep the user out for good. Attempts are reserved at the threshold only then,
+ * so concurrent guesses still never exceed it.
  */
+const FRESH_COUNT = `((locked_until IS NOT NULL AND locked_until <= now())
+                      OR (locked_until IS NULL AND failed_login_count >= $7::int AND login_attempted_at <= $9::timestamptz))`;
 const BEGIN_LOGIN = Object.fromEntries(
   (['email', 'mobile', 'username'] as const).map((kind): [IdentifierKind, PreparedStatement] => [
     kind,
     {
-      name: `portcullis_begin_login_${kind}_v1`,
+      name: `portcullis_begin_login_${kind}_v2`,
       text: `WITH ${TAKE_POINT_CTE}, u AS (
                UPDATE users SET
-                 failed_login_count = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN 1 ELSE failed_login_count + 1 END,
-                 locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN NULL ELSE locked_until END
+                 failed_login_count = CASE WHEN ${FRESH_COUNT} THEN 1 ELSE failed_login_count + 1 END,
+                 locked_until = CASE WHEN ${FRESH_COUNT} THEN NULL ELSE locked_until END,
+                 login_attempted_at = $8::timestamptz
                WHERE tenant_id = $5 AND ${kind} = $6 AND status = 'active'
-                 AND ((locked_until IS NOT NULL AND locked_until <= now())
-                      OR (locked_until IS NULL AND failed_login_count < $7::int))
+                 AND (${FRESH_COUNT} OR (locked_until IS NULL AND failed_login_count < $7::int))
                  AND (SELECT points FROM ip) <= $2::int
                RETURNING ${USER_COLUMNS.join(', ')}
              ), k AS (
@@ -242,11 +254,12 @@ export function createUserRepository(source: DbSource): UserRepository {
       const row = await knex()<UserRow>('users').where({ id: userId }).first();
       return row ? toUser(row) : undefined;
     },
-    async beginLogin({ tenantId, identifier, threshold, throttle }) {
+    async beginLogin({ tenantId, identifier, threshold, lockoutPeriodSeconds, throttle }) {
       const { now } = throttle;
       const point = [throttle.key, throttle.limit, now, now + throttle.windowMs];
+      const attempt = [new Date(now), new Date(now - lockoutPeriodSeconds * 1000)];
       const [row] = identifier
-        ? await statementRunner(knex())<UserRow & LoginCounters>(BEGIN_LOGIN[identifier.kind], [...point, tenantId, identifier.value, threshold])
+        ? await statementRunner(knex())<UserRow & LoginCounters>(BEGIN_LOGIN[identifier.kind], [...point, tenantId, identifier.value, threshold, ...attempt])
         : await statementRunner(knex())<LoginCounters & { id?: undefined }>(TAKE_POINT, point);
       if (!row) throw new Error('beginLogin: no row');
       if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };

@@ -142,6 +142,7 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
         tenantId: tenant.id,
         identifier: id,
         threshold: tenant.policy.lockoutThreshold,
+        lockoutPeriodSeconds: tenant.policy.lockoutPeriodSeconds,
         throttle: { key: throttleKey, limit: throttle.limit, windowMs: throttle.windowMs, now: throttle.now() },
       });
       if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));

@@ -1,6 +1,7 @@
 import { startTestServer, type TestServer } from '../helpers/server';
 import { createClient, createTenant, createUser, login, passwordLogin, statements, testClock, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
+import * as addLoginAttemptedAt from '../../migrations/20261124060000_add-login-attempted-at';
 
 const PASSWORD = 'an entirely sensible passphrase';
 
@@ -112,6 +113,108 @@ describe(`brute-force protection (${dbLabel})`, () => {
     await srv.running.app.database.knex('users').where({ id: user.id }).update({ status: 'locked' });
     const res = await passwordLogin(srv, app, 'suspended', PASSWORD);
     expect(res.json).toEqual({ error: 'invalid_grant', error_description: 'invalid username or password' });
+  });
+});
+
+describe(`a login attempt that is never closed (${dbLabel})`, () => {
+  const clock = testClock();
+  let srv: TestServer;
+  let app: ClientCreds;
+
+  beforeAll(async () => {
+    srv = await startTestServer({ clock: clock.now, config: { loginThrottle: { failuresPerWindow: 1000, windowSeconds: 60 } } });
+    await createTenant(srv, 'bank-a');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+  });
+  afterAll(async () => srv?.close());
+
+  /** Attempts reserved as a login reserves them, then abandoned: the process died before closing them. */
+  async function abandonAttempts(username: string, n: number) {
+    for (let i = 0; i < n; i += 1) {
+      const start = await srv.running.app.services.users.beginLogin({
+        tenantId: 'bank-a',
+        identifier: { kind: 'username', value: username },
+        threshold: 10,
+        lockoutPeriodSeconds: 300,
+        throttle: { key: 'abandoned-test', limit: 1000, windowMs: 60_000, now: clock.now().getTime() },
+      });
+      expect(start.user).toBeDefined();
+    }
+  }
+
+  test('a count left at the threshold without a lock keeps the user out for one lockout period, not for good', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'orphaned', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    await abandonAttempts('orphaned', 10); // the default threshold, and no lock was ever set
+    const stuck = await knex('users').where({ id: user.id }).first();
+    expect(stuck.failed_login_count).toBe(10);
+    expect(stuck.locked_until).toBeNull();
+
+    const verify = jest.spyOn(srv.running.app.services.hasher, 'verify');
+    try {
+      // Within the period it stands as a lock would: the right password is not even evaluated.
+      expect((await passwordLogin(srv, app, 'orphaned', PASSWORD)).json).toEqual({ error: 'invalid_grant', error_description: 'invalid username or password' });
+      clock.advance(299);
+      expect((await passwordLogin(srv, app, 'orphaned', PASSWORD)).status).toBe(400);
+      expect(verify).not.toHaveBeenCalled();
+    } finally {
+      verify.mockRestore();
+    }
+
+    clock.advance(2); // the last attempt is a lockout period old
+    await login(srv, app, 'orphaned', PASSWORD);
+    const after = await knex('users').where({ id: user.id }).first();
+    expect(after.failed_login_count).toBe(0);
+    expect(after.locked_until).toBeNull();
+  });
+
+  test('an aged-out count starts afresh: the next wrong passwords count from one and lock at the threshold again', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'orphaned-again', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    await abandonAttempts('orphaned-again', 10);
+    clock.advance(301);
+    expect((await passwordLogin(srv, app, 'orphaned-again', 'not the passphrase')).status).toBe(400);
+    const once = await knex('users').where({ id: user.id }).first();
+    expect(once.failed_login_count).toBe(1);
+    expect(once.locked_until).toBeNull();
+    for (let i = 0; i < 9; i += 1) await passwordLogin(srv, app, 'orphaned-again', `nope ${i}`);
+    expect((await knex('users').where({ id: user.id }).first()).locked_until).not.toBeNull();
+  });
+
+  test('a count below the threshold is not aged out: attempts keep counting toward the lock', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'slow-guesser', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    await abandonAttempts('slow-guesser', 9);
+    clock.advance(3600);
+    expect((await passwordLogin(srv, app, 'slow-guesser', 'not the passphrase')).status).toBe(400);
+    const row = await knex('users').where({ id: user.id }).first();
+    expect(row.failed_login_count).toBe(10);
+    expect(row.locked_until).not.toBeNull();
+  });
+});
+
+describe(`counts left at the threshold before the upgrade (${dbLabel})`, () => {
+  const clock = testClock();
+  let srv: TestServer;
+  let app: ClientCreds;
+
+  beforeAll(async () => {
+    srv = await startTestServer({ clock: clock.now });
+    await createTenant(srv, 'bank-a');
+    app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+  });
+  afterAll(async () => srv?.close());
+
+  test('the migration dates them now, so they age out one lockout period after it', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'stuck-before', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    await addLoginAttemptedAt.down(knex);
+    await knex('users').where({ id: user.id }).update({ failed_login_count: 10 }); // stuck, as the old code could leave it
+    await addLoginAttemptedAt.up(knex);
+    expect((await knex('users').where({ id: user.id }).first()).login_attempted_at).not.toBeNull();
+    expect((await passwordLogin(srv, app, 'stuck-before', PASSWORD)).status).toBe(400);
+    clock.advance(301);
+    await login(srv, app, 'stuck-before', PASSWORD);
   });
 });
 
