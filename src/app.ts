@@ -52,6 +52,8 @@ import type { ClientRecord } from './clients/repository';
 import { createFastIntrospection, type FastIntrospection } from './oidc/fast-introspection';
 import { replayRequest } from './oidc/fast-form';
 import { createFastClientCredentials, type FastClientCredentials } from './oidc/fast-client-credentials';
+import { createFastPassword, type FastPassword } from './oidc/fast-password';
+import { createFastToken } from './oidc/fast-token';
 import { createLookupCaches, startChangeListener, type ChangeListener } from './cache/lookups';
 import type { User } from './users/repository';
 
@@ -193,6 +195,8 @@ export interface App {
   fastIntrospection: FastIntrospection;
   /** The client_credentials grant's own fast path (src/oidc/fast-client-credentials.ts): switchable, and counted. */
   fastClientCredentials: FastClientCredentials;
+  /** The password grant's own fast path (src/oidc/fast-password.ts): switchable, and counted. */
+  fastPassword: FastPassword;
   /** Readiness goes false; in-flight requests may finish. */
   startDraining(): void;
   close(): Promise<void>;
@@ -322,10 +326,22 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       provider: () => holder.provider,
       context: () => holder.userTokenContext(),
       tenants: { find: services.lookups.tenant },
-      bodyLimitBytes: config.bodyLimitBytes,
+      logger,
+      enabled: config.clientCredentialsFastPath,
+    });
+    const fastPassword = createFastPassword({
+      context: () => holder.userTokenContext(),
+      users: services.userService,
+      mfaPending: services.mfaPending,
+      tenants: { find: services.lookups.tenant },
       logger,
       metrics: services.metrics,
-      enabled: config.clientCredentialsFastPath,
+      enabled: config.passwordFastPath,
+    });
+    const fastToken = createFastToken({
+      grants: { client_credentials: fastClientCredentials, password: fastPassword },
+      bodyLimitBytes: config.bodyLimitBytes,
+      metrics: services.metrics,
     });
     koa.use(async (ctx) => {
       // OAuth requests are small forms: one declaring more than our body limit is refused unread.
@@ -338,7 +354,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const target = OAUTH_ALIASES[ctx.path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
       let req = ctx.req;
-      const fastPath = ctx.path === '/token/introspection' ? fastIntrospection : (target ?? ctx.path) === '/token' ? fastClientCredentials : undefined;
+      const fastPath = ctx.path === '/token/introspection' ? fastIntrospection : (target ?? ctx.path) === '/token' ? fastToken : undefined;
       if (fastPath) {
         const outcome = await fastPath.handle(ctx);
         if (outcome.handled) return;
@@ -368,6 +384,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       callback: koa.callback(),
       fastIntrospection,
       fastClientCredentials,
+      fastPassword,
       routes: [health, ...routers].flatMap((r) =>
         r.stack.flatMap((layer) => layer.methods.filter((m) => m !== 'HEAD').map((m) => ({ method: m.toLowerCase(), path: String(layer.path) }))),
       ),

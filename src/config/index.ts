@@ -56,6 +56,8 @@ const schema = z.object({
   introspectionFastPath: flag,
   /** Plain client_credentials grants answered without oidc-provider's pipeline (src/oidc/fast-client-credentials.ts). */
   clientCredentialsFastPath: flag,
+  /** Plain password grants answered without oidc-provider's pipeline (src/oidc/fast-password.ts). */
+  passwordFastPath: flag,
   bcryptCost: z.number().int().min(4).max(15),
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: z.coerce.number().int().min(0).max(64),
@@ -113,6 +115,7 @@ const ENV_KEYS: Record<string, string> = {
   BCRYPT_CONCURRENCY: 'bcryptConcurrency',
   INTROSPECTION_FAST_PATH: 'introspectionFastPath',
   CLIENT_CREDENTIALS_FAST_PATH: 'clientCredentialsFastPath',
+  PASSWORD_FAST_PATH: 'passwordFastPath',
   PORTCULLIS_ADMIN_CLIENT_ID: 'adminClientId',
   PORTCULLIS_ADMIN_CLIENT_SECRET: 'adminClientSecret',
   SMS_SENDER: 'smsSender',

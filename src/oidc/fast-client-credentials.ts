@@ -1,15 +1,13 @@
-import { parse as parseForm } from 'node:querystring';
 import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import type { TenantRepository } from '../tenants/repository';
 import type { Logger } from '../log';
-import type { Metrics } from '../metrics';
 import { isDatabaseUnavailable } from '../db/unavailable';
-import { plausibleClientId } from './client-model';
 import { grantedScopes, resourceInfo } from './resource';
 import { requestedTenantIdOf, resolveTenant } from './tenant';
 import type { OidcClient, UserTokenContext } from './user-tokens';
-import { answerFailure, basicCredentials, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
+import { answerFailure, endpointHeaders } from './fast-form';
+import { SCOPE_SYNTAX, type FastGrant, type TokenRequest } from './fast-token';
 
 /**
  * The client_credentials grant of a client authenticating with client_secret_basic — the token
@@ -29,7 +27,7 @@ import { answerFailure, basicCredentials, endpointHeaders, plainFormRequest, rea
  * which is not emitted here. tests/integration/fast-client-credentials.test.ts sends every request
  * to both paths and compares the answers and the tokens stored.
  */
-export type FastClientCredentials = FastPath;
+export type FastClientCredentials = FastGrant;
 
 interface Deps {
   provider: () => Provider;
@@ -37,29 +35,22 @@ interface Deps {
   context: () => Pick<UserTokenContext, 'audience' | 'defaultTtl' | 'signingKid'>;
   /** Cached lookups (src/cache/lookups.ts), as the provider's hooks read them. */
   tenants: Pick<TenantRepository, 'find'>;
-  bodyLimitBytes: number;
   logger: Logger;
-  metrics: Pick<Metrics, 'failures'>;
 }
 
 /** The only form members a plain request has; anything else (even one the library would drop) is the library's. */
 const PLAIN_PARAMS = new Set(['grant_type', 'scope', 'tenant']);
 
-/** RFC 6749 §3.3 scope syntax, as the library checks it (helpers/is_valid_scope.js). */
-const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/;
-
 interface PlainParams {
   scope?: string;
-  form: Record<string, unknown>;
+  form: Record<string, string>;
 }
 
-/** The parameters of a plain request (single strings, no others), or undefined. */
-function plainParams(body: Buffer): PlainParams | undefined {
-  const form = parseForm(body.toString('utf8'));
-  for (const key of Object.keys(form)) if (!PLAIN_PARAMS.has(key) || typeof form[key] !== 'string') return undefined;
-  if (form.grant_type !== 'client_credentials') return undefined;
+/** The parameters of a plain request (no others), or undefined. */
+function plainParams(form: Record<string, string>): PlainParams | undefined {
+  for (const key of Object.keys(form)) if (!PLAIN_PARAMS.has(key)) return undefined;
   // The library reads an empty parameter as absent.
-  const scope = (form.scope as string | undefined) || undefined;
+  const scope = form.scope || undefined;
   if (scope !== undefined && !SCOPE_SYNTAX.test(scope)) return undefined;
   return { scope, form };
 }
@@ -115,28 +106,21 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
   const fast: FastClientCredentials = {
     enabled: deps.enabled,
     served: 0,
-    async handle(ctx) {
-      if (!fast.enabled || ctx.method !== 'POST') return { handled: false };
-      if (ctx.headers.dpop !== undefined || !plainFormRequest(ctx, deps.bodyLimitBytes)) return { handled: false };
-      const credentials = basicCredentials(ctx.get('authorization'));
-      if (!credentials || !plausibleClientId(credentials.id)) return { handled: false };
-
-      const body = await readBody(ctx, deps.metrics, 'token');
-      if (!body) return { handled: true }; // the caller went away mid-body: answered
-      const params = plainParams(body);
-      if (!params) return { handled: false, body };
+    async answer(ctx, request: TokenRequest) {
+      const params = plainParams(request.form);
+      if (!params) return false;
 
       let token: Awaited<ReturnType<typeof prepare>>;
       try {
-        token = await prepare(ctx, credentials, params);
+        token = await prepare(ctx, request.credentials, params);
       } catch (err) {
         // Nothing is written yet: any refusal, or a failure that is not the database's, is the library's to answer.
-        if (!isDatabaseUnavailable(err)) return { handled: false, body };
+        if (!isDatabaseUnavailable(err)) return false;
         // The database is away: say so now, not after the library has waited for it again.
         answerFailure(ctx, err, deps.logger, 'token', 'client_credentials grant failed');
-        return { handled: true };
+        return true;
       }
-      if (!token) return { handled: false, body };
+      if (!token) return false;
 
       try {
         const value = await token.save();
@@ -151,7 +135,7 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
       } catch (err) {
         answerFailure(ctx, err, deps.logger, 'token', 'client_credentials grant failed');
       }
-      return { handled: true };
+      return true;
     },
   };
   return fast;

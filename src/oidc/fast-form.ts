@@ -109,17 +109,19 @@ export function endpointHeaders(ctx: Koa.Context): void {
 }
 
 /**
- * A fast path's failure, answered as the library answers it: the database away is a 503 that
- * says so (middleware.ts), anything else its generic 500 — logged by name only, no request data.
+ * A fast path's failure, answered as the library answers it: its generic 500 (its error handler),
+ * which our middleware turns into a 503 that says so when the database is away (middleware.ts),
+ * in that order, so the headers come in the library's order too — logged by name only, no
+ * request data.
  */
 export function answerFailure(ctx: Koa.Context, err: unknown, logger: Logger, route: string, what: string): void {
   endpointHeaders(ctx);
+  ctx.status = 500;
+  ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
   if (isDatabaseUnavailable(err)) {
     logger.warn({ err, route }, 'database unavailable');
     answerUnavailable(ctx);
     return;
   }
   logger.error({ err, route }, what);
-  ctx.status = 500;
-  ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
 }

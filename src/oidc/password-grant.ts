@@ -4,7 +4,7 @@ import type { User } from '../users/repository';
 import type { LoginClosing } from '../users/login-end';
 import { LoginFailedError, LoginThrottledError, type UserService } from '../users/service';
 import { grantedScopes } from './resource';
-import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext } from './user-tokens';
+import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext, type UserTokenResponse } from './user-tokens';
 
 export const PASSWORD_GRANT_PARAMS = ['username', 'password', 'scope', 'tenant'];
 
@@ -13,18 +13,65 @@ function invalidCredentials() {
   return new errors.CustomOIDCProviderError('invalid_grant', 'invalid username or password');
 }
 
+/** What a password login needs besides its request. */
+export interface PasswordLoginDeps {
+  context: () => UserTokenContext;
+  users: UserService;
+  /** Login-time MFA: must this login wait for a step-up challenge? */
+  mfaPending: (tenant: Tenant, user: User) => Promise<boolean>;
+}
+
+/**
+ * A password login of an authenticated client, its request already judged valid (user name,
+ * password, granted scopes, tenant): the user authenticated, their session started and its
+ * tokens issued. Refusals are the library's errors, as the token endpoint answers them; a
+ * throttled address's wait goes to `retryAfter` (seconds) first. The library's grant handler
+ * (below) and the token endpoint's fast path (fast-password.ts) both log in through here.
+ */
+export async function passwordLogin(
+  deps: PasswordLoginDeps,
+  input: { client: OidcClient; tenant: Tenant; username: string; password: string; scope: string[]; ip: string; retryAfter: (seconds: number) => void },
+): Promise<UserTokenResponse & { mfa_required?: true }> {
+  const { client, tenant } = input;
+  let login;
+  try {
+    login = await deps.users.authenticate(tenant, input.username, input.password, input.ip);
+  } catch (err) {
+    if (err instanceof LoginFailedError) throw invalidCredentials();
+    if (err instanceof LoginThrottledError) {
+      input.retryAfter(err.retryAfterSeconds);
+      const throttled = new errors.CustomOIDCProviderError('temporarily_unavailable', 'too many failed attempts; try again later');
+      Object.assign(throttled, { status: 429, statusCode: 429 });
+      throw throttled;
+    }
+    throw err;
+  }
+  const { user, end } = login;
+  // The login's attempt is given back by its session's INSERT. The password was right: if the
+  // session is not stored, our failure must not count against the user (an attempt counted at
+  // the lockout threshold and never followed by a lock would keep the user out), so it is given
+  // back apart.
+  const closing: LoginClosing = { end, written: false };
+  let answer;
+  try {
+    const pending = await deps.mfaPending(tenant, user);
+    answer = await startUserSession(deps.context(), { client, tenant, user, scope: input.scope, amr: ['pwd'], acr: ACR_CA, pending, login: closing });
+  } catch (err) {
+    if (!closing.written) await deps.users.closeLogin(end).catch(() => undefined);
+    throw err;
+  }
+  if (!closing.written) await deps.users.closeLogin(end);
+  return answer;
+}
+
 /**
  * RFC 6749 §4.3 as an oidc-provider custom grant. The client is already authenticated; the
  * tenant comes from the request (or the client's only tenant); the user is looked up by email,
  * mobile or username within that tenant.
  */
-export function passwordGrantHandler(deps: {
-  context: () => UserTokenContext;
-  users: UserService;
-  tenantFor: (ctx: KoaContextWithOIDC, client: OidcClient) => Promise<Tenant | undefined>;
-  /** Login-time MFA: must this login wait for a step-up challenge? */
-  mfaPending: (tenant: Tenant, user: User) => Promise<boolean>;
-}) {
+export function passwordGrantHandler(
+  deps: PasswordLoginDeps & { tenantFor: (ctx: KoaContextWithOIDC, client: OidcClient) => Promise<Tenant | undefined> },
+) {
   return async function passwordGrant(ctx: KoaContextWithOIDC): Promise<void> {
     const client = ctx.oidc.client as OidcClient;
     const params = ctx.oidc.params as { username?: unknown; password?: unknown; scope?: string };
@@ -34,33 +81,14 @@ export function passwordGrantHandler(deps: {
     if (denied) throw new errors.InvalidScope('requested scope is not allowed', denied);
     const tenant = await deps.tenantFor(ctx, client);
     if (!tenant) throw new errors.InvalidRequest('tenant is required: send di_fiid, institutionId or the tenant parameter');
-
-    let login;
-    try {
-      login = await deps.users.authenticate(tenant, params.username, params.password, ctx.ip);
-    } catch (err) {
-      if (err instanceof LoginFailedError) throw invalidCredentials();
-      if (err instanceof LoginThrottledError) {
-        ctx.set('Retry-After', String(err.retryAfterSeconds));
-        const throttled = new errors.CustomOIDCProviderError('temporarily_unavailable', 'too many failed attempts; try again later');
-        Object.assign(throttled, { status: 429, statusCode: 429 });
-        throw throttled;
-      }
-      throw err;
-    }
-    const { user, end } = login;
-    // The login's attempt is given back by its session's INSERT. The password was right: if the
-    // session is not stored, our failure must not count against the user (an attempt counted at
-    // the lockout threshold and never followed by a lock would keep the user out), so it is given
-    // back apart.
-    const closing: LoginClosing = { end, written: false };
-    try {
-      const pending = await deps.mfaPending(tenant, user);
-      ctx.body = await startUserSession(deps.context(), { client, tenant, user, scope, amr: ['pwd'], acr: ACR_CA, pending, login: closing });
-    } catch (err) {
-      if (!closing.written) await deps.users.closeLogin(end).catch(() => undefined);
-      throw err;
-    }
-    if (!closing.written) await deps.users.closeLogin(end);
+    ctx.body = await passwordLogin(deps, {
+      client,
+      tenant,
+      username: params.username,
+      password: params.password,
+      scope,
+      ip: ctx.ip,
+      retryAfter: (seconds) => ctx.set('Retry-After', String(seconds)),
+    });
   };
 }

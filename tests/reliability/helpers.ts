@@ -227,8 +227,8 @@ export const introspect = (port: number, rs: Creds, token: string, timeoutMs?: n
 export const revoke = (port: number, client: Creds, token: string, timeoutMs?: number) =>
   request(port, 'POST', '/token/revocation', { form: { token }, headers: { authorization: basic(client) }, timeoutMs });
 
-export const passwordLogin = (port: number, client: Creds, username: string, password: string) =>
-  request(port, 'POST', '/token', { form: { grant_type: 'password', username, password }, headers: { authorization: basic(client) } });
+export const passwordLogin = (port: number, client: Creds, username: string, password: string, timeoutMs?: number) =>
+  request(port, 'POST', '/token', { form: { grant_type: 'password', username, password }, headers: { authorization: basic(client) }, timeoutMs });
 
 export async function issueToken(port: number, client: Creds): Promise<string> {
   const r = await tokenRequest(port, client);

@@ -15,6 +15,7 @@ import {
   havePgBinaries,
   introspect,
   issueToken,
+  passwordLogin,
   pgTest,
   PgCluster,
   request,
@@ -64,6 +65,8 @@ describe(`database outage under load${reason}`, () => {
   let app: Creds; // opaque tokens
   let jwtApp: Creds; // RFC 9068 JWT access tokens
   let rs: Creds; // resource server: may introspect
+  let loginApp: Creds; // the password grant, for the user below
+  const USER = { username: 'olivia', password: 'an outage-proof passphrase' };
 
   beforeAll(async () => {
     if (runIf !== test) return;
@@ -76,6 +79,8 @@ describe(`database outage under load${reason}`, () => {
     app = await cli(build, env, ['client', 'create', '--tenant', 'bank-a', '--grant', 'client_credentials']);
     jwtApp = await cli(build, env, ['client', 'create', '--tenant', 'bank-a', '--grant', 'client_credentials', '--token-format', 'jwt']);
     rs = await cli(build, env, ['client', 'create', '--tenant', 'bank-a', '--introspection']);
+    loginApp = await cli(build, env, ['client', 'create', '--tenant', 'bank-a', '--grant', 'password']);
+    await cli(build, env, ['user', 'create', '--tenant', 'bank-a', '--username', USER.username, '--password', USER.password]);
     server = await startServer(build, env);
   }, 90_000);
 
@@ -290,6 +295,8 @@ describe(`database outage under load${reason}`, () => {
     const opaque = await issueToken(port, app);
     const jwt = await issueToken(port, jwtApp);
     expect((await introspect(port, rs, jwt)).json.active).toBe(true);
+    // The login client is cached now, so the login below gets as far as its tenant.
+    expect((await passwordLogin(port, loginApp, USER.username, USER.password)).status).toBe(200);
 
     const locker = new PgClient({ connectionString: cluster!.url, application_name: 'reliability-locker' });
     locker.on('error', () => undefined); // it dies with the database
@@ -307,6 +314,7 @@ describe(`database outage under load${reason}`, () => {
         ['introspect jwt', () => introspect(port, rs, jwt, 20_000)],
         ['token opaque', () => tokenRequest(port, app, 20_000)],
         ['token jwt', () => tokenRequest(port, jwtApp, 20_000)],
+        ['password login', () => passwordLogin(port, loginApp, USER.username, USER.password, 20_000)],
       ].map(([op, send]) => (send as () => Promise<Reply>)().then((r) => ({ op: op as string, status: r.status, retryAfter: r.headers['retry-after'] as string | undefined, body: r.json })));
       // Wait until the requests wait on the lock (they got past client authentication). A request
       // still queued for a pool connection is in flight all the same, so at least one waiting and
