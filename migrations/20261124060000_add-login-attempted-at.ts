@@ -4,7 +4,9 @@ import type { Knex } from 'knex';
  * When the user's last login attempt was reserved (src/users/repository.ts, beginLogin): a count
  * at the lockout threshold without a lock — an attempt reserved and never closed, when a process
  * died mid-login or the database went away for both its session and its closing — ages out one
- * lockout period after that attempt, as a used-up factor count does (factor_attempted_at).
+ * lockout period (at least 15 minutes) after that attempt, as a used-up factor count does
+ * (factor_attempted_at). Counts that processes without this column bring to a threshold while
+ * new ones roll out (their attempts are not dated) keep the old behaviour.
  * Without it such a count kept its user out until an administrator reactivated them.
  */
 export async function up(knex: Knex): Promise<void> {

@@ -2,7 +2,7 @@ import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { User } from '../users/repository';
 import type { LoginClosing } from '../users/login-end';
-import { LoginFailedError, LoginThrottledError, type UserService } from '../users/service';
+import { LoginFailedError, LoginOverloadedError, LoginThrottledError, type UserService } from '../users/service';
 import { grantedScopes } from './resource';
 import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext, type UserTokenResponse } from './user-tokens';
 
@@ -43,6 +43,13 @@ export async function passwordLogin(
       const throttled = new errors.CustomOIDCProviderError('temporarily_unavailable', 'too many failed attempts; try again later');
       Object.assign(throttled, { status: 429, statusCode: 429 });
       throw throttled;
+    }
+    if (err instanceof LoginOverloadedError) {
+      // Nothing was evaluated and the attempt was given back: the same answer as the database away.
+      input.retryAfter(err.retryAfterSeconds);
+      const overloaded = new errors.CustomOIDCProviderError('temporarily_unavailable', 'the service is temporarily unavailable; try again later');
+      Object.assign(overloaded, { status: 503, statusCode: 503 });
+      throw overloaded;
     }
     throw err;
   }

@@ -25,11 +25,19 @@ export function passwordProblem(password: string, minLength = PASSWORD_MIN_LENGT
   return undefined;
 }
 
+/** A verification whose turn came too late (see `late`): nothing was evaluated. */
+export class EvaluationTooLateError extends Error {
+  constructor() {
+    super('the password was not evaluated: its turn came too late');
+  }
+}
+
 export interface PasswordHasher {
   hash(password: string): Promise<string>;
-  verify(password: string, stored: string): Promise<boolean>;
+  /** `late`, asked when the computation's turn comes: true, and nothing is evaluated (EvaluationTooLateError). */
+  verify(password: string, stored: string, late?: () => boolean): Promise<boolean>;
   /** Same cost as a real verification, for unknown or locked users (equal timing). */
-  dummyVerify(password: string): Promise<void>;
+  dummyVerify(password: string, late?: () => boolean): Promise<void>;
 }
 
 /**
@@ -41,10 +49,12 @@ export interface PasswordHasher {
 export function createLimiter(max: number) {
   let running = 0;
   const waiting: Array<() => void> = [];
-  return async function limited<T>(fn: () => Promise<T>): Promise<T> {
+  /** `late`, asked when the turn comes: true, and `fn` does not run (EvaluationTooLateError); the slot passes on. */
+  return async function limited<T>(fn: () => Promise<T>, late?: () => boolean): Promise<T> {
     if (running >= max) await new Promise<void>((resolve) => waiting.push(resolve));
     else running += 1;
     try {
+      if (late?.()) throw new EvaluationTooLateError();
       return await fn();
     } finally {
       const next = waiting.shift();
@@ -68,12 +78,12 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
     async hash(password) {
       return `v1$${await limited(() => bcrypt.hash(prehash(password), cost))}`;
     },
-    async verify(password, stored) {
+    async verify(password, stored, late) {
       if (!stored.startsWith('v1$')) return false;
-      return limited(() => bcrypt.compare(prehash(password), stored.slice(3)));
+      return limited(() => bcrypt.compare(prehash(password), stored.slice(3)), late);
     },
-    async dummyVerify(password) {
-      await limited(() => bcrypt.compare(prehash(password), dummy));
+    async dummyVerify(password, late) {
+      await limited(() => bcrypt.compare(prehash(password), dummy), late);
     },
   };
 }

@@ -114,20 +114,26 @@ export interface UserRepository {
    * not active, locked, temporarily locked, or already has `threshold` attempts counted — so
    * concurrent guesses can never exceed the threshold. An expired temporary lock starts a fresh
    * count, and so does a count at the threshold without a lock whose last attempt is
-   * `lockoutPeriodSeconds` old (an attempt that was never closed).
+   * `staleAfterSeconds` old (an attempt that was never closed).
    */
   beginLogin(input: {
     tenantId: string;
     /** Undefined for a login that names no possible user: only the point is taken. */
     identifier: { kind: IdentifierKind; value: string } | undefined;
     threshold: number;
-    /** The tenant's lockout period: how long a count at the threshold without a lock stands. */
-    lockoutPeriodSeconds: number;
+    /** How long a count at the threshold without a lock stands (the lockout period, with a floor: service.ts). */
+    staleAfterSeconds: number;
     /** The address's counter: its key, its budget, its window, and the time now (epoch ms). */
     throttle: { key: string; limit: number; windowMs: number; now: number };
   }): Promise<LoginStart>;
   /** A login closed apart from its session: when the session could not be stored (src/users/login-end.ts). */
   endLogin(end: LoginEnd): Promise<void>;
+  /**
+   * An attempt given back unevaluated (its evaluation did not start in time): the address's point
+   * and, when one was reserved, the user's attempt — one each, never below zero; earlier failures
+   * stay counted.
+   */
+  releaseLogin(release: { tenantId: string; userId?: string; key: string; now: number }): Promise<void>;
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
   delete(tenantId: string, userId: string): Promise<void>;
@@ -174,13 +180,14 @@ const TAKE_POINT: PreparedStatement = {
  * is locked before the user's. `k` names the user who exists but was not reserved (for the audit
  * log), so every failed login costs this one statement and the same bcrypt work. $1–$4 as
  * TAKE_POINT, $5 tenant, $6 identifier, $7 lockout threshold, $8 the time now, $9 that time less
- * the lockout period.
+ * staleAfterSeconds.
  *
  * A count starts afresh at 1 when the user's lock has ended, or when it stands at the threshold
- * without a lock and its last attempt is a lockout period old: an attempt reserved and never
+ * without a lock and its last attempt is staleAfterSeconds old: an attempt reserved and never
  * closed (the process died mid-login, or the database was away for both its session and its
- * closing) must not keep the user out for good. Attempts are reserved at the threshold only then,
- * so concurrent guesses still never exceed it.
+ * closing) must not keep the user out for good. No attempt is still being evaluated by then (a
+ * password is evaluated only within a minute of its reservation, service.ts), so concurrent
+ * guesses still never exceed the threshold.
  */
 const FRESH_COUNT = `((locked_until IS NOT NULL AND locked_until <= now())
                       OR (locked_until IS NULL AND failed_login_count >= $7::int AND login_attempted_at <= $9::timestamptz))`;
@@ -207,6 +214,22 @@ const BEGIN_LOGIN = Object.fromEntries(
     },
   ]),
 ) as Record<IdentifierKind, PreparedStatement>;
+
+/**
+ * releaseLogin's statement: the address's point given back (only in a window still running), then
+ * the user's reserved attempt (when $4 names one), the address's row locked first as everywhere.
+ */
+const RELEASE_LOGIN: PreparedStatement = {
+  name: 'portcullis_release_login_v1',
+  text: `WITH login_ip AS (
+           UPDATE rate_limits SET points = points - 1 WHERE key = $1 AND expire > $2::bigint AND points > 0 RETURNING 1
+         ), login_user AS (
+           UPDATE users SET failed_login_count = failed_login_count - 1
+           WHERE tenant_id = $3 AND id = $4::uuid AND failed_login_count > 0 AND (SELECT count(*) FROM login_ip) >= 0
+           RETURNING 1
+         )
+         SELECT count(*)::int AS released FROM login_user`,
+};
 
 const UNIQUE_INDEX_FIELD: Record<string, IdentifierKind> = {
   users_tenant_email_key: 'email',
@@ -254,10 +277,10 @@ export function createUserRepository(source: DbSource): UserRepository {
       const row = await knex()<UserRow>('users').where({ id: userId }).first();
       return row ? toUser(row) : undefined;
     },
-    async beginLogin({ tenantId, identifier, threshold, lockoutPeriodSeconds, throttle }) {
+    async beginLogin({ tenantId, identifier, threshold, staleAfterSeconds, throttle }) {
       const { now } = throttle;
       const point = [throttle.key, throttle.limit, now, now + throttle.windowMs];
-      const attempt = [new Date(now), new Date(now - lockoutPeriodSeconds * 1000)];
+      const attempt = [new Date(now), new Date(now - staleAfterSeconds * 1000)];
       const [row] = identifier
         ? await statementRunner(knex())<UserRow & LoginCounters>(BEGIN_LOGIN[identifier.kind], [...point, tenantId, identifier.value, threshold, ...attempt])
         : await statementRunner(knex())<LoginCounters & { id?: undefined }>(TAKE_POINT, point);
@@ -268,6 +291,9 @@ export function createUserRepository(source: DbSource): UserRepository {
     },
     async endLogin(end) {
       await statementRunner(knex())(END_LOGIN, loginEndValues(end));
+    },
+    async releaseLogin({ tenantId, userId, key, now }) {
+      await statementRunner(knex())(RELEASE_LOGIN, [key, now, tenantId, userId ?? null]);
     },
     async lockAfterFailures(tenantId, userId, periodSeconds) {
       const rows = (await knex().raw(

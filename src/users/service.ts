@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { AppError, type InvalidField } from '../errors';
 import type { Tenant } from '../tenants/repository';
 import { classifyLogin, normalizeEmail, normalizeMobile, normalizeUsername } from './identifiers';
-import { passwordProblem, type PasswordHasher } from './passwords';
+import { EvaluationTooLateError, passwordProblem, type PasswordHasher } from './passwords';
 import { DuplicateIdentifierError, type User, type UserRepository, type UserRole } from './repository';
 import type { LoginEnd } from './login-end';
 import type { LoginThrottle } from './throttle';
@@ -36,6 +36,30 @@ export class LoginThrottledError extends Error {
   }
 }
 
+/**
+ * The login waited too long for its password to be evaluated (the server is overloaded): nothing
+ * was evaluated, the attempt was given back; 503 with Retry-After.
+ */
+export class LoginOverloadedError extends Error {
+  constructor(readonly retryAfterSeconds: number) {
+    super('the login was not evaluated in time');
+  }
+}
+
+/**
+ * A password is evaluated only if its bcrypt computation starts within this long of the attempt's
+ * reservation; later, nothing is evaluated and the attempt is given back (LoginOverloadedError).
+ * So every evaluation ends long before ABANDONED_ATTEMPT_MIN_SECONDS, and an attempt still
+ * counted then was abandoned, never one still being evaluated.
+ */
+export const EVALUATION_DEADLINE_MS = 60_000;
+/**
+ * A count left at the lockout threshold without a lock ages out one lockout period after its last
+ * attempt, but never sooner than this (repository.ts, beginLogin): well past any evaluation's end.
+ */
+export const ABANDONED_ATTEMPT_MIN_SECONDS = 900;
+const OVERLOADED_RETRY_AFTER_SECONDS = 5;
+
 /** The one answer to every failed login: it never says whether the user exists or is locked. */
 export class LoginFailedError extends Error {
   constructor(readonly reason: 'unknown_user' | 'wrong_password' | 'locked' | 'invalid_identifier') {
@@ -52,6 +76,7 @@ export interface UserService {
    * (startUserSession's `login`) or, when that cannot be stored, by closeLogin.
    */
   authenticate(tenant: Tenant, login: string, password: string, ip: string): Promise<{ user: User; end: LoginEnd }>;
+  // (or LoginOverloadedError: the password's evaluation did not start in time; the attempt was given back)
   /** Closes a login whose session could not be stored: the password was right, so the attempt is no failure. */
   closeLogin(end: LoginEnd): Promise<void>;
   findActive(tenantId: string, userId: string): Promise<User | undefined>;
@@ -138,24 +163,36 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
     async authenticate(tenant, login, password, ip) {
       const id = classifyLogin(login);
       const throttleKey = throttle.key(ip);
+      const reservedAt = throttle.now();
       const start = await users.beginLogin({
         tenantId: tenant.id,
         identifier: id,
         threshold: tenant.policy.lockoutThreshold,
-        lockoutPeriodSeconds: tenant.policy.lockoutPeriodSeconds,
-        throttle: { key: throttleKey, limit: throttle.limit, windowMs: throttle.windowMs, now: throttle.now() },
+        staleAfterSeconds: Math.max(tenant.policy.lockoutPeriodSeconds, ABANDONED_ATTEMPT_MIN_SECONDS),
+        throttle: { key: throttleKey, limit: throttle.limit, windowMs: throttle.windowMs, now: reservedAt },
       });
       if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));
       const { user, failures } = start;
+      // Evaluated only in time (EVALUATION_DEADLINE_MS); else the attempt and the point go back.
+      const late = () => throttle.now() > reservedAt + EVALUATION_DEADLINE_MS;
+      const inTime = async <T>(evaluation: Promise<T>): Promise<T> => {
+        try {
+          return await evaluation;
+        } catch (err) {
+          if (!(err instanceof EvaluationTooLateError)) throw err;
+          await users.releaseLogin({ tenantId: tenant.id, userId: user?.id, key: throttleKey, now: reservedAt });
+          throw new LoginOverloadedError(OVERLOADED_RETRY_AFTER_SECONDS);
+        }
+      };
       if (!user) {
         // Unknown, inactive or locked: the same statement, the same bcrypt work and the same
         // answer as a wrong password; only the audit log knows which.
-        await hasher.dummyVerify(password);
+        await inTime(hasher.dummyVerify(password, late));
         const reason = !id ? 'invalid_identifier' : start.knownUserId ? 'locked' : 'unknown_user';
         events.loginFailed?.(tenant, start.knownUserId, reason);
         throw new LoginFailedError(reason);
       }
-      if (await hasher.verify(password, user.passwordHash)) {
+      if (await inTime(hasher.verify(password, user.passwordHash, late))) {
         return { user, end: { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now() } };
       }
       events.loginFailed?.(tenant, user.id, 'wrong_password');

@@ -122,7 +122,8 @@ describe(`a login attempt that is never closed (${dbLabel})`, () => {
   let app: ClientCreds;
 
   beforeAll(async () => {
-    srv = await startTestServer({ clock: clock.now, config: { loginThrottle: { failuresPerWindow: 1000, windowSeconds: 60 } } });
+    // An address window longer than the clock moves in these tests: its points only change with attempts.
+    srv = await startTestServer({ clock: clock.now, config: { loginThrottle: { failuresPerWindow: 1000, windowSeconds: 36_000 } } });
     await createTenant(srv, 'bank-a');
     app = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
   });
@@ -135,14 +136,14 @@ describe(`a login attempt that is never closed (${dbLabel})`, () => {
         tenantId: 'bank-a',
         identifier: { kind: 'username', value: username },
         threshold: 10,
-        lockoutPeriodSeconds: 300,
+        staleAfterSeconds: 900, // the default period (300 s) under the floor (service.ts)
         throttle: { key: 'abandoned-test', limit: 1000, windowMs: 60_000, now: clock.now().getTime() },
       });
       expect(start.user).toBeDefined();
     }
   }
 
-  test('a count left at the threshold without a lock keeps the user out for one lockout period, not for good', async () => {
+  test('a count left at the threshold without a lock keeps the user out for a while (at least 15 minutes), not for good', async () => {
     const user = await createUser(srv, 'bank-a', { username: 'orphaned', password: PASSWORD });
     const knex = srv.running.app.database.knex;
     await abandonAttempts('orphaned', 10); // the default threshold, and no lock was ever set
@@ -154,14 +155,16 @@ describe(`a login attempt that is never closed (${dbLabel})`, () => {
     try {
       // Within the period it stands as a lock would: the right password is not even evaluated.
       expect((await passwordLogin(srv, app, 'orphaned', PASSWORD)).json).toEqual({ error: 'invalid_grant', error_description: 'invalid username or password' });
-      clock.advance(299);
+      clock.advance(301); // past the lockout period, but not past the floor of 15 minutes
+      expect((await passwordLogin(srv, app, 'orphaned', PASSWORD)).status).toBe(400);
+      clock.advance(598);
       expect((await passwordLogin(srv, app, 'orphaned', PASSWORD)).status).toBe(400);
       expect(verify).not.toHaveBeenCalled();
     } finally {
       verify.mockRestore();
     }
 
-    clock.advance(2); // the last attempt is a lockout period old
+    clock.advance(2); // the last attempt is 15 minutes old
     await login(srv, app, 'orphaned', PASSWORD);
     const after = await knex('users').where({ id: user.id }).first();
     expect(after.failed_login_count).toBe(0);
@@ -172,13 +175,43 @@ describe(`a login attempt that is never closed (${dbLabel})`, () => {
     const user = await createUser(srv, 'bank-a', { username: 'orphaned-again', password: PASSWORD });
     const knex = srv.running.app.database.knex;
     await abandonAttempts('orphaned-again', 10);
-    clock.advance(301);
+    clock.advance(901);
     expect((await passwordLogin(srv, app, 'orphaned-again', 'not the passphrase')).status).toBe(400);
     const once = await knex('users').where({ id: user.id }).first();
     expect(once.failed_login_count).toBe(1);
     expect(once.locked_until).toBeNull();
     for (let i = 0; i < 9; i += 1) await passwordLogin(srv, app, 'orphaned-again', `nope ${i}`);
     expect((await knex('users').where({ id: user.id }).first()).locked_until).not.toBeNull();
+  });
+
+  test('a password whose evaluation would start more than a minute after its attempt was counted is not evaluated: 503, the attempt given back', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'queued', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    for (let i = 0; i < 3; i += 1) expect((await passwordLogin(srv, app, 'queued', `wrong ${i}`)).status).toBe(400);
+    const points = async () => ((await knex('rate_limits').where('key', 'like', 'login_ip:%')) as Array<{ points: number }>).reduce((n, r) => n + Number(r.points), 0);
+    const pointsBefore = await points();
+    const { users } = srv.running.app.services;
+    const original = users.beginLogin.bind(users);
+    // The attempt is counted, then the login waits (an overloaded bcrypt queue) past the deadline.
+    const begin = jest.spyOn(users, 'beginLogin').mockImplementation(async (input) => {
+      const start = await original(input);
+      clock.advance(61);
+      return start;
+    });
+    try {
+      const answers = [await passwordLogin(srv, app, 'queued', PASSWORD), await passwordLogin(srv, app, 'nobody-by-this-name', PASSWORD)];
+      for (const res of answers) {
+        expect(res.status).toBe(503);
+        expect(res.json).toEqual({ error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable; try again later' });
+        expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      }
+    } finally {
+      begin.mockRestore();
+    }
+    // Only the unevaluated attempts went back: the three real failures still count.
+    expect((await knex('users').where({ id: user.id }).first()).failed_login_count).toBe(3);
+    expect(await points()).toBe(pointsBefore);
+    await login(srv, app, 'queued', PASSWORD);
   });
 
   test('a count below the threshold is not aged out: attempts keep counting toward the lock', async () => {
@@ -205,7 +238,7 @@ describe(`counts left at the threshold before the upgrade (${dbLabel})`, () => {
   });
   afterAll(async () => srv?.close());
 
-  test('the migration dates them now, so they age out one lockout period after it', async () => {
+  test('the migration dates them now, so they age out 15 minutes (or a longer lockout period) after it', async () => {
     const user = await createUser(srv, 'bank-a', { username: 'stuck-before', password: PASSWORD });
     const knex = srv.running.app.database.knex;
     await addLoginAttemptedAt.down(knex);
@@ -213,7 +246,7 @@ describe(`counts left at the threshold before the upgrade (${dbLabel})`, () => {
     await addLoginAttemptedAt.up(knex);
     expect((await knex('users').where({ id: user.id }).first()).login_attempted_at).not.toBeNull();
     expect((await passwordLogin(srv, app, 'stuck-before', PASSWORD)).status).toBe(400);
-    clock.advance(301);
+    clock.advance(901);
     await login(srv, app, 'stuck-before', PASSWORD);
   });
 });

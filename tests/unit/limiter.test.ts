@@ -1,4 +1,4 @@
-import { createLimiter } from '../../src/users/passwords';
+import { createLimiter, EvaluationTooLateError } from '../../src/users/passwords';
 
 describe('bcrypt concurrency limiter', () => {
   test('never more than max at a time; the rest run in order as slots free; a failure frees its slot', async () => {
@@ -29,5 +29,31 @@ describe('bcrypt concurrency limiter', () => {
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
     // Everything released: the limiter is free again.
     await expect(limited(async () => 'free')).resolves.toBe('free');
+  });
+
+  test('a job whose turn comes too late does not run, and its slot passes on to the next', async () => {
+    const limited = createLimiter(1);
+    let release!: () => void;
+    const ran: string[] = [];
+    const first = limited(async () => {
+      ran.push('first');
+      await new Promise<void>((r) => (release = r));
+    });
+    let now = 0;
+    const deadline = 10;
+    const late = limited(
+      async () => ran.push('late'),
+      () => now > deadline,
+    );
+    const next = limited(async () => ran.push('next'));
+    await new Promise((r) => setImmediate(r));
+    now = 11; // the first job took too long for the second
+    release();
+    await first;
+    await expect(late).rejects.toBeInstanceOf(EvaluationTooLateError);
+    await next;
+    expect(ran).toEqual(['first', 'next']);
+    // In time, it runs.
+    await expect(limited(async () => 'in time', () => false)).resolves.toBe('in time');
   });
 });
