@@ -31,7 +31,10 @@ export interface FastGrant {
 
 export function createFastToken(deps: { grants: Record<string, FastGrant>; bodyLimitBytes: number; metrics: Pick<Metrics, 'failures'> }): Pick<FastPath, 'handle'> {
   const grants = new Map(Object.entries(deps.grants));
-  const anyEnabled = () => [...grants.values()].some((g) => g.enabled);
+  const anyEnabled = () => {
+    for (const grant of grants.values()) if (grant.enabled) return true;
+    return false;
+  };
   return {
     async handle(ctx) {
       if (!anyEnabled() || ctx.method !== 'POST') return { handled: false };
