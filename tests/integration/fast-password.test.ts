@@ -373,3 +373,32 @@ describe(`password grant fast path: a throttled address (${dbLabel})`, () => {
     expect(Number(header(r, 'retry-after'))).toBeLessThanOrEqual(60);
   });
 });
+
+describe(`password grant fast path: behind a trusted proxy (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+  let rs: ClientCreds;
+  const { both } = differential(
+    () => srv,
+    () => rs,
+  );
+
+  beforeAll(async () => {
+    srv = await startTestServer({ config: { trustProxy: true, loginThrottle: { failuresPerWindow: 1000, windowSeconds: 3600 } } });
+    await createTenant(srv, 'bank-p');
+    app = await createClient(srv, { tenants: ['bank-p'], grant_types: ['password'] });
+    rs = await createClient(srv, { tenants: ['bank-p'], introspection: true });
+    await createUser(srv, 'bank-p', { username: 'erin', password: PASSWORD });
+  });
+  afterAll(async () => srv?.close());
+
+  test('both paths count the address the proxy appended, and only it', async () => {
+    const points = async (ip: string) => Number(((await srv.running.app.database.knex('rate_limits').where({ key: `login_ip:${ip}` }).first()) as { points?: number } | undefined)?.points ?? 0);
+    const headers = { ...as(app), 'x-forwarded-for': '198.51.100.23, 203.0.113.7' };
+    expect(await both(pw('erin', 'not the passphrase'), headers, { username: 'erin' })).toMatchObject({ served: true, status: 400 });
+    expect(await points('203.0.113.7')).toBe(2); // one wrong password on each path
+    expect(await points('198.51.100.23')).toBe(0); // written by the client: not trusted
+    expect(await both(pw('erin'), headers, { username: 'erin' })).toMatchObject({ served: true, status: 200 });
+    expect(await points('203.0.113.7')).toBe(2); // a success gives its point back
+  });
+});
