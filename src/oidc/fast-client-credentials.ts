@@ -7,7 +7,7 @@ import { grantedScopes, resourceInfo } from './resource';
 import { requestedTenantIdOf, resolveTenant } from './tenant';
 import type { OidcClient, UserTokenContext } from './user-tokens';
 import { answerFailure, endpointHeaders } from './fast-form';
-import { SCOPE_SYNTAX, type FastGrant, type TokenRequest } from './fast-token';
+import type { FastGrant, TokenRequest } from './fast-token';
 
 /**
  * The client_credentials grant of a client authenticating with client_secret_basic — the token
@@ -50,9 +50,7 @@ interface PlainParams {
 function plainParams(form: Record<string, string>): PlainParams | undefined {
   for (const key of Object.keys(form)) if (!PLAIN_PARAMS.has(key)) return undefined;
   // The library reads an empty parameter as absent.
-  const scope = form.scope || undefined;
-  if (scope !== undefined && !SCOPE_SYNTAX.test(scope)) return undefined;
-  return { scope, form };
+  return { scope: form.scope || undefined, form };
 }
 
 /**

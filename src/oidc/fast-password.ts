@@ -7,7 +7,7 @@ import { grantedScopes } from './resource';
 import { requestedTenantIdOf, resolveTenant } from './tenant';
 import type { OidcClient } from './user-tokens';
 import { answerFailure, endpointHeaders } from './fast-form';
-import { SCOPE_SYNTAX, type FastGrant, type TokenRequest } from './fast-token';
+import type { FastGrant, TokenRequest } from './fast-token';
 import { passwordLogin, type PasswordLoginDeps } from './password-grant';
 
 /**
@@ -20,7 +20,7 @@ import { passwordLogin, type PasswordLoginDeps } from './password-grant';
  * counters, bcrypt work, session and tokens. What is decided before it goes to the library
  * unchanged, its body replayed, whenever the plain case does not hold: another authentication
  * method, a wrong secret, an unknown or disabled client, a grant the client may not use, a missing
- * user name or password, a scope it may not have or not in the scope syntax, a tenant it does not
+ * user name or password, a scope it may not have, a tenant it does not
  * serve or none, DPoP, CORS, or any other parameter. Once the login has begun (an attempt counted,
  * a password evaluated), its answer is given here, as the library gives it: the same generic
  * invalid_grant, the 429 with Retry-After, a database outage's 503, and the failure counted in the
@@ -78,9 +78,7 @@ export function createFastPassword(
     if (!client || client.tokenEndpointAuthMethod !== 'client_secret_basic') return undefined;
     if (!client.grantTypeAllowed('password') || !(await client.compareClientSecret(credentials.secret))) return undefined;
     // The library reads an empty parameter as absent.
-    const scope = form.scope || undefined;
-    if (scope !== undefined && !SCOPE_SYNTAX.test(scope)) return undefined;
-    const granted = grantedScopes(client, scope);
+    const granted = grantedScopes(client, form.scope || undefined);
     if (granted.denied) return undefined;
     // A tenant the client does not serve throws the library's invalid_request: the caller hands it over.
     const tenant = await resolveTenant(deps.tenants, requestedTenantIdOf((name) => ctx.get(name), form), client.tenants ?? []);

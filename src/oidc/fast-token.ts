@@ -5,7 +5,7 @@ import { plausibleClientId } from './client-model';
 import { basicCredentials, plainFormRequest, readBody, type FastPath } from './fast-form';
 
 /** RFC 6749 §3.3 scope syntax, as the library checks it (helpers/is_valid_scope.js). */
-export const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/;
+const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/;
 
 /**
  * The token endpoint's fast paths, one per grant type (fast-client-credentials.ts,
@@ -15,7 +15,7 @@ export const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x
  */
 export interface TokenRequest {
   credentials: { id: string; secret: string };
-  /** Every member a single string (a repeated one sends the request to the library). */
+  /** Every member a single string (a repeated one sends the request to the library); `scope`, when given, in the scope syntax. */
   form: Record<string, string>;
 }
 
@@ -46,6 +46,8 @@ export function createFastToken(deps: { grants: Record<string, FastGrant>; bodyL
       if (!body) return { handled: true }; // the caller went away mid-body: answered
       const form = parseForm(body.toString('utf8'));
       for (const value of Object.values(form)) if (typeof value !== 'string') return { handled: false, body };
+      // The library's token endpoint refuses a scope out of syntax for every grant, before its handler.
+      if (form.scope && !SCOPE_SYNTAX.test(form.scope as string)) return { handled: false, body };
       const grant = typeof form.grant_type === 'string' ? grants.get(form.grant_type) : undefined;
       if (!grant?.enabled) return { handled: false, body };
       return (await grant.answer(ctx, { credentials, form: form as Record<string, string> })) ? { handled: true } : { handled: false, body };

@@ -340,6 +340,16 @@ describe(`password grant fast path (${dbLabel})`, () => {
   });
 });
 
+/** A server of one tenant, a password client, a resource server and one user: for a single case's own configuration. */
+async function oneUserServer(opts: Parameters<typeof startTestServer>[0], username: string) {
+  const srv = await startTestServer(opts);
+  await createTenant(srv, 'bank-p');
+  const app = await createClient(srv, { tenants: ['bank-p'], grant_types: ['password'] });
+  const rs = await createClient(srv, { tenants: ['bank-p'], introspection: true });
+  await createUser(srv, 'bank-p', { username, password: PASSWORD });
+  return { srv, app, rs };
+}
+
 describe(`password grant fast path: a throttled address (${dbLabel})`, () => {
   let srv: TestServer;
   let app: ClientCreds;
@@ -352,11 +362,7 @@ describe(`password grant fast path: a throttled address (${dbLabel})`, () => {
   beforeAll(async () => {
     // A clock that stands still: Retry-After is the same whole number of seconds on both paths.
     const frozen = new Date();
-    srv = await startTestServer({ clock: () => frozen, config: { loginThrottle: { failuresPerWindow: 2, windowSeconds: 60 } } });
-    await createTenant(srv, 'bank-p');
-    app = await createClient(srv, { tenants: ['bank-p'], grant_types: ['password'] });
-    rs = await createClient(srv, { tenants: ['bank-p'], introspection: true });
-    await createUser(srv, 'bank-p', { username: 'dave', password: PASSWORD });
+    ({ srv, app, rs } = await oneUserServer({ clock: () => frozen, config: { loginThrottle: { failuresPerWindow: 2, windowSeconds: 60 } } }, 'dave'));
   });
   afterAll(async () => srv?.close());
 
@@ -384,11 +390,7 @@ describe(`password grant fast path: behind a trusted proxy (${dbLabel})`, () => 
   );
 
   beforeAll(async () => {
-    srv = await startTestServer({ config: { trustProxy: true, loginThrottle: { failuresPerWindow: 1000, windowSeconds: 3600 } } });
-    await createTenant(srv, 'bank-p');
-    app = await createClient(srv, { tenants: ['bank-p'], grant_types: ['password'] });
-    rs = await createClient(srv, { tenants: ['bank-p'], introspection: true });
-    await createUser(srv, 'bank-p', { username: 'erin', password: PASSWORD });
+    ({ srv, app, rs } = await oneUserServer({ config: { trustProxy: true, loginThrottle: { failuresPerWindow: 1000, windowSeconds: 3600 } } }, 'erin'));
   });
   afterAll(async () => srv?.close());
 
