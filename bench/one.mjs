@@ -6,7 +6,8 @@
 //   cc70p / intro70p do the same with evenly paced requests (bench/paced.mjs) instead of autocannon.
 //   Without an earlier cc / intro run, MAX_CC / MAX_INTRO give the maximum to take 70 % of.
 //   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost, and
-//   its share of the bcrypt ceiling at that cost (measured right before and after, as npm run bench does).
+//   its share of the bcrypt ceiling at that cost, measured right before and after (BENCH_PW_ROUNDS=3: three
+//   runs alternating with four ceilings, as npm run bench does; bench/password-share.mjs).
 //   The first pw run is preceded by WARMUP_SECONDS (default 5) of unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
@@ -23,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { paced } from './paced.mjs';
-import { bcryptCeiling } from './bcrypt-ceiling.mjs';
+import { passwordShare } from './password-share.mjs';
 import pg from 'pg';
 
 /**
@@ -145,27 +146,40 @@ try {
       await autocannon({ url: target + pathName, ...pw('cost4-0'), ...perUserAt('4'), duration: Number(process.env.WARMUP_SECONDS ?? 5), connections: 50 });
       warmed = true;
     }
-    const ceilingBefore = kind.startsWith('pw') ? await bcryptCeiling(Number(kind.slice(2))) : undefined;
-    const before = cpuByKind();
-    const m0 = machineCpu();
-    const me0 = process.cpuUsage();
     const seconds = Number(process.env.BENCH_SECONDS ?? 8);
-    const r = s.endsWith('70p')
-      ? await paced(target + pathName, { ...req, rate: rate.overallRate, seconds, connections: 50 })
-      : await autocannon({ url: target + pathName, ...req, ...rate, ...perUser, duration: seconds, connections: 50 });
-    const me = process.cpuUsage(me0);
+    // One measured run; CPU, context switches and the cores' busy time are summed over a scenario's runs.
+    const used = {};
+    const busy = { busy: 0, total: 0 };
+    let peakRssMB = 0;
+    let generator = 0;
+    const once = async () => {
+      const before = cpuByKind();
+      const m0 = machineCpu();
+      const me0 = process.cpuUsage();
+      const res = s.endsWith('70p')
+        ? await paced(target + pathName, { ...req, rate: rate.overallRate, seconds, connections: 50 })
+        : await autocannon({ url: target + pathName, ...req, ...rate, ...perUser, duration: seconds, connections: 50 });
+      const me = process.cpuUsage(me0);
+      const after = cpuByKind();
+      const m1 = machineCpu();
+      for (const [k, v] of Object.entries(cpuBetween(before, after))) used[k] = (used[k] ?? 0) + v;
+      busy.busy += m1.busy - m0.busy;
+      busy.total += m1.total - m0.total;
+      peakRssMB = after.peakRssMB;
+      generator += me.user + me.system;
+      return res;
+    };
+    // Password runs alternate with bcrypt ceilings at their cost (bench/password-share.mjs), BENCH_PW_ROUNDS
+    // runs (1 here by default; npm run bench runs 3).
+    const share = kind.startsWith('pw') ? await passwordShare(Number(kind.slice(2)), once, { rounds: Number(process.env.BENCH_PW_ROUNDS ?? 1), pid: server.pid }) : undefined;
+    const r = share ? share.merged : await once();
     if (!rate.overallRate) max[kind] = r.requests.average;
-    const after = cpuByKind();
-    const m1 = machineCpu();
-    console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}  peak RSS ${after.peakRssMB} MB  cores busy ${Math.round(((m1.busy - m0.busy) / (m1.total - m0.total)) * 100)} %`);
-    if (kind.startsWith('pw')) {
-      await new Promise((res) => setTimeout(res, 6000)); // queued bcrypt work drains
-      const ceiling = (ceilingBefore + (await bcryptCeiling(Number(kind.slice(2))))) / 2;
-      console.log(`         bcrypt ceiling at cost ${kind.slice(2)} (mean of before and after): ${ceiling.toFixed(1)}/s → ${r.requests.average.toFixed(1)}/s is ${(r.requests.average / ceiling).toFixed(3)} of it`);
+    console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}  peak RSS ${peakRssMB} MB  cores busy ${Math.round((busy.busy / busy.total) * 100)} %`);
+    if (share) {
+      console.log(`         bcrypt ceilings at cost ${kind.slice(2)}: ${share.ceilings.map((c) => c.toFixed(1)).join(', ')}/s → ${share.rate.toFixed(1)}/s is ${share.share.toFixed(3)} of ${share.ceiling.toFixed(1)}/s${share.shares.length > 1 ? ` (each run: ${share.shares.map((x) => x.toFixed(3)).join(', ')})` : ''}`);
     }
-    const used = cpuBetween(before, after);
     const per = (k) => Math.round((used[k] * 1e6) / r.requests.total);
-    console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs, of it in the kernel ${per('serverMainKernel')} µs), postgres ${per('postgres')} µs, load generator ${Math.round((me.user + me.system) / r.requests.total)} µs`);
+    console.log(`         CPU per request: server ${per('server')} µs (event loop ${per('serverMain')} µs, of it in the kernel ${per('serverMainKernel')} µs), postgres ${per('postgres')} µs, load generator ${Math.round(generator / r.requests.total)} µs`);
     const each = (k) => (used[k] / r.requests.total).toFixed(1);
     console.log(`         context switches per request: event loops ${each('serverSwitches')}, postgres ${each('postgresSwitches')}`);
   }

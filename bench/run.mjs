@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { bcryptCeiling } from './bcrypt-ceiling.mjs';
+import { drained, passwordShare } from './password-share.mjs';
 import { paced } from './paced.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -19,6 +19,8 @@ const root = path.resolve(here, '..');
 const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const WARMUP_SECONDS = 5;
+// Password runs per cost, alternating with bcrypt ceilings (bench/password-share.mjs).
+const PW_ROUNDS = Number(process.env.BENCH_PW_ROUNDS ?? 3);
 // BENCH_ONLY=pg (or baselines, embedded; comma-separated) runs a part, for working on one system.
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'baselines,pg,embedded').split(',').map((s) => s.trim()));
 const CORES = os.availableParallelism();
@@ -192,22 +194,15 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
   const pw = (user) => ({ method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'password', username: user, password: PASSWORD }) });
   // Each connection logs in as a user of its own.
   const perUser = (cost) => ({ ...pw(`cost${cost}-0`), perConnection: (i) => [pw(`cost${cost}-${i % CONNECTIONS}`)] });
-  // bcrypt work queued when a run ends is still done afterwards: let it drain before the next run.
-  const settle = () => new Promise((r) => setTimeout(r, Math.max(5000, DURATION * 1000)));
-  // The machine's speed drifts over minutes: each password run is compared with the bcrypt ceiling
-  // at its cost measured right before it and again once its queued work has drained (the mean).
+  // The machine's speed drifts: each cost's password runs alternate with bcrypt ceilings at that
+  // cost, each run compared with the ceilings either side, measured once its queued logins are done.
   const password = async (cost) => {
-    const before = await bcryptCeiling(cost);
-    const res = await run(`${base}/token`, perUser(String(cost)));
-    record(system, `password grant (bcrypt ${cost})`, res, pid);
-    await settle();
-    const after = await bcryptCeiling(cost);
-    const ceiling = (before + after) / 2;
-    results.push({ system: 'bcrypt ceiling', scenario: `cost ${cost}, all cores, around the run above`, reqPerSec: Math.round(ceiling), before: +before.toFixed(1), after: +after.toFixed(1) });
-    // The unrounded rate: at 9-12 logins/s a rounded one would move the ratio by up to 5 %.
-    const share = res.requests.average / ceiling;
-    console.log(`${'bcrypt ceiling'.padEnd(22)} cost ${cost}: ${before.toFixed(1)}/s before, ${after.toFixed(1)}/s after → the run's ${res.requests.average.toFixed(1)}/s reached ${share.toFixed(3)} of it`);
-    return share;
+    const m = await passwordShare(cost, () => run(`${base}/token`, perUser(String(cost))), { rounds: PW_ROUNDS, pid });
+    record(system, `password grant (bcrypt ${cost})${PW_ROUNDS > 1 ? `, ${PW_ROUNDS} runs` : ''}`, m.merged, pid, { rounds: m.shares.map((x) => +x.toFixed(3)) });
+    results.push({ system: 'bcrypt ceiling', scenario: `cost ${cost}, all cores, around the runs above`, reqPerSec: Math.round(m.ceiling), ceilings: m.ceilings.map((c) => +c.toFixed(1)) });
+    // Unrounded rates: at 9-12 logins/s a rounded one would move the ratio by up to 5 %.
+    console.log(`${'bcrypt ceiling'.padEnd(22)} cost ${cost}: ${m.ceilings.map((c) => c.toFixed(1)).join(', ')}/s → the runs' ${m.rate.toFixed(1)}/s reached ${m.share.toFixed(3)} of ${m.ceiling.toFixed(1)}/s (each run: ${m.shares.map((x) => x.toFixed(3)).join(', ')})`);
+    return m.share;
   };
   // Unmeasured warm-up: WARMUP_SECONDS of cost-4 logins, so the login path runs compiled (V8 tiers a
   // function up after enough calls), as on a server that has been up for a while. Cold, the event
@@ -222,7 +217,7 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
     paced(`${base}/token/introspection`, { ...tok.intro, connections: 4, rate: 200, seconds: DURATION }),
   ]);
   record(system, 'introspection during password load', during, pid);
-  await settle();
+  await drained(pid);
 
   // Step-up: users with an ACTIVE SMS factor (sandbox code), one per connection.
   const adminToken = (await post(`${base}/token`, formBody({ grant_type: 'client_credentials', scope: 'admin' }), { 'content-type': FORM, authorization: basic(ADMIN.id, ADMIN.secret) })).access_token;
