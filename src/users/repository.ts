@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
 import { affected } from '../db/affected';
 import { statementRunner, type PreparedStatement } from '../db/prepared';
@@ -241,8 +242,11 @@ export function createUserRepository(source: DbSource): UserRepository {
   const knex = () => source.db();
   return {
     async create(input) {
-      try {
-        const [row] = await knex()<UserRow>('users')
+      // Inside a request's transaction (an idempotency-ref's, an admin change's), in a savepoint: a
+      // duplicate then undoes this insert alone, and the transaction can still record the refusal.
+      const db = knex();
+      const insert = (k: Knex) =>
+        k<UserRow>('users')
           .insert({
             id: input.id,
             tenant_id: input.tenantId,
@@ -257,6 +261,8 @@ export function createUserRepository(source: DbSource): UserRepository {
             terms_version: input.termsVersion ?? null,
           })
           .returning('*');
+      try {
+        const [row] = db.isTransaction ? await db.transaction((sp) => insert(sp)) : await insert(db);
         return toUser(row as UserRow);
       } catch (err) {
         const e = err as { code?: string; constraint?: string; message?: string };

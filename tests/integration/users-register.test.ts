@@ -85,6 +85,14 @@ describe(`registration (${dbLabel})`, () => {
     expect(res.status).toBe(409);
     expect(res.json).toEqual({ message: 'mobile is already registered', code: 'IDENTIFIER_TAKEN' });
     expect(await userCount()).toBe(before);
+    // With an idempotency-ref the insert runs in the request's transaction: the duplicate is still
+    // a 409 (it once aborted that transaction, and the reply became a 500), and the ref is free again.
+    const headers = { 'api-key': app.api_key, 'idempotency-ref': 'dup-mobile-1' };
+    const again = await register({ tenant: 'bank-a', mobile: '+447911123400', password: PASSWORD, acceptedTerms: true }, headers);
+    expect(again.status).toBe(409);
+    expect(again.json).toEqual({ message: 'mobile is already registered', code: 'IDENTIFIER_TAKEN' });
+    expect(await userCount()).toBe(before);
+    expect((await register({ tenant: 'bank-a', mobile: '+447911123401', password: PASSWORD, acceptedTerms: true }, headers)).status).toBe(201);
   });
 
   test('malformed JSON, a wrong content type and an oversized body are refused', async () => {
