@@ -157,6 +157,7 @@ export async function buildServices(config: Config, database: Database, opts: { 
     idempotency: createIdempotencyRepository(tx, sealer),
     keyService: createKeyService({
       knex,
+      db: tx.db,
       sealer,
       publishBeforeUseSeconds: config.keys.publishBeforeUseSeconds,
       maxTokenLifetimeSeconds: config.keys.maxTokenLifetimeSeconds,

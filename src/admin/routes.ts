@@ -49,6 +49,12 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   const admin = (ctx: Context) => ctx.state.admin as AdminCaller;
   const audit = (ctx: Context, type: string, tenantId: string | undefined, target: string, details: Record<string, unknown> = {}) =>
     s.audit.record({ tenantId, actor: admin(ctx).clientId, type, target, details });
+  /**
+   * A change and its audit record commit together: a change that cannot be audited is not made.
+   * In a transaction of its own, or in a savepoint of the request's when an idempotency-ref opened
+   * one, so a refusal inside (a duplicate id) leaves that transaction able to record the answer.
+   */
+  const audited = <T>(fn: () => Promise<T>): Promise<T> => s.tx.savepoint(fn);
 
   async function clientOf(ctx: Context, tenant: Tenant): Promise<ClientRecord> {
     const c = await s.clients.find(ctx.params.id ?? '');
@@ -73,8 +79,12 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   });
   router.post('/tenants', deps.idempotent, async (ctx) => {
     requirePlatform(ctx);
-    const t = await s.tenantService.create(validateBody(ctx, S.tenantCreate));
-    await audit(ctx, 'tenant.created', t.id, t.id, { after: tenantView(t) });
+    const body = validateBody(ctx, S.tenantCreate);
+    const t = await audited(async () => {
+      const created = await s.tenantService.create(body);
+      await audit(ctx, 'tenant.created', created.id, created.id, { after: tenantView(created) });
+      return created;
+    });
     ctx.status = 201;
     ctx.set('ETag', etag(t.version));
     ctx.body = tenantView(t);
@@ -88,9 +98,12 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const changes = validateBody(ctx, S.tenantPatch);
     if ((changes.mode !== undefined || changes.status !== undefined) && !admin(ctx).platform) requirePlatform(ctx);
-    const updated = await s.tenants.update(t.id, ifMatch(ctx), changes);
-    if (!updated) throw preconditionFailed();
-    await audit(ctx, 'tenant.updated', t.id, t.id, { before: tenantView(t), after: tenantView(updated) });
+    const updated = await audited(async () => {
+      const u = await s.tenants.update(t.id, ifMatch(ctx), changes);
+      if (!u) throw preconditionFailed();
+      await audit(ctx, 'tenant.updated', t.id, t.id, { before: tenantView(t), after: tenantView(u) });
+      return u;
+    });
     ctx.set('ETag', etag(updated.version));
     ctx.body = tenantView(updated);
   });
@@ -110,9 +123,12 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
       else if (v !== undefined) merged[k] = v;
     }
     const stored = tenantPolicySchema.parse(merged);
-    const updated = await s.tenants.update(t.id, ifMatch(ctx), { policy: stored });
-    if (!updated) throw preconditionFailed();
-    await audit(ctx, 'policy.updated', t.id, t.id, { before: t.storedPolicy, after: stored });
+    const updated = await audited(async () => {
+      const u = await s.tenants.update(t.id, ifMatch(ctx), { policy: stored });
+      if (!u) throw preconditionFailed();
+      await audit(ctx, 'policy.updated', t.id, t.id, { before: t.storedPolicy, after: stored });
+      return u;
+    });
     ctx.set('ETag', etag(updated.version));
     ctx.body = { policy: resolvePolicy(stored), overrides: stored };
   });
@@ -129,16 +145,19 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const body = validateBody(ctx, S.clientCreate);
     const tenants = [...new Set([t.id, ...(body.tenants ?? [])])];
     if (tenants.some((x) => !canSee(admin(ctx), x))) throw new AppError('NOT_FOUND', 404, 'Tenant not found');
-    const created = await s.clientService.create({
-      name: body.client_name ?? '',
-      tenants,
-      grant_types: body.grant_types,
-      scope: body.scope ?? '',
-      token_endpoint_auth_method: body.token_endpoint_auth_method,
-      token_format: body.token_format,
-      introspection: body.introspection ?? false,
+    const created = await audited(async () => {
+      const made = await s.clientService.create({
+        name: body.client_name ?? '',
+        tenants,
+        grant_types: body.grant_types,
+        scope: body.scope ?? '',
+        token_endpoint_auth_method: body.token_endpoint_auth_method,
+        token_format: body.token_format,
+        introspection: body.introspection ?? false,
+      });
+      await audit(ctx, 'client.created', t.id, made.client.id, { after: clientView(made.client) });
+      return made;
     });
-    await audit(ctx, 'client.created', t.id, created.client.id, { after: clientView(created.client) });
     ctx.status = 201;
     ctx.set('Cache-Control', 'no-store');
     ctx.set('ETag', etag(created.client.version));
@@ -155,11 +174,14 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const body = validateBody(ctx, S.clientPatch);
     if (c.admin && !admin(ctx).platform) requirePlatform(ctx);
     const grantTypes = body.grant_types ? [...new Set(body.grant_types.includes('password') ? [...body.grant_types, 'refresh_token'] : body.grant_types)] : undefined;
-    const updated = await s.clients.update(c.id, ifMatch(ctx), {
-      name: body.client_name, grantTypes, scope: body.scope, tokenFormat: body.token_format, introspection: body.introspection, disabled: body.disabled,
+    const updated = await audited(async () => {
+      const u = await s.clients.update(c.id, ifMatch(ctx), {
+        name: body.client_name, grantTypes, scope: body.scope, tokenFormat: body.token_format, introspection: body.introspection, disabled: body.disabled,
+      });
+      if (!u) throw preconditionFailed();
+      await audit(ctx, 'client.updated', t.id, c.id, { before: clientView(c), after: clientView(u) });
+      return u;
     });
-    if (!updated) throw preconditionFailed();
-    await audit(ctx, 'client.updated', t.id, c.id, { before: clientView(c), after: clientView(updated) });
     ctx.set('ETag', etag(updated.version));
     ctx.body = clientView(updated);
   });
@@ -169,9 +191,10 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const { overlap_seconds } = validateBody(ctx, S.secretRotation);
     const secret = generateSecret(32);
     const until = new Date(Date.now() + overlap_seconds * 1000);
-    const updated = await s.clients.rotateSecret(c.id, hashSecret(secret), until);
-    if (!updated) throw new AppError('NOT_FOUND', 404, 'Client not found');
-    await audit(ctx, 'client.secret_rotated', t.id, c.id, { previous_secret_expires_at: until.toISOString() });
+    await audited(async () => {
+      if (!(await s.clients.rotateSecret(c.id, hashSecret(secret), until))) throw new AppError('NOT_FOUND', 404, 'Client not found');
+      await audit(ctx, 'client.secret_rotated', t.id, c.id, { previous_secret_expires_at: until.toISOString() });
+    });
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { client_id: c.id, client_secret: secret, previous_secret_expires_at: until.toISOString() };
   });
@@ -186,9 +209,18 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.post('/tenants/:t/users', deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const { role, mfaRequired, ...registration } = validateBody(ctx, S.adminUserCreate);
-    const user = await s.userService.register(t, { ...registration, acceptedTerms: true }, { role });
-    if (mfaRequired) await s.users.setMfaRequired(t.id, user.id, true);
-    await audit(ctx, 'user.created', t.id, user.id, { role: user.role });
+    // The password is hashed before the transaction opens; the user, the MFA flag and the audit
+    // record are stored together.
+    const user = await s.userService.register(t, { ...registration, acceptedTerms: true }, {
+      role,
+      store: (insert) =>
+        audited(async () => {
+          const u = await insert();
+          if (mfaRequired) await s.users.setMfaRequired(t.id, u.id, true);
+          await audit(ctx, 'user.created', t.id, u.id, { role: u.role });
+          return u;
+        }),
+    });
     ctx.status = 201;
     ctx.body = publicUser(user);
   });
@@ -199,7 +231,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.post('/tenants/:t/users/:id/lock', async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
-    const locked = await s.tx.transaction(async () => {
+    const locked = await audited(async () => {
       const r = await s.users.setStatus(t.id, u.id, 'locked');
       await revokeAllOfAccount(s.tx, u.id); // a locked user keeps no session
       await audit(ctx, 'user.locked', t.id, u.id);
@@ -210,16 +242,22 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.delete('/tenants/:t/users/:id/lock', async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
-    const r = await s.users.setStatus(t.id, u.id, 'active');
-    await audit(ctx, 'user.unlocked', t.id, u.id);
-    ctx.body = publicUser(r!);
+    const r = await audited(async () => {
+      const active = await s.users.setStatus(t.id, u.id, 'active');
+      if (!active) throw new AppError('NOT_FOUND', 404, 'User not found');
+      await audit(ctx, 'user.unlocked', t.id, u.id);
+      return active;
+    });
+    ctx.body = publicUser(r);
   });
   router.delete('/tenants/:t/users/:id/factors', async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
-    const n = await s.factors.removeAll(t.id, u.id);
-    await s.factors.resetFailures(t.id, u.id);
-    await audit(ctx, 'factor.reset', t.id, u.id, { removed: n });
+    await audited(async () => {
+      const n = await s.factors.removeAll(t.id, u.id);
+      await s.factors.resetFailures(t.id, u.id);
+      await audit(ctx, 'factor.reset', t.id, u.id, { removed: n });
+    });
     ctx.status = 204;
   });
   router.get('/tenants/:t/users/:id/sessions', async (ctx) => {
@@ -232,16 +270,21 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.delete('/tenants/:t/users/:id/sessions', async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
-    await revokeAllOfAccount(s.tx, u.id);
-    await audit(ctx, 'session.revoked_all', t.id, u.id);
+    await audited(async () => {
+      await revokeAllOfAccount(s.tx, u.id);
+      await audit(ctx, 'session.revoked_all', t.id, u.id);
+    });
     ctx.status = 204;
   });
   router.delete('/tenants/:t/users/:id/sessions/:sid', async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     const sid = ctx.params.sid ?? '';
-    if (!/^[A-Za-z0-9_-]{1,128}$/.test(sid) || !(await revokeGrantOfAccount(s.tx, u.id, sid))) throw new AppError('NOT_FOUND', 404, 'Session not found');
-    await audit(ctx, 'session.revoked', t.id, u.id, { session: sid });
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(sid)) throw new AppError('NOT_FOUND', 404, 'Session not found');
+    await audited(async () => {
+      if (!(await revokeGrantOfAccount(s.tx, u.id, sid))) throw new AppError('NOT_FOUND', 404, 'Session not found');
+      await audit(ctx, 'session.revoked', t.id, u.id, { session: sid });
+    });
     ctx.status = 204;
   });
   router.post('/tenants/:t/users/:id/login', deps.idempotent, async (ctx) => {
@@ -255,10 +298,13 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     }
     const { scope, denied } = grantedScopes(client, body.scope);
     if (denied) throw AppError.validation([{ fieldName: 'scope', error: `${denied} is not allowed for this client` }]);
-    const token = await startUserSession(deps.holder.userTokenContext(), {
-      client, tenant: t, user: u, scope, amr: [], acr: ACR_CA, act: { sub: admin(ctx).clientId },
+    const token = await audited(async () => {
+      const issued = await startUserSession(deps.holder.userTokenContext(), {
+        client, tenant: t, user: u, scope, amr: [], acr: ACR_CA, act: { sub: admin(ctx).clientId },
+      });
+      await audit(ctx, 'user.admin_login', t.id, u.id, { client_id: body.client_id });
+      return issued;
     });
-    await audit(ctx, 'user.admin_login', t.id, u.id, { client_id: body.client_id });
     ctx.set('Cache-Control', 'no-store');
     ctx.body = token;
   });
@@ -271,9 +317,17 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   });
   router.post('/keys/rotate', deps.idempotent, async (ctx) => {
     requirePlatform(ctx);
-    const key = await s.keyService.rotate();
-    await deps.holder.refresh();
-    await audit(ctx, 'key.rotated', undefined, key.kid, { activatesAt: key.activatesAt.toISOString() });
+    const key = await audited(async () => {
+      const k = await s.keyService.rotate();
+      await audit(ctx, 'key.rotated', undefined, k.kid, { activatesAt: k.activatesAt.toISOString() });
+      return k;
+    });
+    // This process publishes the key once it is committed (with an idempotency-ref, when the
+    // request's transaction ends); the others at their next refresh.
+    await s.tx.whenDone(() => deps.holder.refresh().then(
+      () => undefined,
+      (err: unknown) => s.logger.warn({ err }, 'key refresh after a rotation failed; the current keys stay until the next refresh'),
+    ));
     ctx.status = 201;
     ctx.body = { kid: key.kid, activatesAt: key.activatesAt.toISOString() };
   });

@@ -121,6 +121,7 @@ export async function changeAndAnnounce<T>(
   id: string,
   write: (trx: Knex.Transaction) => Promise<T | undefined>,
   evict: (id: string) => void,
+  whenDone?: (fn: () => void) => Promise<void>,
 ): Promise<T | undefined> {
   const result = await knex.transaction(async (trx) => {
     const changed = await write(trx);
@@ -129,7 +130,13 @@ export async function changeAndAnnounce<T>(
     }
     return changed;
   });
-  if (result !== undefined) evict(id);
+  if (result !== undefined) {
+    evict(id);
+    // Inside a caller's transaction (an admin change with its audit record) the change is not
+    // committed yet, and this process could cache the old row again meanwhile: evict once more
+    // when that transaction ends. Other processes evict on the NOTIFY, sent at the commit.
+    await whenDone?.(() => evict(id));
+  }
   return result;
 }
 

@@ -115,7 +115,7 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
   const knex = () => source.db();
   /** `write` returns how many rows it changed; anything but one is no change. */
   const changing = async (id: string, write: (trx: Knex.Transaction) => Promise<number>): Promise<boolean> =>
-    (await changeAndAnnounce(knex(), 'client', id, async (trx) => ((await write(trx)) === 1 ? true : undefined), changed)) ?? false;
+    (await changeAndAnnounce(knex(), 'client', id, async (trx) => ((await write(trx)) === 1 ? true : undefined), changed, source.whenDone?.bind(source))) ?? false;
   // One round trip: the client row with its tenant ids aggregated.
   const base = () =>
     knex()('clients as c')

@@ -12,6 +12,18 @@ export interface TxContext {
   db(): Knex;
   asyncCommitDb(): Knex;
   transaction<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * `fn` in a savepoint of the open transaction (in a transaction of its own when none is open):
+   * an error in it (a unique violation, say) undoes its writes alone and leaves the outer
+   * transaction usable, so the caller can still answer and record the refusal.
+   */
+  savepoint<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` once the current outermost transaction has ended, committed or rolled back, before
+   * `transaction()` returns or throws; at once when none is open. For what must follow the
+   * commit: evicting a cache entry, reloading keys. `fn` must not throw.
+   */
+  whenDone(fn: () => Promise<void> | void): Promise<void>;
   /** Runs `fn` outside any current transaction (its writes commit on their own). */
   outside<T>(fn: () => Promise<T>): Promise<T>;
   readonly inTransaction: boolean;
@@ -23,12 +35,38 @@ export interface TxContext {
  */
 export function createTxContext(knex: Knex, asyncCommit?: Knex): TxContext {
   const als = new AsyncLocalStorage<Knex.Transaction | undefined>();
+  // What runs when each outermost transaction ends; its savepoints share their outer list.
+  const ends = new WeakMap<Knex.Transaction, Array<() => Promise<void> | void>>();
+  async function transaction<T>(fn: () => Promise<T>): Promise<T> {
+    if (als.getStore()) return fn();
+    const done: Array<() => Promise<void> | void> = [];
+    try {
+      return await knex.transaction((trx) => {
+        ends.set(trx, done);
+        return als.run(trx, fn);
+      });
+    } finally {
+      for (const f of done) await f();
+    }
+  }
   return {
     db: () => als.getStore() ?? knex,
     asyncCommitDb: () => als.getStore() ?? asyncCommit ?? knex,
-    async transaction(fn) {
-      if (als.getStore()) return fn();
-      return knex.transaction((trx) => als.run(trx, fn));
+    transaction,
+    savepoint(fn) {
+      const outer = als.getStore();
+      if (!outer) return transaction(fn);
+      return outer.transaction((sp) => {
+        const done = ends.get(outer);
+        if (done) ends.set(sp, done);
+        return als.run(sp, fn);
+      });
+    },
+    async whenDone(fn) {
+      const trx = als.getStore();
+      const done = trx && ends.get(trx);
+      if (done) done.push(fn);
+      else await fn();
     },
     outside(fn) {
       return als.run(undefined, fn);
@@ -42,6 +80,8 @@ export function createTxContext(knex: Knex, asyncCommit?: Knex): TxContext {
 /** Where a repository gets its connection: the current transaction or the pool. */
 export interface DbSource {
   db(): Knex;
+  /** TxContext.whenDone: what must wait for the current transaction to end. */
+  whenDone?(fn: () => Promise<void> | void): Promise<void>;
   /** For access-token inserts only: the current transaction, else an asynchronously committing pool (PostgreSQL) or db(). */
   asyncCommitDb?(): Knex;
 }

@@ -57,12 +57,19 @@ const LOCK = "select pg_advisory_xact_lock(hashtext('portcullis.signing_keys'))"
 
 export function createKeyService(deps: {
   knex: Knex;
+  /**
+   * The request's transaction when one is open, else the pool (TxContext.db): a rotation commits
+   * with its audit record, and on the embedded database's one connection it must not wait for
+   * a second.
+   */
+  db?: () => Knex;
   sealer: Sealer;
   publishBeforeUseSeconds: number;
   maxTokenLifetimeSeconds: number;
   now?: () => Date;
 }): KeyService {
   const { knex, sealer } = deps;
+  const db = deps.db ?? (() => knex);
   const now = deps.now ?? (() => new Date());
   const toInfo = (r: KeyRow): SigningKeyInfo => ({
     kid: r.kid,
@@ -90,14 +97,14 @@ export function createKeyService(deps: {
 
   return {
     async ensureKey() {
-      await knex.transaction(async (trx) => {
+      await db().transaction(async (trx) => {
         await trx.raw(LOCK);
         const live = await trx('signing_keys').whereNull('retired_at').first();
         if (!live) await insertKey(trx, now());
       });
     },
     async rotate() {
-      return knex.transaction(async (trx) => {
+      return db().transaction(async (trx) => {
         await trx.raw(LOCK);
         const t = now();
         const activatesAt = new Date(t.getTime() + deps.publishBeforeUseSeconds * 1000);
@@ -113,12 +120,12 @@ export function createKeyService(deps: {
       });
     },
     async list() {
-      const rows = await knex<KeyRow>('signing_keys').orderBy('activates_at', 'desc');
+      const rows = await db()<KeyRow>('signing_keys').orderBy('activates_at', 'desc');
       return rows.map(toInfo);
     },
     async load() {
       const t = now();
-      const rows = await knex<KeyRow>('signing_keys')
+      const rows = await db()<KeyRow>('signing_keys')
         .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', t))
         .orderBy('activates_at', 'desc');
       const active = rows.filter((r) => new Date(r.activates_at) <= t);

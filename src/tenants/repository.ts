@@ -61,7 +61,8 @@ export interface TenantRepository {
 /** `changed` evicts a tenant from this process's cache; changeAndAnnounce tells the others at commit. */
 export function createTenantRepository(source: DbSource, changed: (id: string) => void = () => undefined): TenantRepository {
   const knex = () => source.db();
-  const changing = (id: string, write: (trx: Knex.Transaction) => Promise<TenantRow | undefined>) => changeAndAnnounce(knex(), 'tenant', id, write, changed);
+  const changing = (id: string, write: (trx: Knex.Transaction) => Promise<TenantRow | undefined>) =>
+    changeAndAnnounce(knex(), 'tenant', id, write, changed, source.whenDone?.bind(source));
   return {
     async create({ id, name, mode }) {
       const [row] = await knex()<TenantRow>('tenants').insert({ id, name, mode }).returning('*');

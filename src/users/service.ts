@@ -68,7 +68,12 @@ export class LoginFailedError extends Error {
 }
 
 export interface UserService {
-  register(tenant: Tenant, input: unknown, opts?: { role?: UserRole }): Promise<User>;
+  /**
+   * Validates, hashes the password, then stores the user. `store` wraps the insert alone (an
+   * admin's change and its audit record, say, in one transaction), so no transaction is held open
+   * while bcrypt works.
+   */
+  register(tenant: Tenant, input: unknown, opts?: { role?: UserRole; store?: (insert: () => Promise<User>) => Promise<User> }): Promise<User>;
   /**
    * A login from address `ip`: the user, or LoginThrottledError (the address's budget is used up;
    * no password evaluated), or LoginFailedError. The user's attempt still counts as a failure
@@ -138,20 +143,23 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
       if (problem) invalid.push({ fieldName: 'password', error: problem });
       if (invalid.length) throw AppError.validation(invalid);
 
-      try {
-        return await users.create({
+      const passwordHash = await hasher.hash(v.password);
+      const insert = () =>
+        users.create({
           id: randomUUID(),
           tenantId: tenant.id,
           email,
           mobile,
           username,
-          passwordHash: await hasher.hash(v.password),
+          passwordHash,
           role: opts.role ?? 'root',
           group: v.group,
           profile: v.profile ?? {},
           acceptedTermsAt: new Date(),
           termsVersion: v.termsVersion,
         });
+      try {
+        return await (opts.store ? opts.store(insert) : insert());
       } catch (err) {
         if (err instanceof DuplicateIdentifierError) {
           throw new AppError('IDENTIFIER_TAKEN', 409, `${err.field} is already registered`);
