@@ -85,7 +85,7 @@ export async function buildServices(config: Config, database: Database, opts: { 
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? (() => new Date());
   const shared = database.counters; // PostgreSQL: counters shared by every process, on their own pool
-  const tx = createTxContext(knex, database.asyncCommit);
+  const tx = createTxContext(knex, database.asyncCommit, (err) => logger.warn({ err }, 'a step after a transaction failed'));
   const secretsKey = loadSecretsKey(config);
   const sealer = createSealer(secretsKey);
   const derive = (label: string) => Buffer.from(hkdfSync('sha256', secretsKey, Buffer.alloc(0), label, 32));

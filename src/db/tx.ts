@@ -21,7 +21,8 @@ export interface TxContext {
   /**
    * Runs `fn` once the current outermost transaction has ended, committed or rolled back, before
    * `transaction()` returns or throws; at once when none is open. For what must follow the
-   * commit: evicting a cache entry, reloading keys. `fn` must not throw.
+   * commit: evicting a cache entry, reloading keys. An error of `fn` is reported to `onDoneError`
+   * and never replaces the transaction's own outcome.
    */
   whenDone(fn: () => Promise<void> | void): Promise<void>;
   /** Runs `fn` outside any current transaction (its writes commit on their own). */
@@ -33,20 +34,30 @@ export interface TxContext {
  * `asyncCommit`: where access-token inserts go when no transaction is open (see Database). Inside
  * a transaction they stay in it.
  */
-export function createTxContext(knex: Knex, asyncCommit?: Knex): TxContext {
+export function createTxContext(knex: Knex, asyncCommit?: Knex, onDoneError: (err: unknown) => void = () => undefined): TxContext {
   const als = new AsyncLocalStorage<Knex.Transaction | undefined>();
-  // What runs when each outermost transaction ends; its savepoints share their outer list.
-  const ends = new WeakMap<Knex.Transaction, Array<() => Promise<void> | void>>();
+  // What runs when each outermost transaction ends; its savepoints share their outer list. Once
+  // it has ended (`closed`), a late registration runs at once instead of being lost.
+  type Done = { fns: Array<() => Promise<void> | void>; closed: boolean };
+  const ends = new WeakMap<Knex.Transaction, Done>();
+  const run = async (f: () => Promise<void> | void) => {
+    try {
+      await f();
+    } catch (err) {
+      onDoneError(err);
+    }
+  };
   async function transaction<T>(fn: () => Promise<T>): Promise<T> {
     if (als.getStore()) return fn();
-    const done: Array<() => Promise<void> | void> = [];
+    const done: Done = { fns: [], closed: false };
     try {
       return await knex.transaction((trx) => {
         ends.set(trx, done);
         return als.run(trx, fn);
       });
     } finally {
-      for (const f of done) await f();
+      for (const f of done.fns) await run(f);
+      done.closed = true;
     }
   }
   return {
@@ -65,8 +76,8 @@ export function createTxContext(knex: Knex, asyncCommit?: Knex): TxContext {
     async whenDone(fn) {
       const trx = als.getStore();
       const done = trx && ends.get(trx);
-      if (done) done.push(fn);
-      else await fn();
+      if (done && !done.closed) done.fns.push(fn);
+      else await run(fn);
     },
     outside(fn) {
       return als.run(undefined, fn);

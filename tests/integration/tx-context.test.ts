@@ -1,0 +1,82 @@
+import { openDatabase, type Database } from '../../src/db/knex';
+import { createTxContext } from '../../src/db/tx';
+import { createTestStore, dbLabel, testConfig, type TestStore } from '../helpers/env';
+
+// The request-scoped transaction's savepoints and its steps after the end (src/db/tx.ts), on a real database.
+describe(`transaction context: savepoints and what follows a transaction (${dbLabel})`, () => {
+  let store: TestStore;
+  let db: Database;
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    db = await openDatabase(testConfig(store));
+    await db.knex.schema.createTable('tx_probe', (t) => {
+      t.string('id').primary();
+    });
+  });
+  afterAll(async () => {
+    await db?.close();
+    await store?.cleanup();
+  });
+  const ids = async () => (await db.knex('tx_probe').select('id').orderBy('id')).map((r: { id: string }) => r.id);
+
+  test('a failed savepoint undoes its own writes; the outer transaction goes on and commits', async () => {
+    const tx = createTxContext(db.knex);
+    await tx.transaction(async () => {
+      await tx.db()('tx_probe').insert({ id: 'a1' });
+      // A unique violation inside the savepoint: without it, the whole transaction would be aborted.
+      await expect(tx.savepoint(async () => {
+        await tx.db()('tx_probe').insert({ id: 'a2' });
+        await tx.db()('tx_probe').insert({ id: 'a1' });
+      })).rejects.toBeDefined();
+      await tx.db()('tx_probe').insert({ id: 'a3' });
+    });
+    expect(await ids()).toEqual(['a1', 'a3']);
+  });
+
+  test('steps registered in a transaction or its savepoints run after it ends, committed or not; a failing one is reported, not thrown', async () => {
+    const reported: unknown[] = [];
+    const tx = createTxContext(db.knex, undefined, (err) => reported.push(err));
+    const seen: string[] = [];
+    const committed = await tx.transaction(async () => {
+      await tx.db()('tx_probe').insert({ id: 'b1' });
+      await tx.whenDone(() => { throw new Error('a failing step'); });
+      await tx.savepoint(async () => {
+        await tx.whenDone(async () => {
+          // After the commit: visible from outside the transaction.
+          seen.push(`after commit: ${(await db.knex('tx_probe').where({ id: 'b1' })).length}`);
+        });
+      });
+      seen.push('inside');
+      return 'result';
+    });
+    expect(committed).toBe('result'); // the failing step replaced nothing
+    expect(seen).toEqual(['inside', 'after commit: 1']);
+    expect(reported).toHaveLength(1);
+
+    await expect(tx.transaction(async () => {
+      await tx.whenDone(() => { seen.push('after rollback'); });
+      throw new Error('rolled back');
+    })).rejects.toThrow('rolled back');
+    expect(seen).toContain('after rollback');
+
+    // Outside any transaction, a step runs at once.
+    await tx.whenDone(() => { seen.push('at once'); });
+    expect(seen[seen.length - 1]).toBe('at once');
+  });
+
+  test('a step registered after its transaction has ended (a straggling branch) runs at once, never lost', async () => {
+    const tx = createTxContext(db.knex);
+    let late: Promise<void> | undefined;
+    let ran = false;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await tx.transaction(async () => {
+      // Not awaited by the transaction: registers once the transaction is over.
+      late = gate.then(() => tx.whenDone(() => { ran = true; }));
+    });
+    release();
+    await late;
+    expect(ran).toBe(true);
+  });
+});
