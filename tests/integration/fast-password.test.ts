@@ -340,33 +340,37 @@ describe(`password grant fast path (${dbLabel})`, () => {
   });
 });
 
-/** A server of one tenant, a password client, a resource server and one user: for a single case's own configuration. */
-async function oneUserServer(opts: Parameters<typeof startTestServer>[0], username: string) {
-  const srv = await startTestServer(opts);
-  await createTenant(srv, 'bank-p');
-  const app = await createClient(srv, { tenants: ['bank-p'], grant_types: ['password'] });
-  const rs = await createClient(srv, { tenants: ['bank-p'], introspection: true });
-  await createUser(srv, 'bank-p', { username, password: PASSWORD });
-  return { srv, app, rs };
+/**
+ * For a describe of a single case with its own configuration: a server of one tenant, a password
+ * client, a resource server and one user, started before the describe's tests (`opts()` is read
+ * then) and closed after them; `both` is the differential runner against it.
+ */
+function oneUserServer(opts: () => Parameters<typeof startTestServer>[0], username: string) {
+  const s = {} as { srv: TestServer; app: ClientCreds; rs: ClientCreds };
+  beforeAll(async () => {
+    s.srv = await startTestServer(opts());
+    await createTenant(s.srv, 'bank-p');
+    s.app = await createClient(s.srv, { tenants: ['bank-p'], grant_types: ['password'] });
+    s.rs = await createClient(s.srv, { tenants: ['bank-p'], introspection: true });
+    await createUser(s.srv, 'bank-p', { username, password: PASSWORD });
+  });
+  afterAll(async () => s.srv?.close());
+  const { both } = differential(
+    () => s.srv,
+    () => s.rs,
+  );
+  return { s, both };
 }
 
 describe(`password grant fast path: a throttled address (${dbLabel})`, () => {
-  let srv: TestServer;
-  let app: ClientCreds;
-  let rs: ClientCreds;
-  const { both } = differential(
-    () => srv,
-    () => rs,
-  );
-
-  beforeAll(async () => {
-    // A clock that stands still: Retry-After is the same whole number of seconds on both paths.
+  // A clock that stands still: Retry-After is the same whole number of seconds on both paths.
+  const { s, both } = oneUserServer(() => {
     const frozen = new Date();
-    ({ srv, app, rs } = await oneUserServer({ clock: () => frozen, config: { loginThrottle: { failuresPerWindow: 2, windowSeconds: 60 } } }, 'dave'));
-  });
-  afterAll(async () => srv?.close());
+    return { clock: () => frozen, config: { loginThrottle: { failuresPerWindow: 2, windowSeconds: 60 } } };
+  }, 'dave');
 
   test('over its budget: the same 429, Retry-After in its place, on both paths', async () => {
+    const { srv, app } = s;
     // One wrong password on each path uses up the budget of two.
     expect(await both(pw('dave', 'not the passphrase'), as(app), { username: 'dave' })).toMatchObject({ served: true, status: 400 });
     const metric = async () =>
@@ -381,20 +385,10 @@ describe(`password grant fast path: a throttled address (${dbLabel})`, () => {
 });
 
 describe(`password grant fast path: behind a trusted proxy (${dbLabel})`, () => {
-  let srv: TestServer;
-  let app: ClientCreds;
-  let rs: ClientCreds;
-  const { both } = differential(
-    () => srv,
-    () => rs,
-  );
-
-  beforeAll(async () => {
-    ({ srv, app, rs } = await oneUserServer({ config: { trustProxy: true, loginThrottle: { failuresPerWindow: 1000, windowSeconds: 3600 } } }, 'erin'));
-  });
-  afterAll(async () => srv?.close());
+  const { s, both } = oneUserServer(() => ({ config: { trustProxy: true, loginThrottle: { failuresPerWindow: 1000, windowSeconds: 3600 } } }), 'erin');
 
   test('both paths count the address the proxy appended, and only it', async () => {
+    const { srv, app } = s;
     const points = async (ip: string) => Number(((await srv.running.app.database.knex('rate_limits').where({ key: `login_ip:${ip}` }).first()) as { points?: number } | undefined)?.points ?? 0);
     const headers = { ...as(app), 'x-forwarded-for': '198.51.100.23, 203.0.113.7' };
     expect(await both(pw('erin', 'not the passphrase'), headers, { username: 'erin' })).toMatchObject({ served: true, status: 400 });
