@@ -3,7 +3,7 @@ import type { Config } from './config';
 import { createLogger } from './log';
 import { openDatabase } from './db/knex';
 import { migrateLatest } from './db/migrate';
-import { startServer } from './server';
+import type * as ServerModule from './server';
 
 /**
  * The command-line flags of a worker: the primary's own, plus a V8 old-space limit of
@@ -21,6 +21,18 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
 }
 
 /**
+ * The server's modules (oidc-provider, koa, every route and service), loaded only by a process that
+ * serves. A cluster's primary never does: it only migrates and forks. Loaded there, they made its
+ * heap about 24 MB, and V8's memory reducer marks an idle heap again about 8 s and 17 s after
+ * start. Its concurrent marking took both cores from the workers for about 50 ms each time, and
+ * latency at 70 % of the maximum showed it (README, Benchmark).
+ */
+function loadServer(): typeof ServerModule {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('./server') as typeof ServerModule;
+}
+
+/**
  * `serve`: one process, or with WEB_CONCURRENCY > 1 (PostgreSQL only) a primary that migrates
  * once, forks the workers — they share the port — replaces a worker that dies, and on SIGTERM
  * drains them all. Workers keep nothing another needs: all state is in the database.
@@ -28,12 +40,12 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel);
   if (cluster.isWorker) {
-    await startServer(config, { installSignalHandlers: true, seedDemo: false, app: { migrate: false } });
+    await loadServer().startServer(config, { installSignalHandlers: true, seedDemo: false, app: { migrate: false } });
     return;
   }
   if (config.webConcurrency <= 1 || !config.databaseUrl) {
     if (config.webConcurrency > 1) logger.warn('WEB_CONCURRENCY ignored: the embedded database serves one process; set DATABASE_URL');
-    await startServer(config, { installSignalHandlers: true });
+    await loadServer().startServer(config, { installSignalHandlers: true });
     return;
   }
   const db = await openDatabase(config, { poolMax: 1 });

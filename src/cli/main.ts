@@ -3,7 +3,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, ConfigError, type Config } from '../config';
 import { openDatabase, EmbeddedDatabaseBusyError } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
-import { buildServices, type Services } from '../app';
+import type * as AppModule from '../app';
+import type { Services } from '../app';
 import { serve } from '../cluster';
 import { AppError } from '../errors';
 
@@ -70,6 +71,9 @@ async function withServices<T>(config: Config, fn: (s: Services) => Promise<T>):
   const database = await openDatabase(config, { poolMax: 2 });
   try {
     await migrateLatest(database.knex);
+    // Loaded here, not at the top: `serve`'s cluster primary must not load the server (src/cluster.ts).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { buildServices } = require('../app') as typeof AppModule;
     return await fn(await buildServices(config, database));
   } finally {
     await database.close();

@@ -31,3 +31,20 @@ describe('worker heap limit (WORKER_HEAP_LIMIT_MB)', () => {
     expect(loadConfig({ NODE_ENV: 'test', WORKER_HEAP_LIMIT_MB: '768' }).workerHeapLimitMb).toBe(768);
   });
 });
+
+describe('a cluster primary does not load the server', () => {
+  // Its heap is then half as large, and so is the work of V8's idle collections, which take the
+  // cores from the workers (src/cluster.ts, loadServer).
+  test('loading the CLI evaluates neither the server nor the services', () => {
+    jest.isolateModules(() => {
+      jest.doMock('../../src/server', () => {
+        throw new Error('the server was loaded');
+      });
+      jest.doMock('../../src/app', () => {
+        throw new Error('the services were loaded');
+      });
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      expect(() => require('../../src/cli/main')).not.toThrow();
+    });
+  });
+});
