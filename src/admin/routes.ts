@@ -8,7 +8,8 @@ import type { ProviderHolder } from '../oidc/holder';
 import { listGrantsOfAccount, revokeAllOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
-import { publicUser } from '../users/service';
+import { publicUser, type HashedAhead } from '../users/service';
+import { passwordHashedAhead } from '../users/routes';
 import type { ClientRecord } from '../clients/repository';
 import type { Tenant } from '../tenants/repository';
 import { resolvePolicy, tenantPolicySchema } from '../tenants/policy';
@@ -206,13 +207,14 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const items = await s.users.search(t.id, { q, limit, after });
     ctx.body = { items: items.map(publicUser), next: items.length === limit ? items[items.length - 1]!.id : null };
   });
-  router.post('/tenants/:t/users', deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/users', passwordHashedAhead(s.userService), deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const { role, mfaRequired, ...registration } = validateBody(ctx, S.adminUserCreate);
-    // The password is hashed before the transaction opens; the user, the MFA flag and the audit
-    // record are stored together.
+    // The password is hashed before any transaction opens (ahead of an idempotency-ref's, by
+    // passwordHashedAhead); the user, the MFA flag and the audit record are stored together.
     const user = await s.userService.register(t, { ...registration, acceptedTerms: true }, {
       role,
+      hashedAhead: ctx.state.hashedAhead as HashedAhead | undefined,
       store: (insert) =>
         audited(async () => {
           const u = await insert();

@@ -8,12 +8,15 @@ import { DuplicateIdentifierError, type User, type UserRepository, type UserRole
 import type { LoginEnd } from './login-end';
 import type { LoginThrottle } from './throttle';
 
+/** The longest password a registration's schema accepts (its policy allows at most PASSWORD_MAX_LENGTH characters). */
+export const REGISTRATION_PASSWORD_MAX = 4096;
+
 export const registrationSchema = z
   .object({
     email: z.string().max(254).optional(),
     mobile: z.string().max(32).optional(),
     username: z.string().max(64).optional(),
-    password: z.string().max(4096),
+    password: z.string().max(REGISTRATION_PASSWORD_MAX),
     acceptedTerms: z.literal(true, { message: 'must be true: the user has to accept the terms' }),
     termsVersion: z.string().max(64).optional(),
     profile: z
@@ -67,13 +70,25 @@ export class LoginFailedError extends Error {
   }
 }
 
+/** A password and its stored hash, computed ahead of `register` (`opts.hashedAhead`); used only for that same password. */
+export interface HashedAhead {
+  password: string;
+  hash: string;
+}
+
 export interface UserService {
   /**
    * Validates, hashes the password, then stores the user. `store` wraps the insert alone (an
    * admin's change and its audit record, say, in one transaction), so no transaction is held open
    * while bcrypt works.
    */
-  register(tenant: Tenant, input: unknown, opts?: { role?: UserRole; store?: (insert: () => Promise<User>) => Promise<User> }): Promise<User>;
+  register(
+    tenant: Tenant,
+    input: unknown,
+    opts?: { role?: UserRole; store?: (insert: () => Promise<User>) => Promise<User>; hashedAhead?: HashedAhead },
+  ): Promise<User>;
+  /** A password hashed as `register` stores it, for a request that must hash before its transaction (src/users/routes.ts). */
+  hashPassword(password: string): Promise<HashedAhead>;
   /**
    * A login from address `ip`: the user, or LoginThrottledError (the address's budget is used up;
    * no password evaluated), or LoginFailedError. The user's attempt still counts as a failure
@@ -143,7 +158,7 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
       if (problem) invalid.push({ fieldName: 'password', error: problem });
       if (invalid.length) throw AppError.validation(invalid);
 
-      const passwordHash = await hasher.hash(v.password);
+      const passwordHash = opts.hashedAhead?.password === v.password ? opts.hashedAhead.hash : await hasher.hash(v.password);
       const insert = () =>
         users.create({
           id: randomUUID(),
@@ -166,6 +181,10 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
         }
         throw err;
       }
+    },
+
+    async hashPassword(password) {
+      return { password, hash: await hasher.hash(password) };
     },
 
     async authenticate(tenant, login, password, ip) {
