@@ -1,6 +1,7 @@
 import type { JsonWebKey } from 'node:crypto';
 import type { DbSource } from '../db/tx';
 import { affected } from '../db/affected';
+import { isUuid } from '../db/uuid';
 
 export type FactorType = 'OTP' | 'PUSH';
 export type FactorChannel = 'SMS' | 'AUTHY' | 'BIOMETRIC';
@@ -110,8 +111,6 @@ export interface NewChallenge {
   opener?: string;
   completesLogin?: boolean;
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface FactorRepository {
   list(tenantId: string, userId: string): Promise<Factor[]>;
@@ -226,12 +225,12 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       return toChallenge(r as Row);
     },
     async findChallenge(tenantId, challengeId) {
-      if (!UUID.test(challengeId)) return undefined;
+      if (!isUuid(challengeId)) return undefined;
       const r = await db()('challenges').where({ tenant_id: tenantId, id: challengeId }).first();
       return r ? toChallenge(r) : undefined;
     },
     async findChallengeById(challengeId) {
-      if (!UUID.test(challengeId)) return undefined;
+      if (!isUuid(challengeId)) return undefined;
       const r = await db()('challenges').where({ id: challengeId }).first();
       return r ? toChallenge(r) : undefined;
     },

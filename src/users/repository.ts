@@ -4,6 +4,7 @@ import { affected } from '../db/affected';
 import { statementRunner, type PreparedStatement } from '../db/prepared';
 import { END_LOGIN, loginEndValues, type LoginEnd } from './login-end';
 import type { IdentifierKind } from './identifiers';
+import { isUuid } from '../db/uuid';
 
 export type UserRole = 'root' | 'authorised';
 export type UserStatus = 'active' | 'locked';
@@ -274,12 +275,12 @@ export function createUserRepository(source: DbSource): UserRepository {
       }
     },
     async findById(tenantId, userId) {
-      if (!/^[0-9a-f-]{36}$/i.test(userId)) return undefined;
+      if (!isUuid(userId)) return undefined;
       const row = await knex()<UserRow>('users').where({ tenant_id: tenantId, id: userId }).first();
       return row ? toUser(row) : undefined;
     },
     async findByIdForToken(userId) {
-      if (!/^[0-9a-f-]{36}$/i.test(userId)) return undefined;
+      if (!isUuid(userId)) return undefined;
       const row = await knex()<UserRow>('users').where({ id: userId }).first();
       return row ? toUser(row) : undefined;
     },

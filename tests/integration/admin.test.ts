@@ -117,6 +117,26 @@ describe(`admin API (${dbLabel})`, () => {
     expect(audit.every((e) => e.tenant === 'bank-a')).toBe(true);
   });
 
+  test('a user id that is not a UUID is a 404 on every user route, never a database error', async () => {
+    await api('POST', '/tenants', { id: 'bank-u' });
+    // Each has the length and characters of a UUID, or nearly; PostgreSQL refuses to compare them with one.
+    for (const id of ['-'.repeat(36), 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaa-', '0'.repeat(36), 'zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz', 'x']) {
+      for (const [method, path] of [
+        ['GET', `/tenants/bank-u/users/${id}`],
+        ['GET', `/tenants/bank-u/users/${id}/sessions`],
+        ['POST', `/tenants/bank-u/users/${id}/lock`],
+        ['DELETE', `/tenants/bank-u/users/${id}/lock`],
+        ['DELETE', `/tenants/bank-u/users/${id}/factors`],
+        ['POST', `/tenants/bank-u/users/${id}/login`],
+        ['DELETE', `/tenants/bank-u/users/${id}/sessions`],
+        ['DELETE', `/tenants/bank-u/users/${id}/sessions/some-session`],
+      ] as const) {
+        const r = await api(method, path);
+        expect([method, path, r.status, r.json?.code]).toEqual([method, path, 404, 'NOT_FOUND']);
+      }
+    }
+  });
+
   test('non-admin tokens are refused', async () => {
     await api('POST', '/tenants', { id: 'bank-n' });
     const plain = await createClient(srv, { tenants: ['bank-n'], scope: 'admin' });
