@@ -3,6 +3,7 @@ import { tenantPolicySchema } from '../tenants/policy';
 import { TENANT_ID_PATTERN } from '../tenants/repository';
 import { AUTH_METHODS, GRANT_TYPES } from '../clients/service';
 import { registrationSchema } from '../users/service';
+import { UUID_PATTERN } from '../db/uuid';
 
 export const paging = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50),
@@ -58,7 +59,8 @@ export const adminUserCreate = registrationSchema
   .extend({ role: z.enum(['root', 'authorised']).optional(), mfaRequired: z.boolean().optional() })
   .strict();
 
-export const userSearch = paging.extend({ q: z.string().max(254).optional() });
+// Users are paged by id, a uuid column: any other value is refused here, not by the database.
+export const userSearch = paging.extend({ q: z.string().max(254).optional(), after: z.string().regex(UUID_PATTERN, 'must be a user id (a UUID)').optional() });
 
 export const adminLogin = z.object({ client_id: z.string().min(1).max(256), scope: scope.optional() }).strict();
 

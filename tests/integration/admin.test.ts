@@ -134,6 +134,9 @@ describe(`admin API (${dbLabel})`, () => {
         const r = await api(method, path);
         expect([method, path, r.status, r.json?.code]).toEqual([method, path, 404, 'NOT_FOUND']);
       }
+      // The user list is paged by id: another value there is a 400 in the documented shape.
+      const page = await api('GET', `/tenants/bank-u/users?after=${encodeURIComponent(id)}`);
+      expect([id, page.status, page.json?.syntaxErrors?.invalidFields?.[0]?.fieldName]).toEqual([id, 400, 'after']);
     }
   });
 
