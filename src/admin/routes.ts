@@ -8,8 +8,8 @@ import type { ProviderHolder } from '../oidc/holder';
 import { listGrantsOfAccount, revokeAllOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
-import { publicUser, type HashedAhead } from '../users/service';
-import { passwordHashedAhead } from '../users/routes';
+import { publicUser } from '../users/service';
+import { outsideTransaction } from '../http/idempotency';
 import type { ClientRecord } from '../clients/repository';
 import type { Tenant } from '../tenants/repository';
 import { resolvePolicy, tenantPolicySchema } from '../tenants/policy';
@@ -207,21 +207,20 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const items = await s.users.search(t.id, { q, limit, after });
     ctx.body = { items: items.map(publicUser), next: items.length === limit ? items[items.length - 1]!.id : null };
   });
-  router.post('/tenants/:t/users', passwordHashedAhead(s.userService), deps.idempotent, async (ctx) => {
+  // The checks and the password's hash before any transaction opens (an idempotency-ref's too:
+  // outsideTransaction); the user, the MFA flag and the audit record are stored together.
+  const registration = outsideTransaction(async (ctx) => {
     const t = await tenantOf(ctx);
-    const { role, mfaRequired, ...registration } = validateBody(ctx, S.adminUserCreate);
-    // The password is hashed before any transaction opens (ahead of an idempotency-ref's, by
-    // passwordHashedAhead); the user, the MFA flag and the audit record are stored together.
-    const user = await s.userService.register(t, { ...registration, acceptedTerms: true }, {
-      role,
-      hashedAhead: ctx.state.hashedAhead as HashedAhead | undefined,
-      store: (insert) =>
-        audited(async () => {
-          const u = await insert();
-          if (mfaRequired) await s.users.setMfaRequired(t.id, u.id, true);
-          await audit(ctx, 'user.created', t.id, u.id, { role: u.role });
-          return u;
-        }),
+    const { role, mfaRequired, ...input } = validateBody(ctx, S.adminUserCreate);
+    return { t, mfaRequired, prepared: await s.userService.prepareRegistration(t, { ...input, acceptedTerms: true }, { role }) };
+  });
+  router.post('/tenants/:t/users', registration.middleware, deps.idempotent, async (ctx) => {
+    const { t, mfaRequired, prepared } = await registration.result(ctx);
+    const user = await audited(async () => {
+      const u = await s.userService.storeRegistration(prepared);
+      if (mfaRequired) await s.users.setMfaRequired(t.id, u.id, true);
+      await audit(ctx, 'user.created', t.id, u.id, { role: u.role });
+      return u;
     });
     ctx.status = 201;
     ctx.body = publicUser(user);

@@ -20,6 +20,37 @@ function canonical(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
+const BEFORE_TRANSACTION = Symbol('before the idempotency transaction');
+
+/**
+ * For a route whose work before it writes is slow and touches no data, such as a password's bcrypt
+ * hash: with an idempotency-ref the rest of the request runs in one transaction (below), and work
+ * done inside it holds the transaction's connection (the embedded database's only one) all along.
+ * `middleware` goes before the idempotency middleware, which then runs `prepare` after claiming the
+ * ref and before opening the transaction: only for a request that will run, never for a replay or
+ * a 409, and a refusal there frees the ref. `result(ctx)` is what it prepared; without a ref, the
+ * route's handler prepares there (no transaction is open then).
+ */
+export function outsideTransaction<T>(prepare: (ctx: Context) => Promise<T>): {
+  middleware: (ctx: Context, next: Next) => Promise<void>;
+  result: (ctx: Context) => Promise<T>;
+} {
+  const done = Symbol('prepared');
+  const state = (ctx: Context) => ctx.state as Record<symbol, unknown>;
+  return {
+    async middleware(ctx, next) {
+      state(ctx)[BEFORE_TRANSACTION] = async () => {
+        state(ctx)[done] = { value: await prepare(ctx) };
+      };
+      await next();
+    },
+    async result(ctx) {
+      const prepared = state(ctx)[done] as { value: T } | undefined;
+      return prepared ? prepared.value : prepare(ctx);
+    },
+  };
+}
+
 /**
  * `idempotency-ref` (seed 001) on a POST, scoped to tenant + caller, kept 24 h:
  * - first time: the request runs in one transaction with the record of its reply;
@@ -65,6 +96,16 @@ export function idempotency(deps: {
       }
       if (!existing || !(await deps.repo.takeOver(key, requestHash, existing.lockedAt, now, TTL_SECONDS))) {
         throw new AppError('IDEMPOTENCY_IN_FLIGHT', 409, 'A request with this idempotency-ref is still in progress');
+      }
+    }
+
+    const prepare = (ctx.state as Record<symbol, unknown>)[BEFORE_TRANSACTION] as (() => Promise<void>) | undefined;
+    if (prepare) {
+      try {
+        await prepare();
+      } catch (err) {
+        await deps.repo.release(key).catch(() => undefined); // nothing was written: the ref is free again
+        throw err;
       }
     }
 

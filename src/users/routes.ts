@@ -7,28 +7,10 @@ import type { ProviderHolder } from '../oidc/holder';
 import type { Caller } from '../factors/service';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
-import { publicUser, REGISTRATION_PASSWORD_MAX, type HashedAhead, type UserService } from './service';
+import { outsideTransaction } from '../http/idempotency';
+import { publicUser, type UserService } from './service';
 
 type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
-
-/**
- * Goes before the idempotency middleware of a route that registers users. With an idempotency-ref,
- * the rest of the request runs in one transaction (src/http/idempotency.ts), and bcrypt inside it
- * would hold that transaction's connection for the whole computation (about 250 ms at cost 12):
- * on the embedded database, its only connection, so every other request waited. The password is
- * hashed here instead, before the transaction opens, and the route hands the hash to `register`,
- * which still validates everything first and hashes itself if the password is not the same.
- * Without a ref there is no such transaction, and `register` hashes after validating, as always.
- */
-export function passwordHashedAhead(users: Pick<UserService, 'hashPassword'>): Middleware {
-  return async (ctx, next) => {
-    const password = ((ctx.request as { body?: unknown }).body as { password?: unknown } | undefined)?.password;
-    if (ctx.get('idempotency-ref') && typeof password === 'string' && password.length <= REGISTRATION_PASSWORD_MAX) {
-      ctx.state.hashedAhead = await users.hashPassword(password);
-    }
-    await next();
-  };
-}
 
 /** Seed 003: registration (client-authenticated) and the signed-in user's own record. */
 export function userRoutes(deps: {
@@ -42,10 +24,12 @@ export function userRoutes(deps: {
 }): Router {
   const router = new Router();
 
-  router.post('/users', deps.requireClient, passwordHashedAhead(deps.users), deps.idempotent, async (ctx) => {
+  // Everything before the user's INSERT: the caller's checks and the validated registration with
+  // its password hashed, outside an idempotency-ref's transaction (outsideTransaction).
+  const registration = outsideTransaction(async (ctx) => {
     const client = ctx.state.client as ClientRecord;
     const body = (ctx.request as { body?: Record<string, unknown> }).body ?? {};
-    const { tenant: requestedTenant, ...registration } = body;
+    const { tenant: requestedTenant, ...input } = body;
     if (requestedTenant !== undefined && typeof requestedTenant !== 'string') {
       throw AppError.validation([{ fieldName: 'tenant', error: 'must be a string' }]);
     }
@@ -58,8 +42,12 @@ export function userRoutes(deps: {
     if (!client.grantTypes.includes('password')) throw new AppError('CLIENT_NOT_ALLOWED', 403, 'This client may not start user sessions');
     const oidcClient = await deps.holder.findClient(client.id);
     if (!oidcClient) throw new AppError('UNAUTHORIZED', 401, 'Client is not available');
+    return { tenant, oidcClient, prepared: await deps.users.prepareRegistration(tenant, input) };
+  });
 
-    const user = await deps.users.register(tenant, registration, { hashedAhead: ctx.state.hashedAhead as HashedAhead | undefined });
+  router.post('/users', deps.requireClient, registration.middleware, deps.idempotent, async (ctx) => {
+    const { tenant, oidcClient, prepared } = await registration.result(ctx);
+    const user = await deps.users.storeRegistration(prepared);
     try {
       const token = await startUserSession(deps.holder.userTokenContext(), {
         client: oidcClient,

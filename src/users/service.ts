@@ -4,19 +4,16 @@ import { AppError, type InvalidField } from '../errors';
 import type { Tenant } from '../tenants/repository';
 import { classifyLogin, normalizeEmail, normalizeMobile, normalizeUsername } from './identifiers';
 import { EvaluationTooLateError, passwordProblem, type PasswordHasher } from './passwords';
-import { DuplicateIdentifierError, type User, type UserRepository, type UserRole } from './repository';
+import { DuplicateIdentifierError, type NewUser, type User, type UserRepository, type UserRole } from './repository';
 import type { LoginEnd } from './login-end';
 import type { LoginThrottle } from './throttle';
-
-/** The longest password a registration's schema accepts (its policy allows at most PASSWORD_MAX_LENGTH characters). */
-export const REGISTRATION_PASSWORD_MAX = 4096;
 
 export const registrationSchema = z
   .object({
     email: z.string().max(254).optional(),
     mobile: z.string().max(32).optional(),
     username: z.string().max(64).optional(),
-    password: z.string().max(REGISTRATION_PASSWORD_MAX),
+    password: z.string().max(4096),
     acceptedTerms: z.literal(true, { message: 'must be true: the user has to accept the terms' }),
     termsVersion: z.string().max(64).optional(),
     profile: z
@@ -70,25 +67,23 @@ export class LoginFailedError extends Error {
   }
 }
 
-/** A password and its stored hash, computed ahead of `register` (`opts.hashedAhead`); used only for that same password. */
-export interface HashedAhead {
-  password: string;
-  hash: string;
+/** A registration validated and its password hashed, not yet stored (UserService.prepareRegistration). */
+export interface PreparedRegistration {
+  readonly user: Omit<NewUser, 'id' | 'acceptedTermsAt'>;
 }
 
 export interface UserService {
   /**
-   * Validates, hashes the password, then stores the user. `store` wraps the insert alone (an
-   * admin's change and its audit record, say, in one transaction), so no transaction is held open
-   * while bcrypt works.
+   * Validates a registration and hashes its password, without touching the database: a caller
+   * that must store the user inside a transaction (an idempotency-ref's, an admin change's with its
+   * audit record) prepares first, so no transaction is open, holding a connection, while bcrypt
+   * works (about 250 ms at cost 12; the embedded database has one connection).
    */
-  register(
-    tenant: Tenant,
-    input: unknown,
-    opts?: { role?: UserRole; store?: (insert: () => Promise<User>) => Promise<User>; hashedAhead?: HashedAhead },
-  ): Promise<User>;
-  /** A password hashed as `register` stores it, for a request that must hash before its transaction (src/users/routes.ts). */
-  hashPassword(password: string): Promise<HashedAhead>;
+  prepareRegistration(tenant: Tenant, input: unknown, opts?: { role?: UserRole }): Promise<PreparedRegistration>;
+  /** Stores a prepared registration: 409 IDENTIFIER_TAKEN when an identifier is already registered in its tenant. */
+  storeRegistration(prepared: PreparedRegistration): Promise<User>;
+  /** prepareRegistration, then storeRegistration. */
+  register(tenant: Tenant, input: unknown, opts?: { role?: UserRole }): Promise<User>;
   /**
    * A login from address `ip`: the user, or LoginThrottledError (the address's budget is used up;
    * no password evaluated), or LoginFailedError. The user's attempt still counts as a failure
@@ -135,8 +130,8 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
   const { users, hasher, throttle } = deps;
   const events = deps.events ?? {};
 
-  return {
-    async register(tenant, input, opts = {}) {
+  const service: UserService = {
+    async prepareRegistration(tenant, input, opts = {}) {
       const parsed = registrationSchema.safeParse(input);
       const invalid: InvalidField[] = parsed.success
         ? []
@@ -158,23 +153,24 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
       if (problem) invalid.push({ fieldName: 'password', error: problem });
       if (invalid.length) throw AppError.validation(invalid);
 
-      const passwordHash = opts.hashedAhead?.password === v.password ? opts.hashedAhead.hash : await hasher.hash(v.password);
-      const insert = () =>
-        users.create({
-          id: randomUUID(),
+      return {
+        user: {
           tenantId: tenant.id,
           email,
           mobile,
           username,
-          passwordHash,
+          passwordHash: await hasher.hash(v.password),
           role: opts.role ?? 'root',
           group: v.group,
           profile: v.profile ?? {},
-          acceptedTermsAt: new Date(),
           termsVersion: v.termsVersion,
-        });
+        },
+      };
+    },
+
+    async storeRegistration(prepared) {
       try {
-        return await (opts.store ? opts.store(insert) : insert());
+        return await users.create({ ...prepared.user, id: randomUUID(), acceptedTermsAt: new Date() });
       } catch (err) {
         if (err instanceof DuplicateIdentifierError) {
           throw new AppError('IDENTIFIER_TAKEN', 409, `${err.field} is already registered`);
@@ -183,8 +179,8 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
       }
     },
 
-    async hashPassword(password) {
-      return { password, hash: await hasher.hash(password) };
+    async register(tenant, input, opts = {}) {
+      return service.storeRegistration(await service.prepareRegistration(tenant, input, opts));
     },
 
     async authenticate(tenant, login, password, ip) {
@@ -248,4 +244,5 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
       await users.delete(tenantId, userId);
     },
   };
+  return service;
 }

@@ -49,7 +49,9 @@ describe(`registration with an idempotency-ref hashes before its transaction (${
     }) as never);
     try {
       const reply = request();
-      await hashing;
+      // A reply before any hash started is a failure of its own; the test must not wait for a hash that never comes.
+      const first = await Promise.race([hashing.then(() => 'hashing' as const), reply.then((r) => r)]);
+      if (first !== 'hashing') throw new Error(`answered ${first.status} ${JSON.stringify(first.json)} before hashing`);
       let timer: NodeJS.Timeout | undefined;
       const other = await Promise.race([
         form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app) }).then((r) => r.status),
@@ -92,7 +94,7 @@ describe(`registration with an idempotency-ref hashes before its transaction (${
     expect(login.status).toBe(200);
   });
 
-  test('a request refused by validation after its hash was computed stores nothing and frees the ref', async () => {
+  test('a request refused by validation stores nothing and frees the ref', async () => {
     const headers = { 'api-key': app.api_key!, 'idempotency-ref': 'reg-ahead-2' };
     const bad = await call('POST', '/users', { tenant: 'ahead', email: 'not an address', password: PASSWORD, acceptedTerms: true }, headers);
     expect(bad.status).toBe(400);
@@ -102,14 +104,27 @@ describe(`registration with an idempotency-ref hashes before its transaction (${
     expect(good.status).toBe(201);
   });
 
-  test('without an idempotency-ref nothing is hashed ahead: an invalid registration costs no bcrypt work', async () => {
+  test('a replay, a conflict, a malformed ref and a refused registration cost no bcrypt work', async () => {
+    const body = { tenant: 'ahead', email: 'once@example.com', password: PASSWORD, acceptedTerms: true };
+    const headers = { 'api-key': app.api_key!, 'idempotency-ref': 'reg-ahead-3' };
+    expect((await call('POST', '/users', body, headers)).status).toBe(201);
     const spy = jest.spyOn(bcrypt, 'hash');
+    const invalid = await call('POST', '/users', { ...body, email: 'not an address' }, { ...headers, 'idempotency-ref': 'reg-ahead-5' });
+    expect(invalid.status).toBe(400);
+    expect((await call('PATCH', '/admin/tenants/ahead/policy', { registrationOpen: false }, bearer(adminToken, { 'if-match': (await call('GET', '/admin/tenants/ahead/policy', undefined, bearer(adminToken))).headers.get('etag')! }))).status).toBe(200);
     try {
-      const bad = await call('POST', '/users', { tenant: 'ahead', email: 'not an address', password: PASSWORD, acceptedTerms: true }, { 'api-key': app.api_key! });
-      expect(bad.status).toBe(400);
+      const replay = await call('POST', '/users', body, headers);
+      expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+      expect((await call('POST', '/users', { ...body, email: 'other@example.com' }, headers)).status).toBe(409);
+      expect((await call('POST', '/users', body, { ...headers, 'idempotency-ref': 'bad ref with spaces' })).status).toBe(400);
+      const closed = await call('POST', '/users', { ...body, email: 'closed@example.com' }, { ...headers, 'idempotency-ref': 'reg-ahead-4' });
+      expect([closed.status, closed.json.code]).toEqual([403, 'REGISTRATION_CLOSED']);
       expect(spy).not.toHaveBeenCalled();
     } finally {
       spy.mockRestore();
     }
+    // The refused requests' refs are free: with registration open again, the same ref registers.
+    expect((await call('PATCH', '/admin/tenants/ahead/policy', { registrationOpen: true }, bearer(adminToken, { 'if-match': (await call('GET', '/admin/tenants/ahead/policy', undefined, bearer(adminToken))).headers.get('etag')! }))).status).toBe(200);
+    expect((await call('POST', '/users', { ...body, email: 'closed@example.com' }, { ...headers, 'idempotency-ref': 'reg-ahead-4' })).status).toBe(201);
   });
 });
