@@ -21,6 +21,8 @@ function canonical(value: unknown): string {
 }
 
 const BEFORE_TRANSACTION = Symbol('before the idempotency transaction');
+/** Where outsideTransaction keeps its hand-off on a request: keys no other middleware can name. */
+const symbols = (ctx: Context) => ctx.state as Record<symbol, unknown>;
 
 /**
  * For a route whose work before it writes is slow and touches no data, such as a password's bcrypt
@@ -36,16 +38,15 @@ export function outsideTransaction<T>(prepare: (ctx: Context) => Promise<T>): {
   result: (ctx: Context) => Promise<T>;
 } {
   const done = Symbol('prepared');
-  const state = (ctx: Context) => ctx.state as Record<symbol, unknown>;
   return {
     async middleware(ctx, next) {
-      state(ctx)[BEFORE_TRANSACTION] = async () => {
-        state(ctx)[done] = { value: await prepare(ctx) };
+      symbols(ctx)[BEFORE_TRANSACTION] = async () => {
+        symbols(ctx)[done] = { value: await prepare(ctx) };
       };
       await next();
     },
     async result(ctx) {
-      const prepared = state(ctx)[done] as { value: T } | undefined;
+      const prepared = symbols(ctx)[done] as { value: T } | undefined;
       return prepared ? prepared.value : prepare(ctx);
     },
   };
@@ -99,7 +100,7 @@ export function idempotency(deps: {
       }
     }
 
-    const prepare = (ctx.state as Record<symbol, unknown>)[BEFORE_TRANSACTION] as (() => Promise<void>) | undefined;
+    const prepare = symbols(ctx)[BEFORE_TRANSACTION] as (() => Promise<void>) | undefined;
     if (prepare) {
       try {
         await prepare();

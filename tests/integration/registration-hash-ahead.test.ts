@@ -28,6 +28,12 @@ describe(`registration with an idempotency-ref hashes before its transaction (${
   });
   afterAll(async () => srv?.close());
 
+  /** Opens or closes the tenant's registration (PATCH of its policy, with the ETag just read). */
+  async function setRegistrationOpen(open: boolean): Promise<void> {
+    const etag = (await call('GET', '/admin/tenants/ahead/policy', undefined, bearer(adminToken))).headers.get('etag')!;
+    expect((await call('PATCH', '/admin/tenants/ahead/policy', { registrationOpen: open }, bearer(adminToken, { 'if-match': etag }))).status).toBe(200);
+  }
+
   /**
    * Sends `request` with bcrypt's hash held until another request that needs the database (a
    * client_credentials token, stored on its insert) has been answered, or 3 s have passed. Returns
@@ -109,10 +115,10 @@ describe(`registration with an idempotency-ref hashes before its transaction (${
     const headers = { 'api-key': app.api_key!, 'idempotency-ref': 'reg-ahead-3' };
     expect((await call('POST', '/users', body, headers)).status).toBe(201);
     const spy = jest.spyOn(bcrypt, 'hash');
-    const invalid = await call('POST', '/users', { ...body, email: 'not an address' }, { ...headers, 'idempotency-ref': 'reg-ahead-5' });
-    expect(invalid.status).toBe(400);
-    expect((await call('PATCH', '/admin/tenants/ahead/policy', { registrationOpen: false }, bearer(adminToken, { 'if-match': (await call('GET', '/admin/tenants/ahead/policy', undefined, bearer(adminToken))).headers.get('etag')! }))).status).toBe(200);
     try {
+      const invalid = await call('POST', '/users', { ...body, email: 'not an address' }, { ...headers, 'idempotency-ref': 'reg-ahead-5' });
+      expect(invalid.status).toBe(400);
+      await setRegistrationOpen(false);
       const replay = await call('POST', '/users', body, headers);
       expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
       expect((await call('POST', '/users', { ...body, email: 'other@example.com' }, headers)).status).toBe(409);
@@ -124,7 +130,7 @@ describe(`registration with an idempotency-ref hashes before its transaction (${
       spy.mockRestore();
     }
     // The refused requests' refs are free: with registration open again, the same ref registers.
-    expect((await call('PATCH', '/admin/tenants/ahead/policy', { registrationOpen: true }, bearer(adminToken, { 'if-match': (await call('GET', '/admin/tenants/ahead/policy', undefined, bearer(adminToken))).headers.get('etag')! }))).status).toBe(200);
+    await setRegistrationOpen(true);
     expect((await call('POST', '/users', { ...body, email: 'closed@example.com' }, { ...headers, 'idempotency-ref': 'reg-ahead-4' })).status).toBe(201);
   });
 });
