@@ -326,7 +326,8 @@ export function createUserRepository(source: DbSource): UserRepository {
     async setStatus(tenantId, userId, status) {
       const [row] = await knex()<UserRow>('users')
         .where({ tenant_id: tenantId, id: userId })
-        .update({ status, ...(status === 'active' ? { failed_login_count: 0, locked_until: null } : {}), updated_at: knex().fn.now() as unknown as Date })
+        // Reactivation ends the run of lockouts too: the next lock is the policy's period, not a doubling of the last.
+        .update({ status, ...(status === 'active' ? { failed_login_count: 0, locked_until: null, lockout_count: 0 } : {}), updated_at: knex().fn.now() as unknown as Date })
         .returning('*');
       return row ? toUser(row as UserRow) : undefined;
     },

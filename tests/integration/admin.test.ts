@@ -140,6 +140,28 @@ describe(`admin API (${dbLabel})`, () => {
     }
   });
 
+  test('removing a lock ends the run of brute-force lockouts: the next lock is the base period again', async () => {
+    await api('POST', '/tenants', { id: 'lockrun', name: 'Lock run', mode: 'sandbox' });
+    const app = await createClient(srv, { tenants: ['lockrun'], grant_types: ['password'] });
+    const u = await api('POST', '/tenants/lockrun/users', { username: 'repeat', password: PASSWORD });
+    expect(u.status).toBe(201);
+    const knex = srv.running.app.database.knex;
+    const lockFor = async () => {
+      for (let i = 0; i < 10; i += 1) await passwordLogin(srv, app, 'repeat', `wrong ${i}`); // the default threshold
+      const row = await knex('users').where({ id: u.json.id }).first();
+      return new Date(row.locked_until).getTime() - Date.now();
+    };
+    expect(await lockFor()).toBeLessThanOrEqual(300_000);
+    await knex('users').where({ id: u.json.id }).update({ locked_until: new Date(Date.now() - 1000) }); // it expires
+    expect(await lockFor()).toBeGreaterThan(550_000); // a lock in a row doubles
+    const unlocked = await api('DELETE', `/tenants/lockrun/users/${u.json.id}/lock`);
+    expect(unlocked.status).toBe(200);
+    expect((await api('GET', `/tenants/lockrun/users/${u.json.id}`)).json.lockedUntil).toBeNull();
+    const next = await lockFor();
+    expect(next).toBeGreaterThan(250_000);
+    expect(next).toBeLessThanOrEqual(300_000);
+  });
+
   test('non-admin tokens are refused', async () => {
     await api('POST', '/tenants', { id: 'bank-n' });
     const plain = await createClient(srv, { tenants: ['bank-n'], scope: 'admin' });
