@@ -6,7 +6,9 @@ import { LoginFailedError, LoginOverloadedError, LoginThrottledError, type UserS
 import { grantedScopes } from './resource';
 import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext, type UserTokenResponse } from './user-tokens';
 
-export const PASSWORD_GRANT_PARAMS = ['username', 'password', 'scope', 'tenant'];
+export const PASSWORD_GRANT_PARAMS = ['username', 'password', 'scope', 'tenant', 'resource'];
+/** RFC 8707 lets `resource` repeat; more than one is then refused as invalid_target, as the library's grants do. */
+export const PASSWORD_GRANT_DUPES = ['resource'];
 
 function invalidCredentials() {
   // One description for unknown user, wrong password, locked user: nothing to tell them apart.
@@ -81,9 +83,12 @@ export function passwordGrantHandler(
 ) {
   return async function passwordGrant(ctx: KoaContextWithOIDC): Promise<void> {
     const client = ctx.oidc.client as OidcClient;
-    const params = ctx.oidc.params as { username?: unknown; password?: unknown; scope?: string };
+    const params = ctx.oidc.params as { username?: unknown; password?: unknown; scope?: string; resource?: unknown };
     if (typeof params.username !== 'string' || params.username === '') throw new errors.InvalidRequest("missing required parameter 'username'");
     if (typeof params.password !== 'string' || params.password === '') throw new errors.InvalidRequest("missing required parameter 'password'");
+    // RFC 8707: the token's audience is the server's one resource; naming another is refused, never ignored.
+    if (Array.isArray(params.resource)) throw new errors.InvalidTarget('only a single resource indicator value is supported for this grant type');
+    if (params.resource !== undefined && params.resource !== deps.context().audience) throw new errors.InvalidTarget();
     const { scope, denied } = grantedScopes(client, params.scope);
     if (denied) throw new errors.InvalidScope('requested scope is not allowed', denied);
     const tenant = await deps.tenantFor(ctx, client);

@@ -11,7 +11,7 @@ import { ClientAdapter, EXTRA_CLIENT_METADATA, hashedSecretComparison } from './
 import { createTenantResolver } from './tenant';
 import { revocationAllowed, type IntrospectionPolicy } from './introspection';
 import { grantedScopes, resourceInfo } from './resource';
-import { passwordGrantHandler, PASSWORD_GRANT_PARAMS } from './password-grant';
+import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } from './password-grant';
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
 
 export interface ProviderDeps {
@@ -170,6 +170,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     'password',
     passwordGrantHandler({ context, users: deps.users, tenantFor, mfaPending: deps.mfaPending }),
     PASSWORD_GRANT_PARAMS,
+    PASSWORD_GRANT_DUPES,
   );
   return provider;
 }

@@ -303,7 +303,9 @@ describe(`password grant fast path (${dbLabel})`, () => {
       [`${pw('alice')}&grant_type=password`, as(app), 400],
       [pw('alice', PASSWORD, { scope: 'admin' }), as(app), 400], // not allowed
       [pw('alice', PASSWORD, { scope: 'accounts  payments' }), as(app), 400], // not the scope syntax
-      [pw('alice', PASSWORD, { resource: 'https://elsewhere.example' }), as(app), 200], // the grant handler ignores it
+      [pw('alice', PASSWORD, { resource: 'https://elsewhere.example' }), as(app), 400], // RFC 8707: not this server's resource
+      [pw('alice', PASSWORD, { resource: srv.base }), as(app), 200], // its own
+      [`${pw('alice', PASSWORD, { resource: srv.base })}&resource=${encodeURIComponent(srv.base)}`, as(app), 400], // one at most
       [pw('alice', PASSWORD, { audience: 'x' }), as(app), 200], // a parameter the library ignores
       [pw('alice'), as(multi), 400], // several tenants, none named
       [pw('alice', PASSWORD, { tenant: 'bank-q' }), as(app), 400], // a tenant the client does not serve

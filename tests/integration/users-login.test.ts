@@ -66,6 +66,27 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     expect(named.json.error).toBe('invalid_request');
   });
 
+  test('a resource indicator (RFC 8707): the server’s own is taken, another or two are invalid_target before any password is checked', async () => {
+    const { config } = srv.running.app;
+    const audience = config.tokens.jwtAudience ?? config.publicUrl;
+    const own = await passwordLogin(srv, app, 'alice', PASSWORD, { resource: audience });
+    expect(own.status).toBe(200);
+    const info = await introspect(srv, rs, own.json.access_token as string);
+    expect(info.json).toMatchObject({ active: true, sub: userId, aud: audience });
+    const verify = jest.spyOn(srv.running.app.services.hasher, 'verify');
+    try {
+      const other = await passwordLogin(srv, app, 'alice', PASSWORD, { resource: 'https://payments.elsewhere.example' });
+      expect(other.status).toBe(400);
+      expect(other.json).toEqual({ error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
+      const two = await form(srv, '/token', { grant_type: 'password', username: 'alice', password: PASSWORD, resource: [audience, audience] }, { authorization: basic(app) });
+      expect(two.status).toBe(400);
+      expect(two.json.error).toBe('invalid_target');
+      expect(verify).not.toHaveBeenCalled();
+    } finally {
+      verify.mockRestore();
+    }
+  });
+
   test('unknown user and wrong password give the same reply', async () => {
     const unknown = await passwordLogin(srv, app, 'nobody@example.com', PASSWORD);
     const wrong = await passwordLogin(srv, app, 'alice@example.com', `${PASSWORD}!`);
