@@ -12,6 +12,8 @@ const schema = z.object({
   publicUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, '')),
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   dataDir: z.string().min(1),
+  /** The embedded database's shared_buffers (MB): its page cache inside PGlite's WebAssembly memory. */
+  embeddedSharedBuffersMb: z.coerce.number().int().min(1).max(4096),
   secretsKey: z
     .string()
     .refine((v) => Buffer.from(v, 'base64').length === 32, 'must be 32 random bytes, base64-encoded')
@@ -104,6 +106,7 @@ const ENV_KEYS: Record<string, string> = {
   PUBLIC_URL: 'publicUrl',
   DATABASE_URL: 'databaseUrl',
   DATA_DIR: 'dataDir',
+  EMBEDDED_SHARED_BUFFERS_MB: 'embeddedSharedBuffersMb',
   SECRETS_KEY: 'secretsKey',
   LOG_LEVEL: 'logLevel',
   WEB_CONCURRENCY: 'webConcurrency',

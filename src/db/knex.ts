@@ -106,15 +106,26 @@ export async function openDatabase(config: Config, opts: DbOptions = {}): Promis
   // knex-pglite is loaded lazily: a PostgreSQL deployment never needs the WASM build.
   const { default: ClientPgLite } = await import('knex-pglite');
   let unlock = () => {};
-  let connection: Record<string, unknown> = {};
+  const { PGlite } = await import('@electric-sql/pglite');
+  let pgdata: string | undefined;
   if (!opts.inMemory) {
     const dir = path.resolve(config.dataDir);
     unlock = lockDataDir(dir);
-    const pgdata = path.join(dir, 'pgdata');
+    pgdata = path.join(dir, 'pgdata');
     if (!existsSync(pgdata)) mkdirSync(pgdata, { recursive: true });
-    connection = { filename: pgdata };
   }
-  const knex = knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection });
+  // PostgreSQL's default shared_buffers (128 MB) sits in the WebAssembly memory, which never gives
+  // pages back: at 32 MB a server's peak RSS under load was about 140 MB lower (README, Benchmark).
+  const pglite = new PGlite({
+    ...(pgdata ? { dataDir: pgdata } : {}),
+    startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${config.embeddedSharedBuffersMb}MB`],
+  });
+  const knex = knexFactory({
+    client: ClientPgLite as unknown as typeof knexFactory.Client,
+    dialect: 'postgres',
+    // knex-pglite takes a ready instance this way; knex's own types know only connection settings.
+    connection: { pglite } as unknown as Knex.StaticConnectionConfig,
+  });
   return {
     knex,
     kind: 'embedded',

@@ -25,6 +25,8 @@ describe('configuration', () => {
     [{ WORKER_HEAP_LIMIT_MB: 'lots' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
     [{ WORKER_HEAP_LIMIT_MB: '1.5' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
     [{ WORKER_HEAP_LIMIT_MB: '-1' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
+    [{ EMBEDDED_SHARED_BUFFERS_MB: '0' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
+    [{ EMBEDDED_SHARED_BUFFERS_MB: '32MB' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
   ])('a bad value names its key: %o', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);
