@@ -1,7 +1,8 @@
 // One scenario against one Portcullis on PostgreSQL, for working on a change (the figures of the
 // README's "what made the difference" table):
 //   npm run build && node bench/one.mjs [cc|intro|cc70|intro70|pw10|pw12 ...]   WORKERS=1 (default) · BENCH_SECONDS=8 ·
-//   PROFILE=1 writes a CPU profile per process into bench/profiles/ (open it in Chrome DevTools).
+//   PROFILE=1 writes a CPU profile per process into bench/profiles/ (open it in Chrome DevTools); a
+//   pw run then counts the server as drained under 30 % of a core, the profiler's own sampling included.
 //   cc70 / intro70 run at 70 % of the rate the last cc / intro run reached (as npm run bench does);
 //   cc70p / intro70p do the same with evenly paced requests (bench/paced.mjs) instead of autocannon.
 //   Without an earlier cc / intro run, MAX_CC / MAX_INTRO give the maximum to take 70 % of.
@@ -171,7 +172,7 @@ try {
     };
     // Password runs alternate with bcrypt ceilings at their cost (bench/password-share.mjs), BENCH_PW_ROUNDS
     // runs (1 here by default; npm run bench runs 3).
-    const share = kind.startsWith('pw') ? await passwordShare(Number(kind.slice(2)), once, { rounds: Number(process.env.BENCH_PW_ROUNDS ?? 1), pid: server.pid }) : undefined;
+    const share = kind.startsWith('pw') ? await passwordShare(Number(kind.slice(2)), once, { rounds: Number(process.env.BENCH_PW_ROUNDS ?? 1), pid: server.pid, idleCores: process.env.PROFILE ? 0.3 : undefined }) : undefined;
     const r = share ? share.merged : await once();
     if (!rate.overallRate) max[kind] = r.requests.average;
     console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  non2xx ${r.non2xx}  peak RSS ${peakRssMB} MB  cores busy ${Math.round((busy.busy / busy.total) * 100)} %`);
