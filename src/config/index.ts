@@ -13,7 +13,7 @@ const schema = z.object({
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   dataDir: z.string().min(1),
   /** The embedded database's shared_buffers (MB): its page cache inside PGlite's WebAssembly memory. */
-  embeddedSharedBuffersMb: z.coerce.number().int().min(1).max(4096),
+  embeddedSharedBuffersMb: z.coerce.number().int().min(1).max(1024),
   secretsKey: z
     .string()
     .refine((v) => Buffer.from(v, 'base64').length === 32, 'must be 32 random bytes, base64-encoded')
@@ -28,7 +28,11 @@ const schema = z.object({
   bodyLimitBytes: z.coerce.number().int().min(1024),
   tokens: z.object({
     accessTokenTtlSeconds: z.number().int().min(1).max(86400),
-    jwtAudience: z.string().min(1).nullable(),
+    /** Every token's audience, and the one `resource` (RFC 8707) a request may name: an absolute URI without a fragment. */
+    jwtAudience: z
+      .string()
+      .refine((v) => !!URL.parse(v) && !URL.parse(v)!.href.includes('#'), 'must be an absolute URI without a fragment (RFC 8707)')
+      .nullable(),
   }),
   keys: z.object({
     alg: z.enum(['ES256']),

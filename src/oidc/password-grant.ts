@@ -3,11 +3,11 @@ import type { Tenant } from '../tenants/repository';
 import type { User } from '../users/repository';
 import type { LoginClosing } from '../users/login-end';
 import { LoginFailedError, LoginOverloadedError, LoginThrottledError, type UserService } from '../users/service';
-import { grantedScopes } from './resource';
+import { checkSingleResource, grantedScopes } from './resource';
 import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext, type UserTokenResponse } from './user-tokens';
 
 export const PASSWORD_GRANT_PARAMS = ['username', 'password', 'scope', 'tenant', 'resource'];
-/** RFC 8707 lets `resource` repeat; more than one is then refused as invalid_target, as the library's grants do. */
+/** RFC 8707 lets `resource` repeat: taken, so that more than one is invalid_target (checkSingleResource), not invalid_request. */
 export const PASSWORD_GRANT_DUPES = ['resource'];
 
 function invalidCredentials() {
@@ -87,8 +87,7 @@ export function passwordGrantHandler(
     if (typeof params.username !== 'string' || params.username === '') throw new errors.InvalidRequest("missing required parameter 'username'");
     if (typeof params.password !== 'string' || params.password === '') throw new errors.InvalidRequest("missing required parameter 'password'");
     // RFC 8707: the token's audience is the server's one resource; naming another is refused, never ignored.
-    if (Array.isArray(params.resource)) throw new errors.InvalidTarget('only a single resource indicator value is supported for this grant type');
-    if (params.resource !== undefined && params.resource !== deps.context().audience) throw new errors.InvalidTarget();
+    if (params.resource) checkSingleResource(params.resource, deps.context().audience);
     const { scope, denied } = grantedScopes(client, params.scope);
     if (denied) throw new errors.InvalidScope('requested scope is not allowed', denied);
     const tenant = await deps.tenantFor(ctx, client);

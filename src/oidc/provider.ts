@@ -10,7 +10,7 @@ import { KnexAdapter } from './adapter';
 import { ClientAdapter, EXTRA_CLIENT_METADATA, hashedSecretComparison } from './client-model';
 import { createTenantResolver } from './tenant';
 import { revocationAllowed, type IntrospectionPolicy } from './introspection';
-import { grantedScopes, resourceInfo } from './resource';
+import { checkSingleResource, grantedScopes, resourceInfo } from './resource';
 import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } from './password-grant';
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
 
@@ -75,7 +75,16 @@ export function createProvider(deps: ProviderDeps): Provider {
       introspection: '/token/introspection',
       revocation: '/token/revocation',
     },
-    rotateRefreshToken: true,
+    /**
+     * Always rotate; but the library consumes the old token before it resolves the request's
+     * `resource`, so a refusal there would use the token up and the client's retry would end the
+     * session as a replay. The `resource` is checked here, before that.
+     */
+    rotateRefreshToken: (ctx) => {
+      const rt = ctx.oidc.entities.RefreshToken as { resource?: unknown } | undefined;
+      checkSingleResource((ctx.oidc.params as { resource?: unknown } | undefined)?.resource || rt?.resource, audience);
+      return true;
+    },
     // Setting this hook is also what makes oidc-provider offer the refresh_token grant.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     /**
@@ -106,7 +115,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => audience,
+        // Several requested (`oneOf`) stay several, for the library to refuse, as its default does.
+        defaultResource: (_ctx, _client, oneOf) => oneOf ?? audience,
         useGrantedResource: () => true,
         getResourceServerInfo: async (ctx, resourceIndicator, client) => {
           if (resourceIndicator !== audience) throw new errors.InvalidTarget();

@@ -1,3 +1,4 @@
+import { errors } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { PortcullisClientExtras } from './client-model';
 
@@ -46,4 +47,26 @@ export function grantedScopes(client: Partial<PortcullisClientExtras>, requested
   const set = new Set(allowed);
   const denied = asked.find((s) => !set.has(s));
   return denied ? { scope: [], denied } : { scope: [...new Set(asked)] };
+}
+
+/** Why a `resource` (RFC 8707) cannot be one: the library's own words, or undefined for an absolute URI without a fragment. */
+export function resourceSyntaxError(value: string): string | undefined {
+  const href = URL.parse(value)?.href;
+  if (!href) return 'resource indicator must be an absolute URI';
+  if (href.includes('#')) return 'resource indicator must not contain a fragment component';
+  return undefined;
+}
+
+/**
+ * The `resource` of a grant whose token can only be for our one audience (the password grant, and
+ * a refresh checked before its token is rotated): absent, or exactly the audience. Anything else
+ * throws invalid_target with the words oidc-provider's refresh grant uses.
+ */
+export function checkSingleResource(requested: unknown, audience: string): void {
+  if (requested === undefined || requested === '') return;
+  if (Array.isArray(requested)) throw new errors.InvalidTarget('only a single resource indicator value must be requested/resolved during Access Token Request');
+  if (typeof requested !== 'string') throw new errors.InvalidTarget();
+  const syntax = resourceSyntaxError(requested);
+  if (syntax) throw new errors.InvalidTarget(syntax);
+  if (requested !== audience) throw new errors.InvalidTarget();
 }

@@ -81,10 +81,36 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
       const two = await form(srv, '/token', { grant_type: 'password', username: 'alice', password: PASSWORD, resource: [audience, audience] }, { authorization: basic(app) });
       expect(two.status).toBe(400);
       expect(two.json.error).toBe('invalid_target');
+      expect((await passwordLogin(srv, app, 'alice', PASSWORD, { resource: 'not a uri' })).json).toEqual({ error: 'invalid_target', error_description: 'resource indicator must be an absolute URI' });
+      expect((await passwordLogin(srv, app, 'alice', PASSWORD, { resource: `${audience}#x` })).json).toEqual({ error: 'invalid_target', error_description: 'resource indicator must not contain a fragment component' });
       expect(verify).not.toHaveBeenCalled();
     } finally {
       verify.mockRestore();
     }
+  });
+
+  test('a refresh naming a resource that is not ours is refused before its token is rotated: the retry works, the session lives', async () => {
+    const { config } = srv.running.app;
+    const audience = config.tokens.jwtAudience ?? config.publicUrl;
+    const first = await login(srv, app, 'alice', PASSWORD);
+    const refreshWith = (resource: string | string[]) =>
+      form(srv, '/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token, resource }, { authorization: basic(app) });
+    for (const [resource, description] of [
+      ['https://payments.elsewhere.example', 'resource indicator is missing, or unknown'],
+      [[audience, 'https://payments.elsewhere.example'], 'only a single resource indicator value must be requested/resolved during Access Token Request'],
+      [[audience, audience], 'only a single resource indicator value must be requested/resolved during Access Token Request'],
+      ['not a uri', 'resource indicator must be an absolute URI'],
+      [`${audience}#part`, 'resource indicator must not contain a fragment component'],
+    ] as const) {
+      const refused = await refreshWith(resource as string | string[]);
+      expect({ resource, status: refused.status, json: refused.json }).toEqual({ resource, status: 400, json: { error: 'invalid_target', error_description: description } });
+    }
+    // Nothing was consumed: the refresh token still works once, and the session's tokens are alive.
+    expect((await introspect(srv, rs, first.access_token)).json.active).toBe(true);
+    const ok = await refreshWith(audience);
+    expect(ok.status).toBe(200);
+    expect((await introspect(srv, rs, ok.json.access_token as string)).json).toMatchObject({ active: true, sub: userId, aud: audience });
+    expect((await refresh(srv, app, ok.json.refresh_token as string)).status).toBe(200);
   });
 
   test('unknown user and wrong password give the same reply', async () => {

@@ -27,9 +27,18 @@ describe('configuration', () => {
     [{ WORKER_HEAP_LIMIT_MB: '-1' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '0' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '32MB' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
+    [{ EMBEDDED_SHARED_BUFFERS_MB: '2048' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/], // PGlite's WebAssembly memory cannot hold it
   ])('a bad value names its key: %o', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);
+  });
+
+  test('the token audience must be one a request can name as its resource: an absolute URI without a fragment', () => {
+    for (const jwtAudience of ['portcullis-api', 'https://api.example/#v1', '']) {
+      expect(() => loadConfig(base, { tokens: { jwtAudience } })).toThrow(/tokens\.jwtAudience: must be an absolute URI without a fragment/);
+    }
+    expect(loadConfig(base, { tokens: { jwtAudience: 'https://api.bank.example/' } }).tokens.jwtAudience).toBe('https://api.bank.example/');
+    expect(loadConfig(base, { tokens: { jwtAudience: 'urn:bank:api' } }).tokens.jwtAudience).toBe('urn:bank:api');
   });
 
   test('TRUST_PROXY reads as a boolean', () => {
