@@ -105,36 +105,45 @@ export async function openDatabase(config: Config, opts: DbOptions = {}): Promis
   }
   // knex-pglite is loaded lazily: a PostgreSQL deployment never needs the WASM build.
   const { default: ClientPgLite } = await import('knex-pglite');
-  let unlock = () => {};
   const { PGlite } = await import('@electric-sql/pglite');
-  let pgdata: string | undefined;
-  if (!opts.inMemory) {
-    const dir = path.resolve(config.dataDir);
-    unlock = lockDataDir(dir);
-    pgdata = path.join(dir, 'pgdata');
-    if (!existsSync(pgdata)) mkdirSync(pgdata, { recursive: true });
+  let unlock = () => {};
+  let pglite: InstanceType<typeof PGlite> | undefined;
+  try {
+    let pgdata: string | undefined;
+    if (!opts.inMemory) {
+      const dir = path.resolve(config.dataDir);
+      unlock = lockDataDir(dir);
+      pgdata = path.join(dir, 'pgdata');
+      if (!existsSync(pgdata)) mkdirSync(pgdata, { recursive: true });
+    }
+    // PostgreSQL's default shared_buffers (128 MB) sits in the WebAssembly memory, which never gives
+    // pages back: at 32 MB a server's peak RSS under load was about 130 MB lower (README, Configuration).
+    const db = new PGlite({
+      ...(pgdata ? { dataDir: pgdata } : {}),
+      startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${config.embeddedSharedBuffersMb}MB`],
+    });
+    pglite = db;
+    const knex = knexFactory({
+      client: ClientPgLite as unknown as typeof knexFactory.Client,
+      dialect: 'postgres',
+      // knex-pglite takes a ready instance this way; knex's own types know only connection settings.
+      connection: { pglite: db } as unknown as Knex.StaticConnectionConfig,
+    });
+    return {
+      knex,
+      kind: 'embedded',
+      async close() {
+        try {
+          await knex.destroy(); // closes the instance if a query ever opened it
+          if (!db.closed) await db.close();
+        } finally {
+          unlock(); // only once the database is shut: another process may open DATA_DIR then
+        }
+      },
+    };
+  } catch (err) {
+    await pglite?.close().catch(() => undefined);
+    unlock();
+    throw err;
   }
-  // PostgreSQL's default shared_buffers (128 MB) sits in the WebAssembly memory, which never gives
-  // pages back: at 32 MB a server's peak RSS under load was about 140 MB lower (README, Benchmark).
-  const pglite = new PGlite({
-    ...(pgdata ? { dataDir: pgdata } : {}),
-    startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${config.embeddedSharedBuffersMb}MB`],
-  });
-  const knex = knexFactory({
-    client: ClientPgLite as unknown as typeof knexFactory.Client,
-    dialect: 'postgres',
-    // knex-pglite takes a ready instance this way; knex's own types know only connection settings.
-    connection: { pglite } as unknown as Knex.StaticConnectionConfig,
-  });
-  return {
-    knex,
-    kind: 'embedded',
-    async close() {
-      try {
-        await knex.destroy();
-      } finally {
-        unlock();
-      }
-    },
-  };
 }
