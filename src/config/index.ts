@@ -1,6 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { resourceSyntaxError } from '../oidc/resource-uri';
 
 /** A yes/no setting; from the environment, 1, true or yes (any case) is yes. */
 const flag = z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean());
@@ -31,7 +32,7 @@ const schema = z.object({
     /** Every token's audience, and the one `resource` (RFC 8707) a request may name: an absolute URI without a fragment. */
     jwtAudience: z
       .string()
-      .refine((v) => !!URL.parse(v) && !URL.parse(v)!.href.includes('#'), 'must be an absolute URI without a fragment (RFC 8707)')
+      .refine((v) => resourceSyntaxError(v) === undefined, 'must be an absolute URI without a fragment (RFC 8707)')
       .nullable(),
   }),
   keys: z.object({

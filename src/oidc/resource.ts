@@ -1,6 +1,7 @@
 import { errors } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { PortcullisClientExtras } from './client-model';
+import { resourceSyntaxError } from './resource-uri';
 
 export interface ResourceInfo {
   audience: string;
@@ -47,14 +48,6 @@ export function grantedScopes(client: Partial<PortcullisClientExtras>, requested
   const set = new Set(allowed);
   const denied = asked.find((s) => !set.has(s));
   return denied ? { scope: [], denied } : { scope: [...new Set(asked)] };
-}
-
-/** Why a `resource` (RFC 8707) cannot be one: the library's own words, or undefined for an absolute URI without a fragment. */
-export function resourceSyntaxError(value: string): string | undefined {
-  const href = URL.parse(value)?.href;
-  if (!href) return 'resource indicator must be an absolute URI';
-  if (href.includes('#')) return 'resource indicator must not contain a fragment component';
-  return undefined;
 }
 
 /**
