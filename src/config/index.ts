@@ -83,6 +83,11 @@ const checked = schema.superRefine((c, ctx) => {
 
 export type Config = Readonly<z.infer<typeof schema>>;
 
+/** Every token's audience, and the one `resource` a request may name: `tokens.jwtAudience`, else the issuer. */
+export function tokenAudience(config: Pick<Config, 'tokens' | 'publicUrl'>): string {
+  return config.tokens.jwtAudience ?? config.publicUrl;
+}
+
 export class ConfigError extends Error {}
 
 function readJson(file: string): Record<string, unknown> {

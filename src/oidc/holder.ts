@@ -4,6 +4,7 @@ import type { JSONWebKeySet } from 'jose';
 import type { KeyService } from '../keys/service';
 import type { Metrics } from '../metrics';
 import type { Logger } from '../log';
+import { tokenAudience } from '../config';
 import { createProvider, type ProviderDeps } from './provider';
 import { createBearerVerifier, type Principal } from './bearer';
 import type { OidcClient, UserTokenContext } from './user-tokens';
@@ -71,7 +72,7 @@ export async function createProviderHolder(
       verify: createBearerVerifier(provider, { keys: publicKeys } as JSONWebKeySet),
       context: {
         provider,
-        audience: deps.config.tokens.jwtAudience ?? deps.config.publicUrl,
+        audience: tokenAudience(deps.config),
         defaultTtl: deps.config.tokens.accessTokenTtlSeconds,
         signingKid: keys.signingKid,
         clock: deps.clock,

@@ -1,6 +1,6 @@
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { DbSource } from '../db/tx';
-import type { Config } from '../config';
+import { tokenAudience, type Config } from '../config';
 import type { KeySet } from '../keys/service';
 import type { ClientRepository } from '../clients/repository';
 import type { Tenant, TenantRepository } from '../tenants/repository';
@@ -40,7 +40,7 @@ const now = () => Math.floor(Date.now() / 1000);
 /** Builds the oidc-provider instance: every OAuth endpoint, configured only through public hooks. */
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, keys } = deps;
-  const audience = config.tokens.jwtAudience ?? config.publicUrl;
+  const audience = tokenAudience(config);
   const tenantResolver = createTenantResolver(deps.tenants);
   const clientAdapter = new ClientAdapter(deps.clients);
 

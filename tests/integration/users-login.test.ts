@@ -4,6 +4,7 @@ import {
   basic, createClient, createTenant, createUser, form, introspect, json, login, passwordLogin, refresh, statements, type ClientCreds,
 } from '../helpers/flows';
 import { dbLabel, usingPostgres } from '../helpers/env';
+import { tokenAudience } from '../../src/config';
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -67,8 +68,7 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
   });
 
   test('a resource indicator (RFC 8707): the server’s own is taken, another or two are invalid_target before any password is checked', async () => {
-    const { config } = srv.running.app;
-    const audience = config.tokens.jwtAudience ?? config.publicUrl;
+    const audience = tokenAudience(srv.running.app.config);
     const own = await passwordLogin(srv, app, 'alice', PASSWORD, { resource: audience });
     expect(own.status).toBe(200);
     const info = await introspect(srv, rs, own.json.access_token as string);
@@ -90,8 +90,7 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
   });
 
   test('a refresh naming a resource that is not ours is refused before its token is rotated: the retry works, the session lives', async () => {
-    const { config } = srv.running.app;
-    const audience = config.tokens.jwtAudience ?? config.publicUrl;
+    const audience = tokenAudience(srv.running.app.config);
     const first = await login(srv, app, 'alice', PASSWORD);
     const refreshWith = (resource: string | string[]) =>
       form(srv, '/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token, resource }, { authorization: basic(app) });
