@@ -27,13 +27,17 @@ function query<T extends z.ZodType>(ctx: Context, schema: T): z.infer<T> {
 
 const tenantView = (t: Tenant) => ({ id: t.id, name: t.name, mode: t.mode, status: t.status, createdAt: t.createdAt.toISOString(), updatedAt: t.updatedAt.toISOString() });
 
-const clientView = (c: ClientRecord) => ({
+/**
+ * A client as an admin sees it: a tenant-bound admin is shown only the tenants it administers, so a
+ * client shared with another institution does not name that institution to it.
+ */
+const clientView = (c: ClientRecord, viewer?: AdminCaller) => ({
   client_id: c.id,
   client_name: c.name,
   grant_types: c.grantTypes,
   scope: c.scope,
   token_endpoint_auth_method: c.tokenEndpointAuthMethod,
-  tenants: c.tenants,
+  tenants: viewer ? c.tenants.filter((t) => canSee(viewer, t)) : c.tenants,
   token_format: c.tokenFormat,
   introspection: c.introspection,
   admin: c.admin,
@@ -57,9 +61,17 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
    */
   const audited = <T>(fn: () => Promise<T>): Promise<T> => s.tx.savepoint(fn);
 
-  async function clientOf(ctx: Context, tenant: Tenant): Promise<ClientRecord> {
+  /**
+   * The client `:id` of `tenant`. A change (`forChange`) reaches every tenant the client serves —
+   * a new secret or scope works for all of them — so it needs an admin of every one: a tenant-bound
+   * admin may read a client it shares with another institution, never change it.
+   */
+  async function clientOf(ctx: Context, tenant: Tenant, opts: { forChange?: boolean } = {}): Promise<ClientRecord> {
     const c = await s.clients.find(ctx.params.id ?? '');
     if (!c || !c.tenants.includes(tenant.id)) throw new AppError('NOT_FOUND', 404, 'Client not found');
+    if (opts.forChange && !c.tenants.every((x) => canSee(admin(ctx), x))) {
+      throw new AppError('FORBIDDEN', 403, 'This client also serves tenants outside this admin client\'s reach; only a platform admin may change it');
+    }
     return c;
   }
   async function userOf(ctx: Context, tenant: Tenant) {
@@ -139,7 +151,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const { limit, after } = query(ctx, S.paging);
     const items = await s.clients.listByTenant(t.id, { limit, after });
-    ctx.body = { items: items.map(clientView), next: items.length === limit ? items[items.length - 1]!.id : null };
+    ctx.body = { items: items.map((c) => clientView(c, admin(ctx))), next: items.length === limit ? items[items.length - 1]!.id : null };
   });
   router.post('/tenants/:t/clients', deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
@@ -162,16 +174,16 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.status = 201;
     ctx.set('Cache-Control', 'no-store');
     ctx.set('ETag', etag(created.client.version));
-    ctx.body = { ...clientView(created.client), client_secret: created.clientSecret, api_key: created.apiKey };
+    ctx.body = { ...clientView(created.client, admin(ctx)), client_secret: created.clientSecret, api_key: created.apiKey };
   });
   router.get('/tenants/:t/clients/:id', async (ctx) => {
     const c = await clientOf(ctx, await tenantOf(ctx));
     ctx.set('ETag', etag(c.version));
-    ctx.body = clientView(c);
+    ctx.body = clientView(c, admin(ctx));
   });
   router.patch('/tenants/:t/clients/:id', async (ctx) => {
     const t = await tenantOf(ctx);
-    const c = await clientOf(ctx, t);
+    const c = await clientOf(ctx, t, { forChange: true });
     const body = validateBody(ctx, S.clientPatch);
     if (c.admin && !admin(ctx).platform) requirePlatform(ctx);
     const grantTypes = body.grant_types ? [...new Set(body.grant_types.includes('password') ? [...body.grant_types, 'refresh_token'] : body.grant_types)] : undefined;
@@ -184,11 +196,11 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
       return u;
     });
     ctx.set('ETag', etag(updated.version));
-    ctx.body = clientView(updated);
+    ctx.body = clientView(updated, admin(ctx));
   });
   router.post('/tenants/:t/clients/:id/secret', deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
-    const c = await clientOf(ctx, t);
+    const c = await clientOf(ctx, t, { forChange: true });
     const { overlap_seconds } = validateBody(ctx, S.secretRotation);
     const secret = generateSecret(32);
     const until = new Date(Date.now() + overlap_seconds * 1000);

@@ -117,6 +117,45 @@ describe(`admin API (${dbLabel})`, () => {
     expect(audit.every((e) => e.tenant === 'bank-a')).toBe(true);
   });
 
+  test('a tenant admin may read a client it shares with another tenant, never change it', async () => {
+    await api('POST', '/tenants', { id: 'share-a' });
+    await api('POST', '/tenants', { id: 'share-b' });
+    const shared = await api('POST', '/tenants/share-a/clients', { tenants: ['share-b'], grant_types: ['client_credentials'], scope: 'accounts' });
+    expect(shared.json.tenants).toEqual(['share-a', 'share-b']);
+    const own = await api('POST', '/tenants/share-a/clients', { grant_types: ['client_credentials'] });
+    const adminA = await createClient(srv, { tenants: ['share-a'], admin: true });
+    const ta = await adminToken(adminA);
+    const id = shared.json.client_id as string;
+
+    const seen = await api('GET', `/tenants/share-a/clients/${id}`, undefined, {}, ta);
+    expect(seen.status).toBe(200);
+    expect(seen.json.tenants).toEqual(['share-a']); // share-b is not named to share-a's admin
+    const listed = (await api('GET', '/tenants/share-a/clients', undefined, {}, ta)).json.items as Array<{ client_id: string; tenants: string[] }>;
+    expect(listed.find((c) => c.client_id === id)?.tenants).toEqual(['share-a']);
+
+    // A new secret, scope or introspection right would work in share-b too: refused, nothing changed.
+    const rotate = await api('POST', `/tenants/share-a/clients/${id}/secret`, { overlap_seconds: 0 }, {}, ta);
+    expect(rotate.status).toBe(403);
+    expect(rotate.json).toEqual({ message: expect.any(String), code: 'FORBIDDEN' });
+    expect(rotate.json).not.toHaveProperty('client_secret');
+    for (const change of [{ introspection: true }, { disabled: true }, { scope: 'accounts payments' }]) {
+      const r = await api('PATCH', `/tenants/share-a/clients/${id}`, change, { 'if-match': seen.headers.get('etag')! }, ta);
+      expect([change, r.status]).toEqual([change, 403]);
+    }
+    const after = await api('GET', `/tenants/share-a/clients/${id}`);
+    expect(after.json).toMatchObject({ tenants: ['share-a', 'share-b'], introspection: false, disabled: false, scope: 'accounts' });
+    const creds = { client_id: id, client_secret: shared.json.client_secret as string };
+    expect((await form(srv, '/token', { grant_type: 'client_credentials', tenant: 'share-b' }, { authorization: basic(creds) })).status).toBe(200);
+    const audit = (await api('GET', '/audit?tenant=share-a')).json.items as Array<{ type: string; target: string }>;
+    expect(audit.filter((e) => e.target === id).map((e) => e.type)).toEqual(['client.created']);
+
+    // Its own tenant's clients it changes as before; a platform admin changes the shared one.
+    const ownEtag = (await api('GET', `/tenants/share-a/clients/${own.json.client_id}`, undefined, {}, ta)).headers.get('etag')!;
+    expect((await api('PATCH', `/tenants/share-a/clients/${own.json.client_id}`, { disabled: true }, { 'if-match': ownEtag }, ta)).status).toBe(200);
+    expect((await api('POST', `/tenants/share-a/clients/${own.json.client_id}/secret`, { overlap_seconds: 0 }, {}, ta)).status).toBe(200);
+    expect((await api('POST', `/tenants/share-a/clients/${id}/secret`, { overlap_seconds: 0 })).status).toBe(200);
+  });
+
   test('a user id that is not a UUID is a 404 on every user route, never a database error', async () => {
     await api('POST', '/tenants', { id: 'bank-u' });
     // Each has the length and characters of a UUID, or nearly; PostgreSQL refuses to compare them with one.
