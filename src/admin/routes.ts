@@ -60,6 +60,16 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
    * one, so a refusal inside (a duplicate id) leaves that transaction able to record the answer.
    */
   const audited = <T>(fn: () => Promise<T>): Promise<T> => s.tx.savepoint(fn);
+  /**
+   * A client's change is recorded in the log of every tenant it serves (each one's admins see what
+   * happened to a client they depend on), each record naming that tenant only.
+   */
+  const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: (view: (x: ClientRecord) => ReturnType<typeof clientView>) => Record<string, unknown>) => {
+    for (const tenantId of c.tenants) {
+      const viewer: AdminCaller = { clientId: admin(ctx).clientId, platform: false, tenants: [tenantId] };
+      await audit(ctx, type, tenantId, c.id, details((x) => clientView(x, viewer)));
+    }
+  };
 
   /**
    * The client `:id` of `tenant`. A change (`forChange`) reaches every tenant the client serves —
@@ -168,7 +178,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
         token_format: body.token_format,
         introspection: body.introspection ?? false,
       });
-      await audit(ctx, 'client.created', t.id, made.client.id, { after: clientView(made.client) });
+      await auditClient(ctx, 'client.created', made.client, (view) => ({ after: view(made.client) }));
       return made;
     });
     ctx.status = 201;
@@ -192,7 +202,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
         name: body.client_name, grantTypes, scope: body.scope, tokenFormat: body.token_format, introspection: body.introspection, disabled: body.disabled,
       });
       if (!u) throw preconditionFailed();
-      await audit(ctx, 'client.updated', t.id, c.id, { before: clientView(c), after: clientView(u) });
+      await auditClient(ctx, 'client.updated', c, (view) => ({ before: view(c), after: view(u) }));
       return u;
     });
     ctx.set('ETag', etag(updated.version));
@@ -201,12 +211,13 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.post('/tenants/:t/clients/:id/secret', deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const c = await clientOf(ctx, t, { forChange: true });
+    if (c.admin) requirePlatform(ctx); // as for its PATCH: admin clients are the platform's to manage
     const { overlap_seconds } = validateBody(ctx, S.secretRotation);
     const secret = generateSecret(32);
     const until = new Date(Date.now() + overlap_seconds * 1000);
     await audited(async () => {
       if (!(await s.clients.rotateSecret(c.id, hashSecret(secret), until))) throw new AppError('NOT_FOUND', 404, 'Client not found');
-      await audit(ctx, 'client.secret_rotated', t.id, c.id, { previous_secret_expires_at: until.toISOString() });
+      await auditClient(ctx, 'client.secret_rotated', c, () => ({ previous_secret_expires_at: until.toISOString() }));
     });
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { client_id: c.id, client_secret: secret, previous_secret_expires_at: until.toISOString() };

@@ -154,6 +154,19 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('PATCH', `/tenants/share-a/clients/${own.json.client_id}`, { disabled: true }, { 'if-match': ownEtag }, ta)).status).toBe(200);
     expect((await api('POST', `/tenants/share-a/clients/${own.json.client_id}/secret`, { overlap_seconds: 0 }, {}, ta)).status).toBe(200);
     expect((await api('POST', `/tenants/share-a/clients/${id}/secret`, { overlap_seconds: 0 })).status).toBe(200);
+
+    // Each tenant's log records what happened to the client, naming that tenant only.
+    for (const tenant of ['share-a', 'share-b']) {
+      const log = (await api('GET', `/audit?tenant=${tenant}`)).json.items as Array<{ type: string; target: string; details: { after?: { tenants: string[] } } }>;
+      const mine = log.filter((e) => e.target === id);
+      expect([tenant, mine.map((e) => e.type)]).toEqual([tenant, ['client.secret_rotated', 'client.created']]);
+      expect(mine[1]!.details.after!.tenants).toEqual([tenant]);
+    }
+
+    // Another admin client of its own tenant is the platform's to re-key, as to change.
+    const otherAdmin = await createClient(srv, { tenants: ['share-a'], admin: true });
+    expect((await api('POST', `/tenants/share-a/clients/${otherAdmin.client_id}/secret`, { overlap_seconds: 0 }, {}, ta)).status).toBe(403);
+    expect((await adminToken(otherAdmin)).length).toBeGreaterThan(0); // its secret unchanged
   });
 
   test('a user id that is not a UUID is a 404 on every user route, never a database error', async () => {
