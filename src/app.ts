@@ -270,7 +270,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const bearer = requireBearer({ verify, publicUrl: config.publicUrl });
     const userDeps = { tenants: { find: services.lookups.tenant }, users: services.userService, clients: services.clients, publicUrl: config.publicUrl };
     const user = requireUser(userDeps);
-    const userOrPending = requireUser(userDeps, { allowPending: true });
+    const userSelf = requireUser(userDeps, { ownAuthentication: true });
+    const userSelfOrPending = requireUser(userDeps, { allowPending: true, ownAuthentication: true });
     const idempotent = idempotency({
       repo: services.idempotency,
       onReplay: () => services.metrics.replays.inc(),
@@ -295,9 +296,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         idempotent,
       }),
       sessionRoutes({ db: services.tx, requireBearer: bearer, requireUser: user }),
-      factorRoutes({ factors: services.factorService, user: [bearer, user], idempotent }),
+      factorRoutes({ factors: services.factorService, user: [bearer, userSelf], idempotent }),
       deviceRoutes({ factors: services.factorService }),
-      stepUpRoutes({ stepUp, user: [bearer, userOrPending], idempotent }),
+      stepUpRoutes({ stepUp, user: [bearer, userSelfOrPending], idempotent }),
       adminRoutes({ services, holder, auth: [bearer, requireAdmin], idempotent }),
       docsRoutes(config.publicUrl),
     ];

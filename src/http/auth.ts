@@ -61,7 +61,15 @@ export function requireBearer(deps: { verify: (token: string) => Promise<Princip
  */
 export function requireUser(
   deps: { tenants: Pick<TenantRepository, 'find'>; users: UserService; clients: ClientRepository; publicUrl: string },
-  opts: { allowPending?: boolean } = {},
+  opts: {
+    allowPending?: boolean;
+    /**
+     * The user's own authentication is at stake (their factors, a step-up): a token from an
+     * admin's login on their behalf (`act`) is refused, so an operator can neither enrol a factor
+     * nor produce the user's SCA.
+     */
+    ownAuthentication?: boolean;
+  } = {},
 ) {
   return async function authenticateUser(ctx: Context, next: Next): Promise<void> {
     const p = ctx.state.principal as Principal | undefined;
@@ -70,6 +78,9 @@ export function requireUser(
     }
     // A login waiting for its MFA challenge is good for the step-up routes only.
     if (p.pending && !opts.allowPending) throw insufficientUserAuthentication(deps.publicUrl);
+    if (p.actor !== undefined && opts.ownAuthentication) {
+      throw new AppError('ACTOR_TOKEN', 403, "A token from an administrator's login on the user's behalf cannot use or change the user's authentication factors");
+    }
     const tenant = await deps.tenants.find(p.tenantId);
     const user = tenant?.status === 'active' ? await deps.users.findActive(p.tenantId, p.userId) : undefined;
     if (!tenant || !user) throw unauthorized(deps.publicUrl, 'invalid_token');

@@ -71,7 +71,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/admin/tenants/{t}/users/{id}/sessions', tag: 'Admin', summary: "A user's sessions", auth: 'admin', ok: { status: 200, description: '{sessions}' } },
   { method: 'delete', path: '/admin/tenants/{t}/users/{id}/sessions', tag: 'Admin', summary: "End all of a user's sessions", auth: 'admin', ok: { status: 204, description: 'Ended' } },
   { method: 'delete', path: '/admin/tenants/{t}/users/{id}/sessions/{sid}', tag: 'Admin', summary: 'End one session', auth: 'admin', ok: { status: 204, description: 'Ended' } },
-  { method: 'post', path: '/admin/tenants/{t}/users/{id}/login', tag: 'Admin', summary: 'Admin login: a user token for back-end use, marked with act (RFC 8693)', auth: 'admin', body: A.adminLogin, idempotent: true, ok: { status: 200, description: 'Token response' } },
+  { method: 'post', path: '/admin/tenants/{t}/users/{id}/login', tag: 'Admin', summary: 'Admin login: a user token for back-end use, marked with act (RFC 8693); no refresh token, refused by the factor and step-up routes', auth: 'admin', body: A.adminLogin, idempotent: true, ok: { status: 200, description: 'Token response' } },
   { method: 'get', path: '/admin/keys', tag: 'Admin', summary: 'Signing keys (platform admin)', auth: 'admin', ok: { status: 200, description: '{keys}' } },
   { method: 'post', path: '/admin/keys/rotate', tag: 'Admin', summary: 'Rotate the signing key: published now, signs after the delay', auth: 'admin', idempotent: true, ok: { status: 201, description: '{kid, activatesAt}' } },
   { method: 'get', path: '/admin/audit', tag: 'Admin', summary: 'Audit log, newest first', auth: 'admin', query: A.auditQuery, ok: { status: 200, description: '{items, next}' } },

@@ -23,10 +23,18 @@ export interface Principal {
   pending: boolean;
   /** Step-up token of one transaction (it carries authorization_details): good for that only. */
   transactionBound: boolean;
+  /** RFC 8693 `act`: the admin client that logged the user in, when the user did not. */
+  actor?: string;
 }
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 type Extra = Record<string, unknown>;
+
+function actorOf(act: unknown): string | undefined {
+  if (act === undefined) return undefined;
+  const sub = (act as { sub?: unknown } | null)?.sub;
+  return typeof sub === 'string' ? sub : 'unknown'; // an act we cannot read still marks the token
+}
 
 /**
  * Verifies a bearer token for our own routes with the same rules as introspection: stored and
@@ -73,6 +81,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
       tokenId: p.tokenId,
       pending: p.extra.pending !== undefined,
       transactionBound: p.transactionBound,
+      actor: actorOf(p.extra.act),
     };
   }
 

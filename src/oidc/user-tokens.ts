@@ -137,8 +137,10 @@ export async function startUserSession(
     saved = await Promise.all([
       grant.save(),
       at.save(),
-      // A pending login gets its refresh token only when the challenge succeeds.
-      input.pending
+      // A pending login gets its refresh token only when the challenge succeeds. An admin's login
+      // gets none: the library's refresh would not carry `act` on, and the operator logs in again
+      // (audited) rather than holding the user's session open.
+      input.pending || input.act
         ? undefined
         : saveRefreshToken(c, { client, userId: user.id, sessionId: grantId, scope: scopeString, acr: input.acr, amr: input.amr, authTime, lifetime: sessionSeconds }),
     ]);

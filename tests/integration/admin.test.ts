@@ -169,6 +169,36 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await adminToken(otherAdmin)).length).toBeGreaterThan(0); // its secret unchanged
   });
 
+  test("an admin's login on a user's behalf: marked act, never refreshed, never the user's factors or SCA", async () => {
+    await api('POST', '/tenants', { id: 'act-bank', mode: 'sandbox' });
+    const app = await api('POST', '/tenants/act-bank/clients', { grant_types: ['password'], scope: 'accounts' });
+    const creds: ClientCreds = { client_id: app.json.client_id, client_secret: app.json.client_secret, api_key: app.json.api_key };
+    const u = await api('POST', '/tenants/act-bank/users', { email: 'act@bank.test', mobile: '+447911123499', password: PASSWORD });
+    const byAdmin = await api('POST', `/tenants/act-bank/users/${u.json.id}/login`, { client_id: creds.client_id });
+    expect(byAdmin.status).toBe(200);
+    expect(byAdmin.json).not.toHaveProperty('refresh_token'); // a refresh would shed `act`
+    const t = byAdmin.json.access_token as string;
+
+    expect((await json(srv, 'GET', '/users/me', undefined, bearer(t))).status).toBe(200);
+    for (const [method, path, body] of [
+      ['POST', '/authentication_factors/otp/SMS', undefined],
+      ['POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }],
+      ['POST', '/authentication_factors/push/AUTHY', { publicKey: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' } }],
+      ['DELETE', '/authentication_factors/push/AUTHY', undefined],
+      ['POST', '/stepup/challenges/otp/SMS', undefined],
+      ['POST', '/stepup/challenges/otp/SMS/verify', { verificationCode: '123456' }],
+      ['POST', '/stepup/challenges/push/AUTHY', undefined],
+    ] as const) {
+      const r = await json(srv, method, path, body, bearer(t));
+      expect([path, r.status, r.json.code]).toEqual([path, 403, 'ACTOR_TOKEN']);
+    }
+
+    // The user's own login does all of it.
+    const own = await login(srv, creds, 'act@bank.test', PASSWORD);
+    expect(own.refresh_token).toBeDefined();
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(own.access_token))).status).toBe(204);
+  });
+
   test('a user id that is not a UUID is a 404 on every user route, never a database error', async () => {
     await api('POST', '/tenants', { id: 'bank-u' });
     // Each has the length and characters of a UUID, or nearly; PostgreSQL refuses to compare them with one.
