@@ -334,6 +334,16 @@ export async function revokeAllOfAccount(source: DbSource, accountId: string): P
 }
 
 /** Deletes rows that expired more than `graceSeconds` ago; returns how many. */
+/**
+ * Login-time MFA completed: the session's pending access tokens, good only for the step-up routes
+ * until now, end (they would otherwise complete the login again with every later step-up).
+ */
+export async function endPendingLogin(source: DbSource, grantId: string): Promise<number> {
+  return affected(
+    await source.db()('oidc_payloads').where({ type: 'AccessToken', grant_id: grantId }).whereRaw("payload->'extra'->>'pending' is not null").del(),
+  );
+}
+
 export async function sweepExpired(knex: Knex, graceSeconds = 0): Promise<number> {
   return affected(await knex('oidc_payloads').where('expires_at', '<', new Date(Date.now() - graceSeconds * 1000)).del());
 }

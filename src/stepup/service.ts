@@ -7,6 +7,7 @@ import type { Caller, FactorService, PushChannel } from '../factors/service';
 import { boundTo, verificationFailed } from '../factors/service';
 import type { ProviderHolder } from '../oidc/holder';
 import { issueStepUpToken, SessionGoneError } from '../oidc/user-tokens';
+import { endPendingLogin } from '../oidc/adapter';
 import { bindingHash, describe, type AuthorizationDetails } from './details';
 import type { Metrics } from '../metrics';
 
@@ -55,6 +56,7 @@ export function createStepUpService(deps: {
         authorizationDetails: challenge.authorizationDetails ?? undefined,
         completesLogin: challenge.completesLogin,
       });
+      if (challenge.completesLogin && challenge.sessionId) await endPendingLogin(tx, challenge.sessionId);
       deps.metrics.stepUps.inc({ channel, tenant: caller.tenant.id });
       await audit.record({
         tenantId: caller.tenant.id, actor: caller.user.id, type: 'stepup.succeeded', target: caller.user.id,
@@ -69,8 +71,20 @@ export function createStepUpService(deps: {
 
   const transactionText = (details?: AuthorizationDetails) => (details ? ` to pay ${describe(details)}` : '');
 
+  /**
+   * A login waiting for its MFA is completed by a challenge of its own, never by a payment's: the
+   * user approved that payment (dynamic linking), not a session, and the approval must not turn
+   * into one.
+   */
+  const loginFirst = (requester: StepUpRequester, details?: AuthorizationDetails) => {
+    if (requester.pending && details) {
+      throw new AppError('LOGIN_PENDING', 403, 'This login is waiting for its strong customer authentication: complete it before authorising a transaction');
+    }
+  };
+
   return {
     async startSms(caller: Caller, requester: StepUpRequester, details?: AuthorizationDetails): Promise<void> {
+      loginFirst(requester, details);
       await requireActive(caller, 'SMS');
       const minutes = Math.round(caller.tenant.policy.otpTtlSeconds / 60);
       await factorService.sendSmsCode(caller, 'stepup', {
@@ -93,6 +107,7 @@ export function createStepUpService(deps: {
 
     async startPush(caller: Caller, requester: StepUpRequester, channel: PushChannel, details?: AuthorizationDetails): Promise<ChallengeView> {
       const { tenant, user } = caller;
+      loginFirst(requester, details);
       const factor = await requireActive(caller, channel);
       await factorService.takeCaps([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
       return tx.transaction(async () => {

@@ -186,6 +186,12 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     expect(me.status).toBe(401);
     expect(me.headers.get('www-authenticate')).toMatch(/insufficient_user_authentication/);
     expect((await json(srv, 'GET', '/authentication_factors', undefined, bearer(token))).status).toBe(401);
+    // A payment's approval never completes the login: the user approved that payment, not a session.
+    const payment = { authorization_details: [{ type: 'payment_initiation', instructedAmount: { amount: '1.00', currency: 'EUR' }, creditorName: 'Coffee shop' }] };
+    for (const path of ['/stepup/challenges/otp/SMS', '/stepup/challenges/push/AUTHY']) {
+      const r = await json(srv, 'POST', path, payment, bearer(token));
+      expect([path, r.status, r.json.code]).toEqual([path, 403, 'LOGIN_PENDING']);
+    }
 
     expect((await startSms(token)).status).toBe(204);
     const done = await verifySms(token, '123456');
@@ -196,6 +202,9 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     expect((await introspect(srv, rs, full)).json).toMatchObject({ active: true, acr: SCA, amr: ['pwd', 'otp', 'sms'] });
     expect((await json(srv, 'GET', '/users/me', undefined, bearer(full))).status).toBe(200);
     expect((await introspect(srv, rs, token)).json).toEqual({ active: false }); // the pending one stays pending
+    // ... and has done its work: it completes no second login.
+    expect((await startSms(token)).status).toBe(401);
+    expect((await verifySms(token, '123456')).status).toBe(401);
     const refreshed = await refresh(srv, app, done.json.refresh_token as string);
     expect(refreshed.status).toBe(200);
     expect((await introspect(srv, rs, refreshed.json.access_token as string)).json).toMatchObject({ active: true, acr: SCA });
