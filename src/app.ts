@@ -56,6 +56,7 @@ import { createFastPassword, type FastPassword } from './oidc/fast-password';
 import { createFastToken } from './oidc/fast-token';
 import { createLookupCaches, startChangeListener, type ChangeListener } from './cache/lookups';
 import type { User } from './users/repository';
+import { AppError } from './errors';
 
 /** Seed aliases and RFC 8414 metadata: served by the same oidc-provider endpoints. */
 const OAUTH_ALIASES: Record<string, string> = {
@@ -66,6 +67,11 @@ const OAUTH_ALIASES: Record<string, string> = {
 
 /** oidc-provider's endpoints (and their aliases) that every token request and introspection hits. */
 const OAUTH_PATHS = new Set(['/token', '/token/introspection', '/token/revocation', ...Object.keys(OAUTH_ALIASES).filter((p) => p.includes('token'))]);
+/**
+ * Every path handed to oidc-provider. The library serves more (an authorization endpoint, say),
+ * none of it part of this server: anything else is our JSON 404.
+ */
+const PROVIDER_PATHS = new Set([...OAUTH_PATHS, '/jwks', '/.well-known/openid-configuration', ...Object.keys(OAUTH_ALIASES)]);
 
 export interface AppOptions {
   db?: DbOptions;
@@ -312,7 +318,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     koa.use(async (ctx, next) => {
       if (OAUTH_PATHS.has(ctx.path)) return next();
       const routed = ctx as Parameters<typeof apiRoutes>[0] & Parameters<typeof apiMethods>[0];
-      return apiRoutes(routed, () => apiMethods(routed, next));
+      const provider = PROVIDER_PATHS.has(ctx.path);
+      await apiRoutes(routed, () => apiMethods(routed, provider ? next : async () => undefined));
+      if (provider) return;
+      // What none of our routes answered, in our error shape: a known path with another method
+      // (the router has set 405 and Allow), or no such path.
+      if (ctx.status === 405 && ctx.body === undefined) {
+        throw new AppError('METHOD_NOT_ALLOWED', 405, `${ctx.method} is not allowed here`, undefined, { Allow: String(ctx.response.get('Allow')) });
+      }
+      if (ctx.status === 501 && ctx.body === undefined) throw new AppError('NOT_IMPLEMENTED', 501, `${ctx.method} is not a method of this server`);
+      if (ctx.status === 404 && ctx.body === undefined) throw new AppError('NOT_FOUND', 404, 'Not found');
     });
 
     const fastIntrospection = createFastIntrospection({

@@ -91,6 +91,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
       try {
         const { payload } = await jwtVerify(token, keys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: ['ES256'] });
         if (typeof payload.client_id !== 'string' || typeof payload.exp !== 'number') return undefined;
+        if (payload.cnf !== undefined) return undefined; // sender-constrained: see below
         const isUser = typeof payload.member_id === 'string';
         return principal({
           clientId: payload.client_id,
@@ -108,7 +109,10 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
     }
     const found = (await provider.AccessToken.find(token)) ?? (await provider.ClientCredentials.find(token));
     if (!found || !found.isValid || !found.clientId || !found.exp) return undefined;
-    const f = found as unknown as { accountId?: string; grantId?: string; extra?: Extra; scope?: string; rar?: unknown };
+    const f = found as unknown as { accountId?: string; grantId?: string; extra?: Extra; scope?: string; rar?: unknown; jkt?: string; 'x5t#S256'?: string };
+    // A token bound to a key (DPoP, mTLS) is good only with proof of that key, which these routes
+    // do not take: never as a bearer token (RFC 9449 §7.2). None is issued; one stored is refused.
+    if (f.jkt !== undefined || f['x5t#S256'] !== undefined) return undefined;
     return principal({
       clientId: found.clientId,
       accountId: f.accountId,

@@ -13,6 +13,7 @@ import { revocationAllowed, type IntrospectionPolicy } from './introspection';
 import { checkSingleResource, grantedScopes, resourceInfo } from './resource';
 import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } from './password-grant';
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
+import { trimDiscovery } from './discovery';
 
 export interface ProviderDeps {
   config: Config;
@@ -100,6 +101,12 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     features: {
       devInteractions: { enabled: false },
+      // On by default in the library, and not offered here: our own routes verify no DPoP proof
+      // (a bound token must never pass as a bearer one, RFC 9449 §7.2), and there are no browser
+      // sessions to end nor authorization requests to push.
+      dPoP: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      pushedAuthorizationRequests: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,
@@ -172,6 +179,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const provider = new Provider(config.publicUrl, configuration);
+  trimDiscovery(provider);
   provider.proxy = config.trustProxy;
   provider.maxIpsCount = 1;
   provider.Client.prototype.compareClientSecret = hashedSecretComparison();

@@ -182,7 +182,7 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
       [q({ ...cc, tenant: 'no-such-bank' }), as(app), 400],
       [q({ ...cc, tenant: 'bank-p' }), { ...as(multi), di_fiid: 'bank-q' }, 400], // two tenants named
       ['grant_type=client_credentials&tenant=bank-p&tenant=bank-p', as(app), 400],
-      [q(cc), { ...as(app), dpop: 'not-a-proof' }, 400],
+      [q(cc), { ...as(app), dpop: 'not-a-proof' }, 200], // DPoP is not offered: the header is ignored
       [q(cc), { ...as(app), 'oauth-client-attestation': '' }, 400],
       [q(cc), { ...as(app), origin: 'https://app.example' }, 400], // CORS: the library asks the client's origins
       [q(cc), { authorization: basic(app), 'content-type': 'application/json' }, 400],

@@ -1,5 +1,5 @@
 import * as oauth from 'openid-client';
-import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader } from 'jose';
+import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader, generateKeyPair, exportJWK, SignJWT } from 'jose';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
@@ -64,6 +64,53 @@ describe(`token service (${dbLabel})`, () => {
       expect(k).toMatchObject({ kty: 'EC', crv: 'P-256', alg: 'ES256' });
       expect(k.d).toBeUndefined();
     }
+  });
+
+  test('the metadata names only what this server serves; the library\'s other endpoints are not reachable', async () => {
+    const meta = (await (await fetch(`${srv.base}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    for (const key of ['authorization_endpoint', 'end_session_endpoint', 'pushed_authorization_request_endpoint', 'dpop_signing_alg_values_supported', 'scopes_supported', 'response_modes_supported']) {
+      expect([key, meta[key]]).toEqual([key, undefined]);
+    }
+    expect(meta.response_types_supported).toEqual([]);
+    expect(meta.grant_types_supported).toEqual(expect.arrayContaining(['client_credentials', 'password', 'refresh_token']));
+
+    const { knex } = srv.running.app.database;
+    const rows = async () => Number((await knex('oidc_payloads').whereNotIn('type', ['AccessToken', 'ClientCredentials', 'Grant', 'RefreshToken']).count({ n: '*' }).first())?.n);
+    const before = await rows();
+    for (const [method, path] of [['GET', '/auth'], ['GET', '/session/end'], ['POST', '/session/end/confirm'], ['POST', '/request'], ['GET', '/me'], ['GET', '/no/such/path']]) {
+      const r = await fetch(`${srv.base}${path}`, { method });
+      expect([path, r.status, await r.json()]).toEqual([path, 404, { message: 'Not found', code: 'NOT_FOUND' }]);
+      expect(r.headers.get('set-cookie')).toBeNull();
+    }
+    expect(await rows()).toBe(before); // no session or interaction stored for anyone who asks
+
+    const wrong = await fetch(`${srv.base}/users/me`, { method: 'PUT' });
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get('allow')).toMatch(/GET/);
+    expect(await wrong.json()).toEqual({ message: 'PUT is not allowed here', code: 'METHOD_NOT_ALLOWED' });
+  });
+
+  test('DPoP is not offered: a proof is ignored, and a key-bound token never passes as a bearer token', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const proof = await new SignJWT({ htm: 'POST', htu: `${srv.running.app.config.publicUrl}/token`, jti: crypto.randomUUID() })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(publicKey) })
+      .setIssuedAt()
+      .sign(privateKey);
+    const t = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app), dpop: proof });
+    expect(t.status).toBe(200);
+    expect(t.json.token_type).toBe('Bearer');
+    const info = await introspect(srv, rsA, t.json.access_token as string);
+    expect(info.json.active).toBe(true);
+    expect(info.json).not.toHaveProperty('cnf');
+
+    // A token bound to a key (stored before DPoP was turned off, say) is refused on our routes.
+    const admin = await createClient(srv, { tenants: [], admin: true });
+    const token = (await clientCredentialsToken(srv, admin, { scope: 'admin' })).access_token;
+    const get = () => fetch(`${srv.base}/admin/tenants`, { headers: { authorization: `Bearer ${token}` } });
+    expect((await get()).status).toBe(200);
+    const { knex } = srv.running.app.database;
+    await knex('oidc_payloads').where({ id: token }).update({ payload: knex.raw(`jsonb_set(payload, '{jkt}', '"thumbprint"')`) });
+    expect((await get()).status).toBe(401);
   });
 
   test('token replies carry Cache-Control: no-store', async () => {
