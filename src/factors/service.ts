@@ -126,7 +126,10 @@ export function createFactorService(deps: FactorServiceDeps) {
     const { reserved, failures } = await factors.reserveAttempt(tenant.id, user.id, tenant.policy.factorMaxFailures, now, tenant.policy.factorBlockSeconds);
     if (!reserved) throw verificationFailed();
     // The details presented now must be the ones challenged: else the code simply does not match.
-    const matches = !!challenge && deps.codes.matches(challenge.id, codeInput(code, binding), challenge.codeHash);
+    // The sandbox's fixed code is good only while the tenant is a sandbox: a challenge made before
+    // it went live must not pass with it (live codes are never that code).
+    const fixedCodeRefused = tenant.mode !== 'sandbox' && code === SANDBOX_CODE;
+    const matches = !!challenge && !fixedCodeRefused && deps.codes.matches(challenge.id, codeInput(code, binding), challenge.codeHash);
     if (matches && challenge) {
       // Consume, reset the count and apply the effect together: all or nothing.
       const outcome = await tx.transaction(async () => {

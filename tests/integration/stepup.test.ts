@@ -210,6 +210,22 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     expect((await introspect(srv, rs, refreshed.json.access_token as string)).json).toMatchObject({ active: true, acr: SCA });
   });
 
+  test('the fixed sandbox code stops working the moment the tenant goes live, for challenges already sent too', async () => {
+    await createTenant(srv, 'going-live', 'sandbox');
+    const app = await createClient(srv, { tenants: ['going-live'], grant_types: ['password'] });
+    await createUser(srv, 'going-live', { username: 'gil', mobile: '+447911200077', password: PASSWORD });
+    const t = (await login(srv, app, 'gil', PASSWORD)).access_token;
+    await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t));
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }, bearer(t))).status).toBe(204);
+    expect((await startSms(t)).status).toBe(204); // a sandbox challenge: its code is 123456
+
+    const tenants = srv.running.app.services.tenants;
+    expect(await tenants.update('going-live', (await tenants.find('going-live'))!.version, { mode: 'live' })).toBeDefined();
+    const refused = await verifySms(t, '123456');
+    expect(refused.status).toBe(403);
+    expect(refused.json).toEqual({ message: 'Verification failed', code: 'VERIFICATION_FAILED' });
+  });
+
   test('a step-up token lives its own lifetime; ending the session revokes it', async () => {
     const u = await smsUser('sandbox-bank');
     await startSms(u.token);
