@@ -133,6 +133,7 @@ export interface FactorRepository {
    */
   latest(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<Challenge | undefined>;
   /** Cancels the user's earlier pending challenges of this purpose and channel. */
+  /** Cancels the open challenges of this kind; call it in the transaction that inserts the next one. */
   cancelPending(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<void>;
   /** One atomic UPDATE: PENDING and unexpired → `to`. True for exactly one caller. */
   transition(tenantId: string, challengeId: string, to: ChallengeStatus, now: Date, result?: Record<string, unknown>): Promise<boolean>;
@@ -242,6 +243,9 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       return r ? toChallenge(r) : undefined;
     },
     async cancelPending(tenantId, userId, purpose, channel) {
+      // Held until the caller's transaction (which inserts the next challenge) ends: two requests
+      // at once would each cancel what was there and insert their own, leaving two open.
+      await db().raw('select pg_advisory_xact_lock(hashtext(?))', [`challenges:${tenantId}:${userId}:${purpose}:${channel}`]);
       await db()('challenges').where({ tenant_id: tenantId, user_id: userId, purpose, channel, status: 'PENDING' }).update({ status: 'CANCELLED' });
     },
     async transition(tenantId, challengeId, to, now, result) {

@@ -210,6 +210,25 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     expect((await introspect(srv, rs, refreshed.json.access_token as string)).json).toMatchObject({ active: true, acr: SCA });
   });
 
+  test('push step-ups started at once leave exactly one challenge open, the only one the device can approve', async () => {
+    const u = await smsUser('sandbox-bank');
+    const device = await newDevice();
+    await startSms(u.token);
+    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
+    await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(sca));
+    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
+    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+
+    const started = await Promise.all(Array.from({ length: 6 }, () => json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(u.token))));
+    expect(started.map((r) => r.status)).toEqual(Array(6).fill(202));
+    const open = await srv.running.app.database.knex('challenges').where({ user_id: u.user.id, purpose: 'stepup', channel: 'AUTHY', status: 'PENDING' });
+    expect(open).toHaveLength(1);
+    const pushes = (await outbox(srv, 'push', u.user.id)).filter((p) => p.kind === 'stepup') as Array<{ challengeId: string; nonce: string }>;
+    const answers = await Promise.all(pushes.map(async (p) => (await json(srv, 'POST', `/device/challenges/${p.challengeId}`, { jws: await device.answer(p) })).status));
+    expect(answers.filter((status) => status === 200)).toHaveLength(1);
+    expect(pushes[answers.indexOf(200)]!.challengeId).toBe(open[0].id);
+  });
+
   test('the fixed sandbox code stops working the moment the tenant goes live, for challenges already sent too', async () => {
     await createTenant(srv, 'going-live', 'sandbox');
     const app = await createClient(srv, { tenants: ['going-live'], grant_types: ['password'] });
