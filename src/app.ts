@@ -291,6 +291,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         return { tenantId: p?.tenantId ?? '-', caller };
       },
     });
+    // A device has no token: its refs are its challenge's, which only it can answer.
+    const deviceIdempotent = idempotency({
+      repo: services.idempotency,
+      onReplay: () => services.metrics.replays.inc(),
+      tx: services.tx,
+      clock: services.clock,
+      scope: (ctx) => ({ tenantId: '-', caller: `device/${String(ctx.params?.id ?? '')}` }),
+    });
     const routers = [
       userRoutes({
         tenants: services.tenants,
@@ -303,7 +311,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       }),
       sessionRoutes({ db: services.tx, requireBearer: bearer, requireUser: user }),
       factorRoutes({ factors: services.factorService, user: [bearer, userSelf], idempotent }),
-      deviceRoutes({ factors: services.factorService }),
+      deviceRoutes({ factors: services.factorService, idempotent: deviceIdempotent }),
       stepUpRoutes({ stepUp, user: [bearer, userSelfOrPending], idempotent }),
       adminRoutes({ services, holder, auth: [bearer, requireAdmin], idempotent }),
       docsRoutes(config.publicUrl),

@@ -252,7 +252,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const u = await userOf(ctx, await tenantOf(ctx));
     ctx.body = { ...publicUser(u), lockedUntil: u.lockedUntil?.toISOString() ?? null, mfaRequired: u.mfaRequired };
   });
-  router.post('/tenants/:t/users/:id/lock', async (ctx) => {
+  router.post('/tenants/:t/users/:id/lock', deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     const locked = await audited(async () => {

@@ -59,9 +59,9 @@ export function factorRoutes(deps: { factors: FactorService; user: Middleware[];
 }
 
 /** The enrolled device's side: it proves itself with its signature, not with a bearer token. */
-export function deviceRoutes(deps: { factors: FactorService }): Router {
+export function deviceRoutes(deps: { factors: FactorService; idempotent: Middleware }): Router {
   const router = new Router();
-  router.post('/device/challenges/:id', async (ctx) => {
+  router.post('/device/challenges/:id', deps.idempotent, async (ctx) => {
     const { jws } = validateBody(ctx, deviceAnswerBody);
     ctx.body = await deps.factors.answerDeviceChallenge(ctx.params.id ?? '', jws);
   });

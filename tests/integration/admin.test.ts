@@ -246,6 +246,21 @@ describe(`admin API (${dbLabel})`, () => {
     expect(next).toBeLessThanOrEqual(300_000);
   });
 
+  test('locking a user honours idempotency-ref: replayed, done and audited once', async () => {
+    await api('POST', '/tenants', { id: 'lock-ref' });
+    const u = await api('POST', '/tenants/lock-ref/users', { username: 'lou', password: PASSWORD });
+    const v = await api('POST', '/tenants/lock-ref/users', { username: 'val', password: PASSWORD });
+    const first = await api('POST', `/tenants/lock-ref/users/${u.json.id}/lock`, undefined, { 'idempotency-ref': 'lock-1' });
+    expect([first.status, first.json.status]).toEqual([200, 'locked']);
+    const again = await api('POST', `/tenants/lock-ref/users/${u.json.id}/lock`, undefined, { 'idempotency-ref': 'lock-1' });
+    expect([again.status, again.json.status, again.headers.get('idempotent-replayed')]).toEqual([200, 'locked', 'true']);
+    const other = await api('POST', `/tenants/lock-ref/users/${v.json.id}/lock`, undefined, { 'idempotency-ref': 'lock-1' });
+    expect([other.status, other.json.code]).toEqual([409, 'IDEMPOTENCY_CONFLICT']);
+    expect((await api('GET', `/tenants/lock-ref/users/${v.json.id}`)).json.status).toBe('active');
+    const audit = (await api('GET', '/audit?tenant=lock-ref&type=user.locked')).json.items as unknown[];
+    expect(audit).toHaveLength(1);
+  });
+
   test('non-admin tokens are refused', async () => {
     await api('POST', '/tenants', { id: 'bank-n' });
     const plain = await createClient(srv, { tenants: ['bank-n'], scope: 'admin' });

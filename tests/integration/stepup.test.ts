@@ -229,6 +229,26 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     expect(pushes[answers.indexOf(200)]!.challengeId).toBe(open[0].id);
   });
 
+  test("a device's answer honours idempotency-ref: the same answer again is the stored reply, another is a 409", async () => {
+    const u = await smsUser('sandbox-bank');
+    const device = await newDevice();
+    await startSms(u.token);
+    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
+    await json(srv, 'POST', '/authentication_factors/push/BIOMETRIC', { publicKey: device.publicJwk }, bearer(sca));
+    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
+    const answer = { jws: await device.answer(enrol) };
+    const path = `/device/challenges/${enrol.challengeId}`;
+
+    const first = await json(srv, 'POST', path, answer, { 'idempotency-ref': 'dev-1' });
+    expect([first.status, first.json]).toEqual([200, { status: 'APPROVED' }]);
+    const retry = await json(srv, 'POST', path, answer, { 'idempotency-ref': 'dev-1' }); // the reply was lost: the device sends it again
+    expect([retry.status, retry.json, retry.headers.get('idempotent-replayed')]).toEqual([200, { status: 'APPROVED' }, 'true']);
+    const other = await json(srv, 'POST', path, { jws: await device.answer(enrol, 'DENY') }, { 'idempotency-ref': 'dev-1' });
+    expect([other.status, other.json.code]).toEqual([409, 'IDEMPOTENCY_CONFLICT']);
+    const audit = await srv.running.app.database.knex('audit_log').where({ target: u.user.id, type: 'factor.enrolled' });
+    expect(audit.filter((e: { details: unknown }) => JSON.stringify(e.details).includes('BIOMETRIC'))).toHaveLength(1);
+  });
+
   test('the fixed sandbox code stops working the moment the tenant goes live, for challenges already sent too', async () => {
     await createTenant(srv, 'going-live', 'sandbox');
     const app = await createClient(srv, { tenants: ['going-live'], grant_types: ['password'] });
