@@ -44,7 +44,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'post', path: '/authentication_factors/otp/{channel}/verify', tag: 'Factors', summary: 'Verify the SMS enrolment code', auth: 'user', body: verificationSchema, idempotent: true, ok: { status: 204, description: 'ACTIVE' } },
   { method: 'post', path: '/authentication_factors/push/{channel}', tag: 'Factors', summary: 'Enrol a push device by its P-256 public key', auth: 'user', body: pushEnrolmentSchema, idempotent: true, ok: { status: 204, description: 'PENDING until the device answers' } },
   { method: 'delete', path: '/authentication_factors/push/{channel}', tag: 'Factors', summary: 'Unlink a push device (needs SCA when a factor is ACTIVE)', auth: 'user', ok: { status: 204, description: 'Unlinked' } },
-  { method: 'post', path: '/device/challenges/{id}', tag: 'Factors', summary: 'The device answers a challenge with an ES256 JWS', auth: 'none', body: deviceAnswerBody, ok: { status: 200, description: '{status}' } },
+  { method: 'post', path: '/device/challenges/{id}', tag: 'Factors', summary: 'The device answers a challenge with an ES256 JWS', auth: 'none', body: deviceAnswerBody, idempotent: true, ok: { status: 200, description: '{status}' } },
 
   { method: 'post', path: '/stepup/challenges/otp/{channel}', tag: 'Step-up', summary: 'SCA by SMS: send a code (optionally bound to a payment)', auth: 'userOrPending', body: startBody, idempotent: true, ok: { status: 204, description: 'Sent' } },
   { method: 'post', path: '/stepup/challenges/otp/{channel}/verify', tag: 'Step-up', summary: 'Verify the code: a token with acr urn:openbanking:psd2:sca', auth: 'userOrPending', body: verifyBody, idempotent: true, ok: { status: 200, description: 'Token response' } },
@@ -65,7 +65,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/admin/tenants/{t}/users', tag: 'Admin', summary: 'List or search users', auth: 'admin', query: A.userSearch, ok: { status: 200, description: '{items, next}' } },
   { method: 'post', path: '/admin/tenants/{t}/users', tag: 'Admin', summary: 'Register a user (admin)', auth: 'admin', body: A.adminUserCreate, idempotent: true, ok: { status: 201, description: 'The user' } },
   { method: 'get', path: '/admin/tenants/{t}/users/{id}', tag: 'Admin', summary: 'Read a user', auth: 'admin', ok: { status: 200, description: 'The user' } },
-  { method: 'post', path: '/admin/tenants/{t}/users/{id}/lock', tag: 'Admin', summary: 'Lock a user (ends their sessions)', auth: 'admin', ok: { status: 200, description: 'The user' } },
+  { method: 'post', path: '/admin/tenants/{t}/users/{id}/lock', tag: 'Admin', summary: 'Lock a user (ends their sessions)', auth: 'admin', idempotent: true, ok: { status: 200, description: 'The user' } },
   { method: 'delete', path: '/admin/tenants/{t}/users/{id}/lock', tag: 'Admin', summary: 'Unlock a user', auth: 'admin', ok: { status: 200, description: 'The user' } },
   { method: 'delete', path: '/admin/tenants/{t}/users/{id}/factors', tag: 'Admin', summary: "Reset a user's factors", auth: 'admin', ok: { status: 204, description: 'Reset' } },
   { method: 'get', path: '/admin/tenants/{t}/users/{id}/sessions', tag: 'Admin', summary: "A user's sessions", auth: 'admin', ok: { status: 200, description: '{sessions}' } },
