@@ -224,11 +224,20 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         : undefined;
     await services.keyService.ensureKey();
     if (config.adminClientId && config.adminClientSecret) {
-      // The first platform admin, from the environment: created, or re-keyed to this secret.
-      await services.clients.ensureAdmin({
-        id: config.adminClientId, name: 'Platform admin (environment)', secretHash: hashSecret(config.adminClientSecret),
-        apiKeyHash: hashSecret(`${config.adminClientId}:${config.adminClientSecret}:api-key`), grantTypes: ['client_credentials'], scope: 'admin',
-        tokenEndpointAuthMethod: 'client_secret_basic', tokenFormat: 'opaque', introspection: false, admin: true, tenants: [],
+      // The first platform admin, from the environment: created, or re-keyed to this secret, and
+      // audited when either happens (not at every start of every process).
+      const { adminClientId: id, adminClientSecret: secret } = config;
+      await services.tx.transaction(async () => {
+        const outcome = await services.clients.ensureAdmin({
+          id, name: 'Platform admin (environment)', secretHash: hashSecret(secret),
+          apiKeyHash: hashSecret(`${id}:${secret}:api-key`), grantTypes: ['client_credentials'], scope: 'admin',
+          tokenEndpointAuthMethod: 'client_secret_basic', tokenFormat: 'opaque', introspection: false, admin: true, tenants: [],
+        });
+        if (outcome === 'unchanged') return;
+        await services.audit.record({
+          tenantId: undefined, actor: 'environment', type: outcome === 'created' ? 'client.created' : 'client.secret_rotated', target: id,
+          details: { source: 'PORTCULLIS_ADMIN_CLIENT_ID / PORTCULLIS_ADMIN_CLIENT_SECRET' },
+        });
       });
     }
     const holder = await createProviderHolder({

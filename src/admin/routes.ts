@@ -11,6 +11,8 @@ import { grantedScopes } from '../oidc/resource';
 import { publicUser } from '../users/service';
 import { outsideTransaction } from '../http/idempotency';
 import type { ClientRecord } from '../clients/repository';
+import { clientAuditRecords, clientView } from '../clients/view';
+import { tenantView } from '../tenants/view';
 import type { Tenant } from '../tenants/repository';
 import { resolvePolicy, tenantPolicySchema } from '../tenants/policy';
 import { validateBody } from '../http/validate';
@@ -25,26 +27,7 @@ function query<T extends z.ZodType>(ctx: Context, schema: T): z.infer<T> {
   return parsed.data;
 }
 
-const tenantView = (t: Tenant) => ({ id: t.id, name: t.name, mode: t.mode, status: t.status, createdAt: t.createdAt.toISOString(), updatedAt: t.updatedAt.toISOString() });
 
-/**
- * A client as an admin sees it: a tenant-bound admin is shown only the tenants it administers, so a
- * client shared with another institution does not name that institution to it.
- */
-const clientView = (c: ClientRecord, viewer?: AdminCaller) => ({
-  client_id: c.id,
-  client_name: c.name,
-  grant_types: c.grantTypes,
-  scope: c.scope,
-  token_endpoint_auth_method: c.tokenEndpointAuthMethod,
-  tenants: viewer ? c.tenants.filter((t) => canSee(viewer, t)) : c.tenants,
-  token_format: c.tokenFormat,
-  introspection: c.introspection,
-  admin: c.admin,
-  disabled: c.disabled,
-  created_at: c.createdAt.toISOString(),
-  ...(c.previousSecretExpiresAt ? { previous_secret_expires_at: c.previousSecretExpiresAt.toISOString() } : {}),
-});
 
 /** The admin API: tenants, policy, clients, users, keys, audit. Every change is audited. */
 export function adminRoutes(deps: { services: Services; holder: ProviderHolder; auth: Middleware[]; idempotent: Middleware }): Router {
@@ -60,15 +43,8 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
    * one, so a refusal inside (a duplicate id) leaves that transaction able to record the answer.
    */
   const audited = <T>(fn: () => Promise<T>): Promise<T> => s.tx.savepoint(fn);
-  /**
-   * A client's change is recorded in the log of every tenant it serves (each one's admins see what
-   * happened to a client they depend on), each record naming that tenant only.
-   */
-  const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: (view: (x: ClientRecord) => ReturnType<typeof clientView>) => Record<string, unknown>) => {
-    for (const tenantId of c.tenants) {
-      const viewer: AdminCaller = { clientId: admin(ctx).clientId, platform: false, tenants: [tenantId] };
-      await audit(ctx, type, tenantId, c.id, details((x) => clientView(x, viewer)));
-    }
+  const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: Parameters<typeof clientAuditRecords<Record<string, unknown>>>[1]) => {
+    for (const r of clientAuditRecords(c, details)) await audit(ctx, type, r.tenantId, c.id, r.details);
   };
 
   /**

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, ConfigError, type Config } from '../config';
 import { openDatabase, EmbeddedDatabaseBusyError } from '../db/knex';
@@ -7,6 +8,8 @@ import type * as AppModule from '../app';
 import type { Services } from '../app';
 import { serve } from '../cluster';
 import { AppError } from '../errors';
+import { clientAuditRecords } from '../clients/view';
+import { tenantView } from '../tenants/view';
 
 const HELP: Record<string, string> = {
   main: `Usage: portcullis <command> [options]
@@ -67,6 +70,29 @@ function print(json: unknown, value: unknown, human: string): void {
   process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human}\n`);
 }
 
+/** The audit log's actor for what an operator does from the shell. */
+function cliActor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli'; // a user id without a passwd entry (some containers)
+  }
+}
+
+/**
+ * A change made from the shell, committed with its audit record or not at all, as the admin
+ * API's are: `audit(type, tenantId, target, details)` records one.
+ */
+async function audited<T>(
+  config: Config,
+  fn: (s: Services, audit: (type: string, tenantId: string | undefined, target: string, details?: Record<string, unknown>) => Promise<void>) => Promise<T>,
+): Promise<T> {
+  const actor = cliActor();
+  return withServices(config, (s) =>
+    s.tx.transaction(() => fn(s, (type, tenantId, target, details = {}) => s.audit.record({ tenantId, actor, type, target, details }))),
+  );
+}
+
 async function withServices<T>(config: Config, fn: (s: Services) => Promise<T>): Promise<T> {
   const database = await openDatabase(config, { poolMax: 2 });
   try {
@@ -116,9 +142,11 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
     case 'tenant create': {
       const { values, positionals } = parse(args, { mode: { type: 'string' }, name: { type: 'string' } });
       if (positionals.length !== 1) throw new UsageError(`tenant create takes one <id>\n\n${HELP[name]}`);
-      const tenant = await withServices(config, (s) =>
-        s.tenantService.create({ id: positionals[0]!, mode: values.mode as 'sandbox' | 'live' | undefined, name: values.name as string | undefined }),
-      );
+      const tenant = await audited(config, async (s, audit) => {
+        const t = await s.tenantService.create({ id: positionals[0]!, mode: values.mode as 'sandbox' | 'live' | undefined, name: values.name as string | undefined });
+        await audit('tenant.created', t.id, t.id, { after: tenantView(t) });
+        return t;
+      });
       print(values.json, { id: tenant.id, name: tenant.name, mode: tenant.mode }, `created tenant ${tenant.id} (${tenant.mode})`);
       return 0;
     }
@@ -133,8 +161,8 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
         name: { type: 'string' },
       });
       if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}\n\n${HELP[name]}`);
-      const created = await withServices(config, (s) =>
-        s.clientService.create({
+      const created = await audited(config, async (s, audit) => {
+        const made = await s.clientService.create({
           name: (values.name as string | undefined) ?? '',
           tenants: (values.tenant as string[] | undefined) ?? [],
           grant_types: ((values.grant as string[] | undefined) ?? ['client_credentials']) as never,
@@ -142,8 +170,10 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
           introspection: !!values.introspection,
           admin: !!values.admin,
           token_format: ((values['token-format'] as string | undefined) ?? 'opaque') as 'opaque' | 'jwt',
-        }),
-      );
+        });
+        for (const r of clientAuditRecords(made.client, (view) => ({ after: view(made.client) }))) await audit('client.created', r.tenantId, made.client.id, r.details);
+        return made;
+      });
       const out = { client_id: created.client.id, client_secret: created.clientSecret, api_key: created.apiKey };
       print(
         values.json,
@@ -165,23 +195,27 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
       if (!values.tenant || !values.password) throw new UsageError(`--tenant and --password are required\n\n${HELP[name]}`);
       const role = (values.role as string | undefined) ?? 'root';
       if (role !== 'root' && role !== 'authorised') throw new UsageError('--role is root or authorised');
-      const user = await withServices(config, async (s) => {
+      const user = await audited(config, async (s, audit) => {
         const tenant = await s.tenants.find(values.tenant as string);
         if (!tenant) throw new AppError('NOT_FOUND', 404, `unknown tenant ${String(values.tenant)}`);
-        return s.userService.register(
+        const u = await s.userService.register(
           tenant,
           { email: values.email, mobile: values.mobile, username: values.username, password: values.password, acceptedTerms: true },
           { role },
         );
+        await audit('user.created', tenant.id, u.id, { role: u.role });
+        return u;
       });
       print(values.json, { id: user.id }, `created user ${user.id} in tenant ${user.tenantId}`);
       return 0;
     }
     case 'keys rotate': {
       const { values } = parse(args, {});
-      const key = await withServices(config, async (s) => {
+      const key = await audited(config, async (s, audit) => {
         await s.keyService.ensureKey();
-        return s.keyService.rotate();
+        const k = await s.keyService.rotate();
+        await audit('key.rotated', undefined, k.kid, { activatesAt: k.activatesAt.toISOString() });
+        return k;
       });
       print(values.json, { kid: key.kid, activatesAt: key.activatesAt.toISOString() }, `new key ${key.kid} published; signs from ${key.activatesAt.toISOString()}`);
       return 0;

@@ -104,7 +104,8 @@ export interface ClientRepository {
   /** New secret; the current one keeps working until `previousExpiresAt`. */
   rotateSecret(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
   /** Creates or re-keys a platform admin client with a known id (PORTCULLIS_ADMIN_CLIENT_*). */
-  ensureAdmin(input: NewClient): Promise<void>;
+  /** Creates the platform admin, or gives it this secret; says which, or that it already had it. */
+  ensureAdmin(input: NewClient): Promise<'created' | 'rekeyed' | 'unchanged'>;
 }
 
 /**
@@ -195,17 +196,23 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
       return done ? this.find(clientId) : undefined;
     },
     async ensureAdmin(input) {
+      let outcome: 'created' | 'rekeyed' | 'unchanged' = 'unchanged';
       await changing(input.id, async (trx) => {
-        await trx('clients')
-          .insert({
-            id: input.id, name: input.name, secret_hash: input.secretHash, api_key_hash: input.apiKeyHash,
-            grant_types: JSON.stringify(input.grantTypes), scope: input.scope, token_endpoint_auth_method: input.tokenEndpointAuthMethod,
-            token_format: input.tokenFormat, introspection: input.introspection, admin: true,
-          })
-          .onConflict('id')
-          .merge({ secret_hash: input.secretHash, admin: true, disabled: false });
-        return 1;
+        // Written only when something changes (every process runs this at every start), and in
+        // one statement, so processes starting together cannot collide; (xmax = 0) tells an
+        // inserted row from an updated one.
+        const { rows } = (await trx.raw(
+          `insert into clients (id, name, secret_hash, api_key_hash, grant_types, scope, token_endpoint_auth_method, token_format, introspection, admin)
+           values (?, ?, ?, ?, ?, ?, ?, ?, ?, true)
+           on conflict (id) do update set secret_hash = excluded.secret_hash, admin = true, disabled = false
+             where clients.secret_hash is distinct from excluded.secret_hash or not clients.admin or clients.disabled
+           returning (xmax = 0) as inserted`,
+          [input.id, input.name, input.secretHash, input.apiKeyHash, JSON.stringify(input.grantTypes), input.scope, input.tokenEndpointAuthMethod, input.tokenFormat, input.introspection],
+        )) as { rows: Array<{ inserted: boolean }> };
+        if (rows.length === 1) outcome = rows[0]!.inserted ? 'created' : 'rekeyed';
+        return rows.length;
       });
+      return outcome;
     },
     async findByApiKeyHash(apiKeyHash) {
       const row = (await base().where('c.api_key_hash', apiKeyHash).first()) as ClientRow | undefined;

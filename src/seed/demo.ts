@@ -3,6 +3,8 @@ import path from 'node:path';
 import type { Config } from '../config';
 import type { Services } from '../app';
 import { generateSecret } from '../crypto/secrets';
+import { clientView } from '../clients/view';
+import { tenantView } from '../tenants/view';
 
 export interface DemoCredentials {
   tenant: string;
@@ -18,21 +20,24 @@ export interface DemoCredentials {
  */
 export async function seedDemo(config: Config, services: Services): Promise<DemoCredentials | undefined> {
   if ((await services.tenants.count()) > 0) return undefined;
-  await services.tenantService.create({ id: 'demo', name: 'Demo Bank (sandbox)', mode: 'sandbox' });
-  const app = await services.clientService.create({
-    name: 'Demo application',
-    tenants: ['demo'],
-    grant_types: ['client_credentials', 'password'],
-    scope: 'accounts payments',
-  });
-  const tenant = (await services.tenants.find('demo'))!;
   const password = `demo-${generateSecret(12)}`;
-  const user = await services.userService.register(tenant, { email: 'demo@example.com', mobile: '+447911123456', password, acceptedTerms: true });
-  const rs = await services.clientService.create({
-    name: 'Demo resource server',
-    tenants: ['demo'],
-    grant_types: ['client_credentials'],
-    introspection: true,
+  // All or nothing, audited as every change is: a start that fails half-way must not leave a
+  // tenant behind, or the next start would skip the demo and print nothing.
+  const { app, user, rs } = await services.tx.transaction(async () => {
+    const audit = (type: string, target: string, details: Record<string, unknown>) =>
+      services.audit.record({ tenantId: 'demo', actor: 'first-start', type, target, details });
+    const tenant = await services.tenantService.create({ id: 'demo', name: 'Demo Bank (sandbox)', mode: 'sandbox' });
+    await audit('tenant.created', tenant.id, { after: tenantView(tenant) });
+    const made = async (input: Parameters<Services['clientService']['create']>[0]) => {
+      const c = await services.clientService.create(input);
+      await audit('client.created', c.client.id, { after: clientView(c.client) });
+      return c;
+    };
+    const app = await made({ name: 'Demo application', tenants: ['demo'], grant_types: ['client_credentials', 'password'], scope: 'accounts payments' });
+    const user = await services.userService.register(tenant, { email: 'demo@example.com', mobile: '+447911123456', password, acceptedTerms: true });
+    await audit('user.created', user.id, { role: user.role });
+    const rs = await made({ name: 'Demo resource server', tenants: ['demo'], grant_types: ['client_credentials'], introspection: true });
+    return { app, user, rs };
   });
   const creds: DemoCredentials = {
     tenant: 'demo',

@@ -261,6 +261,21 @@ describe(`admin API (${dbLabel})`, () => {
     expect(audit).toHaveLength(1);
   });
 
+  test('the platform admin from the environment is audited when created or re-keyed, not at every start', async () => {
+    const log = (await api('GET', `/audit?actor=environment`)).json.items as Array<{ type: string; target: string; tenant: string | null }>;
+    expect(log.filter((e) => e.target === ADMIN.client_id).map((e) => e.type)).toEqual(['client.created']);
+
+    const clients = srv.running.app.services.clients;
+    const input = (secret: string) => ({
+      id: 'env-admin-2', name: 'x', secretHash: `hash-of-${secret}`, apiKeyHash: `api-${secret}`, grantTypes: ['client_credentials'], scope: 'admin',
+      tokenEndpointAuthMethod: 'client_secret_basic', tokenFormat: 'opaque' as const, introspection: false, admin: true, tenants: [],
+    });
+    expect(await clients.ensureAdmin(input('one'))).toBe('created');
+    expect(await clients.ensureAdmin(input('one'))).toBe('unchanged');
+    expect(await clients.ensureAdmin(input('two'))).toBe('rekeyed');
+    expect((await clients.find('env-admin-2'))?.admin).toBe(true);
+  });
+
   test('non-admin tokens are refused', async () => {
     await api('POST', '/tenants', { id: 'bank-n' });
     const plain = await createClient(srv, { tenants: ['bank-n'], scope: 'admin' });

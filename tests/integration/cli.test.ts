@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { run } from '../../src/cli/main';
-import { EmbeddedDatabaseBusyError } from '../../src/db/knex';
+import { EmbeddedDatabaseBusyError, openDatabase } from '../../src/db/knex';
+import { loadConfig } from '../../src/config';
 import { createTestStore, dbLabel, usingPostgres, type TestStore } from '../helpers/env';
 
 async function cli(store: TestStore, ...argv: string[]): Promise<{ code: number; out: string }> {
@@ -17,6 +18,17 @@ async function cli(store: TestStore, ...argv: string[]): Promise<{ code: number;
     return { code, out: chunks.join('') };
   } finally {
     spy.mockRestore();
+  }
+}
+
+/** The audit log, read as the CLI opens the database. */
+async function auditLog(store: TestStore): Promise<Array<{ type: string; tenant_id: string | null; actor: string; details: unknown }>> {
+  const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: store.dataDir, ...(store.databaseUrl ? { DATABASE_URL: store.databaseUrl } : {}) });
+  const database = await openDatabase(config, { poolMax: 1 });
+  try {
+    return await database.knex('audit_log').select('type', 'tenant_id', 'actor', 'details').orderBy('id');
+  } finally {
+    await database.close();
   }
 }
 
@@ -61,15 +73,30 @@ describe(`CLI (${dbLabel})`, () => {
     expect(JSON.parse(k1.out)).toHaveProperty('kid');
     const list = await cli(store, 'keys', 'list', '--json');
     expect((JSON.parse(list.out) as { keys: unknown[] }).keys).toHaveLength(2);
+
+    // Each change is in the audit log, by the shell's user, naming no secret.
+    const log = await auditLog(store);
+    expect(log.map((e) => [e.type, e.tenant_id])).toEqual([
+      ['tenant.created', 'acme'],
+      ['client.created', 'acme'],
+      ['client.created', null],
+      ['user.created', 'acme'],
+      ['key.rotated', null],
+    ]);
+    expect(new Set(log.map((e) => e.actor)).size).toBe(1);
+    expect(log[0]!.actor).toMatch(/^cli/);
+    expect(JSON.stringify(log)).not.toContain(created.client_secret);
   });
 
   test('bad input is a clear error, nothing written', async () => {
+    const before = (await auditLog(store)).length;
     await expect(cli(store, 'tenant', 'create', 'bad id!', '--json')).rejects.toThrow('Request is invalid');
     await expect(cli(store, 'client', 'create', '--tenant', 'nope', '--json')).rejects.toThrow();
     await expect(cli(store, 'client', 'create', '--tenant', 'acme', '--grant', 'implicit')).rejects.toThrow();
     await expect(cli(store, 'client', 'create', '--bogus')).rejects.toThrow(/Unknown option/);
     await expect(cli(store, 'tenant', 'create', 'acme')).rejects.toThrow(/already exists/);
     await expect(cli(store, 'frobnicate')).rejects.toThrow(/unknown command/);
+    expect((await auditLog(store)).length).toBe(before);
   });
 
   test('--help on every command', async () => {
