@@ -54,7 +54,7 @@ export const deviceAnswerSchema = z.object({
 
 /** One answer for every failed verification: never which element failed, nor whether it is blocked. */
 export const verificationFailed = () => new AppError('VERIFICATION_FAILED', 403, 'Verification failed');
-export const challengeRejected = () => new AppError('CHALLENGE_REJECTED', 400, 'Challenge response rejected');
+export const challengeRejected = () => new AppError('CHALLENGE_REJECTED', 403, 'Challenge response rejected');
 
 /** What a successful device answer means for the challenge's purpose (enrolment here; step-up adds its own). */
 export type ApprovalHandler = (challenge: Challenge, factor: Factor) => Promise<Record<string, unknown> | undefined>;

@@ -27,10 +27,18 @@ export function jsonBody(limitBytes: number) {
     jsonStrict: true,
     onError(err: Error & { status?: number; type?: string }) {
       if (err.status === 413 || err.type === 'entity.too.large') throw new AppError('PAYLOAD_TOO_LARGE', 413, 'Request body is too large');
-      throw new AppError('MALFORMED_JSON', 400, 'Request body is not valid JSON');
+      throw AppError.validation([{ fieldName: 'body', error: 'is not valid JSON' }]);
     },
   });
   return async function parseJsonBody(ctx: Context, next: Next): Promise<void> {
+    // PostgreSQL cannot store U+0000, nor compare with it: a path naming it names nothing, and a
+    // query parameter holding it is invalid (else the database's refusal would be a 500).
+    if (ctx.path.includes('\u0000') || /%00/.test(ctx.path)) throw new AppError('NOT_FOUND', 404, 'Not found');
+    for (const [name, value] of Object.entries(ctx.query)) {
+      if (name.includes('\u0000') || [value ?? ''].flat().some((v) => v.includes('\u0000'))) {
+        throw AppError.validation([{ fieldName: name.replaceAll('\u0000', ''), error: 'must not contain NUL characters' }]);
+      }
+    }
     const hasBody = Number(ctx.get('content-length') || 0) > 0 || ctx.get('transfer-encoding') !== '';
     if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(ctx.method) && hasBody) {
       if (!ctx.is('application/json')) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 415, 'Request body must be application/json');

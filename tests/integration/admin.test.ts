@@ -276,6 +276,19 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await clients.find('env-admin-2'))?.admin).toBe(true);
   });
 
+  test('a NUL in a path or query parameter is a 404 or a 400 naming it, never a database error', async () => {
+    await api('POST', '/tenants', { id: 'nul-bank' });
+    const u = await api('POST', '/tenants/nul-bank/users', { username: 'nul', password: PASSWORD });
+    for (const path of ['/tenants/a%00b', '/tenants/nul-bank/users/a%00b', `/tenants/nul-bank/users/${u.json.id}%00/sessions`, '/tenants/nul-bank/clients/x%00']) {
+      const r = await api('GET', path);
+      expect([path, r.status, r.json]).toEqual([path, 404, { message: 'Not found', code: 'NOT_FOUND' }]);
+    }
+    for (const [path, field] of [['/tenants?after=a%00b', 'after'], ['/tenants/nul-bank/users?q=%00', 'q'], ['/audit?actor=a%00', 'actor'], ['/audit?tenant=%00', 'tenant'], ['/audit?type=x%00', 'type'], ['/audit?x%00y=1', 'xy']] as const) {
+      const r = await api('GET', path);
+      expect([path, r.status, r.json.syntaxErrors?.invalidFields]).toEqual([path, 400, [{ fieldName: field, error: 'must not contain NUL characters' }]]);
+    }
+  });
+
   test('non-admin tokens are refused', async () => {
     await api('POST', '/tenants', { id: 'bank-n' });
     const plain = await createClient(srv, { tenants: ['bank-n'], scope: 'admin' });

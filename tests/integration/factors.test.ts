@@ -185,21 +185,21 @@ describe(`additional factors (${dbLabel})`, () => {
     const post = async (jws: string) => json(srv, 'POST', `/device/challenges/${msg.challengeId}`, { jws });
 
     const forged = await post(await intruder.answer(msg));
-    expect(forged.status).toBe(400);
+    expect(forged.status).toBe(403);
     expect(forged.json).toEqual({ message: 'Challenge response rejected', code: 'CHALLENGE_REJECTED' });
-    expect((await post(await device.answer({ ...msg, nonce: 'x'.repeat(43) }))).status).toBe(400);
-    expect((await post(await device.answer({ ...msg, challengeId: '00000000-0000-0000-0000-000000000000' }))).status).toBe(400);
-    expect((await post('not.a.jws')).status).toBe(400);
+    expect((await post(await device.answer({ ...msg, nonce: 'x'.repeat(43) }))).status).toBe(403);
+    expect((await post(await device.answer({ ...msg, challengeId: '00000000-0000-0000-0000-000000000000' }))).status).toBe(403);
+    expect((await post('not.a.jws')).status).toBe(403);
     const good = await device.answer(msg);
     expect((await post(good)).status).toBe(200);
-    expect((await post(good)).status).toBe(400); // replay
+    expect((await post(good)).status).toBe(403); // replay
 
     // a device whose enrolment is still pending is unlinked: its answer is worthless
     const v = await userWithSession('sandbox-bank');
     await json(srv, 'POST', '/authentication_factors/push/BIOMETRIC', { publicKey: device.publicJwk }, bearer(v.token));
     const msg2 = (await outbox(srv, 'push', v.user.id)).pop() as { challengeId: string; nonce: string };
     expect((await json(srv, 'DELETE', '/authentication_factors/push/BIOMETRIC', undefined, bearer(v.token))).status).toBe(204);
-    expect((await json(srv, 'POST', `/device/challenges/${msg2.challengeId}`, { jws: await device.answer(msg2) })).status).toBe(400);
+    expect((await json(srv, 'POST', `/device/challenges/${msg2.challengeId}`, { jws: await device.answer(msg2) })).status).toBe(403);
     expect(await factorsOf(v.token)).toEqual([]);
     expect((await json(srv, 'DELETE', '/authentication_factors/push/BIOMETRIC', undefined, bearer(v.token))).status).toBe(404);
   });

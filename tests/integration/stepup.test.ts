@@ -146,8 +146,8 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     expect(push.text).toContain('9.99 EUR');
     expect(push.authorization_details).toEqual(payment('9.99'));
     const post = async (jws: string) => json(srv, 'POST', `/device/challenges/${push.challengeId}`, { jws });
-    expect((await post(await device.answer(push))).status).toBe(400); // no binding hash
-    expect((await post(await device.answer(push, 'APPROVE', { bindingHash: bindingHash(payment('9.98') as never) }))).status).toBe(400);
+    expect((await post(await device.answer(push))).status).toBe(403); // no binding hash
+    expect((await post(await device.answer(push, 'APPROVE', { bindingHash: bindingHash(payment('9.98') as never) }))).status).toBe(403);
     expect((await post(await device.answer(push, 'APPROVE', { bindingHash: bindingHash(payment('9.99') as never) }))).status).toBe(200);
     const done = await json(srv, 'GET', `/stepup/challenges/${started.json.challengeId as string}`, undefined, bearer(u.token));
     const token = done.json.token as { access_token: string; authorization_details: unknown };
