@@ -212,7 +212,7 @@ export interface App {
 /** The composition root: database → repositories → services → provider → Koa app. */
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
-  const database = await openDatabase(config, opts.db);
+  const database = await openDatabase(config, { logger: { warn: (m) => logger.warn(m) }, ...opts.db });
   let listener: ChangeListener | undefined;
   try {
     if (opts.migrate !== false) await migrateLatest(database.knex);

@@ -27,6 +27,9 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
  * start. Its concurrent marking took both cores from the workers for about 50 ms, the worst window
  * of a paced run (README, Benchmark).
  */
+/** A worker's message to the primary once it listens. */
+const READY = 'portcullis:worker-ready';
+
 function loadServer(): typeof ServerModule {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require('./server') as typeof ServerModule;
@@ -41,6 +44,7 @@ export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel);
   if (cluster.isWorker) {
     await loadServer().startServer(config, { installSignalHandlers: true, seedDemo: false, app: { migrate: false } });
+    process.send?.(READY);
     return;
   }
   if (config.webConcurrency <= 1 || !config.databaseUrl) {
@@ -48,7 +52,7 @@ export async function serve(config: Config): Promise<void> {
     await loadServer().startServer(config, { installSignalHandlers: true });
     return;
   }
-  const db = await openDatabase(config, { poolMax: 1 });
+  const db = await openDatabase(config, { poolMax: 1, logger: { warn: (m) => logger.warn(m) } });
   try {
     await migrateLatest(db.knex);
   } finally {
@@ -57,30 +61,41 @@ export async function serve(config: Config): Promise<void> {
   let stopping = false;
   const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS, config.workerHeapLimitMb);
   cluster.setupPrimary({ execArgv });
-  const fork = () => cluster.fork();
+  const ready = new Set<number>();
+  const fork = () => cluster.fork().on('message', function onMessage(this: ReturnType<typeof cluster.fork>, msg: unknown) {
+    if (msg === READY) ready.add(this.id);
+  });
   for (let i = 0; i < config.webConcurrency; i += 1) fork();
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
-    logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
+    // A worker that never started (port in use, database unreachable: its error is above) would
+    // fail again: stop instead of forking it forever.
+    if (!ready.has(worker.id)) {
+      logger.error({ pid: worker.process.pid, exitCode: code, signal }, 'a worker failed to start; stopping');
+      stop('SIGTERM', 1);
+      return;
+    }
+    ready.delete(worker.id);
+    logger.error({ pid: worker.process.pid, exitCode: code, signal }, 'worker died; starting another');
     fork();
   });
   logger.info({ workers: config.webConcurrency, execArgv }, 'primary started');
-  const stop = (signal: NodeJS.Signals) => {
+  function stop(signal: NodeJS.Signals, exitCode = 0) {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'stopping workers');
-    const workers = Object.values(cluster.workers ?? {});
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w && !w.isDead());
     let left = workers.length;
-    if (left === 0) process.exit(0);
+    if (left === 0) process.exit(exitCode);
     for (const w of workers) {
       w?.once('exit', () => {
         left -= 1;
-        if (left === 0) process.exit(0);
+        if (left === 0) process.exit(exitCode);
       });
       w?.process.kill('SIGTERM');
     }
     setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000).unref();
-  };
+  }
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
 }

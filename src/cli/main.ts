@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import path from 'node:path';
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, ConfigError, type Config } from '../config';
@@ -232,6 +233,31 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   }
 }
 
+/**
+ * What went wrong at start-up, in one line naming the setting to look at, for failures of the
+ * machine around the server rather than of its code; undefined for anything else (its stack is
+ * printed then).
+ */
+export function startupFailure(err: unknown, config?: Pick<Config, 'databaseUrl' | 'dataDir' | 'port'>): string | undefined {
+  const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
+  if (!e || typeof e !== 'object') return undefined;
+  if ((e.syscall === 'listen' || e.syscall === 'bind') && (e.code === 'EADDRINUSE' || e.code === 'EACCES')) {
+    return `cannot listen on port ${String(e.port ?? config?.port)} (PORT): ${e.code === 'EADDRINUSE' ? 'another process is using it' : 'permission denied'}`;
+  }
+  // SQLSTATE 28xxx (authentication), 3D000 (no such database), 57P03 (not accepting connections).
+  const pgRefusal = typeof e.code === 'string' && /^(28...|3D000|57P03)$/.test(e.code);
+  const unreachable = e.syscall === 'connect' || e.syscall === 'getaddrinfo' || ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT'].includes(String(e.code));
+  if (config?.databaseUrl && (pgRefusal || unreachable)) {
+    const url = new URL(config.databaseUrl);
+    if (url.password) url.password = '***';
+    return `cannot use the database ${url.toString()} (DATABASE_URL): ${e.message}`;
+  }
+  if (e.path && config?.dataDir && path.resolve(e.path).startsWith(path.resolve(config.dataDir)) && e.code) {
+    return `cannot use ${e.path} (DATA_DIR): ${e.code === 'EEXIST' || e.code === 'ENOTDIR' ? 'it is not a directory' : e.code}`;
+  }
+  return undefined;
+}
+
 function fail(message: string, code: number): number {
   process.stderr.write(`portcullis: ${message}\n`);
   return code;
@@ -249,7 +275,15 @@ if (require.main === module) {
       else if (err instanceof AppError) {
         const fields = err.invalidFields?.map((f) => `\n  ${f.fieldName}: ${f.error}`).join('') ?? '';
         code = fail(`${err.message}${fields}`, 1);
-      } else code = fail((err as Error)?.stack ?? String(err), 1);
+      } else {
+        let config: Config | undefined;
+        try {
+          config = loadConfig();
+        } catch {
+          /* a bad configuration was reported as such */
+        }
+        code = fail(startupFailure(err, config) ?? (err as Error)?.stack ?? String(err), 1);
+      }
       process.exit(code);
     },
   );

@@ -3,14 +3,28 @@ import path from 'node:path';
 import { z } from 'zod';
 import { resourceSyntaxError } from '../oidc/resource-uri';
 
-/** A yes/no setting; from the environment, 1, true or yes (any case) is yes. */
-const flag = z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean());
+const YES = ['1', 'true', 'yes', 'on'];
+const NO = ['0', 'false', 'no', 'off'];
+/**
+ * A yes/no setting; from the environment 1, true, yes or on (any case) is yes, and 0, false, no or
+ * off is no. Anything else is an error, never a silent no: `TRUST_PROXY=ture` must not start a
+ * server that ignores its proxy.
+ */
+const flag = z.preprocess((v) => {
+  if (typeof v !== 'string') return v;
+  const s = v.trim().toLowerCase();
+  return YES.includes(s) ? true : NO.includes(s) ? false : v;
+}, z.boolean({ error: `must be one of ${YES.join(', ')} (yes) or ${NO.join(', ')} (no)` }));
 
 /** The one validated, frozen configuration object the composition root injects everywhere. */
 const schema = z.object({
   env: z.string(),
   port: z.coerce.number().int().min(0).max(65535),
-  publicUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, '')),
+  publicUrl: z
+    .url({ protocol: /^https?$/ })
+    // It is the issuer identifier: RFC 8414 §2 allows neither a query nor a fragment.
+    .refine((u) => !u.includes('?') && !u.includes('#'), 'must not have a query or fragment (it is the issuer identifier)')
+    .transform((u) => u.replace(/\/+$/, '')),
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   dataDir: z.string().min(1),
   /** The embedded database's shared_buffers (MB): its page cache inside PGlite's WebAssembly memory. */
@@ -155,8 +169,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   }
   raw = merge(merge(raw, fromEnv), overrides);
   raw.env = nodeEnv;
-  // Without PUBLIC_URL the issuer is this machine on the configured port.
-  if (raw.publicUrl === undefined && /^\d+$/.test(String(raw.port))) raw.publicUrl = `http://localhost:${String(raw.port)}`;
+  // Without PUBLIC_URL the issuer is this machine on the configured port (a bad port is reported
+  // as itself, not as a missing PUBLIC_URL).
+  if (raw.publicUrl === undefined) raw.publicUrl = `http://localhost:${/^\d+$/.test(String(raw.port)) ? String(raw.port) : ''}`;
   const parsed = checked.safeParse(raw);
   if (!parsed.success) {
     const reverse = Object.fromEntries(Object.entries(ENV_KEYS).map(([e, k]) => [k, e]));

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Config } from '../config';
+import { ConfigError, type Config } from '../config';
 
 /**
  * SECRETS_KEY from the environment; in development and tests without it, a key file in DATA_DIR
@@ -11,12 +11,12 @@ import type { Config } from '../config';
 export function loadSecretsKey(config: Config): Buffer {
   if (config.secretsKey) return Buffer.from(config.secretsKey, 'base64');
   if (config.env === 'production') {
-    throw new Error('SECRETS_KEY is required in production (32 random bytes, base64): openssl rand -base64 32');
+    throw new ConfigError('SECRETS_KEY is required in production (32 random bytes, base64): openssl rand -base64 32');
   }
   const file = path.join(config.dataDir, 'secrets.key');
   if (existsSync(file)) {
     const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
-    if (key.length !== 32) throw new Error(`${file} does not hold a 32-byte base64 key`);
+    if (key.length !== 32) throw new ConfigError(`${file} does not hold a 32-byte base64 key`);
     return key;
   }
   mkdirSync(config.dataDir, { recursive: true });

@@ -71,27 +71,43 @@ export interface DbOptions {
   /** Embedded only: keep the database in memory (tests). */
   inMemory?: boolean;
   poolMax?: number;
+  /** Where knex's own warnings go (one line each); stderr without one. */
+  logger?: { warn(msg: string): void };
+}
+
+/**
+ * knex's own warnings (a connection it could not open, say) as one line each — its default prints
+ * the error's stack — and, when the caller has one, through its logger.
+ */
+function knexLog(logger?: DbOptions['logger']): Knex.Config['log'] {
+  const line = (m: unknown) => (m instanceof Error ? m.message : String(m)).split('\n')[0]!;
+  const warn = (m: unknown) => (logger ? logger.warn(line(m)) : process.stderr.write(`knex: ${line(m)}\n`));
+  return { warn, error: warn, deprecate: () => undefined, debug: () => undefined };
 }
 
 export async function openDatabase(config: Config, opts: DbOptions = {}): Promise<Database> {
   if (config.databaseUrl) {
+    const log = knexLog(opts.logger);
     const knex = knexFactory({
       client: 'pg',
       connection: { connectionString: config.databaseUrl, application_name: 'portcullis' },
       pool: { min: 0, max: opts.poolMax ?? 20, idleTimeoutMillis: 30000 },
       acquireConnectionTimeout: 10000,
+      log,
     });
     const counters = knexFactory({
       client: 'pg',
       connection: { connectionString: config.databaseUrl, application_name: 'portcullis-counters' },
       pool: { min: 0, max: 4, idleTimeoutMillis: 30000 },
       acquireConnectionTimeout: 10000,
+      log,
     });
     const asyncCommit = knexFactory({
       client: 'pg',
       connection: { connectionString: config.databaseUrl, application_name: 'portcullis-tokens', options: '-c synchronous_commit=off' },
       pool: { min: 0, max: 8, idleTimeoutMillis: 30000 },
       acquireConnectionTimeout: 10000,
+      log,
     });
     return {
       knex,

@@ -4,7 +4,9 @@
  * and the brute-force counters — the per-user lockout and the per-IP login throttle — are shared,
  * so spreading attempts over processes does not multiply an attacker's budget.
  */
+import { spawn } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Client as PgClient } from 'pg';
 import {
@@ -170,6 +172,31 @@ describe(`several processes on one database${SKIP_REASON}`, () => {
     }
     // Client credentials are not login attempts: unaffected.
     expect((await tokenRequest(a.port, app)).status).toBe(200);
+  });
+
+  pgTest('WEB_CONCURRENCY=2 on a port already taken: the primary stops with one clear line, not a restart loop', async () => {
+    const blocker = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => blocker.once('listening', r));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const child = spawn(process.execPath, [build!.main, 'serve'], { env: { ...env, WEB_CONCURRENCY: '2', PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const code = await new Promise<number | null>((resolve) => {
+        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+        child.once('exit', (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
+      expect(code).toBe(1);
+      expect(out).toContain(`cannot listen on port ${port} (PORT): another process is using it`);
+      expect(out).toContain('a worker failed to start; stopping');
+      expect(out).not.toMatch(/worker died; starting another|\n\s+at /); // no loop, no stack trace
+    } finally {
+      blocker.close();
+    }
   });
 
   pgTest('WEB_CONCURRENCY=2: two workers (with WORKER_HEAP_LIMIT_MB) serve 50 concurrent requests; every token introspects active; SIGTERM stops all, exit 0', async () => {

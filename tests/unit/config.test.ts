@@ -1,4 +1,5 @@
 import { loadConfig, ConfigError } from '../../src/config';
+import { startupFailure } from '../../src/cli/main';
 
 const base = { NODE_ENV: 'test' };
 
@@ -44,6 +45,56 @@ describe('configuration', () => {
   test('TRUST_PROXY reads as a boolean', () => {
     expect(loadConfig({ ...base, TRUST_PROXY: 'true' }).trustProxy).toBe(true);
     expect(loadConfig({ ...base, TRUST_PROXY: '0' }).trustProxy).toBe(false);
+  });
+
+  test('a yes/no setting takes yes or no, never a typo read as no', () => {
+    for (const [value, want] of [['1', true], ['TRUE', true], ['yes', true], ['On', true], ['0', false], ['false', false], ['No', false], ['off', false]] as const) {
+      expect([value, loadConfig({ ...base, TRUST_PROXY: value }).trustProxy]).toEqual([value, want]);
+    }
+    for (const [name, key] of [['TRUST_PROXY', 'trustProxy'], ['INTROSPECTION_FAST_PATH', 'introspectionFastPath'], ['CLIENT_CREDENTIALS_FAST_PATH', 'clientCredentialsFastPath'], ['PASSWORD_FAST_PATH', 'passwordFastPath']] as const) {
+      for (const typo of ['ture', 'enabled', 'y']) {
+        expect(() => loadConfig({ ...base, [name]: typo })).toThrow(`${key} (env ${name}): must be one of 1, true, yes, on (yes) or 0, false, no, off (no)`);
+      }
+    }
+  });
+
+  test('PUBLIC_URL is an issuer identifier: no query, no fragment', () => {
+    for (const url of ['http://127.0.0.1:3124/?x=1', 'https://auth.example#frag', 'https://auth.example/?']) {
+      expect(() => loadConfig({ ...base, PUBLIC_URL: url })).toThrow('publicUrl (env PUBLIC_URL): must not have a query or fragment (it is the issuer identifier)');
+    }
+  });
+
+  test('a bad PORT is reported as itself, not as a missing PUBLIC_URL', () => {
+    let message = '';
+    try {
+      loadConfig({ ...base, PORT: 'abc' });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/port \(env PORT\)/);
+    expect(message).not.toMatch(/publicUrl/);
+  });
+});
+
+describe('start-up failures of the machine around the server: one line naming the setting', () => {
+  const config = { databaseUrl: 'postgres://app:s3cret@db.internal:5432/portcullis', dataDir: '/var/lib/portcullis', port: 3000 };
+  const err = (props: Record<string, unknown>) => Object.assign(new Error(String(props.message ?? 'boom')), props);
+  test.each([
+    [err({ code: 'EADDRINUSE', syscall: 'listen', port: 3000 }), 'cannot listen on port 3000 (PORT): another process is using it'],
+    [err({ code: 'EADDRINUSE', syscall: 'bind', port: 3000 }), 'cannot listen on port 3000 (PORT): another process is using it'],
+    [err({ code: 'EACCES', syscall: 'listen', port: 80 }), 'cannot listen on port 80 (PORT): permission denied'],
+    [err({ code: 'ECONNREFUSED', syscall: 'connect', message: 'connect ECONNREFUSED 10.0.0.5:5432' }), 'cannot use the database postgres://app:***@db.internal:5432/portcullis (DATABASE_URL): connect ECONNREFUSED 10.0.0.5:5432'],
+    [err({ code: '3D000', message: 'database "portcullis" does not exist' }), 'cannot use the database postgres://app:***@db.internal:5432/portcullis (DATABASE_URL): database "portcullis" does not exist'],
+    [err({ code: '28P01', message: 'password authentication failed for user "app"' }), 'cannot use the database postgres://app:***@db.internal:5432/portcullis (DATABASE_URL): password authentication failed for user "app"'],
+    [err({ code: 'EEXIST', syscall: 'mkdir', path: '/var/lib/portcullis' }), 'cannot use /var/lib/portcullis (DATA_DIR): it is not a directory'],
+    [err({ code: 'EACCES', syscall: 'open', path: '/var/lib/portcullis/secrets.key' }), 'cannot use /var/lib/portcullis/secrets.key (DATA_DIR): EACCES'],
+  ])('%s', (e, line) => {
+    expect(startupFailure(e, config)).toBe(line);
+  });
+
+  test('anything else is not dressed up (its stack is printed)', () => {
+    expect(startupFailure(new TypeError('x is undefined'), config)).toBeUndefined();
+    expect(startupFailure(err({ code: 'ENOENT', syscall: 'open', path: '/etc/elsewhere' }), config)).toBeUndefined();
   });
 });
 
