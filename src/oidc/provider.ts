@@ -8,7 +8,7 @@ import type { UserService } from '../users/service';
 import type { User } from '../users/repository';
 import { KnexAdapter } from './adapter';
 import { ClientAdapter, EXTRA_CLIENT_METADATA, hashedSecretComparison } from './client-model';
-import { createTenantResolver } from './tenant';
+import { createTenantResolver, requestedTenantId } from './tenant';
 import { revocationAllowed, type IntrospectionPolicy } from './introspection';
 import { checkSingleResource, grantedScopes, resourceInfo } from './resource';
 import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } from './password-grant';
@@ -78,12 +78,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     /**
      * Always rotate; but the library consumes the old token before it resolves the request's
-     * `resource`, so a refusal there would use the token up and the client's retry would end the
-     * session as a replay. The `resource` is checked here, before that.
+     * `resource` and tenant, so a refusal there would use the token up and the client's retry would
+     * end the session as a replay. Both are checked here, before that.
      */
     rotateRefreshToken: (ctx) => {
       const rt = ctx.oidc.entities.RefreshToken as { resource?: unknown } | undefined;
       checkSingleResource((ctx.oidc.params as { resource?: unknown } | undefined)?.resource || rt?.resource, audience);
+      // A refresh naming a tenant (di_fiid, institutionId, tenant) must name its session's, as the
+      // other grants must name one the client serves: the same refusal, before consumption too.
+      const account = ctx.oidc.entities.Account as PortcullisAccount | undefined;
+      const requested = requestedTenantId(ctx);
+      if (account && requested !== undefined && requested !== account.tenantId) throw new errors.InvalidRequest('the client is not allowed for this tenant');
       return true;
     },
     // Setting this hook is also what makes oidc-provider offer the refresh_token grant.

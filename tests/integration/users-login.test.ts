@@ -112,6 +112,25 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     expect((await refresh(srv, app, ok.json.refresh_token as string)).status).toBe(200);
   });
 
+  test("a refresh naming a tenant other than its session's is refused as the other grants refuse it, before rotation", async () => {
+    const multi = await createClient(srv, { tenants: ['bank-a', 'bank-b'], grant_types: ['password'], scope: 'accounts' });
+    const first = await login(srv, multi, 'alice', PASSWORD, { tenant: 'bank-a' });
+    const refreshWith = (body: Record<string, string>, headers: Record<string, string> = {}) =>
+      form(srv, '/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token, ...body }, { authorization: basic(multi), ...headers });
+    for (const [body, headers, description] of [
+      [{}, { di_fiid: 'bank-b' }, 'the client is not allowed for this tenant'],
+      [{}, { institutionId: 'bank-b' }, 'the client is not allowed for this tenant'],
+      [{ tenant: 'no-such-bank' }, {}, 'the client is not allowed for this tenant'],
+      [{}, { di_fiid: 'bank-a', institutionId: 'bank-b' }, 'the request names more than one tenant'],
+    ] as const) {
+      const refused = await refreshWith(body, headers);
+      expect({ body, headers, status: refused.status, json: refused.json }).toEqual({ body, headers, status: 400, json: { error: 'invalid_request', error_description: description } });
+    }
+    const ok = await refreshWith({}, { di_fiid: 'bank-a' }); // its own tenant, named: as before, and the token was not used up
+    expect(ok.status).toBe(200);
+    expect((await introspect(srv, rs, ok.json.access_token as string)).json).toMatchObject({ active: true, tenant: 'bank-a' });
+  });
+
   test('unknown user and wrong password give the same reply', async () => {
     const unknown = await passwordLogin(srv, app, 'nobody@example.com', PASSWORD);
     const wrong = await passwordLogin(srv, app, 'alice@example.com', `${PASSWORD}!`);
