@@ -14,6 +14,7 @@ import { checkSingleResource, grantedScopes, resourceInfo } from './resource';
 import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } from './password-grant';
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
 import { trimDiscovery } from './discovery';
+import { correctTokenErrors } from './token-errors';
 
 export interface ProviderDeps {
   config: Config;
@@ -185,6 +186,7 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(config.publicUrl, configuration);
   trimDiscovery(provider);
+  correctTokenErrors(provider);
   provider.proxy = config.trustProxy;
   provider.maxIpsCount = 1;
   provider.Client.prototype.compareClientSecret = hashedSecretComparison();

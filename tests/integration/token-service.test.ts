@@ -155,6 +155,15 @@ describe(`token service (${dbLabel})`, () => {
     const dup = await form(srv, '/token', { grant_type: 'client_credentials', scope: ['accounts', 'payments'] }, { authorization: basic(app) });
     expect(dup.status).toBe(400);
     expect(dup.json.error).toBe('invalid_request');
+    // RFC 6749 §5.2: a grant type the client is not registered for is unauthorized_client, on every path.
+    for (const body of [{ grant_type: 'password', username: 'u', password: 'p' }, { grant_type: 'refresh_token', refresh_token: 'x' }] as Array<Record<string, string>>) {
+      for (const aliasPath of ['/token', '/v1/token']) {
+        const r = await form(srv, aliasPath, body, { authorization: basic(app) });
+        expect([body.grant_type, aliasPath, r.status, r.json]).toEqual([
+          body.grant_type, aliasPath, 400, { error: 'unauthorized_client', error_description: 'requested grant type is not allowed for this client' },
+        ]);
+      }
+    }
   });
 
   test('no scope requested gives the client its allowed scopes', async () => {

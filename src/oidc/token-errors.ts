@@ -1,0 +1,19 @@
+import type Provider from 'oidc-provider';
+
+/**
+ * oidc-provider answers a token request whose grant type the client is not registered for with
+ * `invalid_request`; RFC 6749 §5.2 names that case `unauthorized_client` ("the authenticated client
+ * is not authorized to use this authorization grant type"). Corrected after the library's error
+ * handler has written the body (a post-middleware, the library's public hook), for every path to
+ * it: the fast paths hand such requests to the library.
+ */
+const NOT_ALLOWED = 'requested grant type is not allowed for this client';
+
+export function correctTokenErrors(provider: Provider): void {
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.status !== 400 || ctx.oidc?.route !== 'token') return;
+    const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+    if (body?.error === 'invalid_request' && body.error_description === NOT_ALLOWED) body.error = 'unauthorized_client';
+  });
+}
