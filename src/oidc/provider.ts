@@ -177,6 +177,15 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (token.kind === 'ClientCredentials') return { tenant: tenant?.id, sub: client.clientId };
       return { tenant: tenant?.id };
     },
+    // DESIGN's claims are the same in introspection and in a JWT access token: the JWT says its
+    // token_type too (introspection takes it from the token; a JWT is never anything but Bearer here).
+    formats: {
+      customizers: {
+        jwt: (_ctx, _token, jwt) => {
+          jwt.payload.token_type = 'Bearer';
+        },
+      },
+    },
     pkce: { required: () => false },
     renderError: async (ctx, out) => {
       ctx.type = 'json';

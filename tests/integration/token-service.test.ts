@@ -273,7 +273,7 @@ describe(`token service (${dbLabel})`, () => {
       audience: srv.running.app.config.publicUrl,
       typ: 'at+jwt',
     });
-    expect(payload).toMatchObject({ sub: jwtClient.client_id, client_id: jwtClient.client_id, tenant: 'bank-a', scope: 'accounts' });
+    expect(payload).toMatchObject({ sub: jwtClient.client_id, client_id: jwtClient.client_id, tenant: 'bank-a', scope: 'accounts', token_type: 'Bearer' });
     expect(payload.exp! - payload.iat!).toBe(1800);
     expect(typeof payload.jti).toBe('string');
 
