@@ -1,7 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Context, Next } from 'koa';
 
-const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * Printable ASCII, up to 255 characters: any id a caller is likely to use (UUIDs, base64, paths,
+ * "order 42"); not markup or quoting characters, which no id needs and a careless log viewer might
+ * render. Nothing in it can break a header or a log line (pino writes it as a JSON string).
+ */
+const safeId = (v: string) => /^[\x20-\x7E]{1,255}$/.test(v) && !/[<>"'`\\]/.test(v);
 
 /** Seed request-id headers: echoed back under their own name when the caller sends them. */
 const ECHOED = [
@@ -12,13 +17,13 @@ const ECHOED = [
 
 /**
  * Takes the request id from `di_tid` (V1), `transactionId` (V2) or `x-request-id`, else makes one.
- * Only a well-formed id is echoed, so a header can never be used to inject into the response.
+ * Only printable ASCII is echoed (Node refuses control characters in a header anyway).
  */
 export async function requestId(ctx: Context, next: Next): Promise<void> {
   let id: string | undefined;
   for (const [incoming, outgoing] of ECHOED) {
     const value = ctx.get(incoming);
-    if (value && SAFE_ID.test(value)) {
+    if (value && safeId(value)) {
       id ??= value;
       ctx.res.setHeader(outgoing, value);
     }

@@ -250,6 +250,15 @@ describe(`token service (${dbLabel})`, () => {
     const bad = await form(srv, '/v1/oauth/token', { grant_type: 'client_credentials' }, { authorization: basic({ ...app, client_secret: 'x' }), di_tid: 'abc' });
     expect(bad.status).toBe(401);
     expect(bad.headers.get('di_tid')).toBe('abc');
+    // Request ids as callers make them: printable ASCII, up to 255 characters, echoed as sent.
+    for (const id of ['abc/def', 'YWJj+ZA==', 'order 42', 'x'.repeat(255)]) {
+      const r = await form(srv, '/v1/token', { grant_type: 'client_credentials' }, { authorization: basic(app), institutionId: 'bank-a', transactionId: id });
+      expect([id, r.headers.get('transactionid')]).toEqual([id, id]);
+    }
+    for (const id of ['x'.repeat(256), 'caf\u00e9']) {
+      const r = await fetch(`${srv.base}/v1/token`, { method: 'POST', headers: { authorization: basic(app), institutionId: 'bank-a', transactionId: id, 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials' });
+      expect([id.length, r.status, r.headers.get('transactionid')]).toEqual([id.length, 200, null]);
+    }
     const injected = await fetch(`${srv.base}/v1/token`, { method: 'POST', headers: { transactionId: 'a b<script>' } });
     expect(injected.headers.get('transactionid')).toBeNull();
   });
