@@ -43,7 +43,12 @@ export const clientCreate = z
 export const clientPatch = z
   .object({
     client_name: z.string().max(200).optional(),
-    grant_types: z.array(z.enum(GRANT_TYPES)).min(1).optional(),
+    // As at creation (src/clients/service.ts): refresh_token alone would leave no grant to use.
+    grant_types: z
+      .array(z.enum(GRANT_TYPES))
+      .min(1)
+      .refine((g) => !g.includes('refresh_token') || g.includes('password'), 'refresh_token needs a grant that issues refresh tokens (password)')
+      .optional(),
     scope: scope.optional(),
     token_format: z.enum(['opaque', 'jwt']).optional(),
     introspection: z.boolean().optional(),

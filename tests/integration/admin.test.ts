@@ -325,6 +325,15 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await introspect(srv, rs, tok)).json).toEqual({ active: false });
   });
 
+  test('a client PATCH is held to the rules of its creation: refresh_token alone is refused', async () => {
+    await api('POST', '/tenants', { id: 'patch-rules' });
+    const c = await api('POST', '/tenants/patch-rules/clients', { grant_types: ['client_credentials'] });
+    expect((await api('POST', '/tenants/patch-rules/clients', { grant_types: ['refresh_token'] })).status).toBe(400);
+    const r = await api('PATCH', `/tenants/patch-rules/clients/${c.json.client_id}`, { grant_types: ['refresh_token'] }, { 'if-match': c.headers.get('etag')! });
+    expect([r.status, r.json.syntaxErrors?.invalidFields]).toEqual([400, [{ fieldName: 'grant_types', error: 'refresh_token needs a grant that issues refresh tokens (password)' }]]);
+    expect((await api('GET', `/tenants/patch-rules/clients/${c.json.client_id}`)).json.grant_types).toEqual(['client_credentials']);
+  });
+
   test('two concurrent PATCHes with the same ETag: one succeeds, one 412', async () => {
     await api('POST', '/tenants', { id: 'bank-e', name: 'E' });
     const etag = (await api('GET', '/tenants/bank-e')).headers.get('etag')!;
