@@ -139,7 +139,8 @@ export async function buildServices(config: Config, database: Database, opts: { 
       !caller.transactionBound &&
       !!caller.authTime &&
       clock().getTime() / 1000 - caller.authTime <= caller.tenant.policy.stepUpTtlSeconds,
-    stepUpRequired: () => insufficientUserAuthentication(config.publicUrl),
+    // max_age: an SCA token older than the tenant's step-up lifetime is not enough either.
+    stepUpRequired: (caller: Caller) => insufficientUserAuthentication(config.publicUrl, caller.tenant.policy.stepUpTtlSeconds),
     onBlocked: () => metrics.factorBlocks.inc(),
   });
 

@@ -71,7 +71,8 @@ export interface FactorServiceDeps {
   clock: () => Date;
   /** Is this caller's authentication strong/fresh enough to change factors that protect the account? */
   isSteppedUp(caller: Caller): boolean;
-  stepUpRequired(): AppError;
+  /** RFC 9470's challenge, with the freshness this caller's tenant asks for. */
+  stepUpRequired(caller: Caller): AppError;
   onBlocked?: () => void;
 }
 
@@ -92,7 +93,7 @@ export function createFactorService(deps: FactorServiceDeps) {
 
   async function requireStepUpIfProtected(caller: Caller, existing?: Factor[]): Promise<void> {
     const all = existing ?? (await factors.list(caller.tenant.id, caller.user.id));
-    if (all.some((f) => f.status === 'ACTIVE') && !deps.isSteppedUp(caller)) throw deps.stepUpRequired();
+    if (all.some((f) => f.status === 'ACTIVE') && !deps.isSteppedUp(caller)) throw deps.stepUpRequired(caller);
   }
 
   async function send(fn: () => Promise<void>): Promise<void> {

@@ -214,6 +214,7 @@ describe(`additional factors (${dbLabel})`, () => {
     expect(res.json.code).toBe('INSUFFICIENT_USER_AUTHENTICATION');
     expect(res.headers.get('www-authenticate')).toMatch(/^Bearer .*error="insufficient_user_authentication"/);
     expect(res.headers.get('www-authenticate')).toMatch(/acr_values="urn:openbanking:psd2:sca"/);
+    expect(res.headers.get('www-authenticate')).toMatch(/, max_age=300$/); // an SCA older than the tenant's step-up lifetime will not do
     expect((await enrolSms(u.token)).status).toBe(401); // re-enrolling SMS
     expect((await json(srv, 'DELETE', '/authentication_factors/push/AUTHY', undefined, bearer(u.token))).status).toBe(401);
     // a fresh password login is not enough any more
