@@ -45,9 +45,14 @@ export async function tenantFor(ctx: Context, tenants: TenantRepository, tenantI
 /** ETag of a versioned resource, and the If-Match check of a PATCH (RFC 9110 §13.1.1). */
 export const etag = (version: number) => `W/"${version}"`;
 
-export function ifMatch(ctx: Context): number {
+/**
+ * The version a PATCH changes. `If-Match: *` (RFC 9110 §13.1.1: any current representation) is the
+ * version this request read, so a change made meanwhile still answers 412.
+ */
+export function ifMatch(ctx: Context, current: number): number {
   const header = ctx.get('if-match');
   if (!header) throw new AppError('PRECONDITION_REQUIRED', 428, 'If-Match with the resource ETag is required');
+  if (header.trim() === '*') return current;
   const m = /^(?:W\/)?"(\d+)"$/.exec(header.trim());
   if (!m) throw new AppError('PRECONDITION_FAILED', 412, 'The resource has changed; fetch it again');
   return Number(m[1]);

@@ -98,7 +98,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const changes = validateBody(ctx, S.tenantPatch);
     if ((changes.mode !== undefined || changes.status !== undefined) && !admin(ctx).platform) requirePlatform(ctx);
     const updated = await audited(async () => {
-      const u = await s.tenants.update(t.id, ifMatch(ctx), changes);
+      const u = await s.tenants.update(t.id, ifMatch(ctx, t.version), changes);
       if (!u) throw preconditionFailed();
       await audit(ctx, 'tenant.updated', t.id, t.id, { before: tenantView(t), after: tenantView(u) });
       return u;
@@ -123,7 +123,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     }
     const stored = tenantPolicySchema.parse(merged);
     const updated = await audited(async () => {
-      const u = await s.tenants.update(t.id, ifMatch(ctx), { policy: stored });
+      const u = await s.tenants.update(t.id, ifMatch(ctx, t.version), { policy: stored });
       if (!u) throw preconditionFailed();
       await audit(ctx, 'policy.updated', t.id, t.id, { before: t.storedPolicy, after: stored });
       return u;
@@ -174,7 +174,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     if (c.admin && !admin(ctx).platform) requirePlatform(ctx);
     const grantTypes = body.grant_types ? [...new Set(body.grant_types.includes('password') ? [...body.grant_types, 'refresh_token'] : body.grant_types)] : undefined;
     const updated = await audited(async () => {
-      const u = await s.clients.update(c.id, ifMatch(ctx), {
+      const u = await s.clients.update(c.id, ifMatch(ctx, c.version), {
         name: body.client_name, grantTypes, scope: body.scope, tokenFormat: body.token_format, introspection: body.introspection, disabled: body.disabled,
       });
       if (!u) throw preconditionFailed();

@@ -343,6 +343,11 @@ describe(`admin API (${dbLabel})`, () => {
     ]);
     expect([a.status, b.status].sort()).toEqual([200, 412]);
     expect((await api('PATCH', '/tenants/bank-e', { name: 'E three' }, { 'if-match': etag })).status).toBe(412);
+    // If-Match: * is any current version (RFC 9110 §13.1.1): the change is made, the version moves on.
+    const star = await api('PATCH', '/tenants/bank-e', { name: 'E four' }, { 'if-match': '*' });
+    expect([star.status, star.json.name]).toEqual([200, 'E four']);
+    expect(star.headers.get('etag')).not.toBe(etag);
+    expect((await api('PATCH', '/tenants/bank-e', { name: 'E five' })).status).toBe(428); // still required
   });
 
   test('keys: list and rotate (platform admin)', async () => {
