@@ -45,6 +45,9 @@ export function createStepUpService(deps: {
   }
 
   async function issue(caller: Caller, challenge: Challenge, channel: FactorChannel) {
+    // A login completes once: its pending token ends here, before anything is issued. A second
+    // challenge of the same login (SMS and push opened with it, answered at once) finds it gone.
+    if (challenge.completesLogin && (!challenge.sessionId || (await endPendingLogin(tx, challenge.sessionId)) === 0)) throw verificationFailed();
     try {
       const token = await issueStepUpToken(deps.holder.userTokenContext(), {
         clientId: challenge.clientId ?? caller.clientId,
@@ -56,7 +59,6 @@ export function createStepUpService(deps: {
         authorizationDetails: challenge.authorizationDetails ?? undefined,
         completesLogin: challenge.completesLogin,
       });
-      if (challenge.completesLogin && challenge.sessionId) await endPendingLogin(tx, challenge.sessionId);
       deps.metrics.stepUps.inc({ channel, tenant: caller.tenant.id });
       await audit.record({
         tenantId: caller.tenant.id, actor: caller.user.id, type: 'stepup.succeeded', target: caller.user.id,

@@ -4,7 +4,7 @@ import {
   bearer, createClient, createTenant, createUser, introspect, json, lastCode, login, outbox, passwordLogin, refresh, type ClientCreds,
 } from '../helpers/flows';
 import { newDevice } from '../helpers/device';
-import { dbLabel } from '../helpers/env';
+import { dbLabel, usingPostgres } from '../helpers/env';
 import { bindingHash } from '../../src/stepup/details';
 
 const PASSWORD = 'a perfectly decent passphrase';
@@ -263,6 +263,44 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     const refused = await verifySms(t, '123456');
     expect(refused.status).toBe(403);
     expect(refused.json).toEqual({ message: 'Verification failed', code: 'VERIFICATION_FAILED' });
+  });
+
+  (usingPostgres ? test : test.skip)('a login completes once, even by two of its challenges answered at the same moment', async () => {
+    await createTenant(srv, 'twice-bank', 'sandbox');
+    const app = await createClient(srv, { tenants: ['twice-bank'], grant_types: ['password'] });
+    const user = await createUser(srv, 'twice-bank', { username: 'twice', mobile: '+447911200088', password: PASSWORD });
+    const first = (await login(srv, app, 'twice', PASSWORD)).access_token;
+    await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(first));
+    await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }, bearer(first));
+    await startSms(first);
+    const sca = (await verifySms(first, '123456')).json.access_token as string;
+    const device = await newDevice();
+    await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(sca));
+    const enrol = (await outbox(srv, 'push', user.id)).pop() as { challengeId: string; nonce: string };
+    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+    await srv.running.app.services.tenants.setPolicy('twice-bank', { mfaAtLogin: true });
+
+    const pending = (await passwordLogin(srv, app, 'twice', PASSWORD)).json.access_token as string;
+    expect((await startSms(pending)).status).toBe(204);
+    const push = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(pending));
+    const msg = (await outbox(srv, 'push', user.id)).pop() as { challengeId: string; nonce: string };
+    expect((await json(srv, 'POST', `/device/challenges/${msg.challengeId}`, { jws: await device.answer(msg) })).status).toBe(200);
+
+    // Both requests get past their bearer check, then wait on the pending token's row until released.
+    const knex = srv.running.app.database.knex;
+    const hold = await knex.transaction();
+    try {
+      await hold('oidc_payloads').where({ type: 'AccessToken', account_id: user.id }).whereRaw("payload->'extra'->>'pending' is not null").forUpdate();
+      const racing = Promise.all([verifySms(pending, '123456'), json(srv, 'GET', `/stepup/challenges/${push.json.challengeId as string}`, undefined, bearer(pending))]);
+      await new Promise((r) => setTimeout(r, 500));
+      await hold.commit();
+      const [sms, polled] = await racing;
+      const sessionTokens = [sms.json.refresh_token, (polled.json.token as { refresh_token?: string } | undefined)?.refresh_token].filter(Boolean);
+      expect(sessionTokens).toHaveLength(1);
+      expect([sms.status, polled.status].sort()).toEqual([200, 403]);
+    } finally {
+      if (!hold.isCompleted()) await hold.rollback();
+    }
   });
 
   test('a step-up token lives its own lifetime; ending the session revokes it', async () => {
