@@ -30,6 +30,35 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
 /** A worker's message to the primary once it listens. */
 const READY = 'portcullis:worker-ready';
 
+/**
+ * What the primary does when a worker exits. While the first workers start, one that dies before
+ * it listens (port in use, database unreachable: its error is above) would only fail again:
+ * stop the server. Once they all have, the service is up: a worker that dies is replaced, and a
+ * replacement that dies before it listens (the database restarting, say) is tried again after a
+ * delay that doubles up to 30 s, never taking the healthy workers down with it.
+ */
+export class WorkerSupervisor {
+  private readonly ready = new Set<number>();
+  private started = false;
+  private failedInARow = 0;
+
+  constructor(private readonly workers: number) {}
+
+  listening(id: number): void {
+    this.ready.add(id);
+    this.failedInARow = 0;
+    if (this.ready.size >= this.workers) this.started = true;
+  }
+
+  exited(id: number): { action: 'stop' } | { action: 'replace'; afterMs: number } {
+    const wasReady = this.ready.delete(id);
+    if (wasReady) return { action: 'replace', afterMs: 0 };
+    if (!this.started) return { action: 'stop' };
+    this.failedInARow += 1;
+    return { action: 'replace', afterMs: Math.min(30_000, 250 * 2 ** (this.failedInARow - 1)) };
+  }
+}
+
 function loadServer(): typeof ServerModule {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require('./server') as typeof ServerModule;
@@ -61,23 +90,26 @@ export async function serve(config: Config): Promise<void> {
   let stopping = false;
   const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS, config.workerHeapLimitMb);
   cluster.setupPrimary({ execArgv });
-  const ready = new Set<number>();
-  const fork = () => cluster.fork().on('message', function onMessage(this: ReturnType<typeof cluster.fork>, msg: unknown) {
-    if (msg === READY) ready.add(this.id);
-  });
+  const supervisor = new WorkerSupervisor(config.webConcurrency);
+  const fork = () => {
+    const worker = cluster.fork();
+    worker.on('message', (msg: unknown) => {
+      if (msg === READY) supervisor.listening(worker.id);
+    });
+  };
   for (let i = 0; i < config.webConcurrency; i += 1) fork();
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
-    // A worker that never started (port in use, database unreachable: its error is above) would
-    // fail again: stop instead of forking it forever.
-    if (!ready.has(worker.id)) {
+    const next = supervisor.exited(worker.id);
+    if (next.action === 'stop') {
       logger.error({ pid: worker.process.pid, exitCode: code, signal }, 'a worker failed to start; stopping');
       stop('SIGTERM', 1);
       return;
     }
-    ready.delete(worker.id);
-    logger.error({ pid: worker.process.pid, exitCode: code, signal }, 'worker died; starting another');
-    fork();
+    logger.error({ pid: worker.process.pid, exitCode: code, signal, restartInMs: next.afterMs }, 'worker died; starting another');
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, next.afterMs);
   });
   logger.info({ workers: config.webConcurrency, execArgv }, 'primary started');
   function stop(signal: NodeJS.Signals, exitCode = 0) {

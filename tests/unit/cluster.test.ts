@@ -1,4 +1,4 @@
-import { workerExecArgv } from '../../src/cluster';
+import { WorkerSupervisor, workerExecArgv } from '../../src/cluster';
 import { loadConfig } from '../../src/config';
 
 describe('worker heap limit (WORKER_HEAP_LIMIT_MB)', () => {
@@ -46,5 +46,32 @@ describe('a cluster primary does not load the server', () => {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       expect(() => require('../../src/cli/main')).not.toThrow();
     });
+  });
+});
+
+describe('the primary, when a worker exits', () => {
+  test('while the first workers start, one that never listened stops the server', () => {
+    const s = new WorkerSupervisor(2);
+    s.listening(1);
+    expect(s.exited(2)).toEqual({ action: 'stop' });
+  });
+
+  test('once all have listened: a worker that dies is replaced at once', () => {
+    const s = new WorkerSupervisor(2);
+    s.listening(1);
+    s.listening(2);
+    expect(s.exited(1)).toEqual({ action: 'replace', afterMs: 0 });
+  });
+
+  test('a replacement that dies before it listens is tried again, later each time, never stopping the healthy ones', () => {
+    const s = new WorkerSupervisor(2);
+    s.listening(1);
+    s.listening(2);
+    expect(s.exited(2)).toEqual({ action: 'replace', afterMs: 0 });
+    const delays = [3, 4, 5, 6, 7, 8, 9, 10, 11].map((id) => s.exited(id));
+    expect(delays.map((d) => d.action)).toEqual(Array(9).fill('replace'));
+    expect(delays.map((d) => (d as { afterMs: number }).afterMs)).toEqual([250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+    s.listening(12); // one finally starts: the next failure waits the shortest delay again
+    expect(s.exited(13)).toEqual({ action: 'replace', afterMs: 250 });
   });
 });
