@@ -68,10 +68,16 @@ const OAUTH_ALIASES: Record<string, string> = {
 /** oidc-provider's endpoints (and their aliases) that every token request and introspection hits. */
 const OAUTH_PATHS = new Set(['/token', '/token/introspection', '/token/revocation', ...Object.keys(OAUTH_ALIASES).filter((p) => p.includes('token'))]);
 /**
- * Every path handed to oidc-provider. The library serves more (an authorization endpoint, say),
- * none of it part of this server: anything else is our JSON 404.
+ * Every path handed to oidc-provider, with the methods it answers there (OPTIONS: CORS preflight).
+ * The library serves more (an authorization endpoint, say), none of it part of this server: any
+ * other path is our JSON 404, another method our JSON 405.
  */
-const PROVIDER_PATHS = new Set([...OAUTH_PATHS, '/jwks', '/.well-known/openid-configuration', ...Object.keys(OAUTH_ALIASES)]);
+const PROVIDER_METHODS: Record<string, readonly string[]> = Object.fromEntries([
+  ...[...OAUTH_PATHS].map((p) => [p, ['POST', 'OPTIONS']] as const),
+  ...['/jwks', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'].map((p) => [p, ['GET', 'HEAD', 'OPTIONS']] as const),
+]);
+/** The library's router ignores case and one trailing slash: so does the choice of what reaches it. */
+const providerPath = (p: string) => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p).toLowerCase();
 
 export interface AppOptions {
   db?: DbOptions;
@@ -333,18 +339,20 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     // The OAuth endpoints are the hot path and none of ours: they skip our routers' matching.
     const apiRoutes = api.routes();
     const apiMethods = api.allowedMethods();
+    const notAllowed = (ctx: Koa.Context, allow: string) => new AppError('METHOD_NOT_ALLOWED', 405, `${ctx.method} is not allowed here`, undefined, { Allow: allow });
     koa.use(async (ctx, next) => {
-      if (OAUTH_PATHS.has(ctx.path)) return next();
+      const path = providerPath(ctx.path);
+      if (OAUTH_PATHS.has(path)) return next();
       const routed = ctx as Parameters<typeof apiRoutes>[0] & Parameters<typeof apiMethods>[0];
-      const provider = PROVIDER_PATHS.has(ctx.path);
+      const provider = PROVIDER_METHODS[path] !== undefined;
       await apiRoutes(routed, () => apiMethods(routed, provider ? next : async () => undefined));
       if (provider) return;
       // What none of our routes answered, in our error shape: a known path with another method
-      // (the router has set 405 and Allow), or no such path.
-      if (ctx.status === 405 && ctx.body === undefined) {
-        throw new AppError('METHOD_NOT_ALLOWED', 405, `${ctx.method} is not allowed here`, undefined, { Allow: String(ctx.response.get('Allow')) });
-      }
+      // (the router has set 405 and Allow; the health routes, served before, have not), or no such path.
+      if (ctx.status === 405 && ctx.body === undefined) throw notAllowed(ctx, String(ctx.response.get('Allow')));
       if (ctx.status === 501 && ctx.body === undefined) throw new AppError('NOT_IMPLEMENTED', 501, `${ctx.method} is not a method of this server`);
+      const healthPath = health.match(ctx.path, ctx.method).path;
+      if (healthPath.length > 0) throw notAllowed(ctx, [...new Set(healthPath.flatMap((l) => l.methods))].join(', '));
       if (ctx.status === 404 && ctx.body === undefined) throw new AppError('NOT_FOUND', 404, 'Not found');
     });
 
@@ -386,10 +394,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         ctx.body = { error: 'invalid_request', error_description: 'request body too large' };
         return;
       }
-      const target = OAUTH_ALIASES[ctx.path];
+      const path = providerPath(ctx.path);
+      const methods = PROVIDER_METHODS[path] ?? [];
+      if (!methods.includes(ctx.method)) throw notAllowed(ctx, methods.join(', '));
+      const target = OAUTH_ALIASES[path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
       let req = ctx.req;
-      const fastPath = ctx.path === '/token/introspection' ? fastIntrospection : (target ?? ctx.path) === '/token' ? fastToken : undefined;
+      const fastPath = path === '/token/introspection' ? fastIntrospection : (target ?? path) === '/token' ? fastToken : undefined;
       if (fastPath) {
         const outcome = await fastPath.handle(ctx);
         if (outcome.handled) return;

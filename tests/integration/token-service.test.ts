@@ -88,6 +88,18 @@ describe(`token service (${dbLabel})`, () => {
     expect(wrong.status).toBe(405);
     expect(wrong.headers.get('allow')).toMatch(/GET/);
     expect(await wrong.json()).toEqual({ message: 'PUT is not allowed here', code: 'METHOD_NOT_ALLOWED' });
+
+    // The library's paths as its router takes them (one trailing slash, any case), and their methods.
+    expect((await form(srv, '/token/', { grant_type: 'client_credentials' }, { authorization: basic(app) })).status).toBe(200);
+    expect((await form(srv, '/V1/Token', { grant_type: 'client_credentials' }, { authorization: basic(app), institutionId: 'bank-a' })).status).toBe(200);
+    expect((await fetch(`${srv.base}/.well-known/openid-configuration/`)).status).toBe(200);
+    expect((await fetch(`${srv.base}/jwks`, { method: 'HEAD' })).status).toBe(200);
+    const preflight = await fetch(`${srv.base}/token`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
+    expect(preflight.status).toBeLessThan(300);
+    for (const [method, path, allow] of [['GET', '/token', 'POST, OPTIONS'], ['PUT', '/jwks', 'GET, HEAD, OPTIONS'], ['DELETE', '/token/introspection', 'POST, OPTIONS'], ['POST', '/healthz', 'HEAD, GET'], ['POST', '/readyz', 'HEAD, GET']]) {
+      const r = await fetch(`${srv.base}${path}`, { method });
+      expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { message: `${method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' }]);
+    }
   });
 
   test('DPoP is not offered: a proof is ignored, and a key-bound token never passes as a bearer token', async () => {
