@@ -242,7 +242,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         });
         if (outcome === 'unchanged') return;
         await services.audit.record({
-          tenantId: undefined, actor: 'environment', type: outcome === 'created' ? 'client.created' : 'client.secret_rotated', target: id,
+          tenantId: undefined, actor: 'environment', target: id,
+          type: outcome === 'created' ? 'client.created' : outcome === 'rekeyed' ? 'client.secret_rotated' : 'client.updated',
           details: { source: 'PORTCULLIS_ADMIN_CLIENT_ID / PORTCULLIS_ADMIN_CLIENT_SECRET' },
         });
       });

@@ -20,13 +20,6 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
   return workerHeapLimitMb > 0 && !chosen ? [...execArgv, `--max-old-space-size=${workerHeapLimitMb}`] : [...execArgv];
 }
 
-/**
- * The server's modules (oidc-provider, koa, every route and service), loaded only by a process that
- * serves. A cluster's primary never does: it only migrates and forks. Loaded there, they made its
- * heap about 24 MB, and V8's memory reducer marks an idle heap again about 8 s and 17 s after
- * start. Its concurrent marking took both cores from the workers for about 50 ms, the worst window
- * of a paced run (README, Benchmark).
- */
 /** A worker's message to the primary once it listens. */
 const READY = 'portcullis:worker-ready';
 
@@ -59,6 +52,13 @@ export class WorkerSupervisor {
   }
 }
 
+/**
+ * The server's modules (oidc-provider, koa, every route and service), loaded only by a process that
+ * serves. A cluster's primary never does: it only migrates and forks. Loaded there, they made its
+ * heap about 24 MB, and V8's memory reducer marks an idle heap again about 8 s and 17 s after
+ * start. Its concurrent marking took both cores from the workers for about 50 ms, the worst window
+ * of a paced run (README, Benchmark).
+ */
 function loadServer(): typeof ServerModule {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require('./server') as typeof ServerModule;

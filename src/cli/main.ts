@@ -233,6 +233,18 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   }
 }
 
+/** The database URL without what may be secret: its password and its query (?password=, ?sslpassword=…). */
+function safeDatabaseUrl(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl);
+    if (url.password) url.password = '***';
+    url.search = '';
+    return url.toString();
+  } catch {
+    return '(DATABASE_URL as set)';
+  }
+}
+
 /**
  * What went wrong at start-up, in one line naming the setting to look at, for failures of the
  * machine around the server rather than of its code; undefined for anything else (its stack is
@@ -248,9 +260,7 @@ export function startupFailure(err: unknown, config?: Pick<Config, 'databaseUrl'
   const pgRefusal = typeof e.code === 'string' && /^(28...|3D000|57P03)$/.test(e.code);
   const unreachable = e.syscall === 'connect' || e.syscall === 'getaddrinfo' || ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT'].includes(String(e.code));
   if (config?.databaseUrl && (pgRefusal || unreachable)) {
-    const url = new URL(config.databaseUrl);
-    if (url.password) url.password = '***';
-    return `cannot use the database ${url.toString()} (DATABASE_URL): ${e.message}`;
+    return `cannot use the database ${safeDatabaseUrl(config.databaseUrl)} (DATABASE_URL): ${e.message}`;
   }
   if (e.path && config?.dataDir && path.resolve(e.path).startsWith(path.resolve(config.dataDir)) && e.code) {
     return `cannot use ${e.path} (DATA_DIR): ${e.code === 'EEXIST' || e.code === 'ENOTDIR' ? 'it is not a directory' : e.code}`;

@@ -103,9 +103,11 @@ export interface ClientRepository {
   update(clientId: string, version: number, changes: ClientChanges): Promise<ClientRecord | undefined>;
   /** New secret; the current one keeps working until `previousExpiresAt`. */
   rotateSecret(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
-  /** Creates or re-keys a platform admin client with a known id (PORTCULLIS_ADMIN_CLIENT_*). */
-  /** Creates the platform admin, or gives it this secret; says which, or that it already had it. */
-  ensureAdmin(input: NewClient): Promise<'created' | 'rekeyed' | 'unchanged'>;
+  /**
+   * The platform admin of a known id (PORTCULLIS_ADMIN_CLIENT_*): creates it, or gives it this secret (`rekeyed`), or makes it an enabled admin
+   * again with the secret it had (`restored`); `unchanged` when it already was all that.
+   */
+  ensureAdmin(input: NewClient): Promise<'created' | 'rekeyed' | 'restored' | 'unchanged'>;
 }
 
 /**
@@ -196,20 +198,24 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
       return done ? this.find(clientId) : undefined;
     },
     async ensureAdmin(input) {
-      let outcome: 'created' | 'rekeyed' | 'unchanged' = 'unchanged';
+      let outcome: 'created' | 'rekeyed' | 'restored' | 'unchanged' = 'unchanged';
       await changing(input.id, async (trx) => {
         // Written only when something changes (every process runs this at every start), and in
         // one statement, so processes starting together cannot collide; (xmax = 0) tells an
-        // inserted row from an updated one.
+        // inserted row from an updated one, and `before` (the statement's snapshot) whether the
+        // secret changed. The API key derives from the secret: it changes with it.
         const { rows } = (await trx.raw(
-          `insert into clients (id, name, secret_hash, api_key_hash, grant_types, scope, token_endpoint_auth_method, token_format, introspection, admin)
+          `with before as (select secret_hash from clients where id = ?)
+           insert into clients (id, name, secret_hash, api_key_hash, grant_types, scope, token_endpoint_auth_method, token_format, introspection, admin)
            values (?, ?, ?, ?, ?, ?, ?, ?, ?, true)
-           on conflict (id) do update set secret_hash = excluded.secret_hash, admin = true, disabled = false
-             where clients.secret_hash is distinct from excluded.secret_hash or not clients.admin or clients.disabled
-           returning (xmax = 0) as inserted`,
-          [input.id, input.name, input.secretHash, input.apiKeyHash, JSON.stringify(input.grantTypes), input.scope, input.tokenEndpointAuthMethod, input.tokenFormat, input.introspection],
-        )) as { rows: Array<{ inserted: boolean }> };
-        if (rows.length === 1) outcome = rows[0]!.inserted ? 'created' : 'rekeyed';
+           on conflict (id) do update set secret_hash = excluded.secret_hash, api_key_hash = excluded.api_key_hash, admin = true, disabled = false
+             where clients.secret_hash is distinct from excluded.secret_hash or clients.api_key_hash is distinct from excluded.api_key_hash
+               or not clients.admin or clients.disabled
+           returning (xmax = 0) as inserted, (select secret_hash from before) is distinct from clients.secret_hash as rekeyed`,
+          [input.id, input.id, input.name, input.secretHash, input.apiKeyHash, JSON.stringify(input.grantTypes), input.scope, input.tokenEndpointAuthMethod, input.tokenFormat, input.introspection],
+        )) as { rows: Array<{ inserted: boolean; rekeyed: boolean }> };
+        const row = rows[0];
+        if (row) outcome = row.inserted ? 'created' : row.rekeyed ? 'rekeyed' : 'restored';
         return rows.length;
       });
       return outcome;

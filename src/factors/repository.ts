@@ -132,8 +132,7 @@ export interface FactorRepository {
    * a challenge just consumed by a concurrent request is then recognised as such, not as a guess.
    */
   latest(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<Challenge | undefined>;
-  /** Cancels the user's earlier pending challenges of this purpose and channel. */
-  /** Cancels the open challenges of this kind; call it in the transaction that inserts the next one. */
+  /** Cancels the user's open challenges of this purpose and channel; call it in the transaction that inserts the next one. */
   cancelPending(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<void>;
   /** One atomic UPDATE: PENDING and unexpired → `to`. True for exactly one caller. */
   transition(tenantId: string, challengeId: string, to: ChallengeStatus, now: Date, result?: Record<string, unknown>): Promise<boolean>;

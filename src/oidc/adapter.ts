@@ -333,10 +333,10 @@ export async function revokeAllOfAccount(source: DbSource, accountId: string): P
   return n;
 }
 
-/** Deletes rows that expired more than `graceSeconds` ago; returns how many. */
 /**
  * Login-time MFA completed: the session's pending access tokens, good only for the step-up routes
- * until now, end (they would otherwise complete the login again with every later step-up).
+ * until now, end (they would otherwise complete the login again with every later step-up). The
+ * number deleted tells a caller whether it was the one that completed it.
  */
 export async function endPendingLogin(source: DbSource, grantId: string): Promise<number> {
   return affected(
@@ -344,6 +344,7 @@ export async function endPendingLogin(source: DbSource, grantId: string): Promis
   );
 }
 
+/** Deletes rows that expired more than `graceSeconds` ago; returns how many. */
 export async function sweepExpired(knex: Knex, graceSeconds = 0): Promise<number> {
   return affected(await knex('oidc_payloads').where('expires_at', '<', new Date(Date.now() - graceSeconds * 1000)).del());
 }

@@ -274,6 +274,12 @@ describe(`admin API (${dbLabel})`, () => {
     expect(await clients.ensureAdmin(input('one'))).toBe('unchanged');
     expect(await clients.ensureAdmin(input('two'))).toBe('rekeyed');
     expect((await clients.find('env-admin-2'))?.admin).toBe(true);
+    expect((await clients.findByApiKeyHash('api-one'))?.id).toBeUndefined(); // the API key moved with the secret
+    expect((await clients.findByApiKeyHash('api-two'))?.id).toBe('env-admin-2');
+    await srv.running.app.database.knex('clients').where({ id: 'env-admin-2' }).update({ disabled: true });
+    expect(await clients.ensureAdmin(input('two'))).toBe('restored');
+    expect((await clients.find('env-admin-2'))?.disabled).toBe(false);
+    expect(await clients.ensureAdmin(input('two'))).toBe('unchanged');
   });
 
   test('a NUL in a path or query parameter is a 404 or a 400 naming it, never a database error', async () => {

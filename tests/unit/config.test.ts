@@ -92,6 +92,11 @@ describe('start-up failures of the machine around the server: one line naming th
     expect(startupFailure(e, config)).toBe(line);
   });
 
+  test("the database URL's query, where a password can also be, is not printed", () => {
+    const withQuery = { ...config, databaseUrl: 'postgres://db.internal/portcullis?password=s3cret&sslpassword=x' };
+    expect(startupFailure(err({ code: '28P01', message: 'no' }), withQuery)).toBe('cannot use the database postgres://db.internal/portcullis (DATABASE_URL): no');
+  });
+
   test('anything else is not dressed up (its stack is printed)', () => {
     expect(startupFailure(new TypeError('x is undefined'), config)).toBeUndefined();
     expect(startupFailure(err({ code: 'ENOENT', syscall: 'open', path: '/etc/elsewhere' }), config)).toBeUndefined();
