@@ -12,8 +12,8 @@ import type * as ServerModule from './server';
  * Why a limit at all: V8 sizes its heap-growing factor from the limit. With the default limit on a
  * large machine (about 4 GB) it lets the old space grow to about four times what is live before it
  * collects, and a worker whose live heap is 30 MB peaks at 220–250 MB of RSS under load; with a
- * limit under 2 GB the factor drops below two and the same worker peaks near 150 MB (README,
- * Benchmark). The limit is also a ceiling: a worker that leaks past it dies and is replaced.
+ * limit under 2 GB the factor drops below two and the same worker peaks near 150 MB
+ * (bench/NOTES.md). The limit is also a ceiling: a worker that leaks past it dies and is replaced.
  */
 export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined, workerHeapLimitMb: number): string[] {
   const chosen = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--max[-_](old[-_]space|heap)[-_]size(=|$)/.test(a));
@@ -57,7 +57,7 @@ export class WorkerSupervisor {
  * serves. A cluster's primary never does: it only migrates and forks. Loaded there, they made its
  * heap about 24 MB, and V8's memory reducer marks an idle heap again about 8 s and 17 s after
  * start. Its concurrent marking took both cores from the workers for about 50 ms, the worst window
- * of a paced run (README, Benchmark).
+ * of a paced run (bench/NOTES.md).
  */
 function loadServer(): typeof ServerModule {
   // eslint-disable-next-line @typescript-eslint/no-require-imports

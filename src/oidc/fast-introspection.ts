@@ -157,7 +157,7 @@ async function introspect(deps: Deps, client: ClientRecord, value: string): Prom
   // out as assignments in that order (same keys, same order, same values), not as a spread of
   // `extra` into a literal: on Node 20 that form made ~5 % of all allocation survive into the
   // old generation (`--trace-gc-nvp`, 5.5 % against 2.0 %), and the full collections that
-  // follow were the p99 at 70 % load (README, Benchmark).
+  // follow were the p99 at 70 % load (bench/NOTES.md).
   const answer: Record<string, unknown> = { active: false };
   if (token.accountId) answer.sub = token.accountId;
   const extra = token.extra ?? {};

@@ -7,7 +7,7 @@ import type { Tenant, TenantRepository } from '../tenants/repository';
  * promise does, through the async context it was created in) and so the request's whole context,
  * until the next full collection: client_credentials promoted 7.3 % of its allocation to the old
  * generation with the WeakMap, 2.9 % without (`--trace-gc-nvp`, one process, 1,500 req/s), and
- * full-collection pauses were the p99 at 70 % load (README, Benchmark).
+ * full-collection pauses were the p99 at 70 % load (bench/NOTES.md).
  */
 const RESOLVED = Symbol('portcullis.tenant');
 type Memo = { [RESOLVED]?: Promise<Tenant | undefined> };

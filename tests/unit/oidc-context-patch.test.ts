@@ -1,7 +1,7 @@
 /**
  * `npm install` runs scripts/patch-oidc-provider.mjs, which gives oidc-provider's per-request
  * `ctx.oidc` one getter shared by every request instead of a new closure each time (V8 kept those
- * closures, and each request's whole graph, until a full collection: README, Benchmark). This
+ * closures, and each request's whole graph, until a full collection: bench/NOTES.md). This
  * checks that the installed library behaves so, and that ctx.oidc is still each request's own.
  */
 import { generateKeyPairSync } from 'node:crypto';
