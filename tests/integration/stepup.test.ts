@@ -46,6 +46,23 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     return { user, username, mobile, app, token: t.access_token, tokens: t };
   }
   const startSms = (token: string, body: unknown = {}) => json(srv, 'POST', '/stepup/challenges/otp/SMS', body, bearer(token));
+
+  /** Enrols a test device for push on `u` (with an SCA token from SMS, as a second factor needs); not yet answered. */
+  async function enrolPush(u: { token: string; user: { id: string } }, channel: 'AUTHY' | 'BIOMETRIC') {
+    const device = await newDevice();
+    await startSms(u.token);
+    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
+    await json(srv, 'POST', `/authentication_factors/push/${channel}`, { publicKey: device.publicJwk }, bearer(sca));
+    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
+    return { device, enrol };
+  }
+  /** A user with ACTIVE SMS and push factors, and the device that holds the push key. */
+  async function pushUser(channel: 'AUTHY' | 'BIOMETRIC') {
+    const u = await smsUser('sandbox-bank');
+    const { device, enrol } = await enrolPush(u, channel);
+    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+    return { ...u, device };
+  }
   const verifySms = (token: string, verificationCode: string, extra: Record<string, unknown> = {}) =>
     json(srv, 'POST', '/stepup/challenges/otp/SMS/verify', { verificationCode, ...extra }, bearer(token));
 
@@ -72,14 +89,8 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
   });
 
   test('push step-up with a test device: PENDING → APPROVED, the token once and only to its opener', async () => {
-    const u = await smsUser('sandbox-bank');
-    const device = await newDevice();
-    // the SCA token from SMS allows enrolling a second factor
-    await startSms(u.token);
-    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
-    await json(srv, 'POST', '/authentication_factors/push/BIOMETRIC', { publicKey: device.publicJwk }, bearer(sca));
-    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
-    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+    const u = await pushUser('BIOMETRIC');
+    const { device } = u;
 
     const started = await json(srv, 'POST', '/stepup/challenges/push/BIOMETRIC', {}, bearer(u.token));
     expect(started.status).toBe(202);
@@ -133,13 +144,8 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
   });
 
   test('dynamic linking by push: the device must sign the hash of exactly those details', async () => {
-    const u = await smsUser('sandbox-bank');
-    await startSms(u.token);
-    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
-    const device = await newDevice();
-    await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(sca));
-    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
-    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+    const u = await pushUser('AUTHY');
+    const { device } = u;
 
     const started = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', { authorization_details: payment('9.99') }, bearer(u.token));
     const push = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string; text: string; authorization_details: unknown };
@@ -211,13 +217,8 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
   });
 
   test('push step-ups started at once leave exactly one challenge open, the only one the device can approve', async () => {
-    const u = await smsUser('sandbox-bank');
-    const device = await newDevice();
-    await startSms(u.token);
-    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
-    await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(sca));
-    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
-    await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
+    const u = await pushUser('AUTHY');
+    const { device } = u;
 
     const started = await Promise.all(Array.from({ length: 6 }, () => json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(u.token))));
     expect(started.map((r) => r.status)).toEqual(Array(6).fill(202));
@@ -231,11 +232,7 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
 
   test("a device's answer honours idempotency-ref: the same answer again is the stored reply, another is a 409", async () => {
     const u = await smsUser('sandbox-bank');
-    const device = await newDevice();
-    await startSms(u.token);
-    const sca = (await verifySms(u.token, '123456')).json.access_token as string;
-    await json(srv, 'POST', '/authentication_factors/push/BIOMETRIC', { publicKey: device.publicJwk }, bearer(sca));
-    const enrol = (await outbox(srv, 'push', u.user.id)).pop() as { challengeId: string; nonce: string };
+    const { device, enrol } = await enrolPush(u, 'BIOMETRIC');
     const answer = { jws: await device.answer(enrol) };
     const path = `/device/challenges/${enrol.challengeId}`;
 
