@@ -397,7 +397,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       }
       const path = providerPath(ctx.path);
       const methods = PROVIDER_METHODS[path] ?? [];
-      if (!methods.includes(ctx.method)) throw notAllowed(ctx, methods.join(', '));
+      if (!methods.includes(ctx.method)) {
+        // The library's paths answer in RFC 6749's shape, as the body limit above does.
+        ctx.status = 405;
+        ctx.set('Allow', methods.join(', '));
+        ctx.set('Cache-Control', 'no-store');
+        ctx.body = { error: 'invalid_request', error_description: `${ctx.method} is not allowed here` };
+        return;
+      }
       const target = OAUTH_ALIASES[path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
       let req = ctx.req;

@@ -96,7 +96,12 @@ describe(`token service (${dbLabel})`, () => {
     expect((await fetch(`${srv.base}/jwks`, { method: 'HEAD' })).status).toBe(200);
     const preflight = await fetch(`${srv.base}/token`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
     expect(preflight.status).toBeLessThan(300);
-    for (const [method, path, allow] of [['GET', '/token', 'POST, OPTIONS'], ['PUT', '/jwks', 'GET, HEAD, OPTIONS'], ['DELETE', '/token/introspection', 'POST, OPTIONS'], ['POST', '/healthz', 'HEAD, GET'], ['POST', '/readyz', 'HEAD, GET']]) {
+    // oidc-provider's paths answer in RFC 6749's shape, ours in {message, code}.
+    for (const [method, path, allow] of [['GET', '/token', 'POST, OPTIONS'], ['PUT', '/jwks', 'GET, HEAD, OPTIONS'], ['DELETE', '/token/introspection', 'POST, OPTIONS']]) {
+      const r = await fetch(`${srv.base}${path}`, { method });
+      expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { error: 'invalid_request', error_description: `${method} is not allowed here` }]);
+    }
+    for (const [method, path, allow] of [['POST', '/healthz', 'HEAD, GET'], ['POST', '/readyz', 'HEAD, GET']]) {
       const r = await fetch(`${srv.base}${path}`, { method });
       expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { message: `${method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' }]);
     }
