@@ -295,27 +295,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const user = requireUser(userDeps);
     const userSelf = requireUser(userDeps, { ownAuthentication: true });
     const userSelfOrPending = requireUser(userDeps, { allowPending: true, ownAuthentication: true });
-    const idempotent = idempotency({
-      repo: services.idempotency,
-      onReplay: () => services.metrics.replays.inc(),
-      tx: services.tx,
-      clock: services.clock,
-      scope: (ctx) => {
-        const p = ctx.state.principal as Principal | undefined;
-        const client = ctx.state.client as { id: string } | undefined;
-        // A user's refs are their session's: another session (or client) never sees its replies.
-        const caller = p?.userId ? `${p.userId}/${p.sessionId ?? p.tokenId}` : (p?.clientId ?? client?.id ?? '-');
-        return { tenantId: p?.tenantId ?? '-', caller };
-      },
+    const idempotentBy = (scope: Parameters<typeof idempotency>[0]['scope']) =>
+      idempotency({ repo: services.idempotency, onReplay: () => services.metrics.replays.inc(), tx: services.tx, clock: services.clock, scope });
+    const idempotent = idempotentBy((ctx) => {
+      const p = ctx.state.principal as Principal | undefined;
+      const client = ctx.state.client as { id: string } | undefined;
+      // A user's refs are their session's: another session (or client) never sees its replies.
+      const caller = p?.userId ? `${p.userId}/${p.sessionId ?? p.tokenId}` : (p?.clientId ?? client?.id ?? '-');
+      return { tenantId: p?.tenantId ?? '-', caller };
     });
     // A device has no token: its refs are its challenge's, which only it can answer.
-    const deviceIdempotent = idempotency({
-      repo: services.idempotency,
-      onReplay: () => services.metrics.replays.inc(),
-      tx: services.tx,
-      clock: services.clock,
-      scope: (ctx) => ({ tenantId: '-', caller: `device/${String(ctx.params?.id ?? '')}` }),
-    });
+    const deviceIdempotent = idempotentBy((ctx) => ({ tenantId: '-', caller: `device/${String(ctx.params?.id ?? '')}` }));
     const routers = [
       userRoutes({
         tenants: services.tenants,

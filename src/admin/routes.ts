@@ -11,7 +11,7 @@ import { grantedScopes } from '../oidc/resource';
 import { publicUser } from '../users/service';
 import { outsideTransaction } from '../http/idempotency';
 import type { ClientRecord } from '../clients/repository';
-import { clientAuditRecords, clientView } from '../clients/view';
+import { clientAuditRecords, clientView, type ClientAuditDetails } from '../clients/view';
 import { tenantView } from '../tenants/view';
 import type { Tenant } from '../tenants/repository';
 import { resolvePolicy, tenantPolicySchema } from '../tenants/policy';
@@ -27,8 +27,6 @@ function query<T extends z.ZodType>(ctx: Context, schema: T): z.infer<T> {
   return parsed.data;
 }
 
-
-
 /** The admin API: tenants, policy, clients, users, keys, audit. Every change is audited. */
 export function adminRoutes(deps: { services: Services; holder: ProviderHolder; auth: Middleware[]; idempotent: Middleware }): Router {
   const { services: s } = deps;
@@ -43,7 +41,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
    * one, so a refusal inside (a duplicate id) leaves that transaction able to record the answer.
    */
   const audited = <T>(fn: () => Promise<T>): Promise<T> => s.tx.savepoint(fn);
-  const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: Parameters<typeof clientAuditRecords<Record<string, unknown>>>[1]) => {
+  const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: ClientAuditDetails) => {
     for (const r of clientAuditRecords(c, details)) await audit(ctx, type, r.tenantId, c.id, r.details);
   };
 

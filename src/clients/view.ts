@@ -27,7 +27,9 @@ export const clientView = (c: ClientRecord, viewer?: ClientViewer) => ({
  * one's admins see what happened to a client they depend on), each naming that tenant only; a
  * client of no tenant (a platform admin) is recorded platform-wide.
  */
-export function clientAuditRecords<T>(c: ClientRecord, details: (view: (x: ClientRecord) => ReturnType<typeof clientView>) => T): Array<{ tenantId: string | undefined; details: T }> {
+export type ClientAuditDetails = (view: (x: ClientRecord) => ReturnType<typeof clientView>) => Record<string, unknown>;
+
+export function clientAuditRecords(c: ClientRecord, details: ClientAuditDetails): Array<{ tenantId: string | undefined; details: Record<string, unknown> }> {
   if (c.tenants.length === 0) return [{ tenantId: undefined, details: details((x) => clientView(x)) }];
   return c.tenants.map((tenantId) => ({ tenantId, details: details((x) => clientView(x, { platform: false, tenants: [tenantId] })) }));
 }
