@@ -14,6 +14,7 @@
 // written once, and a reply only needs its status and where it ends (Content-Length, or chunked).
 import { performance } from 'node:perf_hooks';
 import net from 'node:net';
+import { sampleOthers } from './interference.mjs';
 
 const CRLF2 = Buffer.from('\r\n\r\n');
 
@@ -159,6 +160,8 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
   idle.push(...pool);
 
   start = performance.now() + 20;
+  // With the timeline: what other processes ran meanwhile (bench/interference.mjs).
+  const others = process.env.PACED_TIMELINE ? sampleOthers() : undefined;
   return new Promise((resolve) => {
     // Each tick sends every request that is due; timers fire at 1 ms granularity at best.
     const tick = () => {
@@ -186,7 +189,21 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
         });
         const epoch = Date.now() - (performance.now() - start); // the schedule's start, for lining up with other logs
         console.log(`schedule started at ${new Date(epoch).toISOString()} (${Math.round(epoch)}); windows over 20 ms (worst latency/worst send lag):`);
-        console.log([...windows].filter(([, [ms]]) => ms > 20).map(([w, [ms, lag]]) => `${(w / 10).toFixed(1)}s:${Math.round(ms)}/${Math.round(lag)}`).join(' '));
+        // Each late window with the CPU other processes took in it and the next one (a request due
+        // late in a window waits for a burst that begins in the next): ` kdamond.0 24` after it.
+        const seen = others?.stop(start, 100) ?? [];
+        const near = (w) => seen.map((o) => [o.name, (o.ms.get(w) ?? 0) + (o.ms.get(w + 1) ?? 0)]).filter(([, ms]) => ms >= 5);
+        const late = [...windows].filter(([, [ms]]) => ms > 20);
+        console.log(late.map(([w, [ms, lag]]) => `${(w / 10).toFixed(1)}s:${Math.round(ms)}/${Math.round(lag)}${near(w).map(([n, t]) => ` ${n} ${Math.round(t)}`).join('')}`).join(' '));
+        if (seen.length) {
+          const all = [...windows.keys()];
+          const share = (ws) => (ws.length ? `${ws.filter((w) => near(w).length).length} of ${ws.length}` : 'none');
+          const seconds = (performance.now() - start) / 1000;
+          console.log(
+            `other processes (the busiest before the run): ${seen.map((o) => `${o.name} ${Math.round([...o.ms.values()].reduce((a, b) => a + b, 0) / seconds)} ms/s`).join(', ')}; ` +
+              `windows with 5 ms or more of them in it or the next: late ${share(late.map(([w]) => w))}, all ${share(all)}`,
+          );
+        }
       }
       const sorted = latencies.slice(skipped).sort();
       const at = (q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
