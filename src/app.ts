@@ -277,14 +277,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     // Behind a proxy, only the address it appended (the rightmost) is trusted: clients write the rest.
     const koa = new Koa({ proxy: config.trustProxy, maxIpsCount: 1 });
     koa.silent = true;
-    koa.use(async (ctx, next) => {
+    koa.use((ctx, next) => {
       if (draining) ctx.res.setHeader('Connection', 'close'); // keep-alive clients reconnect elsewhere
-      await next();
+      return next();
     });
     koa.use(requestId);
     koa.use(requestLogger(logger, services.metrics));
     koa.use(securityHeaders(config.publicUrl));
     koa.use(errorHandler(logger));
+    // The OAuth endpoints are the hot path and none of ours: they go straight to their handler
+    // (below), past the health routes and our routers' matching.
+    koa.use((ctx, next) => (OAUTH_PATHS.has(providerPath(ctx.path)) ? oauth(ctx) : next()));
     const health = healthRoutes({ knex: database.knex, isDraining: () => draining, metrics: services.metrics.registry });
     koa.use(health.routes());
     koa.use(health.allowedMethods());
@@ -327,13 +330,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const api = new Router();
     api.use(jsonBody(config.bodyLimitBytes));
     for (const router of routers) api.use(router.routes(), router.allowedMethods());
-    // The OAuth endpoints are the hot path and none of ours: they skip our routers' matching.
     const apiRoutes = api.routes();
     const apiMethods = api.allowedMethods();
     const notAllowed = (ctx: Koa.Context, allow: string) => new AppError('METHOD_NOT_ALLOWED', 405, `${ctx.method} is not allowed here`, undefined, { Allow: allow });
     koa.use(async (ctx, next) => {
       const path = providerPath(ctx.path);
-      if (OAUTH_PATHS.has(path)) return next();
       const routed = ctx as Parameters<typeof apiRoutes>[0] & Parameters<typeof apiMethods>[0];
       const provider = PROVIDER_METHODS[path] !== undefined;
       await apiRoutes(routed, () => apiMethods(routed, provider ? next : async () => undefined));
@@ -377,7 +378,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       bodyLimitBytes: config.bodyLimitBytes,
       metrics: services.metrics,
     });
-    koa.use(async (ctx) => {
+    /** The library's paths (the OAuth endpoints, discovery, JWKS): our fast paths, else oidc-provider. */
+    const oauth = async (ctx: Koa.Context): Promise<void> => {
       // OAuth requests are small forms: one declaring more than our body limit is refused unread.
       if (Number(ctx.get('content-length') || 0) > config.bodyLimitBytes) {
         ctx.status = 413;
@@ -406,7 +408,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       }
       ctx.respond = false;
       await holder.handle(req, ctx.res);
-    });
+    };
+    koa.use(oauth);
 
     let sweeper: NodeJS.Timeout | undefined;
     if (config.sweepIntervalSeconds > 0) {

@@ -19,11 +19,12 @@ const ECHOED = [
  * Takes the request id from `di_tid` (V1), `transactionId` (V2) or `x-request-id`, else makes one.
  * Only printable ASCII is echoed (Node refuses control characters in a header anyway).
  */
-export async function requestId(ctx: Context, next: Next): Promise<void> {
+export function requestId(ctx: Context, next: Next): Promise<void> {
   let id: string | undefined;
+  const headers = ctx.req.headers;
   for (const [incoming, outgoing] of ECHOED) {
-    const value = ctx.get(incoming);
-    if (value && safeId(value)) {
+    const value = headers[incoming];
+    if (typeof value === 'string' && value && safeId(value)) {
       id ??= value;
       ctx.res.setHeader(outgoing, value);
     }
@@ -31,5 +32,5 @@ export async function requestId(ctx: Context, next: Next): Promise<void> {
   id ??= randomUUID();
   ctx.state.requestId = id;
   if (!ctx.res.hasHeader('x-request-id')) ctx.res.setHeader('x-request-id', id);
-  await next();
+  return next(); // not async: nothing to do after it, so no promise of its own
 }

@@ -4,6 +4,7 @@
  * answers must match — status, body and headers. The plain cases must be the fast path's own
  * (counted); everything else must reach the library, its body intact.
  */
+import { connect } from 'node:net';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, createUser, login, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
@@ -236,6 +237,33 @@ describe(`introspection fast path (${dbLabel})`, () => {
       status: 401,
       body: { error: 'invalid_client' },
     });
+  });
+
+  test('a caller that goes away mid-body is counted as invalid_request, and nothing is left waiting', async () => {
+    const failures = async () =>
+      (await srv.running.app.services.metrics.failures.get()).values.find((v) => v.labels.endpoint === 'introspection' && v.labels.error === 'invalid_request')?.value ?? 0;
+    const before = await failures();
+    const url = new URL(srv.base);
+    const body = q({ token });
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect({ host: url.hostname, port: Number(url.port) }, () => {
+        socket.write(
+          `POST /token/introspection HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: application/x-www-form-urlencoded\r\n` +
+            `authorization: ${basic(rs)}\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
+        );
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 100);
+      });
+      socket.on('error', reject);
+    });
+    for (let i = 0; i < 100 && (await failures()) === before; i += 1) await new Promise((r) => setTimeout(r, 20));
+    expect(await failures()).toBe(before + 1);
+    // The server goes on answering, the fast path too.
+    const served = fast().served;
+    expect((await send(body, as(rs))).body).toMatchObject({ active: true });
+    expect(fast().served).toBe(served + 1);
   });
 
   test('switched off, every introspection is the library’s', async () => {
