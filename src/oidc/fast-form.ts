@@ -107,9 +107,11 @@ export function readBody(ctx: Koa.Context, metrics: Pick<Metrics, 'failures'>, e
  */
 export function endpointHeaders(ctx: Koa.Context): void {
   // In the library's order and spelling: its CORS middleware, then its no_cache.
-  // On the raw response: Koa's set() builds two arrays per call.
-  ctx.vary('Origin');
+  // On the raw response: Koa's set() builds two arrays per call. Like set(), nothing once the
+  // headers are out (setHeader would throw).
   const res = ctx.res;
+  if (res.headersSent) return;
+  ctx.vary('Origin');
   res.setHeader('Access-Control-Allow-Origin', '*');
   res.setHeader('Access-Control-Expose-Headers', 'WWW-Authenticate');
   res.setHeader('cache-control', 'no-store');
