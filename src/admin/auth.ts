@@ -54,8 +54,10 @@ export function ifMatch(ctx: Context, current: number): number {
   if (!header) throw new AppError('PRECONDITION_REQUIRED', 428, 'If-Match with the resource ETag is required');
   if (header.trim() === '*') return current;
   const m = /^(?:W\/)?"(\d+)"$/.exec(header.trim());
-  if (!m) throw new AppError('PRECONDITION_FAILED', 412, 'The resource has changed; fetch it again');
-  return Number(m[1]);
+  // An entity tag is compared as it is written: "01", or a number past the version column's
+  // range, names no version (the database would refuse the latter: a 500, not a 412).
+  if (!m || m[1] !== String(current)) throw preconditionFailed();
+  return current;
 }
 
 export const preconditionFailed = () => new AppError('PRECONDITION_FAILED', 412, 'The resource has changed; fetch it again');

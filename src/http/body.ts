@@ -2,15 +2,30 @@ import { bodyParser } from '@koa/bodyparser';
 import type { Context, Next } from 'koa';
 import { AppError } from '../errors';
 
-/** The path of the first string (value or key) holding U+0000, which PostgreSQL cannot store. */
-function findNul(value: unknown, path: string): string | undefined {
-  if (typeof value === 'string') return value.includes('\u0000') ? path : undefined;
-  if (value && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) {
-      const p = path ? `${path}.${k}` : k;
-      if (k.includes('\u0000')) return p;
-      const found = findNul(v, p);
-      if (found !== undefined) return found;
+/** Deeper than any body of ours nests (step-up transaction details are the deepest, a few levels). */
+export const MAX_BODY_DEPTH = 32;
+
+/**
+ * The path of the first string (value or key, in document order) holding U+0000, which PostgreSQL
+ * cannot store; or `tooDeep` when objects and arrays nest more than MAX_BODY_DEPTH levels. A walk
+ * with its own stack: JSON.parse reads thousands of levels in a few kilobytes, which a recursive
+ * walk (here, or the idempotency hash's) would answer with a stack overflow, a 500.
+ */
+function inspectBody(body: object): { nul: string } | { tooDeep: true } | undefined {
+  const stack: Array<{ value: unknown; path: string; depth: number; key?: string }> = [{ value: body, path: '', depth: 0 }];
+  for (let item = stack.pop(); item; item = stack.pop()) {
+    const { value, path, depth, key } = item;
+    if (key?.includes('\u0000')) return { nul: path };
+    if (typeof value === 'string') {
+      if (value.includes('\u0000')) return { nul: path };
+    } else if (value && typeof value === 'object') {
+      if (depth >= MAX_BODY_DEPTH) return { tooDeep: true };
+      const entries = Object.entries(value);
+      // Pushed last to first, so popped in document order (the first NUL found is named).
+      for (let i = entries.length - 1; i >= 0; i -= 1) {
+        const [k, v] = entries[i]!;
+        stack.push({ value: v, path: path ? `${path}.${k}` : k, depth: depth + 1, key: k });
+      }
     }
   }
   return undefined;
@@ -49,8 +64,9 @@ export function jsonBody(limitBytes: number) {
       if (body === null || typeof body !== 'object' || Array.isArray(body)) {
         throw AppError.validation([{ fieldName: 'body', error: 'must be a JSON object' }]);
       }
-      const nul = findNul(body, '');
-      if (nul !== undefined) throw AppError.validation([{ fieldName: nul || 'body', error: 'must not contain NUL characters' }]);
+      const found = inspectBody(body);
+      if (found && 'tooDeep' in found) throw AppError.validation([{ fieldName: 'body', error: `must not nest more than ${MAX_BODY_DEPTH} levels deep` }]);
+      if (found) throw AppError.validation([{ fieldName: found.nul || 'body', error: 'must not contain NUL characters' }]);
     } else {
       (ctx.request as { body?: unknown }).body = {};
     }

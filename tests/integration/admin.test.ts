@@ -295,6 +295,41 @@ describe(`admin API (${dbLabel})`, () => {
     }
   });
 
+  test('a body nested thousands of levels deep is a 400, never a stack overflow (a 500)', async () => {
+    await api('POST', '/tenants', { id: 'deep-bank' });
+    const nested = (n: number) => `{"name":${'['.repeat(n)}${']'.repeat(n)}}`;
+    const send = async (path: string, body: string, auth: boolean) => {
+      const r = await fetch(`${srv.base}${path}`, {
+        method: path.startsWith('/admin/tenants/deep-bank') ? 'PATCH' : 'POST',
+        headers: { 'content-type': 'application/json', 'if-match': '*', ...(auth ? { authorization: `Bearer ${token}` } : {}), 'idempotency-ref': `deep-${Math.random()}` },
+        body,
+      });
+      return { status: r.status, json: (await r.json()) as { syntaxErrors?: { invalidFields?: unknown } } };
+    };
+    const tooDeep = [{ fieldName: 'body', error: 'must not nest more than 32 levels deep' }];
+    // The admin API, and a route that needs no token (a device's answer), 5,000 levels in 10 kB.
+    for (const [path, auth] of [['/admin/tenants/deep-bank', true], ['/device/challenges/00000000-0000-0000-0000-000000000000', false]] as const) {
+      const r = await send(path, nested(5000), auth);
+      expect([path, r.status, r.json.syntaxErrors?.invalidFields]).toEqual([path, 400, tooDeep]);
+    }
+    // 31 levels under the body's own object are read (and refused for what they say, not how deep).
+    expect((await send('/admin/tenants/deep-bank', nested(31), true)).json.syntaxErrors?.invalidFields).not.toEqual(tooDeep);
+    expect((await send('/admin/tenants/deep-bank', nested(32), true)).json.syntaxErrors?.invalidFields).toEqual(tooDeep);
+    expect((await api('GET', '/tenants/deep-bank')).json.name).toBe('deep-bank');
+  });
+
+  test('an If-Match naming no version, however it is written, is a 412', async () => {
+    await api('POST', '/tenants', { id: 'etag-bank', name: 'E' });
+    const c = await api('POST', '/tenants/etag-bank/clients', {});
+    for (const etag of ['"2147483648"', '"99999999999999999999999"', '"01"', 'W/"01"', '"1 "']) {
+      for (const path of ['/tenants/etag-bank', '/tenants/etag-bank/policy', `/tenants/etag-bank/clients/${c.json.client_id}`]) {
+        const r = await api('PATCH', path, path.endsWith('policy') ? { otpTtlSeconds: 300 } : path.includes('/clients/') ? { disabled: false } : { name: 'Changed' }, { 'if-match': etag });
+        expect([etag, path, r.status, r.json]).toEqual([etag, path, 412, { message: 'The resource has changed; fetch it again', code: 'PRECONDITION_FAILED' }]);
+      }
+    }
+    expect((await api('PATCH', '/tenants/etag-bank', { name: 'Changed' }, { 'if-match': '"1"' })).status).toBe(200);
+  });
+
   test('non-admin tokens are refused', async () => {
     await api('POST', '/tenants', { id: 'bank-n' });
     const plain = await createClient(srv, { tenants: ['bank-n'], scope: 'admin' });
