@@ -323,7 +323,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       factorRoutes({ factors: services.factorService, user: [bearer, userSelf], idempotent }),
       deviceRoutes({ factors: services.factorService, idempotent: deviceIdempotent }),
       stepUpRoutes({ stepUp, user: [bearer, userSelfOrPending], idempotent }),
-      adminRoutes({ services, holder, auth: [bearer, requireAdmin], idempotent }),
+      adminRoutes({ services, holder, auth: [bearer, requireAdmin({ find: services.lookups.tenant })], idempotent }),
       docsRoutes(config.publicUrl),
     ];
     // Our routes, with JSON bodies; OAuth endpoints below leave theirs to oidc-provider.

@@ -13,16 +13,24 @@ export interface AdminCaller {
 /**
  * Admin routes: a client-credentials token of an admin client, with scope `admin`. A tenant-bound
  * admin asking about another tenant gets the same 404 as for a tenant that does not exist.
+ *
+ * A tenant-bound admin acts only on its tenants that are active, read on every request (from the
+ * cached lookups, which every process drops on a change): a token issued before its tenant was
+ * disabled loses the tenant at once, as the tenant's other tokens do. With none active, 403.
  */
-export async function requireAdmin(ctx: Context, next: Next): Promise<void> {
-  const p = ctx.state.principal as Principal;
-  if (p.tokenKind !== 'client' || p.client.admin !== true || !p.scope.includes('admin')) {
-    throw new AppError('FORBIDDEN', 403, 'This operation needs an admin client token with scope admin');
-  }
-  const tenants = p.client.tenants ?? [];
-  const admin: AdminCaller = { clientId: p.clientId, platform: tenants.length === 0, tenants };
-  ctx.state.admin = admin;
-  await next();
+export function requireAdmin(tenants: Pick<TenantRepository, 'find'>) {
+  return async function requireAdminClient(ctx: Context, next: Next): Promise<void> {
+    const p = ctx.state.principal as Principal;
+    if (p.tokenKind !== 'client' || p.client.admin !== true || !p.scope.includes('admin')) {
+      throw new AppError('FORBIDDEN', 403, 'This operation needs an admin client token with scope admin');
+    }
+    const own = p.client.tenants ?? [];
+    const active = own.length === 0 ? [] : (await Promise.all(own.map(async (id) => ((await tenants.find(id))?.status === 'active' ? id : undefined)))).filter((id): id is string => id !== undefined);
+    if (own.length > 0 && active.length === 0) throw new AppError('FORBIDDEN', 403, 'The tenant of this admin client is disabled');
+    const admin: AdminCaller = { clientId: p.clientId, platform: own.length === 0, tenants: active };
+    ctx.state.admin = admin;
+    await next();
+  };
 }
 
 export function requirePlatform(ctx: Context): AdminCaller {

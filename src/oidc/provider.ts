@@ -82,7 +82,7 @@ export function createProvider(deps: ProviderDeps): Provider {
      * `resource` and tenant, so a refusal there would use the token up and the client's retry would
      * end the session as a replay. Both are checked here, before that.
      */
-    rotateRefreshToken: (ctx) => {
+    rotateRefreshToken: async (ctx) => {
       const rt = ctx.oidc.entities.RefreshToken as { resource?: unknown } | undefined;
       checkSingleResource((ctx.oidc.params as { resource?: unknown } | undefined)?.resource || rt?.resource, audience);
       // A refresh naming a tenant (di_fiid, institutionId, tenant) must name its session's, as the
@@ -90,6 +90,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       const account = ctx.oidc.entities.Account as PortcullisAccount | undefined;
       const requested = requestedTenantId(ctx);
       if (account && requested !== undefined && requested !== account.tenantId) throw new errors.InvalidRequest('the client is not allowed for this tenant');
+      // A suspended tenant: tenantFor's refusal, but before the token is consumed, so the session
+      // goes on once the tenant is active again (after consumption, the retry was a reuse that ended it).
+      if (account) await tenantFor(ctx, ctx.oidc.client as OidcClient);
       return true;
     },
     // Setting this hook is also what makes oidc-provider offer the refresh_token grant.

@@ -295,6 +295,32 @@ describe(`admin API (${dbLabel})`, () => {
     }
   });
 
+  test("a tenant-bound admin's token loses a tenant the moment it is disabled, and gets it back with it", async () => {
+    await api('POST', '/tenants', { id: 'susp-a' });
+    await api('POST', '/tenants', { id: 'susp-b' });
+    const bothClient = await createClient(srv, { tenants: ['susp-a', 'susp-b'], admin: true });
+    // A client of two tenants names one when it asks for a token; its admin rights span both.
+    const both = (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin', tenant: 'susp-b' }, { authorization: basic(bothClient) })).json.access_token as string;
+    expect(both).toEqual(expect.any(String));
+    const onlyA = await adminToken(await createClient(srv, { tenants: ['susp-a'], admin: true }));
+    const status = async (id: string, to: 'active' | 'disabled') => {
+      const etag = (await api('GET', `/tenants/${id}`)).headers.get('etag')!;
+      expect((await api('PATCH', `/tenants/${id}`, { status: to }, { 'if-match': etag })).status).toBe(200);
+    };
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).status).toBe(200);
+    await status('susp-a', 'disabled');
+    // Tokens issued before: nothing of the disabled tenant, read or write; the other tenant as before.
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).json).toEqual({ message: 'The tenant of this admin client is disabled', code: 'FORBIDDEN' });
+    expect((await api('POST', '/tenants/susp-a/clients', {}, {}, onlyA)).status).toBe(403);
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, both)).status).toBe(404);
+    expect((await api('POST', '/tenants/susp-a/clients', {}, {}, both)).status).toBe(404);
+    expect((await api('GET', '/tenants/susp-b/users', undefined, {}, both)).status).toBe(200);
+    expect(((await api('GET', '/tenants', undefined, {}, both)).json.items as Array<{ id: string }>).map((t) => t.id)).toEqual(['susp-b']);
+    await status('susp-a', 'active');
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).status).toBe(200);
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, both)).status).toBe(200);
+  });
+
   test('a body nested thousands of levels deep is a 400, never a stack overflow (a 500)', async () => {
     await api('POST', '/tenants', { id: 'deep-bank' });
     const nested = (n: number) => `{"name":${'['.repeat(n)}${']'.repeat(n)}}`;

@@ -131,6 +131,25 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     expect((await introspect(srv, rs, ok.json.access_token as string)).json).toMatchObject({ active: true, tenant: 'bank-a' });
   });
 
+  test('a refresh while its tenant is suspended is refused without using the token up: it works once the tenant is back', async () => {
+    await createTenant(srv, 'bank-s');
+    const c = await createClient(srv, { tenants: ['bank-s'], grant_types: ['password', 'refresh_token'], scope: 'accounts' });
+    await createUser(srv, 'bank-s', { username: 'sam', password: PASSWORD });
+    const first = await login(srv, c, 'sam', PASSWORD);
+    const knex = srv.running.app.database.knex;
+    const setStatus = async (status: string) => {
+      await knex('tenants').where({ id: 'bank-s' }).update({ status });
+      srv.running.app.services.caches.changed('tenant', 'bank-s'); // a write behind the repository's back must say so
+    };
+    await setStatus('disabled');
+    const refused = await refresh(srv, c, first.refresh_token);
+    expect([refused.status, refused.json]).toEqual([400, { error: 'invalid_grant', error_description: 'grant request is invalid' }]);
+    await setStatus('active');
+    const again = await refresh(srv, c, first.refresh_token);
+    expect(again.status).toBe(200);
+    expect((await refresh(srv, c, again.json.refresh_token as string)).status).toBe(200);
+  });
+
   test('unknown user and wrong password give the same reply', async () => {
     const unknown = await passwordLogin(srv, app, 'nobody@example.com', PASSWORD);
     const wrong = await passwordLogin(srv, app, 'alice@example.com', `${PASSWORD}!`);
