@@ -76,6 +76,17 @@ const PROVIDER_METHODS: Record<string, readonly string[]> = Object.fromEntries([
   ...[...OAUTH_PATHS].map((p) => [p, ['POST', 'OPTIONS']] as const),
   ...['/jwks', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'].map((p) => [p, ['GET', 'HEAD', 'OPTIONS']] as const),
 ]);
+/** Whether the request carries the Authorization field more than once (any case). */
+function repeatedAuthorization(raw: string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 13 || name.toLowerCase() !== 'authorization') continue;
+    if (seen) return true;
+    seen = true;
+  }
+  return false;
+}
 /** The library's router ignores case and one trailing slash: so does the choice of what reaches it. */
 const providerPath = (p: string) => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p).toLowerCase();
 
@@ -285,6 +296,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     koa.use(requestLogger(logger, services.metrics));
     koa.use(securityHeaders(config.publicUrl));
     koa.use(errorHandler(logger));
+    // Authorization is a singleton field (RFC 9110 §5.3): Node keeps the first of two and drops the
+    // other, while a proxy in front may act on the last. Which one is meant is nobody's guess: 400.
+    koa.use((ctx, next) => {
+      if (!repeatedAuthorization(ctx.req.rawHeaders)) return next();
+      if (PROVIDER_METHODS[providerPath(ctx.path)] === undefined) throw AppError.validation([{ fieldName: 'Authorization', error: 'must be sent once' }]);
+      ctx.status = 400;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { error: 'invalid_request', error_description: 'more than one Authorization header' };
+      return Promise.resolve();
+    });
     // The OAuth endpoints are the hot path and none of ours: they go straight to their handler
     // (below), past the health routes and our routers' matching.
     koa.use((ctx, next) => (OAUTH_PATHS.has(providerPath(ctx.path)) ? oauth(ctx) : next()));

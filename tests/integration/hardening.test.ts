@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { startTestServer, type TestServer } from '../helpers/server';
 import {
   basic, bearer, createClient, createTenant, createUser, form, introspect, json, login, passwordLogin, refresh, type ClientCreds,
@@ -22,6 +23,44 @@ describe(`access ends when it should; hostile input (${dbLabel})`, () => {
     await createUser(srv, 'bank-a', { username: 'jay', password: PASSWORD });
   });
   afterAll(async () => srv?.close());
+
+  test('a request with two Authorization headers is refused, whichever of them is good', async () => {
+    /** One request over a raw socket (node's clients send a header once): status and parsed body. */
+    const raw = (method: string, path: string, headers: Array<[string, string]>, body = '') =>
+      new Promise<{ status: number; body: unknown }>((resolve, reject) => {
+        const url = new URL(srv.base);
+        const socket = connect({ host: url.hostname, port: Number(url.port) }, () => {
+          const lines = [`${method} ${path} HTTP/1.1`, `host: ${url.host}`, 'connection: close', `content-length: ${Buffer.byteLength(body)}`, ...headers.map(([k, v]) => `${k}: ${v}`)];
+          socket.write(`${lines.join('\r\n')}\r\n\r\n${body}`); // the server closes after its reply
+        });
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('error', reject);
+        socket.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          // The JSON body, with or without chunked framing around it.
+          const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+          resolve({ status: Number(text.slice(9, 12)), body: JSON.parse(body.slice(body.indexOf('{'), body.lastIndexOf('}') + 1)) as unknown });
+        });
+      });
+    const good = basic(app);
+    const bad = basic({ client_id: app.client_id, client_secret: 'wrong' });
+    const formType: [string, string] = ['content-type', 'application/x-www-form-urlencoded'];
+    const cc = 'grant_type=client_credentials&scope=accounts&tenant=bank-a';
+    expect((await raw('POST', '/token', [formType, ['authorization', good]], cc)).status).toBe(200);
+    const refused = { status: 400, body: { error: 'invalid_request', error_description: 'more than one Authorization header' } };
+    for (const pair of [[good, bad], [bad, good], [good, good]]) {
+      expect(await raw('POST', '/token', [formType, ['Authorization', pair[0]!], ['authorization', pair[1]!]], cc)).toEqual(refused);
+      expect(await raw('POST', '/token/introspection', [formType, ['authorization', pair[0]!], ['AUTHORIZATION', pair[1]!]], 'token=x')).toEqual(refused);
+    }
+    // Our routes: the documented 400, naming the header.
+    const token = (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin', tenant: 'bank-a' }, { authorization: good })).json.access_token as string;
+    expect((await raw('GET', '/admin/tenants/bank-a', [['authorization', `Bearer ${token}`]])).status).toBe(200);
+    expect(await raw('GET', '/admin/tenants/bank-a', [['authorization', `Bearer ${token}`], ['authorization', 'Bearer nothing']])).toEqual({
+      status: 400,
+      body: { message: 'Request is invalid', syntaxErrors: { invalidFields: [{ fieldName: 'Authorization', error: 'must be sent once' }] } },
+    });
+  });
 
   test('a JWT user access token dies with its session', async () => {
     const t = await login(srv, jwtApp, 'jay', PASSWORD);
