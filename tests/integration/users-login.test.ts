@@ -150,6 +150,18 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     expect((await refresh(srv, c, again.json.refresh_token as string)).status).toBe(200);
   });
 
+  test('a refresh asking for a scope the client has since lost is invalid_scope, and the token is not used up', async () => {
+    const c = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password', 'refresh_token'], scope: 'accounts payments' });
+    const first = await login(srv, c, 'alice', PASSWORD, { scope: 'accounts payments' });
+    await srv.running.app.database.knex('clients').where({ id: c.client_id }).update({ scope: 'accounts' });
+    srv.running.app.services.caches.changed('client', c.client_id); // a write behind the repository's back must say so
+    const refreshWith = (scope: string) => form(srv, '/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token, scope }, { authorization: basic(c) });
+    const refused = await refreshWith('payments');
+    expect([refused.status, refused.json]).toEqual([400, { error: 'invalid_scope', error_description: 'requested scope is not allowed', scope: 'payments' }]);
+    const ok = await refreshWith('accounts');
+    expect([ok.status, ok.json.scope]).toEqual([200, 'accounts']);
+  });
+
   test('unknown user and wrong password give the same reply', async () => {
     const unknown = await passwordLogin(srv, app, 'nobody@example.com', PASSWORD);
     const wrong = await passwordLogin(srv, app, 'alice@example.com', `${PASSWORD}!`);
