@@ -87,6 +87,16 @@ function repeatedAuthorization(raw: string[]): boolean {
   }
   return false;
 }
+/**
+ * A request to one of the library's paths refused before the library sees it, in RFC 6749's error
+ * shape as the library would answer (`headers` first, then no caching).
+ */
+function refuseOAuthRequest(ctx: Koa.Context, status: number, description: string, headers: Record<string, string> = {}): void {
+  ctx.status = status;
+  for (const [name, value] of Object.entries(headers)) ctx.set(name, value);
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { error: 'invalid_request', error_description: description };
+}
 /** The library's router ignores case and one trailing slash: so does the choice of what reaches it. */
 const providerPath = (p: string) => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p).toLowerCase();
 
@@ -301,9 +311,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     koa.use((ctx, next) => {
       if (!repeatedAuthorization(ctx.req.rawHeaders)) return next();
       if (PROVIDER_METHODS[providerPath(ctx.path)] === undefined) throw AppError.validation([{ fieldName: 'Authorization', error: 'must be sent once' }]);
-      ctx.status = 400;
-      ctx.set('Cache-Control', 'no-store');
-      ctx.body = { error: 'invalid_request', error_description: 'more than one Authorization header' };
+      refuseOAuthRequest(ctx, 400, 'more than one Authorization header');
       return Promise.resolve();
     });
     // The OAuth endpoints are the hot path and none of ours: they go straight to their handler
@@ -403,19 +411,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const oauth = async (ctx: Koa.Context): Promise<void> => {
       // OAuth requests are small forms: one declaring more than our body limit is refused unread.
       if (Number(ctx.get('content-length') || 0) > config.bodyLimitBytes) {
-        ctx.status = 413;
-        ctx.set('Cache-Control', 'no-store');
-        ctx.body = { error: 'invalid_request', error_description: 'request body too large' };
+        refuseOAuthRequest(ctx, 413, 'request body too large');
         return;
       }
       const path = providerPath(ctx.path);
       const methods = PROVIDER_METHODS[path] ?? [];
       if (!methods.includes(ctx.method)) {
         // The library's paths answer in RFC 6749's shape, as the body limit above does.
-        ctx.status = 405;
-        ctx.set('Allow', methods.join(', '));
-        ctx.set('Cache-Control', 'no-store');
-        ctx.body = { error: 'invalid_request', error_description: `${ctx.method} is not allowed here` };
+        refuseOAuthRequest(ctx, 405, `${ctx.method} is not allowed here`, { Allow: methods.join(', ') });
         return;
       }
       const target = OAUTH_ALIASES[path];

@@ -92,10 +92,11 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (account && requested !== undefined && requested !== account.tenantId) throw new errors.InvalidRequest('the client is not allowed for this tenant');
       // A suspended tenant: tenantFor's refusal, but before the token is consumed, so the session
       // goes on once the tenant is active again (after consumption, the retry was a reuse that ended it).
-      if (account) await tenantFor(ctx, ctx.oidc.client as OidcClient);
+      const client = ctx.oidc.client as OidcClient;
+      if (account) await tenantFor(ctx, client);
       // A scope asked for must still be the client's, as on the other grants (the library checks
       // only that the session holds it, and the token came out with an empty scope).
-      const { denied } = grantedScopes(ctx.oidc.client as OidcClient, (ctx.oidc.params as { scope?: string } | undefined)?.scope);
+      const { denied } = grantedScopes(client, (ctx.oidc.params as { scope?: string } | undefined)?.scope);
       if (denied) throw new errors.InvalidScope('requested scope is not allowed', denied);
       return true;
     },
