@@ -269,11 +269,7 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     const first = (await login(srv, app, 'twice', PASSWORD)).access_token;
     await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(first));
     await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }, bearer(first));
-    await startSms(first);
-    const sca = (await verifySms(first, '123456')).json.access_token as string;
-    const device = await newDevice();
-    await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(sca));
-    const enrol = (await outbox(srv, 'push', user.id)).pop() as { challengeId: string; nonce: string };
+    const { device, enrol } = await enrolPush({ token: first, user }, 'AUTHY');
     await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
     await srv.running.app.services.tenants.setPolicy('twice-bank', { mfaAtLogin: true });
 
