@@ -58,7 +58,7 @@ export class KnexAdapter implements Adapter {
       const failed = await batchersOf(knex).inserts.add({ row, end });
       if (failed) throw failed;
     } else {
-      await insertClosing(knex, [row], end);
+      await inTurn(knex, () => insertClosing(knex, [row], end));
     }
     if (login) login.written = true;
   }
@@ -194,6 +194,18 @@ export function closeLoginWithSession(grantId: string, login: LoginClosing): () 
   return () => {
     if (loginEnds.get(grantId) === login) loginEnds.delete(grantId);
   };
+}
+
+/**
+ * A transaction has one connection, and the pg driver queues a query sent while another is running
+ * on it only as a deprecated courtesy (gone in pg 9): the saves of one transaction (a session's
+ * Grant and tokens, saved together by startUserSession) run one after another.
+ */
+const turns = new WeakMap<Knex, Promise<unknown>>();
+function inTurn<T>(trx: Knex, work: () => Promise<T>): Promise<T> {
+  const mine = (turns.get(trx) ?? Promise.resolve()).then(work);
+  turns.set(trx, mine.catch(() => undefined));
+  return mine;
 }
 
 /** Rows inserted through the query builder, then the login their session closes (in a transaction, or for one). */

@@ -113,6 +113,37 @@ describe(`registration (${dbLabel})`, () => {
     expect(other.json.code).toBe('TENANT_NOT_ALLOWED');
   });
 
+  test("with an idempotency-ref, the session is saved one statement at a time on the ref's transaction", async () => {
+    // A transaction has one connection; a statement sent while another runs there is queued by the
+    // pg driver only as a deprecated courtesy. Counted from knex's query events.
+    const knex = srv.running.app.database.knex;
+    type Q = { __knexUid?: string; sql?: string };
+    // Statements in flight, by connection (outside a transaction knex gives each its own); knex
+    // reports no response to its own BEGIN, SAVEPOINT, RELEASE and COMMIT, so those are left out.
+    const counted = (q: Q | undefined) => !!q?.__knexUid && !/^\s*(begin|commit|rollback|savepoint|release)\b/i.test(q.sql ?? '');
+    const running = new Map<string, number>();
+    let most = 0;
+    const started = (q: Q) => {
+      if (!counted(q)) return;
+      const n = (running.get(q.__knexUid!) ?? 0) + 1;
+      running.set(q.__knexUid!, n);
+      most = Math.max(most, n);
+    };
+    const ended = (_err: unknown, q: Q) => {
+      if (counted(q)) running.set(q.__knexUid!, (running.get(q.__knexUid!) ?? 1) - 1);
+    };
+    knex.on('query', started).on('query-response', (_r: unknown, q: Q) => ended(undefined, q)).on('query-error', ended);
+    try {
+      const res = await register({ tenant: 'bank-a', username: 'one-at-a-time', password: PASSWORD, acceptedTerms: true }, { 'api-key': app.api_key, 'idempotency-ref': 'reg-in-turn' });
+      expect(res.status).toBe(201);
+      expect(res.json.token).toMatchObject({ refresh_token: expect.any(String) });
+    } finally {
+      knex.removeAllListeners('query').removeAllListeners('query-response').removeAllListeners('query-error');
+    }
+    expect(running.size).toBeGreaterThan(0);
+    expect(most).toBe(1);
+  });
+
   test('a tenant may close registration', async () => {
     await srv.running.app.services.tenants.setPolicy('bank-b', { registrationOpen: false });
     const b = await createClient(srv, { tenants: ['bank-b'], grant_types: ['password'] });
