@@ -16,6 +16,11 @@ function badApiKey(message: string): AppError {
   return new AppError('UNAUTHORIZED', 401, message, undefined, { 'WWW-Authenticate': 'ApiKey header="api-key"' });
 }
 
+/** A tenant requires account authentication by API key and the request showed none. */
+export function apiKeyRequired(): AppError {
+  return badApiKey('An api-key header is required');
+}
+
 function unauthorized(publicUrl: string, error?: string): AppError {
   const challenge = error ? `Bearer realm="${publicUrl}", error="${error}"` : `Bearer realm="${publicUrl}"`;
   return new AppError('UNAUTHORIZED', 401, 'Missing or invalid access token', undefined, { 'WWW-Authenticate': challenge });
@@ -89,7 +94,7 @@ export function requireUser(
       const client = apiKey.length <= 256 ? await deps.clients.findByApiKeyHash(hashSecret(apiKey)) : undefined;
       if (!client || client.disabled || client.id !== p.clientId) throw badApiKey('Invalid API key');
     } else if (tenant.policy.requireApiKey) {
-      throw badApiKey('An api-key header is required');
+      throw apiKeyRequired();
     }
     const caller: Caller = {
       tenant,
@@ -108,8 +113,10 @@ export function requireUser(
 }
 
 /**
- * Account authentication (seed 000 layer 1): the calling application, shown either by a client
- * token (Bearer) or by its API key (`api-key` header). Sets `ctx.state.client`.
+ * Account authentication (seed 000 layer 1): the calling application, shown by a client token
+ * (Bearer), by its API key (`api-key` header), or by both, which must then be the same client.
+ * Sets `ctx.state.client`, `ctx.state.clientTenant` (the token's tenant, if a token was shown) and
+ * `ctx.state.apiKeyShown` (for a tenant that requires the API key: see the registration route).
  */
 export function requireClient(deps: {
   verify: (token: string) => Promise<Principal | undefined>;
@@ -118,23 +125,34 @@ export function requireClient(deps: {
 }) {
   return async function authenticateClient(ctx: Context, next: Next): Promise<void> {
     const apiKey = ctx.get('api-key');
+    let keyClient: ClientRecord | undefined;
     if (apiKey) {
-      const client = apiKey.length <= 256 ? await deps.clients.findByApiKeyHash(hashSecret(apiKey)) : undefined;
-      if (!client || client.disabled) throw badApiKey('Invalid API key');
-      ctx.state.client = client;
+      keyClient = apiKey.length <= 256 ? await deps.clients.findByApiKeyHash(hashSecret(apiKey)) : undefined;
+      if (!keyClient || keyClient.disabled) throw badApiKey('Invalid API key');
+    }
+    const token = bearerToken(ctx);
+    if (!token && ctx.get('authorization') && keyClient) {
+      // Some other credential beside the key: refused rather than ignored.
+      throw unauthorized(deps.publicUrl, 'invalid_token');
+    }
+    if (!token && keyClient) {
+      ctx.state.client = keyClient;
       ctx.state.clientTenant = undefined;
+      ctx.state.apiKeyShown = true;
       await next();
       return;
     }
-    const token = bearerToken(ctx);
     if (!token) throw unauthorized(deps.publicUrl);
     const principal = await deps.verify(token);
     if (!principal) throw unauthorized(deps.publicUrl, 'invalid_token');
     if (principal.tokenKind !== 'client') throw new AppError('CLIENT_TOKEN_REQUIRED', 403, 'This operation needs a client access token or API key');
     const client = await deps.clients.find(principal.clientId);
     if (!client || client.disabled) throw unauthorized(deps.publicUrl, 'invalid_token');
+    // Both shown: they must name one application, as on the end-user routes.
+    if (keyClient && keyClient.id !== client.id) throw badApiKey('Invalid API key');
     ctx.state.client = client;
     ctx.state.clientTenant = principal.tenantId;
+    ctx.state.apiKeyShown = keyClient !== undefined;
     await next();
   };
 }

@@ -34,7 +34,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/openapi.json', tag: 'Operations', summary: 'This document', auth: 'none', ok: { status: 200, description: 'OpenAPI 3.1' } },
   { method: 'get', path: '/docs', tag: 'Operations', summary: 'This document, rendered', auth: 'none', ok: { status: 200, description: 'HTML' } },
 
-  { method: 'post', path: '/users', tag: 'Users', summary: 'Register a user (account-authenticated: api-key or client token)', auth: 'client', body: registration, idempotent: true, ok: { status: 201, description: 'The user and a token pair' } },
+  { method: 'post', path: '/users', tag: 'Users', summary: 'Register a user (account-authenticated: api-key, client token, or both of one client; a tenant may require the api-key)', auth: 'client', body: registration, idempotent: true, ok: { status: 201, description: 'The user and a token pair' } },
   { method: 'get', path: '/users/me', tag: 'Users', summary: 'The signed-in user', auth: 'user', ok: { status: 200, description: 'The user' } },
   { method: 'get', path: '/sessions', tag: 'Users', summary: "The user's sessions", auth: 'user', ok: { status: 200, description: 'Sessions' } },
   { method: 'delete', path: '/sessions/{id}', tag: 'Users', summary: 'End one of the user’s sessions (its tokens stop at once)', auth: 'user', ok: { status: 204, description: 'Ended' } },

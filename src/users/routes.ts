@@ -8,9 +8,22 @@ import type { Caller } from '../factors/service';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
 import { outsideTransaction } from '../http/idempotency';
+import { apiKeyRequired } from '../http/auth';
 import { publicUser, type UserService } from './service';
 
 type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
+
+/**
+ * The tenant a registration is for, once requireClient has run: the body's `tenant`, else the client
+ * token's, else the client's only one. Whether the client may register there is the route's check.
+ */
+export function registrationTenantId(ctx: Context): string | undefined {
+  const client = ctx.state.client as ClientRecord | undefined;
+  const requested = ((ctx.request as { body?: unknown }).body as { tenant?: unknown } | undefined)?.tenant;
+  if (typeof requested === 'string') return requested;
+  const tokenTenant = ctx.state.clientTenant as string | undefined;
+  return tokenTenant ?? (client?.tenants.length === 1 ? client.tenants[0] : undefined);
+}
 
 /** Seed 003: registration (client-authenticated) and the signed-in user's own record. */
 export function userRoutes(deps: {
@@ -34,10 +47,12 @@ export function userRoutes(deps: {
       throw AppError.validation([{ fieldName: 'tenant', error: 'must be a string' }]);
     }
     const tokenTenant = ctx.state.clientTenant as string | undefined;
-    const tenantId = requestedTenant ?? tokenTenant ?? (client.tenants.length === 1 ? client.tenants[0] : undefined);
+    const tenantId = registrationTenantId(ctx);
     if (!tenantId) throw AppError.validation([{ fieldName: 'tenant', error: 'is required' }]);
     const tenant = client.tenants.includes(tenantId) && (!tokenTenant || tokenTenant === tenantId) ? await deps.tenants.find(tenantId) : undefined;
     if (!tenant || tenant.status !== 'active') throw new AppError('TENANT_NOT_ALLOWED', 403, 'This client may not register users for this tenant');
+    // A tenant that requires the API key requires it here too, beside a client token.
+    if (tenant.policy.requireApiKey && ctx.state.apiKeyShown !== true) throw apiKeyRequired();
     if (!tenant.policy.registrationOpen) throw new AppError('REGISTRATION_CLOSED', 403, 'Registration is closed for this tenant');
     if (!client.grantTypes.includes('password')) throw new AppError('CLIENT_NOT_ALLOWED', 403, 'This client may not start user sessions');
     const oidcClient = await deps.holder.findClient(client.id);

@@ -113,6 +113,50 @@ describe(`registration (${dbLabel})`, () => {
     expect(other.json.code).toBe('TENANT_NOT_ALLOWED');
   });
 
+  test('a client token and an API key shown together must be the same client', async () => {
+    const other = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+    const before = await userCount();
+    const mismatched = await register({ username: 'mallory', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${ccToken}`, 'api-key': other.api_key });
+    expect(mismatched.status).toBe(401);
+    expect(mismatched.headers.get('www-authenticate')).toBe('ApiKey header="api-key"');
+    const unreadable = await register({ username: 'mallory', password: PASSWORD, acceptedTerms: true }, { authorization: 'Basic bm90OnVzZWQ=', 'api-key': app.api_key });
+    expect(unreadable.status).toBe(401);
+    expect(await userCount()).toBe(before);
+    const both = await register({ username: 'mallory', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${ccToken}`, 'api-key': app.api_key });
+    expect(both.status).toBe(201);
+  });
+
+  test('a tenant that requires the API key requires it for registration, beside a client token too', async () => {
+    await createTenant(srv, 'bank-k');
+    await srv.running.app.services.tenants.setPolicy('bank-k', { requireApiKey: true });
+    const k = await createClient(srv, { tenants: ['bank-k'], grant_types: ['password', 'client_credentials'] });
+    const kToken = (await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(k) })).json.access_token as string;
+    const before = await userCount();
+    const tokenOnly = await register({ username: 'kim', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${kToken}` });
+    expect(tokenOnly.status).toBe(401);
+    expect(tokenOnly.json).toEqual({ message: 'An api-key header is required', code: 'UNAUTHORIZED' });
+    expect(tokenOnly.headers.get('www-authenticate')).toBe('ApiKey header="api-key"');
+    expect(await userCount()).toBe(before);
+    expect((await register({ username: 'kim', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${kToken}`, 'api-key': k.api_key })).status).toBe(201);
+    expect((await register({ username: 'kit', password: PASSWORD, acceptedTerms: true }, { 'api-key': k.api_key })).status).toBe(201);
+  });
+
+  test('an idempotency-ref of a registration by API key is scoped to the tenant it names', async () => {
+    await createTenant(srv, 'bank-c');
+    await createTenant(srv, 'bank-d');
+    const multi = await createClient(srv, { tenants: ['bank-c', 'bank-d'], grant_types: ['password'] });
+    const headers = { 'api-key': multi.api_key, 'idempotency-ref': 'reg-per-tenant' };
+    const inC = await register({ tenant: 'bank-c', username: 'sam', password: PASSWORD, acceptedTerms: true }, headers);
+    expect(inC.status).toBe(201);
+    const inD = await register({ tenant: 'bank-d', username: 'sam', password: PASSWORD, acceptedTerms: true }, headers);
+    expect(inD.status).toBe(201);
+    expect((inD.json.user as { id: string }).id).not.toBe((inC.json.user as { id: string }).id);
+    const again = await register({ tenant: 'bank-c', username: 'sam', password: PASSWORD, acceptedTerms: true }, headers);
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect((again.json.user as { id: string }).id).toBe((inC.json.user as { id: string }).id);
+  });
+
   test("with an idempotency-ref, the session is saved one statement at a time on the ref's transaction", async () => {
     // A transaction has one connection; a statement sent while another runs there is queued by the
     // pg driver only as a deprecated courtesy. Counted from knex's query events.
