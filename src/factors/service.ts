@@ -133,11 +133,20 @@ export function createFactorService(deps: FactorServiceDeps) {
     const matches = !!challenge && !fixedCodeRefused && deps.codes.matches(challenge.id, codeInput(code, binding), challenge.codeHash);
     if (matches && challenge) {
       // Consume, reset the count and apply the effect together: all or nothing.
-      const outcome = await tx.transaction(async () => {
-        if (!(await factors.transition(tenant.id, challenge.id, 'CONSUMED', now))) return undefined;
-        await factors.resetFailures(tenant.id, user.id);
-        return { value: await onSuccess(challenge) };
-      });
+      let outcome;
+      try {
+        outcome = await tx.transaction(async () => {
+          if (!(await factors.transition(tenant.id, challenge.id, 'CONSUMED', now))) return undefined;
+          await factors.resetFailures(tenant.id, user.id);
+          return { value: await onSuccess(challenge) };
+        });
+      } catch (err) {
+        // The right code whose effect could not be applied (its login completed meanwhile by
+        // another of its challenges, its session ended, a failure): rolled back, and not a guess,
+        // so its attempt goes back too.
+        await factors.releaseAttempt(tenant.id, user.id).catch(() => undefined);
+        throw err;
+      }
       if (outcome) return outcome.value;
       // The right code, already used by a concurrent request: not a guess, so not a failure.
       await factors.releaseAttempt(tenant.id, user.id);
