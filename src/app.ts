@@ -305,7 +305,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     koa.use(requestId);
     koa.use(requestLogger(logger, services.metrics));
     koa.use(securityHeaders(config.publicUrl));
-    koa.use(errorHandler(logger));
+    koa.use(errorHandler(logger, config.publicUrl));
     // Authorization is a singleton field (RFC 9110 §5.3): Node keeps the first of two and drops the
     // other, while a proxy in front may act on the last. Which one is meant is nobody's guess: 400.
     koa.use((ctx, next) => {

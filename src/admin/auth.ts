@@ -22,11 +22,11 @@ export function requireAdmin(tenants: Pick<TenantRepository, 'find'>) {
   return async function requireAdminClient(ctx: Context, next: Next): Promise<void> {
     const p = ctx.state.principal as Principal;
     if (p.tokenKind !== 'client' || p.client.admin !== true || !p.scope.includes('admin')) {
-      throw new AppError('FORBIDDEN', 403, 'This operation needs an admin client token with scope admin');
+      throw AppError.insufficientScope('FORBIDDEN', 'This operation needs an admin client token with scope admin', 'admin');
     }
     const own = p.client.tenants ?? [];
     const active = own.length === 0 ? [] : (await Promise.all(own.map(async (id) => ((await tenants.find(id))?.status === 'active' ? id : undefined)))).filter((id): id is string => id !== undefined);
-    if (own.length > 0 && active.length === 0) throw new AppError('FORBIDDEN', 403, 'The tenant of this admin client is disabled');
+    if (own.length > 0 && active.length === 0) throw AppError.insufficientScope('FORBIDDEN', 'The tenant of this admin client is disabled');
     const admin: AdminCaller = { clientId: p.clientId, platform: own.length === 0, tenants: active };
     ctx.state.admin = admin;
     await next();
@@ -35,7 +35,7 @@ export function requireAdmin(tenants: Pick<TenantRepository, 'find'>) {
 
 export function requirePlatform(ctx: Context): AdminCaller {
   const admin = ctx.state.admin as AdminCaller;
-  if (!admin.platform) throw new AppError('FORBIDDEN', 403, 'Only a platform admin may do this');
+  if (!admin.platform) throw AppError.insufficientScope('FORBIDDEN', 'Only a platform admin may do this');
   return admin;
 }
 

@@ -54,7 +54,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const c = await s.clients.find(ctx.params.id ?? '');
     if (!c || !c.tenants.includes(tenant.id)) throw new AppError('NOT_FOUND', 404, 'Client not found');
     if (opts.forChange && !c.tenants.every((x) => canSee(admin(ctx), x))) {
-      throw new AppError('FORBIDDEN', 403, 'This client also serves tenants outside this admin client\'s reach; only a platform admin may change it');
+      throw AppError.insufficientScope('FORBIDDEN', 'This client also serves tenants outside this admin client\'s reach; only a platform admin may change it');
     }
     return c;
   }

@@ -26,10 +26,22 @@ function unauthorized(publicUrl: string, error?: string): AppError {
   return new AppError('UNAUTHORIZED', 401, 'Missing or invalid access token', undefined, { 'WWW-Authenticate': challenge });
 }
 
-export function bearerToken(ctx: Context): string | undefined {
+/**
+ * The bearer token of `Authorization: Bearer <b64token>` (RFC 6750 §2.1; the scheme in any case,
+ * one or more spaces after it), or undefined for no Authorization or another scheme. A Bearer
+ * header whose credentials are not one b64token is a malformed request: 400 invalid_request (§3.1).
+ */
+export function bearerToken(ctx: Context, realm: string): string | undefined {
   const header = ctx.get('authorization');
-  const m = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
-  return m?.[1];
+  const m = /^Bearer +(.*)$/is.exec(header);
+  if (!m) return undefined;
+  const token = /^[A-Za-z0-9\-._~+/]+=*$/.exec(m[1]!)?.[0];
+  if (!token) {
+    throw new AppError('VALIDATION_ERROR', 400, 'Request is invalid', [{ fieldName: 'Authorization', error: 'must be Bearer and one token' }], {
+      'WWW-Authenticate': `Bearer realm="${realm}", error="invalid_request"`,
+    });
+  }
+  return token;
 }
 
 /**
@@ -49,7 +61,7 @@ export function insufficientUserAuthentication(publicUrl: string, maxAge?: numbe
 /** RFC 6750: a valid bearer token is required; `ctx.state.principal` says whose it is. */
 export function requireBearer(deps: { verify: (token: string) => Promise<Principal | undefined>; publicUrl: string }) {
   return async function authenticate(ctx: Context, next: Next): Promise<void> {
-    const token = bearerToken(ctx);
+    const token = bearerToken(ctx, deps.publicUrl);
     if (!token) throw unauthorized(deps.publicUrl);
     const principal = await deps.verify(token);
     if (!principal) throw unauthorized(deps.publicUrl, 'invalid_token');
@@ -79,12 +91,12 @@ export function requireUser(
   return async function authenticateUser(ctx: Context, next: Next): Promise<void> {
     const p = ctx.state.principal as Principal | undefined;
     if (p?.tokenKind !== 'user' || !p.userId || !p.tenantId) {
-      throw new AppError('USER_TOKEN_REQUIRED', 403, 'This operation needs an end-user access token');
+      throw AppError.insufficientScope('USER_TOKEN_REQUIRED', 'This operation needs an end-user access token');
     }
     // A login waiting for its MFA challenge is good for the step-up routes only.
     if (p.pending && !opts.allowPending) throw insufficientUserAuthentication(deps.publicUrl);
     if (p.actor !== undefined && opts.ownAuthentication) {
-      throw new AppError('ACTOR_TOKEN', 403, "A token from an administrator's login on the user's behalf cannot use or change the user's authentication factors");
+      throw AppError.insufficientScope('ACTOR_TOKEN', "A token from an administrator's login on the user's behalf cannot use or change the user's authentication factors");
     }
     const tenant = await deps.tenants.find(p.tenantId);
     const user = tenant?.status === 'active' ? await deps.users.findActive(p.tenantId, p.userId) : undefined;
@@ -130,7 +142,7 @@ export function requireClient(deps: {
       keyClient = apiKey.length <= 256 ? await deps.clients.findByApiKeyHash(hashSecret(apiKey)) : undefined;
       if (!keyClient || keyClient.disabled) throw badApiKey('Invalid API key');
     }
-    const token = bearerToken(ctx);
+    const token = bearerToken(ctx, deps.publicUrl);
     if (!token && ctx.get('authorization') && keyClient) {
       // Some other credential beside the key: refused rather than ignored.
       throw unauthorized(deps.publicUrl, 'invalid_token');
@@ -145,7 +157,7 @@ export function requireClient(deps: {
     if (!token) throw unauthorized(deps.publicUrl);
     const principal = await deps.verify(token);
     if (!principal) throw unauthorized(deps.publicUrl, 'invalid_token');
-    if (principal.tokenKind !== 'client') throw new AppError('CLIENT_TOKEN_REQUIRED', 403, 'This operation needs a client access token or API key');
+    if (principal.tokenKind !== 'client') throw AppError.insufficientScope('CLIENT_TOKEN_REQUIRED', 'This operation needs a client access token or API key');
     const client = await deps.clients.find(principal.clientId);
     if (!client || client.disabled) throw unauthorized(deps.publicUrl, 'invalid_token');
     // Both shown: they must name one application, as on the end-user routes.

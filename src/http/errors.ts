@@ -8,7 +8,7 @@ import { isDatabaseUnavailable, RETRY_AFTER_SECONDS } from '../db/unavailable';
  * `{message, syntaxErrors: {invalidFields}}`); anything else is logged and answered with a
  * generic 500. Never a stack trace.
  */
-export function errorHandler(logger: Logger) {
+export function errorHandler(logger: Logger, realm: string) {
   return async function handleErrors(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
@@ -17,6 +17,10 @@ export function errorHandler(logger: Logger) {
       if (err instanceof AppError) {
         ctx.status = err.status;
         for (const [k, v] of Object.entries(err.headers ?? {})) ctx.set(k, v);
+        if (err.insufficientScope) {
+          const { scope } = err.insufficientScope;
+          ctx.set('WWW-Authenticate', `Bearer realm="${realm}", error="insufficient_scope"${scope ? `, scope="${scope}"` : ''}`);
+        }
         ctx.body = err.invalidFields
           ? { message: err.message, syntaxErrors: { invalidFields: err.invalidFields } }
           : { message: err.message, code: err.code };
