@@ -27,9 +27,33 @@ function sentClientCredentials(ctx: KoaContextWithOIDC): boolean {
 }
 
 /**
+ * The library's refusals of client authentication that RFC 6749 §5.2 calls invalid_client: an
+ * Authorization header it cannot read as Basic credentials with a secret (oidc-provider's
+ * lib/shared/client_auth.js), and credentials of a method it does not support, which it reports as none.
+ */
+const UNREADABLE_BASIC = new Set([
+  'invalid authorization header value format',
+  'client_id and client_secret in the authorization header are not properly encoded',
+  'client_secret must be provided in the Authorization header',
+]);
+function failedClientAuthentication(ctx: KoaContextWithOIDC): boolean {
+  const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+  if (body?.error !== 'invalid_request' || typeof body.error_description !== 'string') return false;
+  if (ctx.get('authorization') !== '' && UNREADABLE_BASIC.has(body.error_description)) return true;
+  return body.error_description === 'no client authentication mechanism provided';
+}
+
+/** The challenge the library sends with a refused Basic authentication, in its format. */
+function basicChallenge(realm: string, description?: string): string {
+  const quoted = (v: string) => `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+  return `Basic realm=${quoted(realm)}, error="invalid_client"${description ? `, error_description=${quoted(description)}` : ''}`;
+}
+
+/**
  * Middleware inside oidc-provider (provider.use), shaping replies of its endpoints:
- * - RFC 6749 §5.2: a request with no client authentication at all is 401 invalid_client (the
- *   library answers 400 invalid_request).
+ * - RFC 6749 §5.2: a request with no client authentication at all, an unreadable Authorization
+ *   header or an unsupported method is 401 invalid_client (the library answers 400
+ *   invalid_request), and every 401 carries its challenge (RFC 9110 §15.5.2).
  * - Introspection is for resource servers only: an authenticated client without the permission
  *   is refused outright, whatever the token, so it cannot learn which strings are live tokens.
  * - Opaque tokens get a stable, non-secret `jti` in introspection (their id is the token itself).
@@ -90,6 +114,21 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
       ctx.set('WWW-Authenticate', `Basic realm="${provider.issuer}"`);
       ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
       return;
+    }
+    if (ctx.status === 400 && !oidc.client && failedClientAuthentication(oidcCtx)) {
+      // RFC 6749 §5.2: an Authorization header that authenticates no one, or a method this server
+      // does not support (a client_assertion), is invalid_client, a 401 with its challenge.
+      const description = (ctx.body as { error_description?: string }).error_description ?? '';
+      ctx.status = 401;
+      ctx.set('WWW-Authenticate', basicChallenge(provider.issuer, description));
+      ctx.body = { error: 'invalid_client', error_description: description };
+      return;
+    }
+    if (ctx.status === 401 && !ctx.response.get('WWW-Authenticate')) {
+      // RFC 9110 §15.5.2: every 401 carries a challenge; the library sends one only when the
+      // refused credentials came in the Authorization header (client_secret_post gets it too).
+      const description = (ctx.body as { error_description?: string } | undefined)?.error_description;
+      ctx.set('WWW-Authenticate', basicChallenge(provider.issuer, description));
     }
     if (oidc.route === 'token' && ctx.status === 200) {
       // Seed 002: a user's token reply names the user; the library's refresh reply does not.

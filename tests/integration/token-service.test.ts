@@ -162,6 +162,39 @@ describe(`token service (${dbLabel})`, () => {
     expect(none.headers.get('www-authenticate')).toMatch(/^Basic realm=/);
   });
 
+  test('RFC 6749 §5.2: an unreadable Authorization header or an unsupported method is 401 invalid_client, and every 401 has its challenge', async () => {
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    const headers = [
+      `Basic ${b64(`${app.client_id}:`)}`, // no secret
+      `Basic ${b64('no-colon')}`,
+      `Basic ${b64(app.client_id)}x!`,
+      'Bearer abc',
+      `Basic  ${b64(`${app.client_id}:${app.client_secret}`)}`, // two spaces: the library reads one
+    ];
+    for (const path of ['/token', '/token/introspection', '/token/revocation']) {
+      for (const authorization of headers) {
+        const r = await form(srv, path, { grant_type: 'client_credentials', token: 'x' }, { authorization });
+        expect([path, authorization, r.status, r.json.error]).toEqual([path, authorization, 401, 'invalid_client']);
+        expect(r.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+", error="invalid_client", error_description="[^"]+"$/);
+      }
+      // A client assertion (private_key_jwt / client_secret_jwt are not offered): an unsupported method.
+      const jwt = `${b64('{"alg":"HS256"}')}.${b64(JSON.stringify({ iss: app.client_id, sub: app.client_id }))}.c2ln`.replace(/=/g, '');
+      const assertion = await form(srv, path, {
+        grant_type: 'client_credentials', token: 'x', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: jwt,
+      });
+      expect([path, assertion.status, assertion.json.error]).toEqual([path, 401, 'invalid_client']);
+      expect(assertion.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+", error="invalid_client"/);
+    }
+    // client_secret_post refused: a 401 carries a challenge too (RFC 9110 §15.5.2).
+    const post = await createClient(srv, { tenants: ['bank-a'], token_endpoint_auth_method: 'client_secret_post' });
+    const wrong = await form(srv, '/token', { grant_type: 'client_credentials', client_id: post.client_id, client_secret: 'x' });
+    expect([wrong.status, wrong.json.error]).toEqual([401, 'invalid_client']);
+    expect(wrong.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+", error="invalid_client"/);
+    // Both methods at once stays what it was: a malformed request.
+    const both = await form(srv, '/token', { grant_type: 'client_credentials', client_id: app.client_id, client_secret: app.client_secret }, { authorization: basic(app) });
+    expect([both.status, both.json.error]).toEqual([400, 'invalid_request']);
+  });
+
   test('unknown grant, disallowed scope and duplicated parameters are refused', async () => {
     const grant = await form(srv, '/token', { grant_type: 'urn:example:nope' }, { authorization: basic(app) });
     expect(grant.status).toBe(400);
