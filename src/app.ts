@@ -422,6 +422,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         refuseOAuthRequest(ctx, 405, `${ctx.method} is not allowed here`, { Allow: methods.join(', ') });
         return;
       }
+      if (ctx.method === 'OPTIONS' && !(ctx.get('origin') && ctx.get('access-control-request-method'))) {
+        // Not a CORS preflight (the library's): which methods the path allows (RFC 9110 §9.3.7).
+        ctx.status = 204;
+        ctx.set('Allow', methods.join(', '));
+        return;
+      }
       const target = OAUTH_ALIASES[path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
       let req = ctx.req;

@@ -96,6 +96,11 @@ describe(`token service (${dbLabel})`, () => {
     expect((await fetch(`${srv.base}/jwks`, { method: 'HEAD' })).status).toBe(200);
     const preflight = await fetch(`${srv.base}/token`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
     expect(preflight.status).toBeLessThan(300);
+    // OPTIONS without a CORS preflight's headers asks which methods the path allows (RFC 9110 §9.3.7).
+    for (const [path, allow] of [['/token', 'POST, OPTIONS'], ['/token/revocation', 'POST, OPTIONS'], ['/jwks', 'GET, HEAD, OPTIONS'], ['/.well-known/oauth-authorization-server', 'GET, HEAD, OPTIONS']]) {
+      const r = await fetch(`${srv.base}${path}`, { method: 'OPTIONS' });
+      expect([path, r.status, r.headers.get('allow'), await r.text()]).toEqual([path, 204, allow, '']);
+    }
     // oidc-provider's paths answer in RFC 6749's shape, ours in {message, code}.
     for (const [method, path, allow] of [['GET', '/token', 'POST, OPTIONS'], ['PUT', '/jwks', 'GET, HEAD, OPTIONS'], ['DELETE', '/token/introspection', 'POST, OPTIONS']]) {
       const r = await fetch(`${srv.base}${path}`, { method });
