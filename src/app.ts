@@ -193,6 +193,7 @@ export async function buildServices(config: Config, database: Database, opts: { 
       knex,
       db: tx.db,
       sealer,
+      alg: config.keys.alg,
       publishBeforeUseSeconds: config.keys.publishBeforeUseSeconds,
       maxTokenLifetimeSeconds: config.keys.maxTokenLifetimeSeconds,
     }),

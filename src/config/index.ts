@@ -2,6 +2,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { resourceSyntaxError } from '../oidc/resource-uri';
+import { SIGNING_ALGS } from '../keys/service';
 
 const YES = ['1', 'true', 'yes', 'on'];
 const NO = ['0', 'false', 'no', 'off'];
@@ -50,7 +51,8 @@ const schema = z.object({
       .nullable(),
   }),
   keys: z.object({
-    alg: z.enum(['ES256']),
+    /** The algorithm of new signing keys (a change takes effect at the next rotation); RFC 9068 §4 asks for RS256 to be possible. */
+    alg: z.enum(SIGNING_ALGS),
     refreshIntervalSeconds: z.number().min(0),
     publishBeforeUseSeconds: z.number().min(0),
     maxTokenLifetimeSeconds: z.number().int().min(60),
@@ -150,6 +152,7 @@ const ENV_KEYS: Record<string, string> = {
   SMS_WEBHOOK_URL: 'smsWebhookUrl',
   PUSH_WEBHOOK_URL: 'pushWebhookUrl',
   WEBHOOK_SECRET: 'webhookSecret',
+  SIGNING_ALG: 'keys.alg',
 };
 
 /**
@@ -165,7 +168,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   const fromEnv: Record<string, unknown> = {};
   for (const [name, key] of Object.entries(ENV_KEYS)) {
     const value = env[name];
-    if (value !== undefined && value !== '') fromEnv[key] = key === 'bcryptCost' ? Number(value) : value;
+    if (value === undefined || value === '') continue;
+    const [top, nested] = key.split('.') as [string, string | undefined];
+    if (nested) fromEnv[top] = { ...(fromEnv[top] as Record<string, unknown> | undefined), [nested]: value };
+    else fromEnv[top] = key === 'bcryptCost' ? Number(value) : value;
   }
   raw = merge(merge(raw, fromEnv), overrides);
   raw.env = nodeEnv;

@@ -2,6 +2,10 @@ import { createHash, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Sealer } from '../crypto/secrets';
 
+/** The algorithms our signing keys may have; a token naming another is never ours. */
+export const SIGNING_ALGS = ['ES256', 'RS256'] as const;
+export type SigningAlg = (typeof SIGNING_ALGS)[number];
+
 export interface SigningKeyInfo {
   kid: string;
   alg: string;
@@ -16,6 +20,8 @@ export interface KeySet {
   /** Private JWKs for oidc-provider, the signing key first. */
   jwks: { keys: JsonWebKey[] };
   signingKid: string;
+  /** The signing key's algorithm. */
+  signingAlg: SigningAlg;
   /** Changes whenever the published set or the signing key changes. */
   fingerprint: string;
 }
@@ -40,17 +46,21 @@ export interface KeyService {
   load(): Promise<KeySet>;
 }
 
+/** RFC 7638: the SHA-256 of the key's required members, in lexicographic order. */
 function thumbprint(jwk: JsonWebKey): string {
-  const canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
+  const canonical = jwk.kty === 'RSA'
+    ? JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n })
+    : JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
   return createHash('sha256').update(canonical).digest('base64url');
 }
 
-function newEcKey(): { kid: string; publicJwk: JsonWebKey; privateJwk: JsonWebKey } {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+/** A new signing key: P-256 for ES256, 2048-bit RSA for RS256 (RFC 7518 §3.3's minimum). */
+function newKey(alg: SigningAlg): { kid: string; publicJwk: JsonWebKey; privateJwk: JsonWebKey } {
+  const { privateKey } = alg === 'RS256' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const privateJwk = privateKey.export({ format: 'jwk' });
   const kid = thumbprint(privateJwk);
-  const { d: _d, ...pub } = privateJwk;
-  return { kid, publicJwk: { ...pub, kid, alg: 'ES256', use: 'sig' }, privateJwk: { ...privateJwk, kid, alg: 'ES256', use: 'sig' } };
+  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = privateJwk;
+  return { kid, publicJwk: { ...pub, kid, alg, use: 'sig' }, privateJwk: { ...privateJwk, kid, alg, use: 'sig' } };
 }
 
 const LOCK = "select pg_advisory_xact_lock(hashtext('portcullis.signing_keys'))";
@@ -64,6 +74,8 @@ export function createKeyService(deps: {
    */
   db?: () => Knex;
   sealer: Sealer;
+  /** The algorithm of keys made from now on (config keys.alg); keys already made keep theirs. */
+  alg?: SigningAlg;
   publishBeforeUseSeconds: number;
   maxTokenLifetimeSeconds: number;
   now?: () => Date;
@@ -82,11 +94,12 @@ export function createKeyService(deps: {
   });
 
   async function insertKey(trx: Knex.Transaction, activatesAt: Date): Promise<KeyRow> {
-    const key = newEcKey();
+    const alg = deps.alg ?? 'ES256';
+    const key = newKey(alg);
     const [row] = await trx<KeyRow>('signing_keys')
       .insert({
         kid: key.kid,
-        alg: 'ES256',
+        alg,
         public_jwk: JSON.stringify(key.publicJwk) as unknown as JsonWebKey,
         private_jwk_sealed: sealer.seal(JSON.stringify(key.privateJwk)),
         activates_at: activatesAt,
@@ -139,7 +152,7 @@ export function createKeyService(deps: {
           throw new Error(`cannot decrypt signing key ${r.kid}: SECRETS_KEY is not the key it was sealed with`);
         }
       });
-      return { jwks: { keys }, signingKid: signing.kid, fingerprint: ordered.map((r) => r.kid).join(',') };
+      return { jwks: { keys }, signingKid: signing.kid, signingAlg: signing.alg as SigningAlg, fingerprint: ordered.map((r) => r.kid).join(',') };
     },
   };
 }

@@ -1,4 +1,5 @@
 import type Provider from 'oidc-provider';
+import { SIGNING_ALGS } from '../keys/service';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import type { PortcullisClientExtras } from './client-model';
 import { opaqueTokenId } from './token-id';
@@ -89,7 +90,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
     if (!token || token.length > 4096) return undefined;
     if (JWT_SHAPE.test(token)) {
       try {
-        const { payload } = await jwtVerify(token, keys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: ['ES256'] });
+        const { payload } = await jwtVerify(token, keys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: [...SIGNING_ALGS] });
         if (typeof payload.client_id !== 'string' || typeof payload.exp !== 'number') return undefined;
         if (payload.cnf !== undefined) return undefined; // sender-constrained: see below
         const isUser = typeof payload.member_id === 'string';

@@ -32,7 +32,7 @@ export type FastClientCredentials = FastGrant;
 interface Deps {
   provider: () => Provider;
   /** Audience, default lifetime and signing key, as the provider's hooks use them. */
-  context: () => Pick<UserTokenContext, 'audience' | 'defaultTtl' | 'signingKid'>;
+  context: () => Pick<UserTokenContext, 'audience' | 'defaultTtl' | 'signingKid' | 'signingAlg'>;
   /** Cached lookups (src/cache/lookups.ts), as the provider's hooks read them. */
   tenants: Pick<TenantRepository, 'find'>;
   logger: Logger;
@@ -77,7 +77,7 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
    */
   async function prepare(ctx: Koa.Context, credentials: { id: string; secret: string }, params: PlainParams) {
     const provider = deps.provider();
-    const { audience, defaultTtl, signingKid } = deps.context();
+    const { audience, defaultTtl, signingKid, signingAlg } = deps.context();
     if (!resourceUsable(audience)) return undefined;
     // Through our cached Client adapter: disabled clients do not exist for it.
     const client = (await provider.Client.find(credentials.id)) as OidcClient | undefined;
@@ -88,7 +88,7 @@ export function createFastClientCredentials(deps: Deps & { enabled: boolean }): 
     if (granted.denied) return undefined;
     // A tenant the client does not serve throws the library's invalid_request: the caller hands it over.
     const tenant = await resolveTenant(deps.tenants, requestedTenantIdOf((name) => ctx.get(name), params.form), client.tenants ?? []);
-    const info = resourceInfo({ audience, client, tenant, defaultTtl, signingKid });
+    const info = resourceInfo({ audience, client, tenant, defaultTtl, signingKid, signingAlg });
     // The library's grant handler: the granted scopes (a set: a client's stored scope may repeat
     // one), then those of the resource server.
     const scopes = [...new Set(granted.scope)];

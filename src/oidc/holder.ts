@@ -75,6 +75,7 @@ export async function createProviderHolder(
         audience: tokenAudience(deps.config),
         defaultTtl: deps.config.tokens.accessTokenTtlSeconds,
         signingKid: keys.signingKid,
+        signingAlg: keys.signingAlg,
         clock: deps.clock,
       },
     };

@@ -1,4 +1,5 @@
 import type Provider from 'oidc-provider';
+import { SIGNING_ALGS } from '../keys/service';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { mayIntrospect, type IntrospectionPolicy } from './introspection';
@@ -75,7 +76,7 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
   async function introspectJwt(ctx: KoaContextWithOIDC, token: string): Promise<Record<string, unknown>> {
     let payload: Record<string, unknown>;
     try {
-      ({ payload } = await jwtVerify(token, localKeys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: ['ES256'] }));
+      ({ payload } = await jwtVerify(token, localKeys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: [...SIGNING_ALGS] }));
     } catch {
       return { active: false }; // not ours, forged, expired: that is the answer
     }

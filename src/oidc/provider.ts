@@ -64,7 +64,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     clientDefaults: {
       grant_types: ['client_credentials'],
       response_types: [],
-      id_token_signed_response_alg: 'ES256',
+      id_token_signed_response_alg: keys.signingAlg,
       token_endpoint_auth_method: 'client_secret_basic',
     },
     extraClientMetadata: { properties: [...EXTRA_CLIENT_METADATA] },
@@ -149,7 +149,7 @@ export function createProvider(deps: ProviderDeps): Provider {
             params.scope = scope.join(' ') || undefined;
           }
           const tenant = await tenantFor(ctx, c);
-          return resourceInfo({ audience, client: c, tenant, defaultTtl: config.tokens.accessTokenTtlSeconds, signingKid: keys.signingKid });
+          return resourceInfo({ audience, client: c, tenant, defaultTtl: config.tokens.accessTokenTtlSeconds, signingKid: keys.signingKid, signingAlg: keys.signingAlg });
         },
       },
     },
@@ -207,7 +207,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.proxy = config.trustProxy;
   provider.maxIpsCount = 1;
   provider.Client.prototype.compareClientSecret = hashedSecretComparison();
-  const context = (): UserTokenContext => ({ provider, audience, defaultTtl: config.tokens.accessTokenTtlSeconds, signingKid: keys.signingKid, clock: deps.clock });
+  const context = (): UserTokenContext => ({ provider, audience, defaultTtl: config.tokens.accessTokenTtlSeconds, signingKid: keys.signingKid, signingAlg: keys.signingAlg, clock: deps.clock });
   provider.registerGrantType(
     'password',
     passwordGrantHandler({ context, users: deps.users, tenantFor, mfaPending: deps.mfaPending }),

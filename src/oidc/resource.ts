@@ -2,13 +2,14 @@ import { errors } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { PortcullisClientExtras } from './client-model';
 import { resourceSyntaxError } from './resource-uri';
+import type { SigningAlg } from '../keys/service';
 
 export interface ResourceInfo {
   audience: string;
   scope: string;
   accessTokenTTL: number;
   accessTokenFormat: 'opaque' | 'jwt';
-  jwt?: { sign: { alg: 'ES256'; kid: string } };
+  jwt?: { sign: { alg: SigningAlg; kid: string } };
 }
 
 /**
@@ -22,6 +23,7 @@ export function resourceInfo(opts: {
   tenant: Tenant | undefined;
   defaultTtl: number;
   signingKid: string;
+  signingAlg: SigningAlg;
 }): ResourceInfo {
   const jwt = opts.client.token_format === 'jwt';
   return {
@@ -29,7 +31,7 @@ export function resourceInfo(opts: {
     scope: allowedScopes(opts.client).join(' '),
     accessTokenTTL: opts.tenant?.policy.accessTokenTtlSeconds ?? opts.defaultTtl,
     accessTokenFormat: jwt ? 'jwt' : 'opaque',
-    ...(jwt ? { jwt: { sign: { alg: 'ES256', kid: opts.signingKid } } } : {}),
+    ...(jwt ? { jwt: { sign: { alg: opts.signingAlg, kid: opts.signingKid } } } : {}),
   };
 }
 

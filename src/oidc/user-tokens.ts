@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { SigningAlg } from '../keys/service';
 import type Provider from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { LoginClosing } from '../users/login-end';
@@ -27,6 +28,7 @@ export interface UserTokenContext {
   audience: string;
   defaultTtl: number;
   signingKid: string;
+  signingAlg: SigningAlg;
   /** The clock of auth_time (the same clock that judges freshness). */
   clock: () => Date;
 }
@@ -103,7 +105,7 @@ export async function startUserSession(
   const { client, tenant, user } = input;
   const scope = userScopes(input.scope);
   const authTime = Math.floor(c.clock().getTime() / 1000);
-  const resource = resourceInfo({ audience: c.audience, client, tenant, defaultTtl: c.defaultTtl, signingKid: c.signingKid });
+  const resource = resourceInfo({ audience: c.audience, client, tenant, defaultTtl: c.defaultTtl, signingKid: c.signingKid, signingAlg: c.signingAlg });
   // A pending login's token is always opaque: a JWT would be accepted by resource servers that
   // verify offline, whatever its claims say.
   const info: ResourceInfo = input.pending ? { ...resource, accessTokenFormat: 'opaque', jwt: undefined } : resource;
@@ -191,7 +193,7 @@ export async function issueStepUpToken(c: UserTokenContext, input: StepUpInput):
   const sessionLeft = Math.max(1, (grant.exp ?? now + 1) - Math.floor(Date.now() / 1000));
   const scope = userScopes(input.scope);
   const scopeString = scope.join(' ') || undefined;
-  const info = resourceInfo({ audience: c.audience, client, tenant, defaultTtl: c.defaultTtl, signingKid: c.signingKid });
+  const info = resourceInfo({ audience: c.audience, client, tenant, defaultTtl: c.defaultTtl, signingKid: c.signingKid, signingAlg: c.signingAlg });
   const ttl = Math.min(input.completesLogin ? tenant.policy.accessTokenTtlSeconds : tenant.policy.stepUpTtlSeconds, sessionLeft);
 
   const at = new provider.AccessToken({ accountId: user.id, client, grantId: input.sessionId, gty: 'stepup', scope: scopeString, sid: input.sessionId });

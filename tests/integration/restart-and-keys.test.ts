@@ -1,6 +1,6 @@
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { startTestServer, type TestServer } from '../helpers/server';
-import { clientCredentialsToken, createClient, createTenant, introspect, type ClientCreds } from '../helpers/flows';
+import { clientCredentialsToken, createClient, createTenant, createUser, introspect, login, type ClientCreds } from '../helpers/flows';
 import { createTestStore, dbLabel, type TestStore } from '../helpers/env';
 
 async function jwksKids(srv: TestServer): Promise<string[]> {
@@ -66,6 +66,37 @@ describe(`restarts and key rotation (${dbLabel})`, () => {
     srv = await startTestServer({ store, port: srv.running.port });
     await expect(verify(srv, before)).resolves.toBeDefined();
     await expect(verify(srv, after)).resolves.toBeDefined();
+  });
+
+  test('SIGNING_ALG=RS256 (RFC 9068 §4): the next rotation makes an RSA key; tokens of both keys verify everywhere', async () => {
+    await srv.stop();
+    srv = await startTestServer({ store, config: { keys: { alg: 'RS256' } } });
+    const before = (await clientCredentialsToken(srv, jwtApp)).access_token;
+    expect(decodeProtectedHeader(before).alg).toBe('ES256'); // a change of algorithm takes effect at the next rotation
+
+    const rotated = await srv.running.app.services.keyService.rotate();
+    expect(rotated.alg).toBe('RS256');
+    await srv.running.app.holder.refresh();
+    const jwks = (await (await fetch(`${srv.base}/jwks`)).json()) as { keys: Array<Record<string, unknown>> };
+    const rsa = jwks.keys.find((k) => k.kid === rotated.kid)!;
+    expect(rsa).toMatchObject({ kty: 'RSA', alg: 'RS256', use: 'sig', e: 'AQAB' });
+    expect(Buffer.from(rsa.n as string, 'base64url').length).toBe(256); // 2048 bits
+    for (const secret of ['d', 'p', 'q', 'dp', 'dq', 'qi']) expect(rsa[secret]).toBeUndefined();
+
+    const after = (await clientCredentialsToken(srv, jwtApp)).access_token;
+    expect(decodeProtectedHeader(after)).toMatchObject({ alg: 'RS256', kid: rotated.kid, typ: 'at+jwt' });
+    for (const token of [before, after]) {
+      await expect(verify(srv, token)).resolves.toBeDefined();
+      expect((await introspect(srv, rs, token)).json).toMatchObject({ active: true, client_id: jwtApp.client_id });
+    }
+    // Our own routes take it as a bearer token too (a user's RS256 JWT).
+    const users = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'], token_format: 'jwt' });
+    await createUser(srv, 'bank-a', { username: 'rsa-user', password: 'a long and unusual passphrase' });
+    const userJwt = (await login(srv, users, 'rsa-user', 'a long and unusual passphrase')).access_token;
+    expect(decodeProtectedHeader(userJwt).alg).toBe('RS256');
+    expect((await fetch(`${srv.base}/users/me`, { headers: { authorization: `Bearer ${userJwt}` } })).status).toBe(200);
+    const meta = (await (await fetch(`${srv.base}/.well-known/oauth-authorization-server`)).json()) as { id_token_signing_alg_values_supported: string[] };
+    expect(meta.id_token_signing_alg_values_supported).toEqual(expect.arrayContaining(['ES256', 'RS256']));
   });
 
   test('a rotated key is published before it signs; the old one is scheduled to retire', async () => {

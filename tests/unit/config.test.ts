@@ -29,6 +29,7 @@ describe('configuration', () => {
     [{ EMBEDDED_SHARED_BUFFERS_MB: '0' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '32MB' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '2048' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/], // PGlite's WebAssembly memory cannot hold it
+    [{ SIGNING_ALG: 'HS256' }, /keys\.alg \(env SIGNING_ALG\)/],
   ])('a bad value names its key: %o', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);
@@ -40,6 +41,12 @@ describe('configuration', () => {
     }
     expect(loadConfig(base, { tokens: { jwtAudience: 'https://api.bank.example/' } }).tokens.jwtAudience).toBe('https://api.bank.example/');
     expect(loadConfig(base, { tokens: { jwtAudience: 'urn:bank:api' } }).tokens.jwtAudience).toBe('urn:bank:api');
+  });
+
+  test('SIGNING_ALG sets the algorithm of new signing keys, the rest of keys.* kept', () => {
+    expect(loadConfig(base).keys.alg).toBe('ES256');
+    const c = loadConfig({ ...base, SIGNING_ALG: 'RS256' });
+    expect(c.keys).toEqual({ ...loadConfig(base).keys, alg: 'RS256' });
   });
 
   test('TRUST_PROXY reads as a boolean', () => {
