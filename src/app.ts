@@ -38,7 +38,7 @@ import { jsonBody } from './http/body';
 import { idempotency } from './http/idempotency';
 import { requireBearer, requireClient, requireUser, insufficientUserAuthentication } from './http/auth';
 import type { Principal } from './oidc/bearer';
-import { registrationTenantId, userRoutes } from './users/routes';
+import { userRoutes } from './users/routes';
 import { sessionRoutes } from './sessions/routes';
 import { deviceRoutes, factorRoutes } from './factors/routes';
 import { createStepUpService } from './stepup/service';
@@ -335,8 +335,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const client = ctx.state.client as { id: string } | undefined;
       // A user's refs are their session's: another session (or client) never sees its replies.
       const caller = p?.userId ? `${p.userId}/${p.sessionId ?? p.tokenId}` : (p?.clientId ?? client?.id ?? '-');
-      // A registration shown by API key alone has no token tenant: its refs are the tenant it names.
-      return { tenantId: p?.tenantId ?? (client ? registrationTenantId(ctx) : undefined) ?? '-', caller };
+      // A registration's refs are the tenant it registers in, checked before (users/routes.ts).
+      const registering = (ctx.state.registrationTenant as { id: string } | undefined)?.id;
+      return { tenantId: p?.tenantId ?? registering ?? '-', caller };
     });
     // A device has no token: its refs are its challenge's, which only it can answer.
     const deviceIdempotent = idempotentBy((ctx) => ({ tenantId: '-', caller: `device/${String(ctx.params?.id ?? '')}` }));

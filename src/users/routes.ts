@@ -2,7 +2,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { AppError } from '../errors';
 import type { ClientRecord } from '../clients/repository';
-import type { TenantRepository } from '../tenants/repository';
+import type { Tenant, TenantRepository } from '../tenants/repository';
 import type { ProviderHolder } from '../oidc/holder';
 import type { Caller } from '../factors/service';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
@@ -17,7 +17,7 @@ type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
  * The tenant a registration is for, once requireClient has run: the body's `tenant`, else the client
  * token's, else the client's only one. Whether the client may register there is the route's check.
  */
-export function registrationTenantId(ctx: Context): string | undefined {
+function registrationTenantId(ctx: Context): string | undefined {
   const client = ctx.state.client as ClientRecord | undefined;
   const requested = ((ctx.request as { body?: unknown }).body as { tenant?: unknown } | undefined)?.tenant;
   if (typeof requested === 'string') return requested;
@@ -37,12 +37,13 @@ export function userRoutes(deps: {
 }): Router {
   const router = new Router();
 
-  // Everything before the user's INSERT: the caller's checks and the validated registration with
-  // its password hashed, outside an idempotency-ref's transaction (outsideTransaction).
-  const registration = outsideTransaction(async (ctx) => {
+  // Who may register where, before the idempotency middleware: a stored reply (it holds a token
+  // pair) is replayed only to a caller who may act for that tenant now, shown as the tenant asks
+  // (its ref is scoped to that tenant). The registration's own conditions (open, the client's
+  // grant) are prepare's below: they decide whether a registration runs, not who sees one that did.
+  const registrationTenant: Middleware = async (ctx, next) => {
     const client = ctx.state.client as ClientRecord;
-    const body = (ctx.request as { body?: Record<string, unknown> }).body ?? {};
-    const { tenant: requestedTenant, ...input } = body;
+    const requestedTenant = ((ctx.request as { body?: Record<string, unknown> }).body ?? {}).tenant;
     if (requestedTenant !== undefined && typeof requestedTenant !== 'string') {
       throw AppError.validation([{ fieldName: 'tenant', error: 'must be a string' }]);
     }
@@ -53,14 +54,24 @@ export function userRoutes(deps: {
     if (!tenant || tenant.status !== 'active') throw new AppError('TENANT_NOT_ALLOWED', 403, 'This client may not register users for this tenant');
     // A tenant that requires the API key requires it here too, beside a client token.
     if (tenant.policy.requireApiKey && ctx.state.apiKeyShown !== true) throw apiKeyRequired();
+    ctx.state.registrationTenant = tenant satisfies Tenant;
+    await next();
+  };
+
+  // The registration's conditions and the validated registration with its password hashed, outside
+  // an idempotency-ref's transaction (outsideTransaction): only for a request that will run.
+  const registration = outsideTransaction(async (ctx) => {
+    const client = ctx.state.client as ClientRecord;
+    const tenant = ctx.state.registrationTenant as Tenant;
     if (!tenant.policy.registrationOpen) throw new AppError('REGISTRATION_CLOSED', 403, 'Registration is closed for this tenant');
     if (!client.grantTypes.includes('password')) throw new AppError('CLIENT_NOT_ALLOWED', 403, 'This client may not start user sessions');
     const oidcClient = await deps.holder.findClient(client.id);
     if (!oidcClient) throw new AppError('UNAUTHORIZED', 401, 'Client is not available');
+    const { tenant: _tenant, ...input } = (ctx.request as { body?: Record<string, unknown> }).body ?? {};
     return { tenant, oidcClient, prepared: await deps.users.prepareRegistration(tenant, input) };
   });
 
-  router.post('/users', deps.requireClient, registration.middleware, deps.idempotent, async (ctx) => {
+  router.post('/users', deps.requireClient, registrationTenant, registration.middleware, deps.idempotent, async (ctx) => {
     const { tenant, oidcClient, prepared } = await registration.result(ctx);
     const user = await deps.users.storeRegistration(prepared);
     try {

@@ -139,12 +139,17 @@ describe(`registration (${dbLabel})`, () => {
     expect(await userCount()).toBe(before);
     expect((await register({ username: 'kim', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${kToken}`, 'api-key': k.api_key })).status).toBe(201);
     expect((await register({ username: 'kit', password: PASSWORD, acceptedTerms: true }, { 'api-key': k.api_key })).status).toBe(201);
+    // A stored reply is no way round it: the same body and ref with the token alone is refused, not replayed.
+    const body = { username: 'kip', password: PASSWORD, acceptedTerms: true };
+    expect((await register(body, { 'api-key': k.api_key, 'idempotency-ref': 'kip-1' })).status).toBe(201);
+    const replay = await register(body, { authorization: `Bearer ${kToken}`, 'idempotency-ref': 'kip-1' });
+    expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([401, null]);
   });
 
   test('an idempotency-ref of a registration by API key is scoped to the tenant it names', async () => {
     await createTenant(srv, 'bank-c');
     await createTenant(srv, 'bank-d');
-    const multi = await createClient(srv, { tenants: ['bank-c', 'bank-d'], grant_types: ['password'] });
+    const multi = await createClient(srv, { tenants: ['bank-c', 'bank-d'], grant_types: ['password', 'client_credentials'] });
     const headers = { 'api-key': multi.api_key, 'idempotency-ref': 'reg-per-tenant' };
     const inC = await register({ tenant: 'bank-c', username: 'sam', password: PASSWORD, acceptedTerms: true }, headers);
     expect(inC.status).toBe(201);
@@ -155,6 +160,11 @@ describe(`registration (${dbLabel})`, () => {
     expect(again.status).toBe(201);
     expect(again.headers.get('idempotent-replayed')).toBe('true');
     expect((again.json.user as { id: string }).id).toBe((inC.json.user as { id: string }).id);
+    // A client token bound to bank-c may not register in bank-d: nor may it collect the reply of a
+    // registration there by its ref.
+    const cToken = (await form(srv, '/token', { grant_type: 'client_credentials', tenant: 'bank-c' }, { authorization: basic(multi) })).json.access_token as string;
+    const crossed = await register({ tenant: 'bank-d', username: 'sam', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${cToken}`, 'idempotency-ref': 'reg-per-tenant' });
+    expect([crossed.status, crossed.json.code, crossed.headers.get('idempotent-replayed')]).toEqual([403, 'TENANT_NOT_ALLOWED', null]);
   });
 
   test("with an idempotency-ref, the session is saved one statement at a time on the ref's transaction", async () => {
