@@ -144,8 +144,9 @@ export function requireClient(deps: {
     }
     const token = bearerToken(ctx, deps.publicUrl);
     if (!token && ctx.get('authorization') && keyClient) {
-      // Some other credential beside the key: refused rather than ignored.
-      throw unauthorized(deps.publicUrl, 'invalid_token');
+      // Some other credential beside the key: refused rather than ignored (no bearer token was
+      // sent, so RFC 6750 §3.1's challenge names no error).
+      throw unauthorized(deps.publicUrl);
     }
     if (!token && keyClient) {
       ctx.state.client = keyClient;

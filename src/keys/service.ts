@@ -1,4 +1,5 @@
-import { createHash, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
+import { createHash, generateKeyPair, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
 import type { Knex } from 'knex';
 import type { Sealer } from '../crypto/secrets';
 
@@ -54,13 +55,26 @@ function thumbprint(jwk: JsonWebKey): string {
   return createHash('sha256').update(canonical).digest('base64url');
 }
 
-/** A new signing key: P-256 for ES256, 2048-bit RSA for RS256 (RFC 7518 §3.3's minimum). */
-function newKey(alg: SigningAlg): { kid: string; publicJwk: JsonWebKey; privateJwk: JsonWebKey } {
-  const { privateKey } = alg === 'RS256' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+/** The members of a private JWK that are secret (RFC 7518 §6.2.2, §6.3.2). */
+const PRIVATE_MEMBERS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']);
+
+/** A JWK without its private members: what may be published, logged or handed to a verifier. */
+export function publicJwk<T extends object>(jwk: T): T {
+  return Object.fromEntries(Object.entries(jwk).filter(([name]) => !PRIVATE_MEMBERS.has(name))) as T;
+}
+
+const generate = promisify(generateKeyPair) as unknown as (type: string, options: object) => Promise<{ privateKey: KeyObject }>;
+
+/**
+ * A new signing key: P-256 for ES256, 2048-bit RSA for RS256 (RFC 7518 §3.3's minimum). Made off
+ * the event loop (an RSA key takes tens to hundreds of milliseconds) and before the signing keys'
+ * lock is taken.
+ */
+async function newKey(alg: SigningAlg): Promise<{ kid: string; publicJwk: JsonWebKey; privateJwk: JsonWebKey }> {
+  const { privateKey } = alg === 'RS256' ? await generate('rsa', { modulusLength: 2048 }) : await generate('ec', { namedCurve: 'P-256' });
   const privateJwk = privateKey.export({ format: 'jwk' });
   const kid = thumbprint(privateJwk);
-  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = privateJwk;
-  return { kid, publicJwk: { ...pub, kid, alg, use: 'sig' }, privateJwk: { ...privateJwk, kid, alg, use: 'sig' } };
+  return { kid, publicJwk: { ...publicJwk(privateJwk), kid, alg, use: 'sig' }, privateJwk: { ...privateJwk, kid, alg, use: 'sig' } };
 }
 
 const LOCK = "select pg_advisory_xact_lock(hashtext('portcullis.signing_keys'))";
@@ -93,9 +107,9 @@ export function createKeyService(deps: {
     publicJwk: typeof r.public_jwk === 'string' ? (JSON.parse(r.public_jwk) as JsonWebKey) : r.public_jwk,
   });
 
-  async function insertKey(trx: Knex.Transaction, activatesAt: Date): Promise<KeyRow> {
-    const alg = deps.alg ?? 'ES256';
-    const key = newKey(alg);
+  type NewKey = Awaited<ReturnType<typeof newKey>>;
+  const alg = deps.alg ?? 'ES256';
+  async function insertKey(trx: Knex.Transaction, key: NewKey, activatesAt: Date): Promise<KeyRow> {
     const [row] = await trx<KeyRow>('signing_keys')
       .insert({
         kid: key.kid,
@@ -110,13 +124,16 @@ export function createKeyService(deps: {
 
   return {
     async ensureKey() {
+      if (await db()('signing_keys').whereNull('retired_at').first()) return;
+      const key = await newKey(alg);
       await db().transaction(async (trx) => {
         await trx.raw(LOCK);
         const live = await trx('signing_keys').whereNull('retired_at').first();
-        if (!live) await insertKey(trx, now());
+        if (!live) await insertKey(trx, key, now());
       });
     },
     async rotate() {
+      const key = await newKey(alg);
       return db().transaction(async (trx) => {
         await trx.raw(LOCK);
         const t = now();
@@ -129,7 +146,7 @@ export function createKeyService(deps: {
             retired_at: activatesAt,
             expires_at: new Date(activatesAt.getTime() + deps.maxTokenLifetimeSeconds * 1000),
           });
-        return toInfo(await insertKey(trx, activatesAt));
+        return toInfo(await insertKey(trx, key, activatesAt));
       });
     },
     async list() {

@@ -1,7 +1,7 @@
 import type Provider from 'oidc-provider';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { JSONWebKeySet } from 'jose';
-import type { KeyService } from '../keys/service';
+import { publicJwk, type KeyService } from '../keys/service';
 import type { Metrics } from '../metrics';
 import type { Logger } from '../log';
 import { tokenAudience } from '../config';
@@ -62,7 +62,7 @@ export async function createProviderHolder(
   const introspectionPolicy = createIntrospectionPolicy({ tenants: deps.tenants, clients: deps.clients, fresh: deps.fresh, users: deps.users });
   const build = (keys: ProviderDeps['keys']) => {
     const provider = createProvider({ ...deps, keys, introspectionPolicy });
-    const publicKeys = keys.jwks.keys.map(({ d: _d, ...pub }) => pub);
+    const publicKeys = keys.jwks.keys.map(publicJwk);
     installProviderMiddleware(provider, { keys: publicKeys } as JSONWebKeySet, introspectionPolicy, deps.logger);
     observe(provider, deps.metrics);
     return {

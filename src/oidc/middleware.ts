@@ -31,6 +31,7 @@ function sentClientCredentials(ctx: KoaContextWithOIDC): boolean {
  * The library's refusals of client authentication that RFC 6749 §5.2 calls invalid_client: an
  * Authorization header it cannot read as Basic credentials with a secret (oidc-provider's
  * lib/shared/client_auth.js), and credentials of a method it does not support, which it reports as none.
+ * Matched by oidc-provider 9's wording: a release that rewords them fails token-service.test.ts.
  */
 const UNREADABLE_BASIC = new Set([
   'invalid authorization header value format',

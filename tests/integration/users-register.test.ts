@@ -121,6 +121,7 @@ describe(`registration (${dbLabel})`, () => {
     expect(mismatched.headers.get('www-authenticate')).toBe('ApiKey header="api-key"');
     const unreadable = await register({ username: 'mallory', password: PASSWORD, acceptedTerms: true }, { authorization: 'Basic bm90OnVzZWQ=', 'api-key': app.api_key });
     expect(unreadable.status).toBe(401);
+    expect(unreadable.headers.get('www-authenticate')).toBe(`Bearer realm="${srv.running.app.config.publicUrl}"`); // no bearer token sent: no error code
     expect(await userCount()).toBe(before);
     const both = await register({ username: 'mallory', password: PASSWORD, acceptedTerms: true }, { authorization: `Bearer ${ccToken}`, 'api-key': app.api_key });
     expect(both.status).toBe(201);
