@@ -132,10 +132,11 @@ export function createFactorService(deps: FactorServiceDeps) {
     const fixedCodeRefused = tenant.mode !== 'sandbox' && code === SANDBOX_CODE;
     const matches = !!challenge && !fixedCodeRefused && deps.codes.matches(challenge.id, codeInput(code, binding), challenge.codeHash);
     if (matches && challenge) {
-      // Consume, reset the count and apply the effect together: all or nothing.
+      // Consume, reset the count and apply the effect together: all or nothing, also inside a
+      // request's transaction (an idempotency-ref's), where this is a savepoint of it.
       let outcome;
       try {
-        outcome = await tx.transaction(async () => {
+        outcome = await tx.savepoint(async () => {
           if (!(await factors.transition(tenant.id, challenge.id, 'CONSUMED', now))) return undefined;
           await factors.resetFailures(tenant.id, user.id);
           return { value: await onSuccess(challenge) };

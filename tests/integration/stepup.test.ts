@@ -262,16 +262,22 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     expect(refused.json).toEqual({ message: 'Verification failed', code: 'VERIFICATION_FAILED' });
   });
 
-  (usingPostgres ? test : test.skip)("a login completes once, even by two of its challenges answered at the same moment; the loser's right code is no failure", async () => {
-    await createTenant(srv, 'twice-bank', 'sandbox');
-    const app = await createClient(srv, { tenants: ['twice-bank'], grant_types: ['password'] });
-    const user = await createUser(srv, 'twice-bank', { username: 'twice', mobile: '+447911200088', password: PASSWORD });
+  // With an idempotency-ref the verification runs inside the request's transaction: its consumption
+  // and effect must still be undone together when the effect fails.
+  (usingPostgres ? test.each : test.skip.each)([
+    ['without', ''],
+    ['with', 'ref-'],
+  ])("a login completes once, even by two of its challenges answered at the same moment; the loser's right code is no failure (%s an idempotency-ref)", async (_label, ref) => {
+    const bank = `twice-bank-${ref || 'plain'}`;
+    await createTenant(srv, bank, 'sandbox');
+    const app = await createClient(srv, { tenants: [bank], grant_types: ['password'] });
+    const user = await createUser(srv, bank, { username: 'twice', mobile: '+447911200088', password: PASSWORD });
     const first = (await login(srv, app, 'twice', PASSWORD)).access_token;
     await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(first));
     await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }, bearer(first));
     const { device, enrol } = await enrolPush({ token: first, user }, 'AUTHY');
     await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) });
-    await srv.running.app.services.tenants.setPolicy('twice-bank', { mfaAtLogin: true });
+    await srv.running.app.services.tenants.setPolicy(bank, { mfaAtLogin: true });
 
     const pending = (await passwordLogin(srv, app, 'twice', PASSWORD)).json.access_token as string;
     expect((await startSms(pending)).status).toBe(204);
@@ -281,22 +287,32 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
 
     // Both requests get past their bearer check, then wait on the pending token's row until released.
     const knex = srv.running.app.database.knex;
+    const waiting = async (n: number) => {
+      for (let i = 0; i < 500; i += 1) {
+        const row = await knex.raw("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
+        if ((row.rows[0] as { n: number }).n >= n) return;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error(`fewer than ${n} requests waiting on a lock`);
+    };
     const hold = await knex.transaction();
     try {
       await hold('oidc_payloads').where({ type: 'AccessToken', account_id: user.id }).whereRaw("payload->'extra'->>'pending' is not null").forUpdate();
-      // The push's collection queues first, so it wins; the SMS verification, its right code
-      // counted against the user's failure budget before it was compared, finds the login done.
+      // The push's collection queues on the row first, so it wins; the SMS verification, its right
+      // code counted against the user's failure budget before it was compared, finds the login done.
       const polling = json(srv, 'GET', `/stepup/challenges/${push.json.challengeId as string}`, undefined, bearer(pending));
-      await new Promise((r) => setTimeout(r, 300));
-      const verifying = verifySms(pending, '123456');
-      await new Promise((r) => setTimeout(r, 300));
+      await waiting(1);
+      const verifying = json(srv, 'POST', '/stepup/challenges/otp/SMS/verify', { verificationCode: '123456' }, bearer(pending, ref ? { 'idempotency-ref': `${ref}sms` } : {}));
+      await waiting(2);
       await hold.commit();
       const [sms, polled] = await Promise.all([verifying, polling]);
       const sessionTokens = [sms.json.refresh_token, (polled.json.token as { refresh_token?: string } | undefined)?.refresh_token].filter(Boolean);
       expect(sessionTokens).toHaveLength(1);
       expect([sms.status, polled.status]).toEqual([403, 200]);
-      // Not a guess: the attempt it reserved is given back.
+      // Not a guess: the attempt it reserved is given back, and the code it used is not spent.
       expect((await knex('users').where({ id: user.id }).first()).factor_failures).toBe(0);
+      const raced = await knex('challenges').where({ user_id: user.id, purpose: 'stepup', channel: 'SMS' }).orderBy('created_at', 'desc').first();
+      expect(raced.status).toBe('PENDING');
     } finally {
       if (!hold.isCompleted()) await hold.rollback();
     }
