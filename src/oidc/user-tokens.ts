@@ -43,6 +43,16 @@ function setLifetime(token: object, seconds: number): void {
   (token as { expiresIn?: number }).expiresIn = seconds;
 }
 
+/**
+ * A token's lifetime, its `iat` and `exp` from one reading of the clock: left to the library, exp
+ * is read as now + lifetime and iat a moment later, so a token made across a second's boundary
+ * lived a second less than its `expires_in` said.
+ */
+function setTokenLifetime(token: object, seconds: number): void {
+  const now = Math.floor(Date.now() / 1000);
+  Object.assign(token, { expiresIn: seconds, iat: now, exp: now + seconds });
+}
+
 /** The session's refresh token (when the client may refresh): rotating, ending with the session. */
 async function saveRefreshToken(
   c: UserTokenContext,
@@ -62,7 +72,7 @@ async function saveRefreshToken(
     sid: r.sessionId,
     rotations: 0,
   });
-  setLifetime(rt, r.lifetime);
+  setTokenLifetime(rt, r.lifetime);
   return rt.save();
 }
 
@@ -131,7 +141,7 @@ export async function startUserSession(
     ...(input.act ? { act: input.act } : {}),
   };
   const accessTtl = Math.min(info.accessTokenTTL, sessionSeconds);
-  setLifetime(at, accessTtl);
+  setTokenLifetime(at, accessTtl);
 
   const forget = input.login ? closeLoginWithSession(grantId, input.login) : undefined;
   let saved;
@@ -201,7 +211,7 @@ export async function issueStepUpToken(c: UserTokenContext, input: StepUpInput):
   at.extra = userClaims(user, { acr: ACR_SCA, amr: input.amr, authTime: now, sessionId: input.sessionId });
   // RFC 9396: oidc-provider carries `rar` into JWT access tokens and introspection replies.
   if (input.authorizationDetails) (at as unknown as { rar: unknown }).rar = input.authorizationDetails;
-  setLifetime(at, ttl);
+  setTokenLifetime(at, ttl);
   const accessToken = await at.save();
 
   const refreshToken = input.completesLogin
