@@ -95,6 +95,7 @@ function refuseOAuthRequest(ctx: Koa.Context, status: number, description: strin
   ctx.status = status;
   for (const [name, value] of Object.entries(headers)) ctx.set(name, value);
   ctx.set('Cache-Control', 'no-store');
+  ctx.set('Pragma', 'no-cache'); // RFC 6749 §5.1, as on the library's answers (token-errors.ts)
   ctx.body = { error: 'invalid_request', error_description: description };
 }
 /** The library's router ignores case and one trailing slash: so does the choice of what reaches it. */

@@ -102,8 +102,9 @@ export function readBody(ctx: Koa.Context, metrics: Pick<Metrics, 'failures'>, e
 }
 
 /**
- * The headers the library's client-authenticated endpoints set on every answer: no caching, and
- * their CORS answer to a request without an Origin (one with an Origin is the library's).
+ * The headers the library's client-authenticated endpoints set on every answer: no caching (with
+ * the Pragma we add), and their CORS answer to a request without an Origin (one with an Origin is
+ * the library's).
  */
 export function endpointHeaders(ctx: Koa.Context): void {
   // In the library's order and spelling: its CORS middleware, then its no_cache.
@@ -111,6 +112,7 @@ export function endpointHeaders(ctx: Koa.Context): void {
   // headers are out (setHeader would throw).
   const res = ctx.res;
   if (res.headersSent) return;
+  res.setHeader('Pragma', 'no-cache'); // RFC 6749 §5.1 (noCachePragma in token-errors.ts)
   ctx.vary('Origin');
   res.setHeader('Access-Control-Allow-Origin', '*');
   res.setHeader('Access-Control-Expose-Headers', 'WWW-Authenticate');

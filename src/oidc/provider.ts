@@ -14,7 +14,7 @@ import { checkSingleResource, grantedScopes, resourceInfo } from './resource';
 import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } from './password-grant';
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
 import { trimDiscovery } from './discovery';
-import { correctTokenErrors } from './token-errors';
+import { correctTokenErrors, noCachePragma } from './token-errors';
 
 export interface ProviderDeps {
   config: Config;
@@ -202,6 +202,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const provider = new Provider(config.publicUrl, configuration);
+  noCachePragma(provider);
   trimDiscovery(provider);
   correctTokenErrors(provider);
   provider.proxy = config.trustProxy;

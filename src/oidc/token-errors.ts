@@ -9,6 +9,23 @@ import type Provider from 'oidc-provider';
  */
 const NOT_ALLOWED = 'requested grant type is not allowed for this client';
 
+/** The library's client-authenticated endpoints, as its router matches them (any case, one trailing slash). */
+const CLIENT_AUTH_PATHS = new Set(['/token', '/token/introspection', '/token/revocation']);
+
+/**
+ * RFC 6749 §5.1: a token endpoint's answer carries `Cache-Control: no-store` and `Pragma: no-cache`;
+ * oidc-provider sends only the first (RFC 9111 retires Pragma, but HTTP/1.0 caches still read it).
+ * Set before the library's own headers, as the fast paths do (endpointHeaders), on every answer of
+ * its three client-authenticated endpoints.
+ */
+export function noCachePragma(provider: Provider): void {
+  provider.use(async (ctx, next) => {
+    const p = ctx.path.length > 1 && ctx.path.endsWith('/') ? ctx.path.slice(0, -1) : ctx.path;
+    if (ctx.method === 'POST' && CLIENT_AUTH_PATHS.has(p.toLowerCase())) ctx.set('Pragma', 'no-cache');
+    await next();
+  });
+}
+
 export function correctTokenErrors(provider: Provider): void {
   provider.use(async (ctx, next) => {
     await next();

@@ -135,7 +135,7 @@ describe(`token service (${dbLabel})`, () => {
     expect((await get()).status).toBe(401);
   });
 
-  test('token replies carry Cache-Control: no-store', async () => {
+  test('token replies carry Cache-Control: no-store and Pragma: no-cache (RFC 6749 §5.1), on every path', async () => {
     const ok = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app) });
     expect(ok.status).toBe(200);
     expect(ok.headers.get('cache-control')).toBe('no-store');
@@ -143,6 +143,23 @@ describe(`token service (${dbLabel})`, () => {
     expect(bad.headers.get('cache-control')).toBe('no-store');
     const intro = await introspect(srv, rsA, 'x');
     expect(intro.headers.get('cache-control')).toBe('no-store');
+    const token = (await clientCredentialsToken(srv, app)).access_token;
+    const answers = {
+      'fast client_credentials': ok,
+      'library client_credentials (client_secret_post)': await form(srv, '/token', { grant_type: 'client_credentials', client_id: app.client_id, client_secret: app.client_secret }),
+      'alias /v1/token': await form(srv, '/v1/token', { grant_type: 'client_credentials' }, { authorization: basic(app), institutionId: 'bank-a' }),
+      'invalid_client': bad,
+      'unsupported_grant_type': await form(srv, '/token', { grant_type: 'urn:example:nope' }, { authorization: basic(app) }),
+      'fast introspection': await introspect(srv, rsA, token),
+      'library introspection (a hint)': await form(srv, '/token/introspection', { token, token_type_hint: 'access_token' }, { authorization: basic(rsA) }),
+      'revocation': await form(srv, '/token/revocation', { token: 'unknown' }, { authorization: basic(app) }),
+      '405 before the library': await fetch(`${srv.base}/token`).then((r) => ({ status: r.status, headers: r.headers })),
+    };
+    for (const [what, r] of Object.entries(answers)) {
+      // A revocation's empty 200 carries no Cache-Control from the library (RFC 7009 asks none).
+      const cacheControl = what === 'revocation' ? null : 'no-store';
+      expect([what, r.headers.get('cache-control'), r.headers.get('pragma')]).toEqual([what, cacheControl, 'no-cache']);
+    }
   });
 
   test('a wrong secret is invalid_client with WWW-Authenticate', async () => {
