@@ -36,7 +36,7 @@ import { errorHandler } from './http/errors';
 import { healthRoutes } from './http/health';
 import { jsonBody } from './http/body';
 import { idempotency } from './http/idempotency';
-import { requireBearer, requireClient, requireUser, insufficientUserAuthentication } from './http/auth';
+import { malformedAuthorization, requireBearer, requireClient, requireUser, insufficientUserAuthentication } from './http/auth';
 import type { Principal } from './oidc/bearer';
 import { userRoutes } from './users/routes';
 import { sessionRoutes } from './sessions/routes';
@@ -312,7 +312,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     // other, while a proxy in front may act on the last. Which one is meant is nobody's guess: 400.
     koa.use((ctx, next) => {
       if (!repeatedAuthorization(ctx.req.rawHeaders)) return next();
-      if (PROVIDER_METHODS[providerPath(ctx.path)] === undefined) throw AppError.validation([{ fieldName: 'Authorization', error: 'must be sent once' }]);
+      if (PROVIDER_METHODS[providerPath(ctx.path)] === undefined) throw malformedAuthorization(config.publicUrl, 'must be sent once');
       refuseOAuthRequest(ctx, 400, 'more than one Authorization header');
       return Promise.resolve();
     });

@@ -33,15 +33,20 @@ function unauthorized(publicUrl: string, error?: string): AppError {
  */
 export function bearerToken(ctx: Context, realm: string): string | undefined {
   const header = ctx.get('authorization');
-  const m = /^Bearer +(.*)$/is.exec(header);
+  const m = /^Bearer(?:$| +(.*)$)/is.exec(header);
   if (!m) return undefined;
-  const token = /^[A-Za-z0-9\-._~+/]+=*$/.exec(m[1]!)?.[0];
+  const token = /^[A-Za-z0-9\-._~+/]+=*$/.exec(m[1] ?? '')?.[0];
   if (!token) {
-    throw new AppError('VALIDATION_ERROR', 400, 'Request is invalid', [{ fieldName: 'Authorization', error: 'must be Bearer and one token' }], {
-      'WWW-Authenticate': `Bearer realm="${realm}", error="invalid_request"`,
-    });
+    throw malformedAuthorization(realm, 'must be Bearer and one token');
   }
   return token;
+}
+
+/** RFC 6750 §3.1: a malformed request, answered in the validation shape with its challenge. */
+export function malformedAuthorization(realm: string, error: string): AppError {
+  return new AppError('VALIDATION_ERROR', 400, 'Request is invalid', [{ fieldName: 'Authorization', error }], {
+    'WWW-Authenticate': `Bearer realm="${realm}", error="invalid_request"`,
+  });
 }
 
 /**

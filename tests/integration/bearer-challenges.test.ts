@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, createClient, createTenant, createUser, form, json, login, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
@@ -59,12 +60,30 @@ describe(`bearer challenges on our routes (${dbLabel})`, () => {
   test('the scheme in any case and followed by several spaces is read; a Bearer header that is not one token is a 400', async () => {
     expect((await get('/users/me', `Bearer  ${userToken}`)).status).toBe(200);
     expect((await get('/users/me', `bearer ${userToken}`)).status).toBe(200);
-    for (const header of ['Bearer a b', `Bearer ${userToken} x`, 'Bearer "quoted"']) {
+    for (const header of ['Bearer a b', `Bearer ${userToken} x`, 'Bearer "quoted"', 'Bearer', 'bearer ']) {
       const r = await get('/users/me', header);
       expect([header, r.status]).toEqual([header, 400]);
       expect(r.json).toEqual({ message: 'Request is invalid', syntaxErrors: { invalidFields: [{ fieldName: 'Authorization', error: 'must be Bearer and one token' }] } });
       expect(r.headers.get('www-authenticate')).toBe(`Bearer realm="${realm}", error="invalid_request"`);
     }
+  });
+
+  test('two Authorization headers: a 400 with the same challenge', async () => {
+    // Raw: fetch and node:http join or refuse a repeated header.
+    const url = new URL(srv.base);
+    const text = await new Promise<string>((resolve, reject) => {
+      const socket = connect({ host: url.hostname, port: Number(url.port) }, () => {
+        const lines = ['GET /users/me HTTP/1.1', `host: ${url.host}`, 'connection: close', `authorization: Bearer ${userToken}`, `Authorization: Bearer ${ccToken}`];
+        socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+      });
+      const chunks: Buffer[] = [];
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('error', reject);
+      socket.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    });
+    expect(text.slice(9, 12)).toBe('400');
+    expect(text).toMatch(new RegExp(`\r\nWWW-Authenticate: Bearer realm="${realm.replace(/[.]/g, '\\.')}", error="invalid_request"\r\n`, 'i'));
+    expect(JSON.parse(text.slice(text.indexOf('{'), text.lastIndexOf('}') + 1))).toEqual({ message: 'Request is invalid', syntaxErrors: { invalidFields: [{ fieldName: 'Authorization', error: 'must be sent once' }] } });
   });
 
   test('no token, or another scheme: 401 with the realm and no error code; a bad token: invalid_token', async () => {
