@@ -39,6 +39,7 @@ import { idempotency } from './http/idempotency';
 import { malformedAuthorization, requireBearer, requireClient, requireUser, insufficientUserAuthentication } from './http/auth';
 import type { Principal } from './oidc/bearer';
 import { userRoutes } from './users/routes';
+import { providerPath } from './oidc/paths';
 import { sessionRoutes } from './sessions/routes';
 import { deviceRoutes, factorRoutes } from './factors/routes';
 import { createStepUpService } from './stepup/service';
@@ -98,8 +99,6 @@ function refuseOAuthRequest(ctx: Koa.Context, status: number, description: strin
   ctx.set('Pragma', 'no-cache'); // RFC 6749 §5.1, as on the library's answers (token-errors.ts)
   ctx.body = { error: 'invalid_request', error_description: description };
 }
-/** The library's router ignores case and one trailing slash: so does the choice of what reaches it. */
-const providerPath = (p: string) => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p).toLowerCase();
 
 export interface AppOptions {
   db?: DbOptions;

@@ -1,4 +1,5 @@
 import type Provider from 'oidc-provider';
+import { providerPath } from './paths';
 
 /**
  * oidc-provider answers a token request whose grant type the client is not registered for with
@@ -9,7 +10,7 @@ import type Provider from 'oidc-provider';
  */
 const NOT_ALLOWED = 'requested grant type is not allowed for this client';
 
-/** The library's client-authenticated endpoints, as its router matches them (any case, one trailing slash). */
+/** The library's client-authenticated endpoints (matched as its router matches them: providerPath). */
 const CLIENT_AUTH_PATHS = new Set(['/token', '/token/introspection', '/token/revocation']);
 
 /**
@@ -20,8 +21,7 @@ const CLIENT_AUTH_PATHS = new Set(['/token', '/token/introspection', '/token/rev
  */
 export function noCachePragma(provider: Provider): void {
   provider.use(async (ctx, next) => {
-    const p = ctx.path.length > 1 && ctx.path.endsWith('/') ? ctx.path.slice(0, -1) : ctx.path;
-    if (ctx.method === 'POST' && CLIENT_AUTH_PATHS.has(p.toLowerCase())) ctx.set('Pragma', 'no-cache');
+    if (ctx.method === 'POST' && CLIENT_AUTH_PATHS.has(providerPath(ctx.path))) ctx.set('Pragma', 'no-cache');
     await next();
   });
 }
