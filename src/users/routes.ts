@@ -13,18 +13,6 @@ import { publicUser, type UserService } from './service';
 
 type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
 
-/**
- * The tenant a registration is for, once requireClient has run: the body's `tenant`, else the client
- * token's, else the client's only one. Whether the client may register there is the route's check.
- */
-function registrationTenantId(ctx: Context): string | undefined {
-  const client = ctx.state.client as ClientRecord | undefined;
-  const requested = ((ctx.request as { body?: unknown }).body as { tenant?: unknown } | undefined)?.tenant;
-  if (typeof requested === 'string') return requested;
-  const tokenTenant = ctx.state.clientTenant as string | undefined;
-  return tokenTenant ?? (client?.tenants.length === 1 ? client.tenants[0] : undefined);
-}
-
 /** Seed 003: registration (client-authenticated) and the signed-in user's own record. */
 export function userRoutes(deps: {
   tenants: TenantRepository;
@@ -47,8 +35,9 @@ export function userRoutes(deps: {
     if (requestedTenant !== undefined && typeof requestedTenant !== 'string') {
       throw AppError.validation([{ fieldName: 'tenant', error: 'must be a string' }]);
     }
+    // The body's tenant, else the client token's, else the client's only one.
     const tokenTenant = ctx.state.clientTenant as string | undefined;
-    const tenantId = registrationTenantId(ctx);
+    const tenantId = requestedTenant ?? tokenTenant ?? (client.tenants.length === 1 ? client.tenants[0] : undefined);
     if (!tenantId) throw AppError.validation([{ fieldName: 'tenant', error: 'is required' }]);
     const tenant = client.tenants.includes(tenantId) && (!tokenTenant || tokenTenant === tenantId) ? await deps.tenants.find(tenantId) : undefined;
     if (!tenant || tenant.status !== 'active') throw new AppError('TENANT_NOT_ALLOWED', 403, 'This client may not register users for this tenant');
