@@ -21,6 +21,9 @@ export function passwordProblem(password: string, minLength = PASSWORD_MIN_LENGT
   if (length < minLength) return `must be at least ${minLength} characters`;
   if (length > PASSWORD_MAX_LENGTH) return `must be at most ${PASSWORD_MAX_LENGTH} characters`;
   if (p.includes('\u0000')) return 'must not contain NUL characters';
+  // A lone surrogate (JSON can carry one, "\ud800") is not text: it would be hashed as U+FFFD, so
+  // every lone surrogate and U+FFFD would be the same password.
+  if (/\p{Cs}/u.test(p)) return 'must be valid Unicode text';
   if (dumbPasswords.check(p) || dumbPasswords.check(p.toLowerCase())) return 'is too common; choose another';
   return undefined;
 }

@@ -60,6 +60,7 @@ describe(`registration (${dbLabel})`, () => {
     ['a breached password', { email: 'x3@example.com', password: 'password1', acceptedTerms: true }, 'password'],
     ['a breached password in capitals', { email: 'x3@example.com', password: 'BASEBALL1', acceptedTerms: true }, 'password'],
     ['a short password', { email: 'x4@example.com', password: 'Zq9!x', acceptedTerms: true }, 'password'],
+    ['a password with a lone surrogate', { email: 'x6@example.com', password: `${PASSWORD}\ud800`, acceptedTerms: true }, 'password'],
     ['an unknown field', { email: 'x5@example.com', password: PASSWORD, acceptedTerms: true, isAdmin: true }, ''],
   ])('%s → 400 in the documented shape, nothing stored', async (_name, body, field) => {
     const before = await userCount();
