@@ -6,6 +6,7 @@ import type { Principal } from '../oidc/bearer';
 import type { TenantRepository } from '../tenants/repository';
 import type { UserService } from '../users/service';
 import type { Caller } from '../factors/service';
+import { bearerChallenge } from './challenge';
 
 export interface AuthState {
   principal: Principal;
@@ -22,8 +23,7 @@ export function apiKeyRequired(): AppError {
 }
 
 function unauthorized(publicUrl: string, error?: string): AppError {
-  const challenge = error ? `Bearer realm="${publicUrl}", error="${error}"` : `Bearer realm="${publicUrl}"`;
-  return new AppError('UNAUTHORIZED', 401, 'Missing or invalid access token', undefined, { 'WWW-Authenticate': challenge });
+  return new AppError('UNAUTHORIZED', 401, 'Missing or invalid access token', undefined, { 'WWW-Authenticate': bearerChallenge(publicUrl, { error }) });
 }
 
 /**
@@ -45,7 +45,7 @@ export function bearerToken(ctx: Context, realm: string): string | undefined {
 /** RFC 6750 §3.1: a malformed request, answered in the validation shape with its challenge. */
 export function malformedAuthorization(realm: string, error: string): AppError {
   return new AppError('VALIDATION_ERROR', 400, 'Request is invalid', [{ fieldName: 'Authorization', error }], {
-    'WWW-Authenticate': `Bearer realm="${realm}", error="invalid_request"`,
+    'WWW-Authenticate': bearerChallenge(realm, { error: 'invalid_request' }),
   });
 }
 
@@ -54,10 +54,12 @@ export function malformedAuthorization(realm: string, error: string): AppError {
  * should step the user up (SCA) or have them log in again within `maxAge` seconds.
  */
 export function insufficientUserAuthentication(publicUrl: string, maxAge?: number): AppError {
-  const challenge =
-    `Bearer realm="${publicUrl}", error="insufficient_user_authentication", ` +
-    `error_description="A stronger or more recent authentication is required", acr_values="urn:openbanking:psd2:sca"` +
-    (maxAge ? `, max_age=${maxAge}` : '');
+  const challenge = bearerChallenge(publicUrl, {
+    error: 'insufficient_user_authentication',
+    error_description: 'A stronger or more recent authentication is required',
+    acr_values: 'urn:openbanking:psd2:sca',
+    max_age: maxAge || undefined,
+  });
   return new AppError('INSUFFICIENT_USER_AUTHENTICATION', 401, 'Strong customer authentication is required for this operation', undefined, {
     'WWW-Authenticate': challenge,
   });

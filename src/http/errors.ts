@@ -2,6 +2,7 @@ import type { Context, Next } from 'koa';
 import { AppError } from '../errors';
 import type { Logger } from '../log';
 import { isDatabaseUnavailable, RETRY_AFTER_SECONDS } from '../db/unavailable';
+import { bearerChallenge } from './challenge';
 
 /**
  * Renders errors of our own routes: AppError as `{message, code}` (validation as
@@ -18,8 +19,7 @@ export function errorHandler(logger: Logger, realm: string) {
         ctx.status = err.status;
         for (const [k, v] of Object.entries(err.headers ?? {})) ctx.set(k, v);
         if (err.insufficientScope) {
-          const { scope } = err.insufficientScope;
-          ctx.set('WWW-Authenticate', `Bearer realm="${realm}", error="insufficient_scope"${scope ? `, scope="${scope}"` : ''}`);
+          ctx.set('WWW-Authenticate', bearerChallenge(realm, { error: 'insufficient_scope', scope: err.insufficientScope.scope || undefined }));
         }
         ctx.body = err.invalidFields
           ? { message: err.message, syntaxErrors: { invalidFields: err.invalidFields } }
