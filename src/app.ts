@@ -318,6 +318,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     // The OAuth endpoints are the hot path and none of ours: they go straight to their handler
     // (below), past the health routes and our routers' matching.
     koa.use((ctx, next) => (OAUTH_PATHS.has(providerPath(ctx.path)) ? oauth(ctx) : next()));
+    // OPTIONS on our routes (RFC 9110 §9.3.7): the routers answer 200 and the path's methods; it
+    // gets the library's paths' answer, 204 with OPTIONS among them.
+    koa.use(async (ctx, next) => {
+      await next();
+      if (ctx.method !== 'OPTIONS' || ctx.status !== 200 || ctx.body !== '') return;
+      const allow = ctx.response.get('Allow');
+      if (typeof allow !== 'string' || allow === '') return;
+      ctx.status = 204;
+      if (!/\bOPTIONS\b/.test(allow)) ctx.set('Allow', `${allow}, OPTIONS`);
+    });
     const health = healthRoutes({ knex: database.knex, isDraining: () => draining, metrics: services.metrics.registry });
     koa.use(health.routes());
     koa.use(health.allowedMethods());
@@ -376,7 +386,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       if (ctx.status === 405 && ctx.body === undefined) throw notAllowed(ctx, String(ctx.response.get('Allow')));
       if (ctx.status === 501 && ctx.body === undefined) throw new AppError('NOT_IMPLEMENTED', 501, `${ctx.method} is not a method of this server`);
       const healthPath = health.match(ctx.path, ctx.method).path;
-      if (healthPath.length > 0) throw notAllowed(ctx, [...new Set(healthPath.flatMap((l) => l.methods))].join(', '));
+      if (healthPath.length > 0) {
+        const allow = [...new Set(healthPath.flatMap((l) => l.methods))].join(', ');
+        if (ctx.method !== 'OPTIONS') throw notAllowed(ctx, allow);
+        ctx.status = 204;
+        ctx.set('Allow', `${allow}, OPTIONS`);
+        return;
+      }
       if (ctx.status === 404 && ctx.body === undefined) throw new AppError('NOT_FOUND', 404, 'Not found');
     });
 

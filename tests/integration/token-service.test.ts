@@ -101,6 +101,12 @@ describe(`token service (${dbLabel})`, () => {
       const r = await fetch(`${srv.base}${path}`, { method: 'OPTIONS' });
       expect([path, r.status, r.headers.get('allow'), await r.text()]).toEqual([path, 204, allow, '']);
     }
+    // Our paths answer OPTIONS alike; a path that does not exist is still a 404.
+    for (const [path, allow] of [['/users/me', 'HEAD, GET, OPTIONS'], ['/healthz', 'HEAD, GET, OPTIONS'], ['/admin/tenants', 'HEAD, GET, POST, OPTIONS']]) {
+      const r = await fetch(`${srv.base}${path}`, { method: 'OPTIONS' });
+      expect([path, r.status, r.headers.get('allow'), await r.text()]).toEqual([path, 204, allow, '']);
+    }
+    expect((await fetch(`${srv.base}/no/such/path`, { method: 'OPTIONS' })).status).toBe(404);
     // oidc-provider's paths answer in RFC 6749's shape, ours in {message, code}.
     for (const [method, path, allow] of [['GET', '/token', 'POST, OPTIONS'], ['PUT', '/jwks', 'GET, HEAD, OPTIONS'], ['DELETE', '/token/introspection', 'POST, OPTIONS']]) {
       const r = await fetch(`${srv.base}${path}`, { method });
