@@ -14,7 +14,7 @@ import type { ClientRecord } from '../clients/repository';
 import { clientAuditRecords, clientView, type ClientAuditDetails } from '../clients/view';
 import { tenantView } from '../tenants/view';
 import type { Tenant } from '../tenants/repository';
-import { resolvePolicy, tenantPolicySchema } from '../tenants/policy';
+import { resolvePolicy, tenantPolicySchema, validOverrides } from '../tenants/policy';
 import { validateBody } from '../http/validate';
 import { canSee, etag, ifMatch, preconditionFailed, requirePlatform, tenantFor, type AdminCaller } from './auth';
 import * as S from './schemas';
@@ -109,12 +109,15 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.get('/tenants/:t/policy', async (ctx) => {
     const t = await tenantOf(ctx);
     ctx.set('ETag', etag(t.version));
-    ctx.body = { policy: t.policy, overrides: t.storedPolicy };
+    // Stored keys that do not apply (unknown to this release, or out of range) are named.
+    const { ignored } = validOverrides(t.storedPolicy);
+    ctx.body = { policy: t.policy, overrides: t.storedPolicy, ...(ignored.length > 0 ? { ignored } : {}) };
   });
   router.patch('/tenants/:t/policy', async (ctx) => {
     const t = await tenantOf(ctx);
     const patch = validateBody(ctx, S.policyPatch) as Record<string, unknown>;
-    const merged: Record<string, unknown> = { ...t.storedPolicy };
+    // A change keeps the overrides that apply; what did not apply (see GET) is dropped with it.
+    const merged: Record<string, unknown> = { ...validOverrides(t.storedPolicy).valid };
     for (const [k, v] of Object.entries(patch)) {
       if (v === null) delete merged[k];
       else if (v !== undefined) merged[k] = v;

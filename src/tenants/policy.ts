@@ -4,8 +4,7 @@ import { z } from 'zod';
  * Per-tenant policy, stored as JSON on the tenant row. Every field is optional in storage; the
  * defaults below apply where a tenant has not set one, so new fields never need a data migration.
  */
-export const tenantPolicySchema = z
-  .object({
+const policyFields = z.object({
     accessTokenTtlSeconds: z.number().int().min(60).max(86400),
     sessionDurationSeconds: z.number().int().min(300).max(30 * 86400),
     lockoutThreshold: z.number().int().min(3).max(100),
@@ -22,9 +21,8 @@ export const tenantPolicySchema = z
     requireApiKey: z.boolean(),
     stepUpTtlSeconds: z.number().int().min(30).max(3600),
     mfaAtLogin: z.boolean(),
-  })
-  .partial()
-  .strict();
+});
+export const tenantPolicySchema = policyFields.partial().strict();
 
 export type TenantPolicyInput = z.infer<typeof tenantPolicySchema>;
 
@@ -74,7 +72,26 @@ export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
   mfaAtLogin: false,
 });
 
+/**
+ * The stored overrides that hold, key by key: a key this release does not know (one a later
+ * release wrote, say) or a value out of its range is left out alone — `ignored` names it — and
+ * every other override still applies. One bad key must never drop a tenant's `requireApiKey` or
+ * `mfaAtLogin` back to the defaults.
+ */
+export function validOverrides(stored: unknown): { valid: TenantPolicyInput; ignored: string[] } {
+  if (stored === null || stored === undefined) return { valid: {}, ignored: [] };
+  if (typeof stored !== 'object' || Array.isArray(stored)) return { valid: {}, ignored: ['(the stored policy is not an object)'] };
+  const fields = policyFields.shape as Record<string, z.ZodType>;
+  const valid: Record<string, unknown> = {};
+  const ignored: string[] = [];
+  for (const [key, value] of Object.entries(stored)) {
+    const field = Object.hasOwn(fields, key) ? fields[key] : undefined;
+    if (field?.safeParse(value).success) valid[key] = value;
+    else ignored.push(key);
+  }
+  return { valid: valid as TenantPolicyInput, ignored };
+}
+
 export function resolvePolicy(stored: unknown, defaults: Partial<TenantPolicy> = {}): TenantPolicy {
-  const parsed = tenantPolicySchema.safeParse(stored ?? {});
-  return Object.freeze({ ...DEFAULT_POLICY, ...defaults, ...(parsed.success ? parsed.data : {}) });
+  return Object.freeze({ ...DEFAULT_POLICY, ...defaults, ...validOverrides(stored).valid });
 }

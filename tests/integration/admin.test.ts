@@ -344,6 +344,26 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('GET', '/tenants/deep-bank')).json.name).toBe('deep-bank');
   });
 
+  test('a stored policy key that does not apply is left out alone, shown, and dropped by the next change', async () => {
+    await api('POST', '/tenants', { id: 'odd-bank', name: 'O' });
+    const etag = (await api('GET', '/tenants/odd-bank/policy')).headers.get('etag')!;
+    expect((await api('PATCH', '/tenants/odd-bank/policy', { requireApiKey: true, accessTokenTtlSeconds: 900 }, { 'if-match': etag })).status).toBe(200);
+    // What a newer release, or a hand edit, may leave in the row.
+    const knex = srv.running.app.database.knex;
+    await knex('tenants').where({ id: 'odd-bank' }).update({ policy: JSON.stringify({ requireApiKey: true, accessTokenTtlSeconds: 900, newFutureKey: 5, lockoutThreshold: 2 }) });
+    srv.running.app.services.caches.changed('tenant', 'odd-bank');
+    const read = await api('GET', '/tenants/odd-bank/policy');
+    expect(read.json.policy).toMatchObject({ requireApiKey: true, accessTokenTtlSeconds: 900, lockoutThreshold: 10 });
+    expect(read.json.ignored).toEqual(['newFutureKey', 'lockoutThreshold']);
+    const c = await api('POST', '/tenants/odd-bank/clients', {});
+    const cc = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic({ client_id: c.json.client_id, client_secret: c.json.client_secret }) });
+    expect(cc.json.expires_in).toBe(900);
+    const changed = await api('PATCH', '/tenants/odd-bank/policy', { otpTtlSeconds: 120 }, { 'if-match': read.headers.get('etag')! });
+    expect(changed.status).toBe(200);
+    expect(changed.json).toEqual({ policy: expect.objectContaining({ requireApiKey: true, otpTtlSeconds: 120 }), overrides: { requireApiKey: true, accessTokenTtlSeconds: 900, otpTtlSeconds: 120 } });
+    expect((await api('GET', '/tenants/odd-bank/policy')).json).not.toHaveProperty('ignored');
+  });
+
   test('an If-Match naming no version, however it is written, is a 412', async () => {
     await api('POST', '/tenants', { id: 'etag-bank', name: 'E' });
     const c = await api('POST', '/tenants/etag-bank/clients', {});
