@@ -19,7 +19,21 @@ const NOT_OFFERED = [
   'claim_types_supported',
 ] as const;
 
-/** Trims the discovery document to what this server serves (a post-middleware, the library's public hook). */
+/**
+ * The library writes endpoint URLs from the request's own origin (its Host header). Every one is
+ * put under the issuer (PUBLIC_URL) instead: a request naming another host must not be told to send
+ * its client credentials, or fetch keys, there — nor leave such a document in a shared cache.
+ */
+function underIssuer(issuer: string, value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const url = new URL(value);
+  return `${issuer}${url.pathname}${url.search}`;
+}
+
+/**
+ * Trims the discovery document to what this server serves, its endpoints under the issuer (a
+ * post-middleware, the library's public hook).
+ */
 export function trimDiscovery(provider: Provider): void {
   provider.use(async (ctx, next) => {
     await next();
@@ -27,5 +41,12 @@ export function trimDiscovery(provider: Provider): void {
     const body = ctx.body as Record<string, unknown>;
     for (const key of NOT_OFFERED) delete body[key];
     body.response_types_supported = []; // REQUIRED by RFC 8414; none, without an authorization endpoint
+    for (const [key, value] of Object.entries(body)) {
+      if (key === 'jwks_uri' || key.endsWith('_endpoint')) body[key] = underIssuer(provider.issuer, value);
+    }
+    const aliases = body.mtls_endpoint_aliases;
+    if (aliases && typeof aliases === 'object') {
+      for (const [key, value] of Object.entries(aliases)) (aliases as Record<string, unknown>)[key] = underIssuer(provider.issuer, value);
+    }
   });
 }

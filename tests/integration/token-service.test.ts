@@ -50,6 +50,27 @@ describe(`token service (${dbLabel})`, () => {
     expect(after.active).toBe(false);
   });
 
+  test('endpoint URLs in the metadata are under the issuer, whatever Host the request names', async () => {
+    const { request } = await import('node:http');
+    const get = (path: string, host: string) =>
+      new Promise<Record<string, unknown>>((resolve, reject) => {
+        const req = request(`${srv.base}${path}`, { headers: { host, 'x-forwarded-host': host } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
+      const meta = await get(path, 'evil.example');
+      const urls = Object.entries(meta).filter(([k]) => k === 'jwks_uri' || k.endsWith('_endpoint'));
+      expect(urls.length).toBeGreaterThanOrEqual(4);
+      for (const [key, url] of urls) expect([path, key, url]).toEqual([path, key, expect.stringMatching(new RegExp(`^${String(meta.issuer).replace(/[.]/g, '\\.')}/`))]);
+      expect(meta).toEqual(await get(path, new URL(srv.base).host));
+    }
+  });
+
   test('both metadata documents describe the same endpoints', async () => {
     const a = (await (await fetch(`${srv.base}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
     const b = (await (await fetch(`${srv.base}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
