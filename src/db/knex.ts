@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type { Config } from '../config';
@@ -40,7 +40,7 @@ function processAlive(pid: number): boolean {
  * fail with a clear message instead of corrupting the data.
  */
 function lockDataDir(dir: string): () => void {
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 }); // an existing DATA_DIR keeps its mode
   const lock = path.join(dir, 'portcullis.lock');
   for (let attempt = 0; attempt < 2; attempt += 1) {
     try {
@@ -130,7 +130,11 @@ export async function openDatabase(config: Config, opts: DbOptions = {}): Promis
       const dir = path.resolve(config.dataDir);
       unlock = lockDataDir(dir);
       pgdata = path.join(dir, 'pgdata');
-      if (!existsSync(pgdata)) mkdirSync(pgdata, { recursive: true });
+      // The database's files (secret hashes, sealed keys, the dev outbox's codes) are the owner's
+      // alone, as PostgreSQL requires of its data directory: PGlite writes them 0666 under the
+      // umask, so the directory keeps everyone else out. An older, open one is closed too.
+      mkdirSync(pgdata, { recursive: true, mode: 0o700 });
+      chmodSync(pgdata, 0o700);
     }
     // PostgreSQL's default shared_buffers (128 MB) sits in the WebAssembly memory, which never gives
     // pages back: at 32 MB a server's peak RSS under load was about 130 MB lower (README, Configuration).

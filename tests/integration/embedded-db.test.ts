@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
@@ -23,6 +23,21 @@ describe('the embedded database (PGlite)', () => {
       expect(await sharedBuffers(memory)).toBe('32MB');
     } finally {
       await memory.close();
+    }
+  });
+
+  test("the database's directory is its owner's alone, also one an older release left open", async () => {
+    const fresh = config();
+    const open = config();
+    mkdirSync(path.join(open.dataDir, 'pgdata'), { mode: 0o777 });
+    chmodSync(path.join(open.dataDir, 'pgdata'), 0o777);
+    for (const c of [fresh, open]) {
+      const db = await openDatabase(c);
+      try {
+        expect(statSync(path.join(c.dataDir, 'pgdata')).mode & 0o777).toBe(0o700);
+      } finally {
+        await db.close();
+      }
     }
   });
 
