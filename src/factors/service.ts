@@ -173,8 +173,10 @@ export function createFactorService(deps: FactorServiceDeps) {
     const { tenant, user } = caller;
     const mobile = user.mobile;
     if (!mobile) throw new AppError('MOBILE_REQUIRED', 409, 'The user has no mobile number');
+    // Each tenant's sends count against its own number cap: another tenant's users registering the
+    // same number (a sandbox's, which sends nothing, among them) must not use up this one's.
     await deps.caps.take([
-      { key: `sms:number:${mobile}`, cap: tenant.policy.smsPerNumberPerHour },
+      { key: `sms:number:${tenant.id}:${mobile}`, cap: tenant.policy.smsPerNumberPerHour },
       { key: `sms:user:${user.id}`, cap: tenant.policy.smsPerUserPerHour },
     ]);
     return tx.transaction(async () => {

@@ -275,5 +275,13 @@ describe(`additional factors (${dbLabel})`, () => {
     expect(third.status).toBe(429);
     expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(await outbox(srv, 'sms', mobile)).toHaveLength(2);
+    // Another tenant's user with the same number has a cap of its own, whatever this one's is.
+    await createTenant(srv, 'other-bank', 'live');
+    await srv.running.app.services.tenants.setPolicy('other-bank', { smsPerNumberPerHour: 2 });
+    const other = await createClient(srv, { tenants: ['other-bank'], grant_types: ['password'] });
+    await createUser(srv, 'other-bank', { username: 'same-number', mobile, password: PASSWORD });
+    const o = await login(srv, other, 'same-number', PASSWORD);
+    expect((await enrolSms(o.access_token)).status).toBe(204);
+    expect(await outbox(srv, 'sms', mobile)).toHaveLength(3);
   });
 });
