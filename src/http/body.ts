@@ -5,23 +5,32 @@ import { AppError } from '../errors';
 /** Deeper than any body of ours nests (step-up transaction details are the deepest, a few levels). */
 export const MAX_BODY_DEPTH = 32;
 
+/** Why PostgreSQL could not take a string: U+0000, or a lone surrogate (JSON's "\ud800"), which is no text. */
+function textProblem(s: string): string | undefined {
+  if (s.includes('\u0000')) return 'must not contain NUL characters';
+  if (/\p{Cs}/u.test(s)) return 'must be valid Unicode text';
+  return undefined;
+}
+
 /**
- * The path of the first string (value or key, in document order) holding U+0000, which PostgreSQL
- * cannot store; or `tooDeep` when objects and arrays nest more than MAX_BODY_DEPTH levels. A walk
- * with its own stack: JSON.parse reads thousands of levels in a few kilobytes, which a recursive
- * walk (here, or the idempotency hash's) would answer with a stack overflow, a 500.
+ * The path of the first string (value or key, in document order) that PostgreSQL cannot store
+ * (`textProblem`), and why; or `tooDeep` when objects and arrays nest more than MAX_BODY_DEPTH
+ * levels. A walk with its own stack: JSON.parse reads thousands of levels in a few kilobytes, which
+ * a recursive walk (here, or the idempotency hash's) would answer with a stack overflow, a 500.
  */
-function inspectBody(body: object): { nul: string } | { tooDeep: true } | undefined {
+function inspectBody(body: object): { path: string; error: string } | { tooDeep: true } | undefined {
   const stack: Array<{ value: unknown; path: string; depth: number; key?: string }> = [{ value: body, path: '', depth: 0 }];
   for (let item = stack.pop(); item; item = stack.pop()) {
     const { value, path, depth, key } = item;
-    if (key?.includes('\u0000')) return { nul: path };
+    const keyProblem = key === undefined ? undefined : textProblem(key);
+    if (keyProblem) return { path, error: keyProblem };
     if (typeof value === 'string') {
-      if (value.includes('\u0000')) return { nul: path };
+      const error = textProblem(value);
+      if (error) return { path, error };
     } else if (value && typeof value === 'object') {
       if (depth >= MAX_BODY_DEPTH) return { tooDeep: true };
       const entries = Object.entries(value);
-      // Pushed last to first, so popped in document order (the first NUL found is named).
+      // Pushed last to first, so popped in document order (the first problem found is named).
       for (let i = entries.length - 1; i >= 0; i -= 1) {
         const [k, v] = entries[i]!;
         stack.push({ value: v, path: path ? `${path}.${k}` : k, depth: depth + 1, key: k });
@@ -66,7 +75,7 @@ export function jsonBody(limitBytes: number) {
       }
       const found = inspectBody(body);
       if (found && 'tooDeep' in found) throw AppError.validation([{ fieldName: 'body', error: `must not nest more than ${MAX_BODY_DEPTH} levels deep` }]);
-      if (found) throw AppError.validation([{ fieldName: found.nul || 'body', error: 'must not contain NUL characters' }]);
+      if (found) throw AppError.validation([{ fieldName: found.path || 'body', error: found.error }]);
     } else {
       (ctx.request as { body?: unknown }).body = {};
     }

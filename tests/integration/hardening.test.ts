@@ -120,6 +120,20 @@ describe(`access ends when it should; hostile input (${dbLabel})`, () => {
     expect(reg.json).toMatchObject({ syntaxErrors: { invalidFields: [{ fieldName: 'group' }] } });
   });
 
+  test('a lone surrogate (JSON "\\ud800") in a value or a key: a 400 naming it, never a 500, nothing stored', async () => {
+    const users = async () => Number((await srv.running.app.database.knex('users').count({ n: '*' }).first())?.n);
+    const before = await users();
+    const body = { username: 'lone', password: PASSWORD, acceptedTerms: true, profile: { firstName: 'Ca\ud800rol' } };
+    const reg = await json(srv, 'POST', '/users', body, { 'api-key': app.api_key });
+    expect([reg.status, reg.json]).toEqual([400, { message: 'Request is invalid', syntaxErrors: { invalidFields: [{ fieldName: 'profile.firstName', error: 'must be valid Unicode text' }] } }]);
+    const key = await json(srv, 'POST', '/users', { ...body, profile: { ['x\udfff']: 'y' } }, { 'api-key': app.api_key });
+    expect(key.status).toBe(400);
+    expect(await users()).toBe(before);
+    // A well-formed pair is text like any other.
+    const ok = await json(srv, 'POST', '/users', { ...body, profile: { firstName: 'Ca\ud83d\ude00rol' } }, { 'api-key': app.api_key });
+    expect(ok.status).toBe(201);
+  });
+
   test('the bearer scheme is case-insensitive (RFC 7235)', async () => {
     const t = await login(srv, app, 'jay', PASSWORD);
     expect((await json(srv, 'GET', '/users/me', undefined, { authorization: `bearer ${t.access_token}` })).status).toBe(200);
