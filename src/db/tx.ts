@@ -11,13 +11,23 @@ import type { Knex } from 'knex';
 export interface TxContext {
   db(): Knex;
   asyncCommitDb(): Knex;
-  transaction<T>(fn: () => Promise<T>): Promise<T>;
   /**
-   * `fn` in a savepoint of the open transaction (in a transaction of its own when none is open):
-   * an error in it (a unique violation, say) undoes its writes alone and leaves the outer
-   * transaction usable, so the caller can still answer and record the refusal.
+   * `fn` all or nothing: in a transaction of its own, or in a savepoint of the one open (a
+   * request's, for an idempotency-ref). An error in it undoes its writes alone and leaves an outer
+   * transaction usable, so the caller can still answer and record the refusal: nested or not, the
+   * same writes are kept.
    */
+  transaction<T>(fn: () => Promise<T>): Promise<T>;
+  /** The same as `transaction`, named where the savepoint is the point. */
   savepoint<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` once the outermost transaction has committed, outside it, before `transaction()`
+   * returns — and `transaction()` throws what `fn` throws (the first of several). For work that
+   * must not hold a connection or its locks, such as a call to another service, and that decides
+   * the request's answer. Nothing runs if the transaction, or the savepoint `fn` was registered
+   * in, rolls back. At once when no transaction is open.
+   */
+  afterCommit(fn: () => Promise<void>): Promise<void>;
   /**
    * Runs `fn` once the current outermost transaction has ended, committed or rolled back, before
    * `transaction()` returns or throws; at once when none is open. For what must follow the
@@ -40,6 +50,10 @@ export function createTxContext(knex: Knex, asyncCommit?: Knex, onDoneError: (er
   // it has ended (`closed`), a late registration runs at once instead of being lost.
   type Done = { fns: Array<() => Promise<void> | void>; closed: boolean };
   const ends = new WeakMap<Knex.Transaction, Done>();
+  // What runs after each transaction or savepoint commits: a savepoint's joins its parent's when it
+  // is released, and is dropped when it rolls back.
+  type Committed = { fns: Array<() => Promise<void>>; closed: boolean };
+  const commits = new WeakMap<Knex.Transaction, Committed>();
   const run = async (f: () => Promise<void> | void) => {
     try {
       await f();
@@ -48,30 +62,56 @@ export function createTxContext(knex: Knex, asyncCommit?: Knex, onDoneError: (er
     }
   };
   async function transaction<T>(fn: () => Promise<T>): Promise<T> {
-    if (als.getStore()) return fn();
+    const outer = als.getStore();
+    if (outer) {
+      const committed: Committed = { fns: [], closed: false };
+      const result = await outer.transaction((sp) => {
+        const done = ends.get(outer);
+        if (done) ends.set(sp, done);
+        commits.set(sp, committed);
+        return als.run(sp, fn);
+      });
+      committed.closed = true;
+      const parent = commits.get(outer);
+      if (parent && !parent.closed) parent.fns.push(...committed.fns);
+      else for (const f of committed.fns) await f(); // the outer one already ended (a straggling branch)
+      return result;
+    }
     const done: Done = { fns: [], closed: false };
+    const committed: Committed = { fns: [], closed: false };
+    let result: T;
     try {
-      return await knex.transaction((trx) => {
+      result = await knex.transaction((trx) => {
         ends.set(trx, done);
+        commits.set(trx, committed);
         return als.run(trx, fn);
       });
     } finally {
+      committed.closed = true;
       for (const f of done.fns) await run(f);
       done.closed = true;
     }
+    let failed: { err: unknown } | undefined;
+    for (const f of committed.fns) {
+      try {
+        await f();
+      } catch (err) {
+        failed ??= { err };
+      }
+    }
+    if (failed) throw failed.err;
+    return result;
   }
   return {
     db: () => als.getStore() ?? knex,
     asyncCommitDb: () => als.getStore() ?? asyncCommit ?? knex,
     transaction,
-    savepoint(fn) {
-      const outer = als.getStore();
-      if (!outer) return transaction(fn);
-      return outer.transaction((sp) => {
-        const done = ends.get(outer);
-        if (done) ends.set(sp, done);
-        return als.run(sp, fn);
-      });
+    savepoint: transaction,
+    async afterCommit(fn) {
+      const trx = als.getStore();
+      const committed = trx && commits.get(trx);
+      if (committed && !committed.closed) committed.fns.push(fn);
+      else await als.run(undefined, fn);
     },
     async whenDone(fn) {
       const trx = als.getStore();

@@ -119,6 +119,13 @@ export interface FactorRepository {
   /** Creates the user's factor of this channel, or resets it to pending with a new key (re-enrolment). */
   upsertPending(f: { id: string; tenantId: string; userId: string; type: FactorType; channel: FactorChannel; publicJwk?: JsonWebKey; deviceName?: string; now: Date }): Promise<Factor>;
   activate(tenantId: string, factorId: string, now: Date): Promise<boolean>;
+  /**
+   * Undoes an `upsertPending` whose message could not be delivered: the factor as it was before
+   * (`before`), or none when there was none — provided nothing has changed it since.
+   */
+  undoPending(tenantId: string, factorId: string, before: Factor | undefined): Promise<void>;
+  /** Deletes a challenge still PENDING whose message could not be delivered. */
+  discardChallenge(tenantId: string, challengeId: string): Promise<void>;
   /** Deletes the factor and cancels its open challenges, so its device can approve nothing. */
   remove(tenantId: string, userId: string, channel: FactorChannel): Promise<boolean>;
   removeAll(tenantId: string, userId: string): Promise<number>;
@@ -187,6 +194,22 @@ export function createFactorRepository(source: DbSource): FactorRepository {
     },
     async activate(tenantId, factorId, now) {
       return affected(await db()('factors').where({ tenant_id: tenantId, id: factorId }).update({ status: 'ACTIVE', activated_at: now })) === 1;
+    },
+    async undoPending(tenantId, factorId, before) {
+      const pending = db()('factors').where({ tenant_id: tenantId, id: factorId, status: 'PENDING_VERIFICATION' });
+      if (!before) {
+        await pending.del();
+        return;
+      }
+      await pending.update({
+        status: before.status,
+        public_jwk: before.publicJwk ? JSON.stringify(before.publicJwk) : null,
+        device_name: before.deviceName,
+        created_at: before.createdAt,
+      });
+    },
+    async discardChallenge(tenantId, challengeId) {
+      await db()('challenges').where({ tenant_id: tenantId, id: challengeId, status: 'PENDING' }).del();
     },
     async remove(tenantId, userId, channel) {
       const factor = await db()('factors').where({ tenant_id: tenantId, user_id: userId, channel }).first();

@@ -29,9 +29,9 @@ export interface PushSender {
 export class DeliveryError extends Error {}
 
 /**
- * `log`: the development outbox. Messages are written to the `outbox` table (in the caller's
- * transaction, so a rolled-back request leaves none) and a log line says that one was queued —
- * without its text, which holds the code.
+ * `log`: the development outbox. Messages are written to the `outbox` table (once the request's
+ * challenge has committed, as every sender is called: a rolled-back request leaves none) and a log
+ * line says that one was queued — without its text, which holds the code.
  */
 export function createOutboxSenders(source: DbSource, logger: Logger): { sms: SmsSender; push: PushSender } {
   return {

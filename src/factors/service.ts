@@ -96,15 +96,25 @@ export function createFactorService(deps: FactorServiceDeps) {
     if (all.some((f) => f.status === 'ACTIVE') && !deps.isSteppedUp(caller)) throw deps.stepUpRequired(caller);
   }
 
-  async function send(fn: () => Promise<void>): Promise<void> {
-    try {
-      await fn();
-    } catch (err) {
-      if (err instanceof DeliveryError) {
-        throw new AppError('DELIVERY_FAILED', 503, 'The message could not be delivered; try again later', undefined, { 'Retry-After': '30' });
+  /**
+   * Hands a message to its sender once the challenge it carries has committed: a call to another
+   * service (a webhook may take seconds, retries and all) never holds a database connection or its
+   * locks — the embedded database has only one. A message that cannot be delivered takes back what
+   * its request stored for it (`undo`: the challenge, an enrolment's pending factor) and fails the
+   * request with 503; the send still counts against the caps.
+   */
+  async function send(deliver: () => Promise<void>, undo: () => Promise<void>): Promise<void> {
+    await tx.afterCommit(async () => {
+      try {
+        await deliver();
+      } catch (err) {
+        await tx.transaction(undo).catch((e: unknown) => deps.logger.error({ err: e }, 'an undelivered challenge could not be taken back'));
+        if (err instanceof DeliveryError) {
+          throw new AppError('DELIVERY_FAILED', 503, 'The message could not be delivered; try again later', undefined, { 'Retry-After': '30' });
+        }
+        throw err;
       }
-      throw err;
-    }
+    });
   }
 
   /**
@@ -168,7 +178,7 @@ export function createFactorService(deps: FactorServiceDeps) {
   async function sendSmsCode(
     caller: Caller,
     purpose: 'enrolment' | 'stepup',
-    extra: { text: (code: string) => string } & Pick<NewChallenge, 'authorizationDetails' | 'bindingHash' | 'clientId' | 'scope' | 'opener' | 'completesLogin'>,
+    extra: { text: (code: string) => string; undo?: () => Promise<void> } & Pick<NewChallenge, 'authorizationDetails' | 'bindingHash' | 'clientId' | 'scope' | 'opener' | 'completesLogin'>,
   ) {
     const { tenant, user } = caller;
     const mobile = user.mobile;
@@ -202,13 +212,22 @@ export function createFactorService(deps: FactorServiceDeps) {
         createdAt: now,
         expiresAt: new Date(now.getTime() + tenant.policy.otpTtlSeconds * 1000),
       });
-      if (!sandbox) await send(() => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }));
+      if (!sandbox) {
+        await send(
+          () => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }),
+          async () => {
+            await factors.discardChallenge(tenant.id, id);
+            await extra.undo?.();
+          },
+        );
+      }
       return challenge;
     });
   }
 
-  /** A push to the user's device; a delivery failure is the 503 of `send`. */
-  const sendPush = (caller: Caller, message: PushMessage) => send(() => deps.push.send(message, { tenant: caller.tenant.id, userId: caller.user.id }));
+  /** A push to the user's device, after the commit; a delivery failure takes back `undo` and is the 503 of `send`. */
+  const sendPush = (caller: Caller, message: PushMessage, undo: () => Promise<void>) =>
+    send(() => deps.push.send(message, { tenant: caller.tenant.id, userId: caller.user.id }), undo);
 
   return {
     sendSmsCode,
@@ -230,11 +249,15 @@ export function createFactorService(deps: FactorServiceDeps) {
       const existing = await factors.list(caller.tenant.id, caller.user.id);
       await requireStepUpIfProtected(caller, existing);
       await tx.transaction(async () => {
-        if (!existing.some((f) => f.channel === 'SMS' && f.status === 'ACTIVE')) {
-          await factors.upsertPending({ id: randomUUID(), tenantId: caller.tenant.id, userId: caller.user.id, type: 'OTP', channel: 'SMS', now: clock() });
-        }
+        const before = existing.find((f) => f.channel === 'SMS');
+        const pending = before?.status === 'ACTIVE'
+          ? undefined
+          : await factors.upsertPending({ id: randomUUID(), tenantId: caller.tenant.id, userId: caller.user.id, type: 'OTP', channel: 'SMS', now: clock() });
         await sendSmsCode(caller, 'enrolment', {
           opener: caller.tokenId,
+          undo: async () => {
+            if (pending) await factors.undoPending(caller.tenant.id, pending.id, before);
+          },
           text: (code) => `${code} is your ${caller.tenant.name} code to enrol this phone. It expires in ${Math.round(caller.tenant.policy.otpTtlSeconds / 60)} minutes. Never share it.`,
         });
         await audit.record({ tenantId: caller.tenant.id, actor: caller.user.id, type: 'factor.enrolment_started', target: caller.user.id, details: { channel: 'SMS' } });
@@ -262,6 +285,7 @@ export function createFactorService(deps: FactorServiceDeps) {
       }
       await requireStepUpIfProtected(caller);
       await deps.caps.take([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
+      const before = await factors.find(tenant.id, user.id, channel);
       const publicJwk: JsonWebKey = { kty: 'EC', crv: 'P-256', x: input.publicKey.x, y: input.publicKey.y };
       await tx.transaction(async () => {
         const now = clock();
@@ -274,7 +298,10 @@ export function createFactorService(deps: FactorServiceDeps) {
           id, tenantId: tenant.id, userId: user.id, factorId: factor.id, purpose: 'enrolment', channel, sessionId: caller.sessionId, nonce,
           createdAt: now, expiresAt: new Date(now.getTime() + tenant.policy.otpTtlSeconds * 1000),
         });
-        await sendPush(caller, { channel, challengeId: id, nonce, kind: 'enrolment', text: `Confirm ${input.deviceName ?? 'this device'} for ${tenant.name}` });
+        await sendPush(caller, { channel, challengeId: id, nonce, kind: 'enrolment', text: `Confirm ${input.deviceName ?? 'this device'} for ${tenant.name}` }, async () => {
+          await factors.discardChallenge(tenant.id, id);
+          await factors.undoPending(tenant.id, factor.id, before);
+        });
         await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.enrolment_started', target: user.id, details: { channel } });
       });
     },

@@ -29,6 +29,11 @@ export interface IdempotencyRepository {
   /** Takes over an expired record or an in-flight one abandoned since `staleBefore` (crashed process). */
   takeOver(key: IdempotencyKey, requestHash: string, observedLockedAt: Date, now: Date, ttlSeconds: number): Promise<boolean>;
   complete(key: IdempotencyKey, status: number, body: unknown): Promise<void>;
+  /**
+   * Frees the key of a request that failed. Usually it is still in flight; after work that follows
+   * the commit failed (an undeliverable message, TxContext.afterCommit) its reply was already
+   * stored, and goes too: the client's retry runs again.
+   */
   release(key: IdempotencyKey): Promise<void>;
   sweep(now: Date): Promise<number>;
 }
@@ -76,7 +81,7 @@ export function createIdempotencyRepository(source: DbSource, sealer: Sealer): I
         .update({ state: 'done', response_status: status, response_body: body === undefined ? null : JSON.stringify({ sealed: sealer.seal(JSON.stringify(body)) }) });
     },
     async release(key) {
-      await table().where({ ...where(key), state: 'in_flight' }).del();
+      await table().where(where(key)).del();
     },
     async sweep(now) {
       return affected(await table().where('expires_at', '<', now).del());

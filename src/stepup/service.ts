@@ -128,7 +128,7 @@ export function createStepUpService(deps: {
           channel, challengeId: id, nonce, kind: 'stepup',
           text: details ? `Approve paying ${describe(details)} at ${tenant.name}?` : `Approve signing in to ${tenant.name}?`,
           ...(details ? { authorization_details: details } : {}),
-        });
+        }, () => factors.discardChallenge(tenant.id, id));
         return { challengeId: challenge.id, status: 'PENDING' as const, expiresAt: challenge.expiresAt.toISOString() };
       });
     },

@@ -260,6 +260,11 @@ describe(`additional factors (${dbLabel})`, () => {
     const noMobile = await createUser(srv, 'sandbox-bank', { username: `nomobile${Date.now()}`, password: PASSWORD });
     const t = await login(srv, sandboxApp, noMobile.username!, PASSWORD);
     expect((await enrolSms(t.access_token)).json).toEqual({ message: 'The user has no mobile number', code: 'MOBILE_REQUIRED' });
+    // With an idempotency-ref the request runs in one transaction, which a refusal commits (for its
+    // counters and audit): the enrolment's own writes are still undone, as without one.
+    const withRef = await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token, { 'idempotency-ref': 'no-mobile-1' }));
+    expect(withRef.json.code).toBe('MOBILE_REQUIRED');
+    expect((await json(srv, 'GET', '/authentication_factors', undefined, bearer(t.access_token))).json).toEqual({ factors: [] });
   });
 
   test('hourly send caps per number: 429 with Retry-After', async () => {

@@ -79,4 +79,50 @@ describe(`transaction context: savepoints and what follows a transaction (${dbLa
     await late;
     expect(ran).toBe(true);
   });
+
+  test('a transaction inside a transaction is a savepoint: its failure undoes its writes alone, as it would on its own', async () => {
+    const tx = createTxContext(db.knex);
+    await tx.transaction(async () => {
+      await tx.db()('tx_probe').insert({ id: 'd1' });
+      await expect(tx.transaction(async () => {
+        await tx.db()('tx_probe').insert({ id: 'd2' });
+        throw new Error('refused after a write');
+      })).rejects.toThrow('refused after a write');
+      await tx.db()('tx_probe').insert({ id: 'd3' });
+    });
+    expect((await ids()).filter((id) => id.startsWith('d'))).toEqual(['d1', 'd3']);
+  });
+
+  test('after-commit work runs once the outermost transaction has committed, outside it; its error is the transaction\'s', async () => {
+    const tx = createTxContext(db.knex);
+    const seen: string[] = [];
+    await expect(tx.transaction(async () => {
+      await tx.db()('tx_probe').insert({ id: 'e1' });
+      await tx.transaction(async () => {
+        await tx.afterCommit(async () => {
+          seen.push(`in a transaction: ${tx.inTransaction}`);
+          // Outside: its own statement sees the commit (and, on the embedded database's one
+          // connection, is not left waiting for the transaction).
+          seen.push(`committed: ${(await tx.db()('tx_probe').where({ id: 'e1' })).length}`);
+          throw new Error('the other service said no');
+        });
+      });
+      // Registered in a savepoint that rolls back: never runs.
+      await tx.transaction(async () => {
+        await tx.afterCommit(async () => { seen.push('from a rolled-back savepoint'); });
+        throw new Error('undone');
+      }).catch(() => undefined);
+      seen.push('inside');
+    })).rejects.toThrow('the other service said no');
+    expect(seen).toEqual(['inside', 'in a transaction: false', 'committed: 1']);
+    expect(await ids()).toContain('e1'); // the commit stands
+
+    // A transaction that rolls back runs none of it; with none open, it runs at once.
+    await expect(tx.transaction(async () => {
+      await tx.afterCommit(async () => { seen.push('after a rollback'); });
+      throw new Error('rolled back');
+    })).rejects.toThrow('rolled back');
+    await tx.afterCommit(async () => { seen.push('at once'); });
+    expect(seen.slice(3)).toEqual(['at once']);
+  });
 });

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { bearer, createClient, createTenant, createUser, json, login, type ClientCreds } from '../helpers/flows';
 import { newDevice } from '../helpers/device';
-import { dbLabel } from '../helpers/env';
+import { dbLabel, usingPostgres } from '../helpers/env';
 
 const SECRET = 'webhook-secret-for-tests-0123456789';
 const PASSWORD = 'a perfectly decent passphrase';
@@ -19,6 +19,8 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
   let receiver: http.Server;
   let received: Received[] = [];
   let failing = false;
+  /** While set, the receiver holds each request until the test lets it go. */
+  let holding: { arrived: () => void; release: Promise<void> } | undefined;
   let srv: TestServer;
   let app: ClientCreds;
 
@@ -28,8 +30,13 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         received.push({ path: req.url ?? '', body: Buffer.concat(chunks).toString('utf8'), signature: String(req.headers['x-portcullis-signature'] ?? '') });
-        res.statusCode = failing ? 500 : 200;
-        res.end();
+        const answer = () => {
+          res.statusCode = failing ? 500 : 200;
+          res.end();
+        };
+        if (!holding) return answer();
+        holding.arrived();
+        void holding.release.then(answer);
       });
     });
     await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
@@ -99,6 +106,39 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     expect(await count('challenges')).toBe(before.challenges + 1);
   });
 
+  test('a slow receiver holds no database connection: delivery waits for the commit, not inside it', async () => {
+    await createUser(srv, 'live-bank', { username: 'slowpoke', mobile: '+447911123997', password: PASSWORD });
+    const t = await login(srv, app, 'slowpoke', PASSWORD);
+    let release!: () => void;
+    let arrived!: () => void;
+    const there = new Promise<void>((r) => (arrived = r));
+    holding = { arrived, release: new Promise<void>((r) => (release = r)) };
+    try {
+      const sending = json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token, { 'idempotency-ref': 'slow-1' }));
+      await there;
+      // The code is stored and committed before the message leaves.
+      const knex = srv.running.app.database.knex;
+      expect(await knex('challenges').where({ status: 'PENDING' }).whereIn('user_id', knex('users').select('id').where({ username: 'slowpoke' }))).toHaveLength(1);
+      if (usingPostgres) {
+        const { rows } = (await knex.raw("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'portcullis' AND state LIKE 'idle in transaction%'")) as { rows: Array<{ n: number }> };
+        expect(rows[0]!.n).toBe(0);
+      }
+      // The embedded database's one connection is free: another request reads meanwhile.
+      let timer: NodeJS.Timeout | undefined;
+      const other = await Promise.race([
+        json(srv, 'GET', '/authentication_factors', undefined, bearer(t.access_token)).then((r) => r.status),
+        new Promise((r) => (timer = setTimeout(() => r('still waiting'), 1500))),
+      ]);
+      clearTimeout(timer);
+      expect(other).toBe(200);
+      release();
+      expect((await sending).status).toBe(204);
+    } finally {
+      holding = undefined;
+      release();
+    }
+  });
+
   test('push: signed {channel, challengeId, nonce, kind, text}', async () => {
     await createUser(srv, 'live-bank', { username: 'pushy', password: PASSWORD });
     const t = await login(srv, app, 'pushy', PASSWORD);
@@ -112,5 +152,30 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     expect(body.text).toContain('phone');
     const answer = await json(srv, 'POST', `/device/challenges/${body.challengeId}`, { jws: await device.answer(body) });
     expect(answer.json).toEqual({ status: 'APPROVED' });
+  });
+
+  test('push that cannot be delivered: 503, and the enrolment or step-up it started is taken back', async () => {
+    const knex = srv.running.app.database.knex;
+    const user = await createUser(srv, 'live-bank', { username: 'pushless', password: PASSWORD });
+    const t = await login(srv, app, 'pushless', PASSWORD);
+    const rows = async () => ({
+      factors: await knex('factors').where({ user_id: user.id }).select('channel', 'status'),
+      pending: (await knex('challenges').where({ user_id: user.id, status: 'PENDING' })).length,
+    });
+    failing = true;
+    const device = await newDevice();
+    const enrol = await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(t.access_token));
+    expect([enrol.status, enrol.json.code]).toEqual([503, 'DELIVERY_FAILED']);
+    expect(await rows()).toEqual({ factors: [], pending: 0 });
+    // Enrolled once delivery works; then a step-up push that cannot be delivered.
+    failing = false;
+    received = [];
+    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(t.access_token))).status).toBe(204);
+    const sent = JSON.parse(received[0]!.body) as { challengeId: string; nonce: string };
+    expect((await json(srv, 'POST', `/device/challenges/${sent.challengeId}`, { jws: await device.answer(sent) })).json).toEqual({ status: 'APPROVED' });
+    failing = true;
+    const stepUp = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    expect([stepUp.status, stepUp.json.code]).toEqual([503, 'DELIVERY_FAILED']);
+    expect(await rows()).toEqual({ factors: [{ channel: 'AUTHY', status: 'ACTIVE' }], pending: 0 });
   });
 });
