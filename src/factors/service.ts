@@ -87,6 +87,9 @@ const safeEqual = (a: string, b: string) => {
   return x.length === y.length && timingSafeEqual(x, y);
 };
 
+/** Inside verifyCode's savepoint: the challenge was consumed meanwhile, so the reset is undone. */
+class CodeAlreadyUsed extends Error {}
+
 export function createFactorService(deps: FactorServiceDeps) {
   const { factors, tx, audit, clock } = deps;
   const approvalHandlers = new Map<string, ApprovalHandler>();
@@ -142,26 +145,24 @@ export function createFactorService(deps: FactorServiceDeps) {
     const fixedCodeRefused = tenant.mode !== 'sandbox' && code === SANDBOX_CODE;
     const matches = !!challenge && !fixedCodeRefused && deps.codes.matches(challenge.id, codeInput(code, binding), challenge.codeHash);
     if (matches && challenge) {
-      // Consume, reset the count and apply the effect together: all or nothing, also inside a
-      // request's transaction (an idempotency-ref's), where this is a savepoint of it.
-      let outcome;
+      // Reset the count, consume and apply the effect together: all or nothing, also inside a
+      // request's transaction (an idempotency-ref's), where this is a savepoint of it. The user's
+      // row is locked before the challenge's, the order a request with an idempotency-ref takes
+      // them in (it holds the user's row from reserveAttempt on): in the other order, two right
+      // codes at once, one with a ref, could deadlock.
       try {
-        outcome = await tx.savepoint(async () => {
-          if (!(await factors.transition(tenant.id, challenge.id, 'CONSUMED', now))) return undefined;
+        return await tx.savepoint(async () => {
           await factors.resetFailures(tenant.id, user.id);
-          return { value: await onSuccess(challenge) };
+          if (!(await factors.transition(tenant.id, challenge.id, 'CONSUMED', now))) throw new CodeAlreadyUsed();
+          return onSuccess(challenge);
         });
       } catch (err) {
-        // The right code whose effect could not be applied (its login completed meanwhile by
-        // another of its challenges, its session ended, a failure): rolled back, and not a guess,
-        // so its attempt goes back too.
+        // The right code, already used by a concurrent request, or whose effect could not be
+        // applied (its login completed meanwhile by another of its challenges, its session ended,
+        // a failure): rolled back, and not a guess, so its attempt goes back too.
         await factors.releaseAttempt(tenant.id, user.id).catch(() => undefined);
-        throw err;
+        throw err instanceof CodeAlreadyUsed ? verificationFailed() : err;
       }
-      if (outcome) return outcome.value;
-      // The right code, already used by a concurrent request: not a guess, so not a failure.
-      await factors.releaseAttempt(tenant.id, user.id);
-      throw verificationFailed();
     }
     if (failures >= tenant.policy.factorMaxFailures) {
       const until = new Date(now.getTime() + tenant.policy.factorBlockSeconds * 1000);

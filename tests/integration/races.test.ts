@@ -36,6 +36,18 @@ describe(`races, each repeated (${dbLabel})`, () => {
     expect(r.filter((x) => x.status >= 500)).toHaveLength(0);
   });
 
+  test.each(Array.from({ length: 8 }, (_, i) => i + 1))('one OTP verified 4× at once, two with an idempotency-ref → one success, no deadlock (round %i)', async () => {
+    const u = await user();
+    await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(u.t.access_token));
+    const code = await lastCode(srv, u.mobile);
+    const r = await Promise.all(
+      Array.from({ length: 4 }, (_, i) =>
+        json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: code }, bearer(u.t.access_token, i % 2 ? { 'idempotency-ref': `dl-${u.username}-${i}` } : {})),
+      ),
+    );
+    expect(r.map((x) => x.status).sort()).toEqual([204, 403, 403, 403]);
+  });
+
   test.each(Array.from({ length: ROUNDS }, (_, i) => i + 1))('one refresh token 20× → one pair, zero 5xx (round %i)', async () => {
     const u = await user();
     const r = await Promise.all(Array.from({ length: 20 }, () => refresh(srv, app, u.t.refresh_token)));
