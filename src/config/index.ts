@@ -17,10 +17,22 @@ const flag = z.preprocess((v) => {
   return YES.includes(s) ? true : NO.includes(s) ? false : v;
 }, z.boolean({ error: `must be one of ${YES.join(', ')} (yes) or ${NO.join(', ')} (no)` }));
 
+/**
+ * A whole number: from the environment, digits and nothing else. `z.coerce.number()` took " " for
+ * 0, "0x0D71" for 3441 and "3441.0" for 3441, and PORT's became an issuer without a port.
+ */
+const whole = (min: number, max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\d{1,16}$/.test(v) ? Number(v) : v),
+    z.number({ error: `must be a whole number from ${min} to ${max}` }).int(`must be a whole number from ${min} to ${max}`).min(min).max(max),
+  );
+/** Node's timers fire at once beyond 2^31 - 1 ms (with a TimeoutOverflowWarning): a day is plenty. */
+const DAY_MS = 86_400_000;
+
 /** The one validated, frozen configuration object the composition root injects everywhere. */
 const schema = z.object({
   env: z.string(),
-  port: z.coerce.number().int().min(0).max(65535),
+  port: whole(0, 65535),
   publicUrl: z
     .url({ protocol: /^https?$/ })
     // It is the issuer identifier: RFC 8414 §2 allows neither a query nor a fragment.
@@ -29,19 +41,19 @@ const schema = z.object({
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   dataDir: z.string().min(1),
   /** The embedded database's shared_buffers (MB): its page cache inside PGlite's WebAssembly memory. */
-  embeddedSharedBuffersMb: z.coerce.number().int().min(1).max(1024),
+  embeddedSharedBuffersMb: whole(1, 1024),
   secretsKey: z
     .string()
     .refine((v) => Buffer.from(v, 'base64').length === 32, 'must be 32 random bytes, base64-encoded')
     .optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
-  webConcurrency: z.coerce.number().int().min(1).max(64),
+  webConcurrency: whole(1, 64),
   /** V8 old-space limit of each worker process (MB); 0 = V8's own default. See src/cluster.ts. */
-  workerHeapLimitMb: z.coerce.number().int().refine((n) => n === 0 || (n >= 128 && n <= 65536), '0 (V8 default) or 128 to 65536 MB'),
+  workerHeapLimitMb: whole(0, 65536).refine((n) => n === 0 || (n >= 128 && n <= 65536), '0 (V8 default) or 128 to 65536 MB'),
   trustProxy: flag,
-  shutdownTimeoutMs: z.coerce.number().int().min(0),
-  shutdownGraceMs: z.coerce.number().int().min(0),
-  bodyLimitBytes: z.coerce.number().int().min(1024),
+  shutdownTimeoutMs: whole(0, DAY_MS),
+  shutdownGraceMs: whole(0, DAY_MS),
+  bodyLimitBytes: whole(1024, 1024 ** 3),
   tokens: z.object({
     accessTokenTtlSeconds: z.number().int().min(1).max(86400),
     /** Every token's audience, and the one `resource` (RFC 8707) a request may name: an absolute URI without a fragment. */
@@ -53,7 +65,7 @@ const schema = z.object({
   keys: z.object({
     /** The algorithm of new signing keys (a change takes effect at the next rotation); RFC 9068 §4 asks for RS256 to be possible. */
     alg: z.enum(SIGNING_ALGS),
-    refreshIntervalSeconds: z.number().min(0),
+    refreshIntervalSeconds: z.number().min(0).max(86_400),
     publishBeforeUseSeconds: z.number().min(0),
     maxTokenLifetimeSeconds: z.number().int().min(60),
   }),
@@ -70,10 +82,10 @@ const schema = z.object({
   webhookSecret: z.string().min(16, 'at least 16 characters').optional(),
   webhook: z.object({
     attempts: z.number().int().min(1).max(10),
-    backoffMs: z.number().int().min(0),
+    backoffMs: z.number().int().min(0).max(60_000),
     timeoutMs: z.number().int().min(100).max(10000),
   }),
-  sweepIntervalSeconds: z.number().min(0),
+  sweepIntervalSeconds: z.number().min(0).max(86_400),
   clientCacheSeconds: z.number().min(0),
   /** Plain introspections answered without oidc-provider's pipeline (src/oidc/fast-introspection.ts). */
   introspectionFastPath: flag,
@@ -81,9 +93,9 @@ const schema = z.object({
   clientCredentialsFastPath: flag,
   /** Plain password grants answered without oidc-provider's pipeline (src/oidc/fast-password.ts). */
   passwordFastPath: flag,
-  bcryptCost: z.number().int().min(4).max(15),
+  bcryptCost: whole(4, 15),
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
-  bcryptConcurrency: z.coerce.number().int().min(0).max(64),
+  bcryptConcurrency: whole(0, 64),
 });
 
 const checked = schema.superRefine((c, ctx) => {
@@ -171,7 +183,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
     if (value === undefined || value === '') continue;
     const [top, nested] = key.split('.') as [string, string | undefined];
     if (nested) fromEnv[top] = { ...(fromEnv[top] as Record<string, unknown> | undefined), [nested]: value };
-    else fromEnv[top] = key === 'bcryptCost' ? Number(value) : value;
+    else fromEnv[top] = value;
   }
   raw = merge(merge(raw, fromEnv), overrides);
   raw.env = nodeEnv;

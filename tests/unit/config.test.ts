@@ -17,6 +17,14 @@ describe('configuration', () => {
   test.each([
     [{ PORT: 'abc' }, /port \(env PORT\)/],
     [{ PORT: '70000' }, /port \(env PORT\)/],
+    // Only digits are a number: not a blank, hexadecimal, a fraction or an exponent.
+    [{ PORT: ' ' }, /port \(env PORT\): must be a whole number from 0 to 65535/],
+    [{ PORT: '0x0D71' }, /port \(env PORT\)/],
+    [{ PORT: '3441.0' }, /port \(env PORT\)/],
+    [{ BCRYPT_COST: '0x0C' }, /bcryptCost \(env BCRYPT_COST\)/],
+    [{ WEB_CONCURRENCY: '1e1' }, /webConcurrency \(env WEB_CONCURRENCY\)/],
+    // Past 2^31 - 1 ms Node's timers fire at once: the drain would cut requests off.
+    [{ SHUTDOWN_TIMEOUT_MS: '3000000000' }, /shutdownTimeoutMs \(env SHUTDOWN_TIMEOUT_MS\)/],
     [{ PUBLIC_URL: 'not a url' }, /publicUrl \(env PUBLIC_URL\)/],
     [{ DATABASE_URL: 'mysql://x' }, /databaseUrl \(env DATABASE_URL\)/],
     [{ SECRETS_KEY: 'c2hvcnQ=' }, /secretsKey \(env SECRETS_KEY\)/],
