@@ -22,7 +22,17 @@ export function healthRoutes(deps: { knex: Knex; isDraining: () => boolean; metr
       return;
     }
     try {
-      await deps.knex.raw('select 1').timeout(2000, { cancel: false });
+      // Reachable is not enough: a standby (what a failover can leave behind) or a database set
+      // read-only answers every write with an error.
+      const { rows } = (await deps.knex
+        .raw("select pg_is_in_recovery() or current_setting('transaction_read_only') = 'on' as read_only")
+        .timeout(2000, { cancel: false })) as { rows: Array<{ read_only: boolean }> };
+      if (rows[0]?.read_only) {
+        ctx.status = 503;
+        ctx.set('Retry-After', '5');
+        ctx.body = { status: 'unavailable', database: 'read-only' };
+        return;
+      }
       ctx.body = { status: 'ready', database: 'ok' };
     } catch {
       ctx.status = 503;
