@@ -20,6 +20,19 @@ function canonical(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
+/**
+ * Frees the key of a failed request. When that fails too — the database away, the likely reason
+ * the request failed — it is tried again in the background, backing off, until the record would
+ * count as abandoned anyway: else a client retrying after `Retry-After` would get 409 in-flight
+ * for five minutes after the database came back.
+ */
+export function releaseWhenPossible(release: () => Promise<void>, giveUpAt = Date.now() + ABANDONED_MS, delayMs = 500): Promise<void> {
+  return release().catch(() => {
+    if (Date.now() + delayMs > giveUpAt) return;
+    setTimeout(() => void releaseWhenPossible(release, giveUpAt, Math.min(delayMs * 2, 10_000)), delayMs).unref();
+  });
+}
+
 const BEFORE_TRANSACTION = Symbol('before the idempotency transaction');
 /** Where outsideTransaction keeps its hand-off on a request: keys no other middleware can name. */
 const symbols = (ctx: Context) => ctx.state as Record<symbol, unknown>;
@@ -105,7 +118,7 @@ export function idempotency(deps: {
       try {
         await prepare();
       } catch (err) {
-        await deps.repo.release(key).catch(() => undefined); // nothing was written: the ref is free again
+        await releaseWhenPossible(() => deps.repo.release(key)); // nothing was written: the ref is free again
         throw err;
       }
     }
@@ -127,7 +140,7 @@ export function idempotency(deps: {
         else await deps.repo.release(key);
       });
     } catch (err) {
-      await deps.repo.release(key).catch(() => undefined);
+      await releaseWhenPossible(() => deps.repo.release(key));
       throw err;
     }
     if (refused) throw refused;

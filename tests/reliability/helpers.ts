@@ -176,9 +176,10 @@ export function request(
   port: number,
   method: string,
   pathname: string,
-  opts: { form?: Record<string, string>; headers?: Record<string, string>; timeoutMs?: number } = {},
+  opts: { form?: Record<string, string>; json?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<Reply> {
-  const body = opts.form ? new URLSearchParams(opts.form).toString() : undefined;
+  const body = opts.form ? new URLSearchParams(opts.form).toString() : opts.json !== undefined ? JSON.stringify(opts.json) : undefined;
+  const type = opts.form ? 'application/x-www-form-urlencoded' : 'application/json';
   return new Promise((resolve, reject) => {
     let sentAt: number | undefined;
     const req = http.request(
@@ -189,7 +190,7 @@ export function request(
         path: pathname,
         agent: false,
         headers: {
-          ...(body !== undefined ? { 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(Buffer.byteLength(body)) } : {}),
+          ...(body !== undefined ? { 'content-type': type, 'content-length': String(Buffer.byteLength(body)) } : {}),
           ...opts.headers,
         },
       },

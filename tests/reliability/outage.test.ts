@@ -65,7 +65,7 @@ describe(`database outage under load${reason}`, () => {
   let app: Creds; // opaque tokens
   let jwtApp: Creds; // RFC 9068 JWT access tokens
   let rs: Creds; // resource server: may introspect
-  let loginApp: Creds; // the password grant, for the user below
+  let loginApp: Creds & { api_key: string }; // the password grant, for the user below; registers users
   const USER = { username: 'olivia', password: 'an outage-proof passphrase' };
 
   beforeAll(async () => {
@@ -355,5 +355,56 @@ describe(`database outage under load${reason}`, () => {
         retryAfter: true,
       });
     }
+  });
+
+  /**
+   * A request with an idempotency-ref claims it (committed on its own) before its work; when the
+   * database goes away in that work, freeing the ref fails too. It is freed once the database is
+   * back, so the client's retry runs instead of meeting 409 in-flight for five minutes.
+   */
+  runIf("the database vanishing after an idempotency-ref was claimed: the client's retry with it runs once the database is back", async () => {
+    const srv = server!;
+    const port = srv.port;
+    if (!cluster!.isRunning) cluster!.start();
+    const register = () =>
+      request(port, 'POST', '/users', {
+        json: { tenant: 'bank-a', username: 'retried', password: USER.password, acceptedTerms: true },
+        headers: { 'api-key': loginApp.api_key, 'idempotency-ref': 'outage-registration-1' },
+        timeoutMs: 20_000,
+      });
+    const locker = new PgClient({ connectionString: cluster!.url, application_name: 'reliability-locker' });
+    locker.on('error', () => undefined); // it dies with the database
+    await locker.connect();
+    let first: Reply;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
+      const pending = register();
+      for (const deadline = Date.now() + 10_000; ; ) {
+        const waiting = await locker.query<{ n: string }>(
+          "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'portcullis' AND wait_event_type = 'Lock'",
+        );
+        if (Number(waiting.rows[0]!.n) >= 1) break;
+        if (Date.now() > deadline) throw new Error('the registration never reached the users table');
+        await sleep(50);
+      }
+      cluster!.stopImmediate();
+      first = await pending;
+    } finally {
+      await locker.end().catch(() => undefined);
+      if (!cluster!.isRunning) cluster!.start();
+    }
+    expect([first.status, first.json.code]).toEqual([503, 'UNAVAILABLE']);
+    const seen: number[] = [];
+    let retry: Reply | undefined;
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
+      retry = await register().catch(() => undefined);
+      if (retry) seen.push(retry.status);
+      if (retry?.status === 201) break;
+      await sleep(250);
+    }
+    console.log(`[outage] retries of the registration after the database came back: ${seen.join(' ')}`);
+    expect(retry?.status).toBe(201);
+    expect((await register()).headers['idempotent-replayed']).toBe('true');
   });
 });
