@@ -38,6 +38,8 @@ export const p256PublicJwk = z
     kid: z.string().max(200).optional(),
     alg: z.literal('ES256').optional(),
     use: z.literal('sig').optional(),
+    // A device that sends its private key has exposed it: refused, never silently dropped.
+    d: z.never({ error: 'must be the public key alone: the private key ("d") never leaves the device' }).optional(),
   })
   .strip();
 

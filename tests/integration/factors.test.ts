@@ -254,6 +254,9 @@ describe(`additional factors (${dbLabel})`, () => {
     expect(badKey.status).toBe(400);
     const privateKey = await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: { kty: 'RSA', n: 'x', e: 'AQAB' } }, bearer(u.token));
     expect(privateKey.status).toBe(400);
+    const withD = await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: { ...(await newDevice()).publicJwk, d: 'A'.repeat(43) } }, bearer(u.token));
+    expect(withD.status).toBe(400);
+    expect(withD.json).toMatchObject({ syntaxErrors: { invalidFields: [{ fieldName: 'publicKey.d' }] } });
     expect((await json(srv, 'GET', '/authentication_factors')).status).toBe(401);
     const cc = (await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(sandboxApp) })).json.access_token as string;
     expect((await json(srv, 'GET', '/authentication_factors', undefined, bearer(cc))).status).toBe(403);
