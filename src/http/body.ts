@@ -66,6 +66,12 @@ export function jsonBody(limitBytes: number) {
     const hasBody = Number(ctx.get('content-length') || 0) > 0 || ctx.get('transfer-encoding') !== '';
     if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(ctx.method) && hasBody) {
       if (!ctx.is('application/json')) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 415, 'Request body must be application/json');
+      // JSON exchanged between systems is UTF-8 (RFC 8259 §8.1): a body declared in another
+      // charset would be read as UTF-8 anyway, and mean something else.
+      const charset = ctx.request.charset;
+      if (charset && !['utf-8', 'utf8'].includes(charset.toLowerCase())) {
+        throw new AppError('UNSUPPORTED_MEDIA_TYPE', 415, 'Request body must be application/json in UTF-8');
+      }
       const declared = Number(ctx.get('content-length') || 0);
       if (declared > limitBytes) throw new AppError('PAYLOAD_TOO_LARGE', 413, 'Request body is too large');
       await parse(ctx, async () => {});

@@ -101,6 +101,11 @@ describe(`registration (${dbLabel})`, () => {
     expect((await register('{"email":')).json).toEqual({ message: 'Request is invalid', syntaxErrors: { invalidFields: [{ fieldName: 'body', error: 'is not valid JSON' }] } });
     const wrongType = await fetch(`${srv.base}/users`, { method: 'POST', headers: { 'content-type': 'text/plain', 'api-key': app.api_key }, body: 'hello' });
     expect(wrongType.status).toBe(415);
+    const body = JSON.stringify({ tenant: 'bank-a', email: 'utf16@example.com', password: PASSWORD, acceptedTerms: true });
+    const utf16 = await fetch(`${srv.base}/users`, { method: 'POST', headers: { 'content-type': 'application/json; charset=utf-16', 'api-key': app.api_key }, body });
+    expect([utf16.status, await utf16.json()]).toEqual([415, { message: 'Request body must be application/json in UTF-8', code: 'UNSUPPORTED_MEDIA_TYPE' }]);
+    const utf8 = await fetch(`${srv.base}/users`, { method: 'POST', headers: { 'content-type': 'application/json; charset=UTF-8', 'api-key': app.api_key }, body });
+    expect(utf8.status).toBe(201);
     const big = await register({ tenant: 'bank-a', email: 'big@example.com', password: PASSWORD, acceptedTerms: true, pad: 'x'.repeat(200_000) });
     expect(big.status).toBe(413);
     expect((await register('[1,2]')).status).toBe(400);
