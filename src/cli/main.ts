@@ -9,6 +9,7 @@ import type * as AppModule from '../app';
 import type { Services } from '../app';
 import { serve } from '../cluster';
 import { AppError } from '../errors';
+import { SecretsKeyMismatchError } from '../keys/service';
 import { clientAuditRecords } from '../clients/view';
 import { tenantView } from '../tenants/view';
 
@@ -253,6 +254,7 @@ function safeDatabaseUrl(databaseUrl: string): string {
 export function startupFailure(err: unknown, config?: Pick<Config, 'databaseUrl' | 'dataDir' | 'port'>): string | undefined {
   const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
   if (!e || typeof e !== 'object') return undefined;
+  if (err instanceof SecretsKeyMismatchError) return err.message;
   if ((e.syscall === 'listen' || e.syscall === 'bind') && (e.code === 'EADDRINUSE' || e.code === 'EACCES')) {
     return `cannot listen on port ${String(e.port ?? config?.port)} (PORT): ${e.code === 'EADDRINUSE' ? 'another process is using it' : 'permission denied'}`;
   }

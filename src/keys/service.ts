@@ -4,6 +4,9 @@ import type { Knex } from 'knex';
 import type { Sealer } from '../crypto/secrets';
 
 /** The algorithms our signing keys may have; a token naming another is never ours. */
+/** The stored signing keys were sealed with another SECRETS_KEY: the deployment's, not the code's, problem. */
+export class SecretsKeyMismatchError extends Error {}
+
 export const SIGNING_ALGS = ['ES256', 'RS256'] as const;
 export type SigningAlg = (typeof SIGNING_ALGS)[number];
 
@@ -166,7 +169,7 @@ export function createKeyService(deps: {
         try {
           return JSON.parse(sealer.open(r.private_jwk_sealed)) as JsonWebKey;
         } catch {
-          throw new Error(`cannot decrypt signing key ${r.kid}: SECRETS_KEY is not the key it was sealed with`);
+          throw new SecretsKeyMismatchError(`cannot decrypt signing key ${r.kid}: SECRETS_KEY is not the key it was sealed with`);
         }
       });
       return { jwks: { keys }, signingKid: signing.kid, signingAlg: signing.alg as SigningAlg, fingerprint: ordered.map((r) => r.kid).join(',') };

@@ -1,7 +1,9 @@
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { clientCredentialsToken, createClient, createTenant, createUser, introspect, login, type ClientCreds } from '../helpers/flows';
+import { randomBytes } from 'node:crypto';
 import { createTestStore, dbLabel, type TestStore } from '../helpers/env';
+import { startupFailure } from '../../src/cli/main';
 
 async function jwksKids(srv: TestServer): Promise<string[]> {
   const body = (await (await fetch(`${srv.base}/jwks`)).json()) as { keys: Array<{ kid: string }> };
@@ -113,5 +115,17 @@ describe(`restarts and key rotation (${dbLabel})`, () => {
     const old = keys.find((k) => k.kid === signingBefore)!;
     expect(old.retiredAt?.getTime()).toBe(next.activatesAt.getTime());
     expect(old.expiresAt!.getTime() - next.activatesAt.getTime()).toBe(60_000);
+  });
+
+  test('restarted with another SECRETS_KEY: it says so in one line, not a stack trace', async () => {
+    const port = srv.running.port;
+    await srv.stop();
+    const failure = await startTestServer({ store, port, config: { secretsKey: randomBytes(32).toString('base64') } }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(startupFailure(failure)).toMatch(/^cannot decrypt signing key \S+: SECRETS_KEY is not the key it was sealed with$/);
+    srv = await startTestServer({ store, port });
+    expect((await jwksKids(srv)).length).toBeGreaterThan(0);
   });
 });

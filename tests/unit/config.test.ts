@@ -28,6 +28,8 @@ describe('configuration', () => {
     [{ PUBLIC_URL: 'not a url' }, /publicUrl \(env PUBLIC_URL\)/],
     [{ DATABASE_URL: 'mysql://x' }, /databaseUrl \(env DATABASE_URL\)/],
     [{ SECRETS_KEY: 'c2hvcnQ=' }, /secretsKey \(env SECRETS_KEY\)/],
+    // 32 bytes all the same once Buffer has skipped the '!': a typo, refused.
+    [{ SECRETS_KEY: `${'A'.repeat(20)}!${'A'.repeat(23)}=` }, /secretsKey \(env SECRETS_KEY\)/],
     [{ LOG_LEVEL: 'loud' }, /logLevel \(env LOG_LEVEL\)/],
     [{ WEB_CONCURRENCY: '0' }, /webConcurrency \(env WEB_CONCURRENCY\)/],
     [{ WORKER_HEAP_LIMIT_MB: '64' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
