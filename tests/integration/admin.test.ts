@@ -295,6 +295,20 @@ describe(`admin API (${dbLabel})`, () => {
     }
   });
 
+  test("an admin client's idempotency-ref is one request whichever of its tenants the token names", async () => {
+    await api('POST', '/tenants', { id: 'ref-a' });
+    await api('POST', '/tenants', { id: 'ref-b' });
+    const admin = await createClient(srv, { tenants: ['ref-a', 'ref-b'], admin: true });
+    const tokenFor = async (tenant: string) =>
+      (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin', tenant }, { authorization: basic(admin) })).json.access_token as string;
+    const headers = { 'idempotency-ref': 'one-client-please' };
+    const first = await api('POST', '/tenants/ref-a/clients', { client_name: 'once' }, headers, await tokenFor('ref-a'));
+    const second = await api('POST', '/tenants/ref-a/clients', { client_name: 'once' }, headers, await tokenFor('ref-b'));
+    expect([first.status, second.status, second.headers.get('idempotent-replayed')]).toEqual([201, 201, 'true']);
+    expect(second.json.client_id).toBe(first.json.client_id);
+    expect(((await api('GET', '/tenants/ref-a/clients')).json.items as Array<{ client_name: string }>).filter((c) => c.client_name === 'once')).toHaveLength(1);
+  });
+
   test("a tenant-bound admin's token loses a tenant the moment it is disabled, and gets it back with it", async () => {
     await api('POST', '/tenants', { id: 'susp-a' });
     await api('POST', '/tenants', { id: 'susp-b' });
