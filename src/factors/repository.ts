@@ -138,7 +138,11 @@ export interface FactorRepository {
    * The user's newest challenge of this purpose and channel, whatever its state: a right code for
    * a challenge just consumed by a concurrent request is then recognised as such, not as a guess.
    */
-  latest(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<Challenge | undefined>;
+  /**
+   * The latest challenge of `owner` (the session and token that asked for it): another session's
+   * newer challenge cancels this one's, but does not take its place.
+   */
+  latest(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel, owner: { sessionId: string | null; opener: string | null }): Promise<Challenge | undefined>;
   /** Cancels the user's open challenges of this purpose and channel; call it in the transaction that inserts the next one. */
   cancelPending(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<void>;
   /** One atomic UPDATE: PENDING and unexpired → `to`. True for exactly one caller. */
@@ -257,11 +261,13 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       const r = await db()('challenges').where({ id: challengeId }).first();
       return r ? toChallenge(r) : undefined;
     },
-    async latest(tenantId, userId, purpose, channel) {
-      const r = await db()('challenges')
-        .where({ tenant_id: tenantId, user_id: userId, purpose, channel })
-        .orderBy('created_at', 'desc')
-        .first();
+    async latest(tenantId, userId, purpose, channel, owner) {
+      const q = db()('challenges').where({ tenant_id: tenantId, user_id: userId, purpose, channel });
+      if (owner.sessionId === null) q.whereNull('session_id');
+      else q.where({ session_id: owner.sessionId });
+      if (owner.opener === null) q.whereNull('opener');
+      else q.where({ opener: owner.opener });
+      const r = await q.orderBy('created_at', 'desc').first();
       return r ? toChallenge(r) : undefined;
     },
     async cancelPending(tenantId, userId, purpose, channel) {

@@ -79,8 +79,8 @@ export interface FactorServiceDeps {
 }
 
 /** A code is bound to the token (and so the session) that asked for it. */
-export function boundTo(challenge: Challenge, caller: Caller): boolean {
-  return challenge.sessionId === (caller.sessionId ?? null) && challenge.opener === (caller.tokenId ?? null);
+export function ownerOf(caller: Caller): { sessionId: string | null; opener: string | null } {
+  return { sessionId: caller.sessionId ?? null, opener: caller.tokenId ?? null };
 }
 
 const safeEqual = (a: string, b: string) => {
@@ -269,8 +269,7 @@ export function createFactorService(deps: FactorServiceDeps) {
 
     async verifySmsEnrolment(caller: Caller, code: string): Promise<void> {
       const { tenant, user } = caller;
-      const latest = await factors.latest(tenant.id, user.id, 'enrolment', 'SMS');
-      const challenge = latest && boundTo(latest, caller) ? latest : undefined;
+      const challenge = await factors.latest(tenant.id, user.id, 'enrolment', 'SMS', ownerOf(caller));
       await verifyCode(caller, challenge, code, async () => {
         const factor = await factors.find(tenant.id, user.id, 'SMS');
         if (!factor) throw verificationFailed();

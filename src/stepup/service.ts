@@ -4,7 +4,7 @@ import type { TxContext } from '../db/tx';
 import type { AuditLog } from '../audit/repository';
 import type { Challenge, FactorChannel, FactorRepository } from '../factors/repository';
 import type { Caller, FactorService, PushChannel } from '../factors/service';
-import { boundTo, verificationFailed } from '../factors/service';
+import { ownerOf, verificationFailed } from '../factors/service';
 import type { ProviderHolder } from '../oidc/holder';
 import { issueStepUpToken, SessionGoneError } from '../oidc/user-tokens';
 import { endPendingLogin } from '../oidc/adapter';
@@ -102,8 +102,7 @@ export function createStepUpService(deps: {
 
     /** The code and, for a transaction, exactly the details it was issued for. */
     async verifySms(caller: Caller, code: string, details?: AuthorizationDetails) {
-      const latest = await factors.latest(caller.tenant.id, caller.user.id, 'stepup', 'SMS');
-      const challenge = latest && boundTo(latest, caller) ? latest : undefined;
+      const challenge = await factors.latest(caller.tenant.id, caller.user.id, 'stepup', 'SMS', ownerOf(caller));
       return factorService.verifyCode(caller, challenge, code, (c) => issue(caller, c, 'SMS'), details ? bindingHash(details) : undefined);
     },
 

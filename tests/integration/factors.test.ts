@@ -136,6 +136,21 @@ describe(`additional factors (${dbLabel})`, () => {
     expect((await verifySms(u.token, code)).status).toBe(204);
   });
 
+  test("another session's newer code cancels this one's, and this one's right code then fails without counting as a guess", async () => {
+    const u = await userWithSession('live-bank');
+    await enrolSms(u.token);
+    const mine = await lastCode(srv, u.mobile);
+    const other = await login(srv, u.app, u.username, PASSWORD);
+    await enrolSms(other.access_token);
+    const theirs = await lastCode(srv, u.mobile);
+    expect((await verifySms(u.token, mine)).status).toBe(403);
+    const failures = async () => (await srv.running.app.database.knex('users').where({ id: u.user.id }).first('factor_failures')).factor_failures as number;
+    expect(await failures()).toBe(0);
+    expect((await verifySms(u.token, '000000')).status).toBe(403); // a wrong code still counts
+    expect(await failures()).toBe(1);
+    expect((await verifySms(other.access_token, theirs)).status).toBe(204);
+  });
+
   test('20 parallel enrolments with one idempotency-ref → one SMS, identical replies or 409; another body → 409', async () => {
     const u = await userWithSession('live-bank');
     const results = await Promise.all(Array.from({ length: 20 }, () => enrolSms(u.token, { 'idempotency-ref': 'enrol-1' })));
