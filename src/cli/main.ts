@@ -45,13 +45,14 @@ With the embedded database (no DATABASE_URL), stop the server before running oth
   --token-format F     opaque (default) or jwt (RFC 9068 access tokens)
   --name NAME          display name
   --json               print {client_id, client_secret, api_key} and nothing else`,
-  'user create': `Usage: portcullis user create --tenant <id> [--email E] [--mobile M] [--username U] --password P [options]
+  'user create': `Usage: portcullis user create --tenant <id> [--email E] [--mobile M] [--username U] (--password P | --password-stdin) [options]
 
   --tenant ID       the user's tenant
   --email E         email address      } at least one
   --mobile M        mobile, E.164      } identifier
   --username U      username           }
-  --password P      password (8+ characters, not a common one)
+  --password P      password (8+ characters, not a common one); visible to \`ps\` and shell history
+  --password-stdin  read the password from standard input instead
   --role R          root (default) or authorised
   --json            print {id} and nothing else`,
   'keys rotate': 'Usage: portcullis keys rotate [--json]\n\nPublishes a new signing key at once; it signs after keys.publishBeforeUseSeconds.\nThe old key stays published until every token it signed has expired.',
@@ -60,12 +61,23 @@ With the embedded database (no DATABASE_URL), stop the server before running oth
 
 class UsageError extends Error {}
 
-function parse(args: string[], options: ParseArgsConfig['options']): { values: Record<string, unknown>; positionals: string[] } {
+/** A command's options; an argument it does not take is a usage error (exit 2), never ignored. */
+function parse(args: string[], options: ParseArgsConfig['options'], positionals = 0): { values: Record<string, unknown>; positionals: string[] } {
+  let parsed;
   try {
-    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } }, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  if (parsed.positionals.length > positionals) throw new UsageError(`unexpected argument ${parsed.positionals[positionals]}`);
+  return parsed;
+}
+
+/** A password from standard input (`--password-stdin`): all of it, without the line break that ends it. */
+async function readSecret(stdin: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
 function print(json: unknown, value: unknown, human: string): void {
@@ -108,14 +120,15 @@ async function withServices<T>(config: Config, fn: (s: Services) => Promise<T>):
   }
 }
 
-export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, stdin: NodeJS.ReadableStream = process.stdin): Promise<number> {
   const [command, ...rest] = argv;
   const sub = command && ['tenant', 'client', 'keys', 'user'].includes(command) ? rest[0] : undefined;
   const name = sub ? `${command} ${sub}` : command;
   const args = sub ? rest.slice(1) : rest;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
+  if (!name) throw new UsageError(`a command is required\n\n${HELP.main}`);
+  if (name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(`${HELP.main}\n`);
-    return name ? 0 : 1;
+    return 0;
   }
   if (!HELP[name]) throw new UsageError(`unknown command "${name}"\n\n${HELP.main}`);
   if (args.includes('--help') || args.includes('-h')) {
@@ -142,7 +155,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
       return -1; // keeps running
     }
     case 'tenant create': {
-      const { values, positionals } = parse(args, { mode: { type: 'string' }, name: { type: 'string' } });
+      const { values, positionals } = parse(args, { mode: { type: 'string' }, name: { type: 'string' } }, 1);
       if (positionals.length !== 1) throw new UsageError(`tenant create takes one <id>\n\n${HELP[name]}`);
       const tenant = await audited(config, async (s, audit) => {
         const t = await s.tenantService.create({ id: positionals[0]!, mode: values.mode as 'sandbox' | 'live' | undefined, name: values.name as string | undefined });
@@ -191,10 +204,14 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
         mobile: { type: 'string' },
         username: { type: 'string' },
         password: { type: 'string' },
+        'password-stdin': { type: 'boolean' },
         role: { type: 'string' },
       });
       if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}\n\n${HELP[name]}`);
-      if (!values.tenant || !values.password) throw new UsageError(`--tenant and --password are required\n\n${HELP[name]}`);
+      if (values.password !== undefined && values['password-stdin']) throw new UsageError(`--password or --password-stdin, not both\n\n${HELP[name]}`);
+      // On the command line a password shows in `ps` and shell history; from standard input it does not.
+      if (values['password-stdin']) values.password = await readSecret(stdin);
+      if (!values.tenant || !values.password) throw new UsageError(`--tenant and --password (or --password-stdin) are required\n\n${HELP[name]}`);
       const role = (values.role as string | undefined) ?? 'root';
       if (role !== 'root' && role !== 'authorised') throw new UsageError('--role is root or authorised');
       const user = await audited(config, async (s, audit) => {

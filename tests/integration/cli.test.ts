@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { Readable } from 'node:stream';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { run } from '../../src/cli/main';
@@ -7,6 +8,10 @@ import { loadConfig } from '../../src/config';
 import { createTestStore, dbLabel, usingPostgres, type TestStore } from '../helpers/env';
 
 async function cli(store: TestStore, ...argv: string[]): Promise<{ code: number; out: string }> {
+  return cliWithInput(store, '', ...argv);
+}
+
+async function cliWithInput(store: TestStore, input: string, ...argv: string[]): Promise<{ code: number; out: string }> {
   const chunks: string[] = [];
   const spy = jest.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
     chunks.push(String(c));
@@ -14,7 +19,7 @@ async function cli(store: TestStore, ...argv: string[]): Promise<{ code: number;
   });
   try {
     const env = { NODE_ENV: 'test', DATA_DIR: store.dataDir, ...(store.databaseUrl ? { DATABASE_URL: store.databaseUrl } : {}) };
-    const code = await run(argv, env);
+    const code = await run(argv, env, Readable.from([input]));
     return { code, out: chunks.join('') };
   } finally {
     spy.mockRestore();
@@ -96,7 +101,22 @@ describe(`CLI (${dbLabel})`, () => {
     await expect(cli(store, 'client', 'create', '--bogus')).rejects.toThrow(/Unknown option/);
     await expect(cli(store, 'tenant', 'create', 'acme')).rejects.toThrow(/already exists/);
     await expect(cli(store, 'frobnicate')).rejects.toThrow(/unknown command/);
+    // Nothing ignored: no command, or an argument a command does not take, is a usage error.
+    await expect(cli(store)).rejects.toThrow(/a command is required/);
+    await expect(cli(store, 'migrate', 'extra')).rejects.toThrow(/unexpected argument extra/);
+    await expect(cli(store, 'keys', 'list', 'x')).rejects.toThrow(/unexpected argument x/);
     expect((await auditLog(store)).length).toBe(before);
+  });
+
+  test('user create takes the password from standard input, its line break dropped', async () => {
+    await cli(store, 'tenant', 'create', 'stdin-bank');
+    // The line break is not part of it: "password1" is refused as too common.
+    await expect(cliWithInput(store, 'password1\n', 'user', 'create', '--tenant', 'stdin-bank', '--username', 'common', '--password-stdin')).rejects.toMatchObject({
+      invalidFields: [{ fieldName: 'password', error: 'is too common; choose another' }],
+    });
+    const ok = await cliWithInput(store, 'a passphrase from a pipe\n', 'user', 'create', '--tenant', 'stdin-bank', '--username', 'piped', '--password-stdin', '--json');
+    expect(JSON.parse(ok.out)).toEqual({ id: expect.any(String) });
+    await expect(cliWithInput(store, 'x', 'user', 'create', '--tenant', 'stdin-bank', '--username', 'both', '--password', 'p', '--password-stdin')).rejects.toThrow(/not both/);
   });
 
   test('--help on every command', async () => {
