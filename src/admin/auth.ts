@@ -55,16 +55,21 @@ export const etag = (version: number) => `W/"${version}"`;
 
 /**
  * The version a PATCH changes. `If-Match: *` (RFC 9110 §13.1.1: any current representation) is the
- * version this request read, so a change made meanwhile still answers 412.
+ * version this request read, so a change made meanwhile still answers 412. Otherwise the header is
+ * a list of entity tags, and one naming the current version will do. The tags are weak (a version
+ * names the resource's state, not the bytes of every representation of it: a policy's defaults,
+ * a shared client's tenants as each admin sees them), and they are compared weakly, where RFC 9110
+ * would compare strongly and never match a weak tag.
  */
 export function ifMatch(ctx: Context, current: number): number {
   const header = ctx.get('if-match');
   if (!header) throw new AppError('PRECONDITION_REQUIRED', 428, 'If-Match with the resource ETag is required');
   if (header.trim() === '*') return current;
-  const m = /^(?:W\/)?"(\d+)"$/.exec(header.trim());
   // An entity tag is compared as it is written: "01", or a number past the version column's
-  // range, names no version (the database would refuse the latter: a 500, not a 412).
-  if (!m || m[1] !== String(current)) throw preconditionFailed();
+  // range, names no version (the database would refuse the latter: a 500, not a 412). A list
+  // that is not one of entity tags matches nothing.
+  const list = /^\s*(?:W\/)?"[^"]*"(?:\s*,\s*(?:W\/)?"[^"]*")*\s*$/.test(header) ? [...header.matchAll(/(?:W\/)?"([^"]*)"/g)].map((m) => m[1]) : [];
+  if (!list.includes(String(current))) throw preconditionFailed();
   return current;
 }
 

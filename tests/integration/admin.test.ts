@@ -388,6 +388,10 @@ describe(`admin API (${dbLabel})`, () => {
       }
     }
     expect((await api('PATCH', '/tenants/etag-bank', { name: 'Changed' }, { 'if-match': '"1"' })).status).toBe(200);
+    // A list of tags (RFC 9110 §13.1.1): one naming the current version will do; a list of something else will not.
+    expect((await api('PATCH', '/tenants/etag-bank', { name: 'Listed' }, { 'if-match': 'W/"0", W/"2"' })).status).toBe(200);
+    expect((await api('PATCH', '/tenants/etag-bank', { name: 'Listed' }, { 'if-match': 'W/"1", W/"2"' })).status).toBe(412);
+    expect((await api('PATCH', '/tenants/etag-bank', { name: 'Listed' }, { 'if-match': 'W/"3" x' })).status).toBe(412);
   });
 
   test('non-admin tokens are refused', async () => {
