@@ -48,7 +48,8 @@ export function jsonBody(limitBytes: number) {
   const parse = bodyParser({
     enableTypes: ['json'],
     jsonLimit: limitBytes,
-    jsonStrict: true,
+    // Any JSON is parsed, so that `null` or `42` is told it must be an object (below), not that it is not JSON.
+    jsonStrict: false,
     onError(err: Error & { status?: number; type?: string }) {
       if (err.status === 413 || err.type === 'entity.too.large') throw new AppError('PAYLOAD_TOO_LARGE', 413, 'Request body is too large');
       throw AppError.validation([{ fieldName: 'body', error: 'is not valid JSON' }]);
