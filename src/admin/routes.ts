@@ -199,6 +199,22 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { client_id: c.id, client_secret: secret, previous_secret_expires_at: until.toISOString() };
   });
+  // After a leak, overlap_seconds 0: the old key stops at once. An app that ships its key (seed 003's
+  // registration from client-side code) needs an overlap long enough for its users to update.
+  router.post('/tenants/:t/clients/:id/api-key', deps.idempotent, async (ctx) => {
+    const t = await tenantOf(ctx);
+    const c = await clientOf(ctx, t, { forChange: true });
+    if (c.admin) requirePlatform(ctx);
+    const { overlap_seconds } = validateBody(ctx, S.apiKeyRotation);
+    const apiKey = generateSecret(32);
+    const until = new Date(Date.now() + overlap_seconds * 1000);
+    await audited(async () => {
+      if (!(await s.clients.rotateApiKey(c.id, hashSecret(apiKey), until))) throw new AppError('NOT_FOUND', 404, 'Client not found');
+      await auditClient(ctx, 'client.api_key_rotated', c, () => ({ previous_api_key_expires_at: until.toISOString() }));
+    });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { client_id: c.id, api_key: apiKey, previous_api_key_expires_at: until.toISOString() };
+  });
 
   // Users (seed 003's admin register and admin login)
   router.get('/tenants/:t/users', async (ctx) => {

@@ -57,6 +57,8 @@ export const clientPatch = z
   .strict();
 
 export const secretRotation = z.object({ overlap_seconds: z.number().int().min(0).max(30 * 86400).default(86400) }).strict();
+/** An API key's rotation: no overlap unless asked for (a key is rotated most often because it leaked). */
+export const apiKeyRotation = z.object({ overlap_seconds: z.number().int().min(0).max(90 * 86400).default(0) }).strict();
 
 /** Admin registration: the user registration fields, terms accepted on the user's behalf, plus role and MFA. */
 export const adminUserCreate = registrationSchema

@@ -11,6 +11,8 @@ export interface ClientRecord {
   previousSecretHash: string | null;
   previousSecretExpiresAt: Date | null;
   apiKeyHash: string;
+  /** A rotated API key's predecessor works until then (null: none, or no longer). */
+  previousApiKeyExpiresAt: Date | null;
   grantTypes: string[];
   scope: string;
   tokenEndpointAuthMethod: string;
@@ -32,6 +34,7 @@ interface ClientRow {
   previous_secret_hash: string | null;
   previous_secret_expires_at: Date | null;
   api_key_hash: string;
+  previous_api_key_expires_at: Date | null;
   grant_types: string[] | string;
   scope: string;
   token_endpoint_auth_method: string;
@@ -56,6 +59,7 @@ function toRecord(row: ClientRow): ClientRecord {
     previousSecretHash: row.previous_secret_hash,
     previousSecretExpiresAt: row.previous_secret_expires_at ? new Date(row.previous_secret_expires_at) : null,
     apiKeyHash: row.api_key_hash,
+    previousApiKeyExpiresAt: row.previous_api_key_expires_at ? new Date(row.previous_api_key_expires_at) : null,
     grantTypes: json(row.grant_types),
     scope: row.scope,
     tokenEndpointAuthMethod: row.token_endpoint_auth_method,
@@ -103,6 +107,8 @@ export interface ClientRepository {
   update(clientId: string, version: number, changes: ClientChanges): Promise<ClientRecord | undefined>;
   /** New secret; the current one keeps working until `previousExpiresAt`. */
   rotateSecret(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
+  /** A new API key; the one it replaces keeps working until `previousExpiresAt`. */
+  rotateApiKey(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
   /**
    * The platform admin of a known id (PORTCULLIS_ADMIN_CLIENT_*): creates it, or gives it this secret (`rekeyed`), or makes it an enabled admin
    * again with the secret it had (`restored`); `unchanged` when it already was all that.
@@ -197,6 +203,23 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
       );
       return done ? this.find(clientId) : undefined;
     },
+    async rotateApiKey(clientId, newHash, previousExpiresAt) {
+      const k = knex();
+      const done = await changing(clientId, async (trx) =>
+        affected(
+          await trx('clients')
+            .where({ id: clientId })
+            .update({
+              previous_api_key_hash: k.ref('api_key_hash'),
+              previous_api_key_expires_at: previousExpiresAt,
+              api_key_hash: newHash,
+              version: k.raw('version + 1'),
+              updated_at: k.fn.now(),
+            }),
+        ),
+      );
+      return done ? this.find(clientId) : undefined;
+    },
     async ensureAdmin(input) {
       let outcome: 'created' | 'rekeyed' | 'restored' | 'unchanged' = 'unchanged';
       await changing(input.id, async (trx) => {
@@ -221,7 +244,12 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
       return outcome;
     },
     async findByApiKeyHash(apiKeyHash) {
-      const row = (await base().where('c.api_key_hash', apiKeyHash).first()) as ClientRow | undefined;
+      // The current key, or a rotated one within its overlap (the database's clock, as for every
+      // expiry compared in SQL).
+      const row = (await base()
+        .where('c.api_key_hash', apiKeyHash)
+        .orWhere((q) => q.where('c.previous_api_key_hash', apiKeyHash).andWhere('c.previous_api_key_expires_at', '>', knex().fn.now()))
+        .first()) as ClientRow | undefined;
       return row ? toRecord(row) : undefined;
     },
   };

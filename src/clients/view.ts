@@ -20,6 +20,7 @@ export const clientView = (c: ClientRecord, viewer?: ClientViewer) => ({
   disabled: c.disabled,
   created_at: c.createdAt.toISOString(),
   ...(c.previousSecretExpiresAt ? { previous_secret_expires_at: c.previousSecretExpiresAt.toISOString() } : {}),
+  ...(c.previousApiKeyExpiresAt ? { previous_api_key_expires_at: c.previousApiKeyExpiresAt.toISOString() } : {}),
 });
 
 /**

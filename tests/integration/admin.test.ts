@@ -295,6 +295,32 @@ describe(`admin API (${dbLabel})`, () => {
     }
   });
 
+  test('an API key rotates: at once after a leak, or with an overlap; audited', async () => {
+    await api('POST', '/tenants', { id: 'key-bank', name: 'K' });
+    const c = await api('POST', '/tenants/key-bank/clients', { client_name: 'keyed', grant_types: ['password'] });
+    let n = 0;
+    const registers = async (apiKey: string) =>
+      (await json(srv, 'POST', '/users', { tenant: 'key-bank', username: `keyed-user-${(n += 1)}`, password: PASSWORD, acceptedTerms: true }, { 'api-key': apiKey })).status;
+    const first = c.json.api_key as string;
+    expect(await registers(first)).toBe(201);
+
+    const leaked = await api('POST', `/tenants/key-bank/clients/${c.json.client_id}/api-key`, {});
+    expect(leaked.status).toBe(200);
+    expect(leaked.json).toEqual({ client_id: c.json.client_id, api_key: expect.any(String), previous_api_key_expires_at: expect.any(String) });
+    const second = leaked.json.api_key as string;
+    expect(await registers(first)).toBe(401); // no overlap: gone at once
+    expect(await registers(second)).toBe(201);
+
+    const planned = await api('POST', `/tenants/key-bank/clients/${c.json.client_id}/api-key`, { overlap_seconds: 3600 });
+    const third = planned.json.api_key as string;
+    expect([await registers(second), await registers(third), await registers(first)]).toEqual([201, 201, 401]);
+    expect((await api('GET', `/tenants/key-bank/clients/${c.json.client_id}`)).json.previous_api_key_expires_at).toBe(planned.json.previous_api_key_expires_at);
+    expect((await api('POST', `/tenants/key-bank/clients/${c.json.client_id}/api-key`, { overlap_seconds: -1 })).status).toBe(400);
+    const audit = await api('GET', '/audit?tenant=key-bank&type=client.api_key_rotated');
+    expect((audit.json.items as unknown[]).length).toBe(2);
+    expect(JSON.stringify(audit.json)).not.toContain(third);
+  });
+
   test("an admin client's idempotency-ref is one request whichever of its tenants the token names", async () => {
     await api('POST', '/tenants', { id: 'ref-a' });
     await api('POST', '/tenants', { id: 'ref-b' });
