@@ -28,6 +28,8 @@ export interface TxContext {
    * in, rolls back. At once when no transaction is open.
    */
   afterCommit(fn: () => Promise<void>): Promise<void>;
+  /** Whether the open transaction has work waiting for its commit (`afterCommit`). */
+  hasAfterCommit(): boolean;
   /**
    * Runs `fn` once the current outermost transaction has ended, committed or rolled back, before
    * `transaction()` returns or throws; at once when none is open. For what must follow the
@@ -74,7 +76,7 @@ export function createTxContext(knex: Knex, asyncCommit?: Knex, onDoneError: (er
       committed.closed = true;
       const parent = commits.get(outer);
       if (parent && !parent.closed) parent.fns.push(...committed.fns);
-      else for (const f of committed.fns) await f(); // the outer one already ended (a straggling branch)
+      else for (const f of committed.fns) await als.run(undefined, f); // the outer one already ended (a straggling branch)
       return result;
     }
     const done: Done = { fns: [], closed: false };
@@ -112,6 +114,11 @@ export function createTxContext(knex: Knex, asyncCommit?: Knex, onDoneError: (er
       const committed = trx && commits.get(trx);
       if (committed && !committed.closed) committed.fns.push(fn);
       else await als.run(undefined, fn);
+    },
+    hasAfterCommit() {
+      const trx = als.getStore();
+      const committed = trx && commits.get(trx);
+      return !!committed && !committed.closed && committed.fns.length > 0;
     },
     async whenDone(fn) {
       const trx = als.getStore();

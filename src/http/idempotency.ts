@@ -21,15 +21,16 @@ function canonical(value: unknown): string {
 }
 
 /**
- * Frees the key of a failed request. When that fails too — the database away, the likely reason
- * the request failed — it is tried again in the background, backing off, until the record would
- * count as abandoned anyway: else a client retrying after `Retry-After` would get 409 in-flight
- * for five minutes after the database came back.
+ * A write that settles a claimed ref (freeing it, or marking its reply done). When it fails — the
+ * database away, the likely reason the request failed — it is tried again in the background,
+ * backing off, until the record would count as abandoned anyway: else a client retrying after
+ * `Retry-After` would get 409 in-flight for five minutes after the database came back. Each write
+ * names the claim (its `locked_at`), so a late one never touches a request that took over.
  */
-export function releaseWhenPossible(release: () => Promise<void>, giveUpAt = Date.now() + ABANDONED_MS, delayMs = 500): Promise<void> {
-  return release().catch(() => {
+export function releaseWhenPossible(settle: () => Promise<void>, giveUpAt = Date.now() + ABANDONED_MS, delayMs = 500): Promise<void> {
+  return settle().catch(() => {
     if (Date.now() + delayMs > giveUpAt) return;
-    setTimeout(() => void releaseWhenPossible(release, giveUpAt, Math.min(delayMs * 2, 10_000)), delayMs).unref();
+    setTimeout(() => void releaseWhenPossible(settle, giveUpAt, Math.min(delayMs * 2, 10_000)), delayMs).unref();
   });
 }
 
@@ -118,12 +119,15 @@ export function idempotency(deps: {
       try {
         await prepare();
       } catch (err) {
-        await releaseWhenPossible(() => deps.repo.release(key)); // nothing was written: the ref is free again
+        await releaseWhenPossible(() => deps.repo.release(key, now)); // nothing was written: the ref is free again
         throw err;
       }
     }
 
     let refused: unknown;
+    // A request whose work goes on after the commit (a message to send): its reply is stored in
+    // the transaction but stays in flight, replays waiting, until that work has succeeded.
+    let afterwards = false;
     try {
       await deps.tx.transaction(async () => {
         try {
@@ -131,18 +135,21 @@ export function idempotency(deps: {
         } catch (err) {
           if (err instanceof AppError && err.status < 500) {
             refused = err;
-            await deps.repo.release(key);
+            await deps.repo.release(key, now);
             return; // commit the deliberate writes (counters, audit)
           }
           throw err;
         }
-        if (ctx.status >= 200 && ctx.status < 300) await deps.repo.complete(key, ctx.status, ctx.body);
-        else await deps.repo.release(key);
+        if (ctx.status >= 200 && ctx.status < 300) {
+          afterwards = deps.tx.hasAfterCommit();
+          await deps.repo.complete(key, ctx.status, ctx.body, { done: !afterwards });
+        } else await deps.repo.release(key, now);
       });
     } catch (err) {
-      await releaseWhenPossible(() => deps.repo.release(key));
+      await releaseWhenPossible(() => deps.repo.release(key, now));
       throw err;
     }
+    if (afterwards) await releaseWhenPossible(() => deps.repo.finish(key, now));
     if (refused) throw refused;
   };
 }

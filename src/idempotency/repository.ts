@@ -28,13 +28,18 @@ export interface IdempotencyRepository {
   find(key: IdempotencyKey): Promise<IdempotencyRecord | undefined>;
   /** Takes over an expired record or an in-flight one abandoned since `staleBefore` (crashed process). */
   takeOver(key: IdempotencyKey, requestHash: string, observedLockedAt: Date, now: Date, ttlSeconds: number): Promise<boolean>;
-  complete(key: IdempotencyKey, status: number, body: unknown): Promise<void>;
   /**
-   * Frees the key of a request that failed. Usually it is still in flight; after work that follows
-   * the commit failed (an undeliverable message, TxContext.afterCommit) its reply was already
-   * stored, and goes too: the client's retry runs again.
+   * Stores the reply. `done: false` keeps the record in flight (replays wait, 409) until `finish`:
+   * for a request whose work goes on after its commit (a message sent, TxContext.afterCommit).
    */
-  release(key: IdempotencyKey): Promise<void>;
+  complete(key: IdempotencyKey, status: number, body: unknown, opts?: { done: boolean }): Promise<void>;
+  /** The work after the commit succeeded: the stored reply is the request's. */
+  finish(key: IdempotencyKey, lockedAt: Date): Promise<void>;
+  /**
+   * Frees the key of a request that failed: its own claim (`lockedAt`), while still in flight. A
+   * reply stored as done is never deleted, nor another request's claim (one that took over).
+   */
+  release(key: IdempotencyKey, lockedAt: Date): Promise<void>;
   sweep(now: Date): Promise<number>;
 }
 
@@ -75,13 +80,20 @@ export function createIdempotencyRepository(source: DbSource, sealer: Sealer): I
         ) === 1
       );
     },
-    async complete(key, status, body) {
+    async complete(key, status, body, opts = { done: true }) {
       await table()
         .where(where(key))
-        .update({ state: 'done', response_status: status, response_body: body === undefined ? null : JSON.stringify({ sealed: sealer.seal(JSON.stringify(body)) }) });
+        .update({
+          state: opts.done ? 'done' : 'in_flight',
+          response_status: status,
+          response_body: body === undefined ? null : JSON.stringify({ sealed: sealer.seal(JSON.stringify(body)) }),
+        });
     },
-    async release(key) {
-      await table().where(where(key)).del();
+    async finish(key, lockedAt) {
+      await table().where({ ...where(key), locked_at: lockedAt, state: 'in_flight' }).update({ state: 'done' });
+    },
+    async release(key, lockedAt) {
+      await table().where({ ...where(key), locked_at: lockedAt, state: 'in_flight' }).del();
     },
     async sweep(now) {
       return affected(await table().where('expires_at', '<', now).del());

@@ -1,5 +1,8 @@
 import { openDatabase, type Database } from '../../src/db/knex';
 import { createTxContext } from '../../src/db/tx';
+import { migrateLatest } from '../../src/db/migrate';
+import { createIdempotencyRepository } from '../../src/idempotency/repository';
+import { createSealer } from '../../src/crypto/secrets';
 import { createTestStore, dbLabel, testConfig, type TestStore } from '../helpers/env';
 
 // The request-scoped transaction's savepoints and its steps after the end (src/db/tx.ts), on a real database.
@@ -124,5 +127,23 @@ describe(`transaction context: savepoints and what follows a transaction (${dbLa
     })).rejects.toThrow('rolled back');
     await tx.afterCommit(async () => { seen.push('at once'); });
     expect(seen.slice(3)).toEqual(['at once']);
+  });
+
+  test("an idempotency record is settled only by its own claim: a late release never deletes a take-over's, nor a reply that is done", async () => {
+    await migrateLatest(db.knex);
+    const repo = createIdempotencyRepository({ db: () => db.knex }, createSealer(Buffer.alloc(32, 7)));
+    const key = { tenantId: 't', caller: 'c', ref: 'r1' };
+    const first = new Date('2026-12-06T00:00:00.000Z');
+    const second = new Date('2026-12-06T00:06:00.000Z');
+    expect(await repo.claim(key, 'h', first, 3600)).toBe(true);
+    expect(await repo.takeOver(key, 'h', first, second, 3600)).toBe(true); // the first was abandoned
+    await repo.release(key, first); // the first request's late release
+    expect((await repo.find(key))?.lockedAt).toEqual(second);
+    await repo.complete(key, 201, { ok: true }, { done: false });
+    await repo.finish(key, first); // nor its finish
+    expect((await repo.find(key))?.state).toBe('in_flight');
+    await repo.finish(key, second);
+    await repo.release(key, second);
+    expect(await repo.find(key)).toMatchObject({ state: 'done', responseStatus: 201, responseBody: { ok: true } });
   });
 });

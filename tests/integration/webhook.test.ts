@@ -131,8 +131,13 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
       ]);
       clearTimeout(timer);
       expect(other).toBe(200);
+      // Its reply is stored, but not yet the request's: the same ref meanwhile is still in flight.
+      const meanwhile = await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token, { 'idempotency-ref': 'slow-1' }));
+      expect([meanwhile.status, meanwhile.json.code]).toEqual([409, 'IDEMPOTENCY_IN_FLIGHT']);
       release();
       expect((await sending).status).toBe(204);
+      const replay = await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token, { 'idempotency-ref': 'slow-1' }));
+      expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([204, 'true']);
     } finally {
       holding = undefined;
       release();
