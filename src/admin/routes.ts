@@ -209,7 +209,8 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const apiKey = generateSecret(32);
     const until = new Date(Date.now() + overlap_seconds * 1000);
     await audited(async () => {
-      if (!(await s.clients.rotateApiKey(c.id, hashSecret(apiKey), until))) throw new AppError('NOT_FOUND', 404, 'Client not found');
+      // No overlap keeps no predecessor at all: its end does not hang on two clocks agreeing.
+      if (!(await s.clients.rotateApiKey(c.id, hashSecret(apiKey), overlap_seconds > 0 ? until : undefined))) throw new AppError('NOT_FOUND', 404, 'Client not found');
       await auditClient(ctx, 'client.api_key_rotated', c, () => ({ previous_api_key_expires_at: until.toISOString() }));
     });
     ctx.set('Cache-Control', 'no-store');

@@ -107,8 +107,8 @@ export interface ClientRepository {
   update(clientId: string, version: number, changes: ClientChanges): Promise<ClientRecord | undefined>;
   /** New secret; the current one keeps working until `previousExpiresAt`. */
   rotateSecret(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
-  /** A new API key; the one it replaces keeps working until `previousExpiresAt`. */
-  rotateApiKey(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
+  /** A new API key; the one it replaces keeps working until `previousExpiresAt` (without one, not at all). */
+  rotateApiKey(clientId: string, newHash: string, previousExpiresAt: Date | undefined): Promise<ClientRecord | undefined>;
   /**
    * The platform admin of a known id (PORTCULLIS_ADMIN_CLIENT_*): creates it, or gives it this secret (`rekeyed`), or makes it an enabled admin
    * again with the secret it had (`restored`); `unchanged` when it already was all that.
@@ -210,8 +210,8 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
           await trx('clients')
             .where({ id: clientId })
             .update({
-              previous_api_key_hash: k.ref('api_key_hash'),
-              previous_api_key_expires_at: previousExpiresAt,
+              previous_api_key_hash: previousExpiresAt ? k.ref('api_key_hash') : null,
+              previous_api_key_expires_at: previousExpiresAt ?? null,
               api_key_hash: newHash,
               version: k.raw('version + 1'),
               updated_at: k.fn.now(),

@@ -45,7 +45,8 @@ const schema = z.object({
   secretsKey: z
     .string()
     // Buffer skips what is not base64, so the length alone would take a key with a typo in it.
-    .refine((v) => /^(?:[A-Za-z0-9+/]{43}=|[A-Za-z0-9_-]{43}=?)$/.test(v) && Buffer.from(v, 'base64').length === 32, 'must be 32 random bytes, base64-encoded')
+    // Either alphabet, with or without its padding, and the line break a key file ends with.
+    .refine((v) => /^(?:[A-Za-z0-9+/]{43}|[A-Za-z0-9_-]{43})=?\s*$/.test(v) && Buffer.from(v, 'base64').length === 32, 'must be 32 random bytes, base64-encoded')
     .optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   webConcurrency: whole(1, 64),

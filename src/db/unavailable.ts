@@ -10,9 +10,9 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   // PostgreSQL: connection exceptions (08…); shutdown, crash, a dropped database (57P01-57P04);
   // insufficient resources (53…: too many connections, disk full, out of memory); a database that
   // is read-only (25006: a standby a failover left us on), gone (3D000), or refusing connections
-  // or our credentials (55000 at connect, 28…); a transaction rolled back by a deadlock or a
-  // serialisation failure (40001, 40P01: nothing was written, a retry may pass).
-  if (/^(08|53|28)/.test(code) || ['57P01', '57P02', '57P03', '57P04', '25006', '3D000', '40001', '40P01'].includes(code)) return true;
+  // or our credentials (55000 at connect, 28…). Not a deadlock or a serialisation failure: those
+  // are bugs of ours to see at error level (and the token adapter retries a batch lost to one).
+  if (/^(08|53|28)/.test(code) || ['57P01', '57P02', '57P03', '57P04', '25006', '3D000'].includes(code)) return true;
   if (code === '55000' && /not currently accepting connections|does not allow connections/i.test(String(e.message ?? ''))) return true;
   if (e.name === 'KnexTimeoutError') return true;
   const message = typeof e.message === 'string' ? e.message : '';

@@ -310,6 +310,7 @@ describe(`admin API (${dbLabel})`, () => {
     const second = leaked.json.api_key as string;
     expect(await registers(first)).toBe(401); // no overlap: gone at once
     expect(await registers(second)).toBe(201);
+    expect((await api('GET', `/tenants/key-bank/clients/${c.json.client_id}`)).json).not.toHaveProperty('previous_api_key_expires_at');
 
     const planned = await api('POST', `/tenants/key-bank/clients/${c.json.client_id}/api-key`, { overlap_seconds: 3600 });
     const third = planned.json.api_key as string;

@@ -134,6 +134,23 @@ describe(`access ends when it should; hostile input (${dbLabel})`, () => {
     expect(ok.status).toBe(201);
   });
 
+  test('an empty body sent chunked is no body, as an empty one with a length is', async () => {
+    const { request } = await import('node:http');
+    const status = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(`${srv.base}/users`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked', 'api-key': app.api_key } }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += String(c)));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(status.status).toBe(400);
+    // Told what the registration lacks, not that the body is not an object.
+    expect(status.body).not.toContain('must be a JSON object');
+    expect(status.body).toContain('password');
+  });
+
   test('the bearer scheme is case-insensitive (RFC 7235)', async () => {
     const t = await login(srv, app, 'jay', PASSWORD);
     expect((await json(srv, 'GET', '/users/me', undefined, { authorization: `bearer ${t.access_token}` })).status).toBe(200);

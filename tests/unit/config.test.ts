@@ -14,6 +14,15 @@ describe('configuration', () => {
     expect(Object.isFrozen(c.tokens)).toBe(true);
   });
 
+  test('a SECRETS_KEY in either base64 alphabet, padded or not, or ending in a line break, is taken', () => {
+    const bytes = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 251) % 256));
+    const standard = bytes.toString('base64');
+    expect(standard).toMatch(/[+/]/);
+    for (const key of [standard, standard.replace(/=$/, ''), `${standard}\n`, bytes.toString('base64url')]) {
+      expect(Buffer.from(loadConfig({ ...base, SECRETS_KEY: key }).secretsKey!, 'base64')).toEqual(bytes);
+    }
+  });
+
   test.each([
     [{ PORT: 'abc' }, /port \(env PORT\)/],
     [{ PORT: '70000' }, /port \(env PORT\)/],

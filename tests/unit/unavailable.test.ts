@@ -10,8 +10,6 @@ describe('which database errors are the database being unavailable (503), not a 
     ['25006', 'cannot execute INSERT in a read-only transaction'],
     ['3D000', 'database "x" does not exist'],
     ['28P01', 'password authentication failed'],
-    ['40P01', 'deadlock detected'],
-    ['40001', 'could not serialize access'],
     ['55000', 'database "x" is not currently accepting connections'],
   ])('%s (%s): unavailable', (code, message) => {
     expect(isDatabaseUnavailable(Object.assign(new Error(message), { code }))).toBe(true);
@@ -22,6 +20,8 @@ describe('which database errors are the database being unavailable (503), not a 
     ['42P01', 'relation "x" does not exist'],
     ['55000', 'currval of sequence "x" is not yet defined in this session'],
     ['22P02', 'invalid input syntax'],
+    ['40P01', 'deadlock detected'],
+    ['40001', 'could not serialize access'],
   ])('%s (%s): a bug, not the database away', (code, message) => {
     expect(isDatabaseUnavailable(Object.assign(new Error(message), { code }))).toBe(false);
   });
