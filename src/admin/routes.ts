@@ -14,7 +14,7 @@ import type { ClientRecord } from '../clients/repository';
 import { clientAuditRecords, clientView, type ClientAuditDetails } from '../clients/view';
 import { tenantView } from '../tenants/view';
 import type { Tenant } from '../tenants/repository';
-import { resolvePolicy, tenantPolicySchema, validOverrides } from '../tenants/policy';
+import { isPolicyKey, resolvePolicy, tenantPolicySchema, validOverrides } from '../tenants/policy';
 import { validateBody } from '../http/validate';
 import { canSee, etag, ifMatch, preconditionFailed, requirePlatform, tenantFor, type AdminCaller } from './auth';
 import * as S from './schemas';
@@ -116,21 +116,25 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.patch('/tenants/:t/policy', async (ctx) => {
     const t = await tenantOf(ctx);
     const patch = validateBody(ctx, S.policyPatch) as Record<string, unknown>;
-    // A change keeps the overrides that apply; what did not apply (see GET) is dropped with it.
-    const merged: Record<string, unknown> = { ...validOverrides(t.storedPolicy).valid };
+    // A change keeps the overrides that apply, drops a value out of its range, and keeps a key this
+    // release does not know: a newer release, during a rolling deploy or after a rollback, wrote it.
+    const stored = t.storedPolicy && typeof t.storedPolicy === 'object' ? (t.storedPolicy as Record<string, unknown>) : {};
+    const unknown = Object.fromEntries(Object.entries(stored).filter(([k]) => !isPolicyKey(k)));
+    const merged: Record<string, unknown> = { ...validOverrides(stored).valid };
     for (const [k, v] of Object.entries(patch)) {
       if (v === null) delete merged[k];
       else if (v !== undefined) merged[k] = v;
     }
-    const stored = tenantPolicySchema.parse(merged);
+    const next = { ...unknown, ...tenantPolicySchema.parse(merged) };
     const updated = await audited(async () => {
-      const u = await s.tenants.update(t.id, ifMatch(ctx, t.version), { policy: stored });
+      const u = await s.tenants.update(t.id, ifMatch(ctx, t.version), { policy: next });
       if (!u) throw preconditionFailed();
-      await audit(ctx, 'policy.updated', t.id, t.id, { before: t.storedPolicy, after: stored });
+      await audit(ctx, 'policy.updated', t.id, t.id, { before: t.storedPolicy, after: next });
       return u;
     });
     ctx.set('ETag', etag(updated.version));
-    ctx.body = { policy: resolvePolicy(stored), overrides: stored };
+    const { ignored } = validOverrides(next);
+    ctx.body = { policy: resolvePolicy(next), overrides: next, ...(ignored.length > 0 ? { ignored } : {}) };
   });
 
   // Clients

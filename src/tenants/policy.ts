@@ -92,6 +92,11 @@ export function validOverrides(stored: unknown): { valid: TenantPolicyInput; ign
   return { valid: valid as TenantPolicyInput, ignored };
 }
 
+/** Whether this release knows `key` as a policy setting. */
+export function isPolicyKey(key: string): boolean {
+  return Object.hasOwn(policyFields.shape, key);
+}
+
 export function resolvePolicy(stored: unknown, defaults: Partial<TenantPolicy> = {}): TenantPolicy {
   return Object.freeze({ ...DEFAULT_POLICY, ...defaults, ...validOverrides(stored).valid });
 }
