@@ -345,9 +345,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const client = ctx.state.client as { id: string } | undefined;
       // A user's refs are their session's: another session (or client) never sees its replies.
       const caller = p?.userId ? `${p.userId}/${p.sessionId ?? p.tokenId}` : (p?.clientId ?? client?.id ?? '-');
-      // An admin client's refs are its own, whichever of its tenants a token names: its rights
-      // span them all, so one ref sent with two of its tokens is one request.
-      if (ctx.state.admin) return { tenantId: '-', caller };
+      // An admin request's tenant is the one it acts on (its path's), not the one its token names:
+      // an admin client's rights span all its tenants, so one ref sent with two of its tokens is
+      // one request.
+      if (ctx.state.admin) return { tenantId: String((ctx.params as Record<string, string> | undefined)?.t ?? '-'), caller };
       // A registration's refs are the tenant it registers in, checked before (users/routes.ts).
       const registering = (ctx.state.registrationTenant as { id: string } | undefined)?.id;
       return { tenantId: p?.tenantId ?? registering ?? '-', caller };
