@@ -121,11 +121,14 @@ export interface FactorRepository {
   activate(tenantId: string, factorId: string, now: Date): Promise<boolean>;
   /**
    * Undoes an `upsertPending` whose message could not be delivered: the factor as it was before
-   * (`before`), or none when there was none — provided nothing has changed it since.
+   * (`before`), or none when there was none — provided it is still what that upsert wrote
+   * (`written`): another enrolment that upserted it since is left alone.
    */
-  undoPending(tenantId: string, factorId: string, before: Factor | undefined): Promise<void>;
+  undoPending(tenantId: string, written: Factor, before: Factor | undefined): Promise<void>;
   /** Deletes a challenge still PENDING whose message could not be delivered. */
   discardChallenge(tenantId: string, challengeId: string): Promise<void>;
+  /** Opens again challenges `cancelPending` closed for a new one that could not be delivered, those not yet expired. */
+  reopen(tenantId: string, challengeIds: string[], now: Date): Promise<void>;
   /** Deletes the factor and cancels its open challenges, so its device can approve nothing. */
   remove(tenantId: string, userId: string, channel: FactorChannel): Promise<boolean>;
   removeAll(tenantId: string, userId: string): Promise<number>;
@@ -144,7 +147,8 @@ export interface FactorRepository {
    */
   latest(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel, owner: { sessionId: string | null; opener: string | null }): Promise<Challenge | undefined>;
   /** Cancels the user's open challenges of this purpose and channel; call it in the transaction that inserts the next one. */
-  cancelPending(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<void>;
+  /** Cancels the user's open challenges of this purpose and channel; returns their ids. */
+  cancelPending(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<string[]>;
   /** One atomic UPDATE: PENDING and unexpired → `to`. True for exactly one caller. */
   transition(tenantId: string, challengeId: string, to: ChallengeStatus, now: Date, result?: Record<string, unknown>): Promise<boolean>;
   /** An approved challenge is collected once: APPROVED → CONSUMED by one atomic UPDATE, before it expires. */
@@ -199,8 +203,10 @@ export function createFactorRepository(source: DbSource): FactorRepository {
     async activate(tenantId, factorId, now) {
       return affected(await db()('factors').where({ tenant_id: tenantId, id: factorId }).update({ status: 'ACTIVE', activated_at: now })) === 1;
     },
-    async undoPending(tenantId, factorId, before) {
-      const pending = db()('factors').where({ tenant_id: tenantId, id: factorId, status: 'PENDING_VERIFICATION' });
+    async undoPending(tenantId, written, before) {
+      const pending = db()('factors').where({ tenant_id: tenantId, id: written.id, status: 'PENDING_VERIFICATION', created_at: written.createdAt });
+      if (written.publicJwk) pending.whereRaw('public_jwk = ?::jsonb', [JSON.stringify(written.publicJwk)]);
+      else pending.whereNull('public_jwk');
       if (!before) {
         await pending.del();
         return;
@@ -214,6 +220,23 @@ export function createFactorRepository(source: DbSource): FactorRepository {
     },
     async discardChallenge(tenantId, challengeId) {
       await db()('challenges').where({ tenant_id: tenantId, id: challengeId, status: 'PENDING' }).del();
+    },
+    async reopen(tenantId, challengeIds, now) {
+      if (challengeIds.length === 0) return;
+      await db()('challenges')
+        .where({ tenant_id: tenantId, status: 'CANCELLED' })
+        .whereIn('id', challengeIds)
+        .andWhere('expires_at', '>', now)
+        .whereNull('answered_at')
+        // One open challenge of a kind at a time: not when another request has opened one since.
+        .whereNotExists((q) =>
+          q
+            .select(db().raw('1'))
+            .from('challenges as open')
+            .whereRaw('open.tenant_id = challenges.tenant_id and open.user_id = challenges.user_id and open.purpose = challenges.purpose and open.channel = challenges.channel')
+            .andWhere('open.status', 'PENDING'),
+        )
+        .update({ status: 'PENDING' });
     },
     async remove(tenantId, userId, channel) {
       const factor = await db()('factors').where({ tenant_id: tenantId, user_id: userId, channel }).first();
@@ -274,7 +297,11 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       // Held until the caller's transaction (which inserts the next challenge) ends: two requests
       // at once would each cancel what was there and insert their own, leaving two open.
       await db().raw('select pg_advisory_xact_lock(hashtext(?))', [`challenges:${tenantId}:${userId}:${purpose}:${channel}`]);
-      await db()('challenges').where({ tenant_id: tenantId, user_id: userId, purpose, channel, status: 'PENDING' }).update({ status: 'CANCELLED' });
+      const rows = (await db()('challenges')
+        .where({ tenant_id: tenantId, user_id: userId, purpose, channel, status: 'PENDING' })
+        .update({ status: 'CANCELLED' })
+        .returning(['id'])) as Array<{ id: string }>;
+      return rows.map((r) => r.id);
     },
     async transition(tenantId, challengeId, to, now, result) {
       const changed = affected(

@@ -194,7 +194,7 @@ export function createFactorService(deps: FactorServiceDeps) {
     ]);
     return tx.transaction(async () => {
       const now = clock();
-      await factors.cancelPending(tenant.id, user.id, purpose, 'SMS');
+      const cancelled = await factors.cancelPending(tenant.id, user.id, purpose, 'SMS');
       const id = randomUUID();
       const sandbox = tenant.mode === 'sandbox';
       const code = sandbox ? SANDBOX_CODE : generateCode(tenant.policy.otpLength);
@@ -220,6 +220,7 @@ export function createFactorService(deps: FactorServiceDeps) {
           () => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }),
           async () => {
             await factors.discardChallenge(tenant.id, id);
+            await factors.reopen(tenant.id, cancelled, clock()); // the code sent before still works
             await extra.undo?.();
           },
         );
@@ -259,7 +260,7 @@ export function createFactorService(deps: FactorServiceDeps) {
         await sendSmsCode(caller, 'enrolment', {
           opener: caller.tokenId,
           undo: async () => {
-            if (pending) await factors.undoPending(caller.tenant.id, pending.id, before);
+            if (pending) await factors.undoPending(caller.tenant.id, pending, before);
           },
           text: (code) => `${code} is your ${caller.tenant.name} code to enrol this phone. It expires in ${Math.round(caller.tenant.policy.otpTtlSeconds / 60)} minutes. Never share it.`,
         });
@@ -302,7 +303,7 @@ export function createFactorService(deps: FactorServiceDeps) {
         });
         await sendPush(caller, { channel, challengeId: id, nonce, kind: 'enrolment', text: `Confirm ${input.deviceName ?? 'this device'} for ${tenant.name}` }, async () => {
           await factors.discardChallenge(tenant.id, id);
-          await factors.undoPending(tenant.id, factor.id, before);
+          await factors.undoPending(tenant.id, factor, before);
         });
         await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.enrolment_started', target: user.id, details: { channel } });
       });

@@ -114,7 +114,7 @@ export function createStepUpService(deps: {
       return tx.transaction(async () => {
         const now = clock();
         // Against push bombing: one open push challenge at a time, and a capped number per hour.
-        await factors.cancelPending(tenant.id, user.id, 'stepup', channel);
+        const cancelled = await factors.cancelPending(tenant.id, user.id, 'stepup', channel);
         const id = randomUUID();
         const nonce = randomBytes(32).toString('base64url');
         const challenge = await factors.createChallenge({
@@ -127,7 +127,10 @@ export function createStepUpService(deps: {
           channel, challengeId: id, nonce, kind: 'stepup',
           text: details ? `Approve paying ${describe(details)} at ${tenant.name}?` : `Approve signing in to ${tenant.name}?`,
           ...(details ? { authorization_details: details } : {}),
-        }, () => factors.discardChallenge(tenant.id, id));
+        }, async () => {
+          await factors.discardChallenge(tenant.id, id);
+          await factors.reopen(tenant.id, cancelled, clock()); // the push sent before can still be answered
+        });
         return { challengeId: challenge.id, status: 'PENDING' as const, expiresAt: challenge.expiresAt.toISOString() };
       });
     },

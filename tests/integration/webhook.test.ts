@@ -120,7 +120,12 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
       const knex = srv.running.app.database.knex;
       expect(await knex('challenges').where({ status: 'PENDING' }).whereIn('user_id', knex('users').select('id').where({ username: 'slowpoke' }))).toHaveLength(1);
       if (usingPostgres) {
-        const { rows } = (await knex.raw("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'portcullis' AND state LIKE 'idle in transaction%'")) as { rows: Array<{ n: number }> };
+        // A transaction held across the send would sit idle all along; another request's may pass
+        // through that state between two statements, briefly.
+        await new Promise((r) => setTimeout(r, 400));
+        const { rows } = (await knex.raw(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'portcullis' AND state LIKE 'idle in transaction%' AND state_change < now() - interval '300 milliseconds'",
+        )) as { rows: Array<{ n: number }> };
         expect(rows[0]!.n).toBe(0);
       }
       // The embedded database's one connection is free: another request reads meanwhile.
@@ -142,6 +147,29 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
       holding = undefined;
       release();
     }
+  });
+
+  test('a resend that cannot be delivered leaves the code sent before working', async () => {
+    await createUser(srv, 'live-bank', { username: 'resender', mobile: '+447911123996', password: PASSWORD });
+    const t = await login(srv, app, 'resender', PASSWORD);
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token))).status).toBe(204);
+    const code = /\b(\d{6})\b/.exec((JSON.parse(received[0]!.body) as { text: string }).text)![1]!;
+    failing = true;
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token))).status).toBe(503);
+    failing = false;
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: code }, bearer(t.access_token))).status).toBe(204);
+  });
+
+  test("an undelivered enrolment's undo leaves alone a factor another enrolment has written since", async () => {
+    const user = await createUser(srv, 'live-bank', { username: 'twice', password: PASSWORD });
+    const { factors } = srv.running.app.services;
+    const at = (s: number) => new Date(Date.UTC(2026, 11, 6, 5, 0, s));
+    const mine = await factors.upsertPending({ id: '11111111-1111-4111-8111-111111111111', tenantId: 'live-bank', userId: user.id, type: 'PUSH', channel: 'AUTHY', publicJwk: (await newDevice()).publicJwk, now: at(1) });
+    const theirs = await factors.upsertPending({ id: '22222222-2222-4222-8222-222222222222', tenantId: 'live-bank', userId: user.id, type: 'PUSH', channel: 'AUTHY', publicJwk: (await newDevice()).publicJwk, now: at(2) });
+    await factors.undoPending('live-bank', mine, undefined);
+    expect(await factors.find('live-bank', user.id, 'AUTHY')).toMatchObject({ id: mine.id, publicJwk: theirs.publicJwk, status: 'PENDING_VERIFICATION' });
+    await factors.undoPending('live-bank', theirs, undefined);
+    expect(await factors.find('live-bank', user.id, 'AUTHY')).toBeUndefined();
   });
 
   test('push: signed {channel, challengeId, nonce, kind, text}', async () => {
