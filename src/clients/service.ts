@@ -46,6 +46,10 @@ export function createClientService(deps: { clients: ClientRepository; tenants: 
       if (!v.admin && v.tenants.length === 0) {
         throw AppError.validation([{ fieldName: 'tenants', error: 'a client needs at least one tenant (only a platform admin client has none)' }]);
       }
+      if (v.tenants.length === 0 && v.grant_types.includes('password')) {
+        // A platform admin client serves no tenant, and a user is always one tenant's.
+        throw AppError.validation([{ fieldName: 'grant_types', error: 'password needs a tenant: a client of no tenant has no users to log in' }]);
+      }
       if (v.grant_types.includes('refresh_token') && !v.grant_types.includes('password')) {
         throw AppError.validation([{ fieldName: 'grant_types', error: 'refresh_token needs a grant that issues refresh tokens (password)' }]);
       }

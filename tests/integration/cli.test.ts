@@ -98,6 +98,8 @@ describe(`CLI (${dbLabel})`, () => {
     await expect(cli(store, 'tenant', 'create', 'bad id!', '--json')).rejects.toThrow('Request is invalid');
     await expect(cli(store, 'client', 'create', '--tenant', 'nope', '--json')).rejects.toThrow();
     await expect(cli(store, 'client', 'create', '--tenant', 'acme', '--grant', 'implicit')).rejects.toThrow();
+    // A platform admin client serves no tenant: it has no users for the password grant.
+    await expect(cli(store, 'client', 'create', '--admin', '--grant', 'password')).rejects.toMatchObject({ invalidFields: [{ fieldName: 'grant_types' }] });
     await expect(cli(store, 'client', 'create', '--bogus')).rejects.toThrow(/Unknown option/);
     await expect(cli(store, 'tenant', 'create', 'acme')).rejects.toThrow(/already exists/);
     await expect(cli(store, 'frobnicate')).rejects.toThrow(/unknown command/);
