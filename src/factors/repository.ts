@@ -125,10 +125,21 @@ export interface FactorRepository {
    * (`written`): another enrolment that upserted it since is left alone.
    */
   undoPending(tenantId: string, written: Factor, before: Factor | undefined): Promise<void>;
-  /** Deletes a challenge still PENDING whose message could not be delivered. */
-  discardChallenge(tenantId: string, challengeId: string): Promise<void>;
-  /** Opens again challenges `cancelPending` closed for a new one that could not be delivered, those not yet expired. */
-  reopen(tenantId: string, challengeIds: string[], now: Date): Promise<void>;
+  /**
+   * Deletes a challenge whose message could not be delivered, unless it was answered meanwhile
+   * (then the message did arrive): true when it was deleted. A newer request may have cancelled it.
+   */
+  discardChallenge(tenantId: string, challengeId: string): Promise<boolean>;
+  /**
+   * Opens again challenges `cancelPending` closed for a new one that could not be delivered: those
+   * not yet expired, and only while no other of the kind is open (under cancelPending's lock).
+   */
+  reopen(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel, challengeIds: string[], now: Date): Promise<void>;
+  /**
+   * Serialises enrolments of one factor slot until the transaction ends, so that each reads the
+   * factor as the one before it left it (an undo restores that, not a stale read).
+   */
+  lockSlot(tenantId: string, userId: string, channel: FactorChannel): Promise<void>;
   /** Deletes the factor and cancels its open challenges, so its device can approve nothing. */
   remove(tenantId: string, userId: string, channel: FactorChannel): Promise<boolean>;
   removeAll(tenantId: string, userId: string): Promise<number>;
@@ -219,10 +230,18 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       });
     },
     async discardChallenge(tenantId, challengeId) {
-      await db()('challenges').where({ tenant_id: tenantId, id: challengeId, status: 'PENDING' }).del();
+      return (
+        affected(
+          await db()('challenges').where({ tenant_id: tenantId, id: challengeId }).whereIn('status', ['PENDING', 'CANCELLED']).whereNull('answered_at').del(),
+        ) === 1
+      );
     },
-    async reopen(tenantId, challengeIds, now) {
+    async lockSlot(tenantId, userId, channel) {
+      await db().raw('select pg_advisory_xact_lock(hashtext(?))', [`factors:${tenantId}:${userId}:${channel}`]);
+    },
+    async reopen(tenantId, userId, purpose, channel, challengeIds, now) {
       if (challengeIds.length === 0) return;
+      await db().raw('select pg_advisory_xact_lock(hashtext(?))', [`challenges:${tenantId}:${userId}:${purpose}:${channel}`]);
       await db()('challenges')
         .where({ tenant_id: tenantId, status: 'CANCELLED' })
         .whereIn('id', challengeIds)

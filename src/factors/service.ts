@@ -106,14 +106,21 @@ export function createFactorService(deps: FactorServiceDeps) {
    * service (a webhook may take seconds, retries and all) never holds a database connection or its
    * locks — the embedded database has only one. A message that cannot be delivered takes back what
    * its request stored for it (`undo`: the challenge, an enrolment's pending factor) and fails the
-   * request with 503; the send still counts against the caps.
+   * request with 503; the send still counts against the caps. `undo` says false when the challenge
+   * was answered meanwhile: the message did arrive, whatever the sender said, and the request stands.
    */
-  async function send(deliver: () => Promise<void>, undo: () => Promise<void>): Promise<void> {
+  async function send(deliver: () => Promise<void>, undo: () => Promise<boolean>): Promise<void> {
     await tx.afterCommit(async () => {
       try {
         await deliver();
       } catch (err) {
-        await tx.transaction(undo).catch((e: unknown) => deps.logger.error({ err: e }, 'an undelivered challenge could not be taken back'));
+        let takenBack = true;
+        try {
+          takenBack = await tx.transaction(undo);
+        } catch (e) {
+          deps.logger.error({ err: e }, 'an undelivered challenge could not be taken back');
+        }
+        if (!takenBack) return;
         if (err instanceof DeliveryError) {
           throw new AppError('DELIVERY_FAILED', 503, 'The message could not be delivered; try again later', undefined, { 'Retry-After': '30' });
         }
@@ -219,9 +226,10 @@ export function createFactorService(deps: FactorServiceDeps) {
         await send(
           () => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }),
           async () => {
-            await factors.discardChallenge(tenant.id, id);
-            await factors.reopen(tenant.id, cancelled, clock()); // the code sent before still works
+            if (!(await factors.discardChallenge(tenant.id, id))) return false;
+            await factors.reopen(tenant.id, user.id, purpose, 'SMS', cancelled, clock()); // the code sent before still works
             await extra.undo?.();
+            return true;
           },
         );
       }
@@ -230,7 +238,7 @@ export function createFactorService(deps: FactorServiceDeps) {
   }
 
   /** A push to the user's device, after the commit; a delivery failure takes back `undo` and is the 503 of `send`. */
-  const sendPush = (caller: Caller, message: PushMessage, undo: () => Promise<void>) =>
+  const sendPush = (caller: Caller, message: PushMessage, undo: () => Promise<boolean>) =>
     send(() => deps.push.send(message, { tenant: caller.tenant.id, userId: caller.user.id }), undo);
 
   return {
@@ -253,7 +261,9 @@ export function createFactorService(deps: FactorServiceDeps) {
       const existing = await factors.list(caller.tenant.id, caller.user.id);
       await requireStepUpIfProtected(caller, existing);
       await tx.transaction(async () => {
-        const before = existing.find((f) => f.channel === 'SMS');
+        // Read under the slot's lock: an undo restores the factor as the enrolment before this one left it.
+        await factors.lockSlot(caller.tenant.id, caller.user.id, 'SMS');
+        const before = await factors.find(caller.tenant.id, caller.user.id, 'SMS');
         const pending = before?.status === 'ACTIVE'
           ? undefined
           : await factors.upsertPending({ id: randomUUID(), tenantId: caller.tenant.id, userId: caller.user.id, type: 'OTP', channel: 'SMS', now: clock() });
@@ -288,9 +298,11 @@ export function createFactorService(deps: FactorServiceDeps) {
       }
       await requireStepUpIfProtected(caller);
       await deps.caps.take([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
-      const before = await factors.find(tenant.id, user.id, channel);
       const publicJwk: JsonWebKey = { kty: 'EC', crv: 'P-256', x: input.publicKey.x, y: input.publicKey.y };
       await tx.transaction(async () => {
+        // Read under the slot's lock: an undo restores the factor as the enrolment before this one left it.
+        await factors.lockSlot(tenant.id, user.id, channel);
+        const before = await factors.find(tenant.id, user.id, channel);
         const now = clock();
         const factor = await factors.upsertPending({
           id: randomUUID(), tenantId: tenant.id, userId: user.id, type: 'PUSH', channel, publicJwk, deviceName: input.deviceName, now,
@@ -302,8 +314,9 @@ export function createFactorService(deps: FactorServiceDeps) {
           createdAt: now, expiresAt: new Date(now.getTime() + tenant.policy.otpTtlSeconds * 1000),
         });
         await sendPush(caller, { channel, challengeId: id, nonce, kind: 'enrolment', text: `Confirm ${input.deviceName ?? 'this device'} for ${tenant.name}` }, async () => {
-          await factors.discardChallenge(tenant.id, id);
+          if (!(await factors.discardChallenge(tenant.id, id))) return false;
           await factors.undoPending(tenant.id, factor, before);
+          return true;
         });
         await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.enrolment_started', target: user.id, details: { channel } });
       });

@@ -128,8 +128,9 @@ export function createStepUpService(deps: {
           text: details ? `Approve paying ${describe(details)} at ${tenant.name}?` : `Approve signing in to ${tenant.name}?`,
           ...(details ? { authorization_details: details } : {}),
         }, async () => {
-          await factors.discardChallenge(tenant.id, id);
-          await factors.reopen(tenant.id, cancelled, clock()); // the push sent before can still be answered
+          if (!(await factors.discardChallenge(tenant.id, id))) return false;
+          await factors.reopen(tenant.id, user.id, 'stepup', channel, cancelled, clock()); // the push sent before can still be answered
+          return true;
         });
         return { challengeId: challenge.id, status: 'PENDING' as const, expiresAt: challenge.expiresAt.toISOString() };
       });

@@ -21,6 +21,15 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
   let failing = false;
   /** While set, the receiver holds each request until the test lets it go. */
   let holding: { arrived: () => void; release: Promise<void> } | undefined;
+  /** What the next requests get, in order, before `failing` and `holding` apply: an answer, or one held until released. */
+  let script: Array<200 | 500 | { arrived: () => void; release: Promise<void>; status: number }> = [];
+  const held = (status: number) => {
+    let arrived!: () => void;
+    let release!: () => void;
+    const there = new Promise<void>((r) => (arrived = r));
+    const step = { arrived, release: new Promise<void>((r) => (release = r)), status };
+    return { step, there, release };
+  };
   let srv: TestServer;
   let app: ClientCreds;
 
@@ -34,6 +43,19 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
           res.statusCode = failing ? 500 : 200;
           res.end();
         };
+        const next = script.shift();
+        if (typeof next === 'number') {
+          res.statusCode = next;
+          return res.end();
+        }
+        if (next) {
+          next.arrived();
+          void next.release.then(() => {
+            res.statusCode = next.status;
+            res.end();
+          });
+          return;
+        }
         if (!holding) return answer();
         holding.arrived();
         void holding.release.then(answer);
@@ -61,6 +83,7 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
   beforeEach(() => {
     received = [];
     failing = false;
+    script = [];
   });
 
   function verifySignature(r: Received) {
@@ -170,6 +193,43 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     expect(await factors.find('live-bank', user.id, 'AUTHY')).toMatchObject({ id: mine.id, publicJwk: theirs.publicJwk, status: 'PENDING_VERIFICATION' });
     await factors.undoPending('live-bank', theirs, undefined);
     expect(await factors.find('live-bank', user.id, 'AUTHY')).toBeUndefined();
+  });
+
+  test("two sessions enrol at once and one's message fails: its undo leaves the other's enrolment as it was", async () => {
+    await createUser(srv, 'live-bank', { username: 'twosessions', mobile: '+447911123995', password: PASSWORD });
+    const s1 = await login(srv, app, 'twosessions', PASSWORD);
+    const s2 = await login(srv, app, 'twosessions', PASSWORD);
+    const first = held(200);
+    script = [first.step, 500, 500, 500];
+    const enrolling = json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(s1.access_token));
+    await first.there;
+    const code = /\b(\d{6})\b/.exec((JSON.parse(received[0]!.body) as { text: string }).text)![1]!;
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(s2.access_token))).status).toBe(503);
+    first.release();
+    expect((await enrolling).status).toBe(204);
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: code }, bearer(s1.access_token))).status).toBe(204);
+  });
+
+  test('a push answered while its sender still says it failed was delivered: the request stands', async () => {
+    const user = await createUser(srv, 'live-bank', { username: 'answered', password: PASSWORD });
+    const t = await login(srv, app, 'answered', PASSWORD);
+    const device = await newDevice();
+    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: device.publicJwk }, bearer(t.access_token))).status).toBe(204);
+    const enrol = JSON.parse(received[0]!.body) as { challengeId: string; nonce: string };
+    expect((await json(srv, 'POST', `/device/challenges/${enrol.challengeId}`, { jws: await device.answer(enrol) })).json).toEqual({ status: 'APPROVED' });
+    // The receiver takes the step-up push, the device answers it, then the receiver reports failure.
+    const push = held(500);
+    script = [push.step, 500, 500];
+    const starting = json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    await push.there;
+    const sent = JSON.parse(received[1]!.body) as { challengeId: string; nonce: string };
+    expect((await json(srv, 'POST', `/device/challenges/${sent.challengeId}`, { jws: await device.answer(sent) })).json).toEqual({ status: 'APPROVED' });
+    push.release();
+    const started = await starting;
+    expect([started.status, started.json.challengeId]).toEqual([202, sent.challengeId]);
+    const polled = await json(srv, 'GET', `/stepup/challenges/${sent.challengeId}`, undefined, bearer(t.access_token));
+    expect(polled.json).toMatchObject({ status: 'APPROVED', token: { access_token: expect.any(String) } });
+    expect(user.id).toEqual(expect.any(String));
   });
 
   test('push: signed {channel, challengeId, nonce, kind, text}', async () => {
