@@ -109,6 +109,17 @@ const checked = schema.superRefine((c, ctx) => {
   if ((c.smsSender === 'webhook' || c.pushSender === 'webhook') && !c.webhookSecret) {
     ctx.addIssue({ code: 'custom', path: ['webhookSecret'], message: 'required when a sender is webhook' });
   }
+  // A request is in flight until its message is out (or taken back): the longest delivery must end
+  // within a shutdown's drain, or SIGTERM cuts it off half-done.
+  const { attempts, timeoutMs, backoffMs } = c.webhook;
+  const longest = attempts * timeoutMs + backoffMs * (2 ** (attempts - 1) - 1);
+  if ((c.smsSender === 'webhook' || c.pushSender === 'webhook') && longest + 1000 > c.shutdownTimeoutMs) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['webhook'],
+      message: `the longest delivery (${longest} ms: attempts × timeoutMs plus the backoffs) must end a second before shutdownTimeoutMs (${c.shutdownTimeoutMs} ms)`,
+    });
+  }
 });
 
 export type Config = Readonly<z.infer<typeof schema>>;

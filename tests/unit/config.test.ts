@@ -34,6 +34,8 @@ describe('configuration', () => {
     [{ WEB_CONCURRENCY: '1e1' }, /webConcurrency \(env WEB_CONCURRENCY\)/],
     // Past 2^31 - 1 ms Node's timers fire at once: the drain would cut requests off.
     [{ SHUTDOWN_TIMEOUT_MS: '3000000000' }, /shutdownTimeoutMs \(env SHUTDOWN_TIMEOUT_MS\)/],
+    // SIGTERM must not cut a delivery off half-done: 3 × 2500 ms + 750 ms of backoff, and a second, is 9.25 s.
+    [{ SMS_SENDER: 'webhook', SMS_WEBHOOK_URL: 'https://sms.example/hook', WEBHOOK_SECRET: 'a webhook secret of length', SHUTDOWN_TIMEOUT_MS: '9000' }, /webhook: the longest delivery \(8250 ms/],
     [{ PUBLIC_URL: 'not a url' }, /publicUrl \(env PUBLIC_URL\)/],
     [{ DATABASE_URL: 'mysql://x' }, /databaseUrl \(env DATABASE_URL\)/],
     [{ SECRETS_KEY: 'c2hvcnQ=' }, /secretsKey \(env SECRETS_KEY\)/],
