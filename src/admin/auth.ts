@@ -68,7 +68,11 @@ export function ifMatch(ctx: Context, current: number): number {
   // An entity tag is compared as it is written: "01", or a number past the version column's
   // range, names no version (the database would refuse the latter: a 500, not a 412). A list
   // that is not one of entity tags matches nothing.
-  const list = /^\s*(?:W\/)?"[^"]*"(?:\s*,\s*(?:W\/)?"[^"]*")*\s*$/.test(header) ? [...header.matchAll(/(?:W\/)?"([^"]*)"/g)].map((m) => m[1]) : [];
+  // Empty elements of the list are allowed (RFC 9110 §5.6.1).
+  const tag = '(?:W\\/)?"[^"]*"';
+  // Each run of spaces has one place to go (after a comma or after a tag): no backtracking blow-up.
+  const wellFormed = new RegExp(`^\\s*(?:${tag}\\s*)?(?:,\\s*(?:${tag}\\s*)?)*$`).test(header);
+  const list = wellFormed ? [...header.matchAll(/(?:W\/)?"([^"]*)"/g)].map((m) => m[1]) : [];
   if (!list.includes(String(current))) throw preconditionFailed();
   return current;
 }

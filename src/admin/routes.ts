@@ -118,7 +118,8 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const patch = validateBody(ctx, S.policyPatch) as Record<string, unknown>;
     // A change keeps the overrides that apply, drops a value out of its range, and keeps a key this
     // release does not know: a newer release, during a rolling deploy or after a rollback, wrote it.
-    const stored = t.storedPolicy && typeof t.storedPolicy === 'object' ? (t.storedPolicy as Record<string, unknown>) : {};
+    // Stored overrides that are not an object (an array, a string) hold nothing to keep.
+    const stored = t.storedPolicy && typeof t.storedPolicy === 'object' && !Array.isArray(t.storedPolicy) ? (t.storedPolicy as Record<string, unknown>) : {};
     const unknown = Object.fromEntries(Object.entries(stored).filter(([k]) => !isPolicyKey(k)));
     const merged: Record<string, unknown> = { ...validOverrides(stored).valid };
     for (const [k, v] of Object.entries(patch)) {

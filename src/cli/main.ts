@@ -73,11 +73,20 @@ function parse(args: string[], options: ParseArgsConfig['options'], positionals 
   return parsed;
 }
 
-/** A password from standard input (`--password-stdin`): all of it, without the line break that ends it. */
+/**
+ * A password from standard input (`--password-stdin`): all of it, without the line breaks that end
+ * it. Bytes that are not UTF-8 are refused: decoded, each would become U+FFFD, and many passwords one.
+ */
 async function readSecret(stdin: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new UsageError('the password on standard input is not UTF-8 text');
+  }
+  return text.replace(/[\r\n]+$/, '');
 }
 
 function print(json: unknown, value: unknown, human: string): void {

@@ -76,8 +76,10 @@ export function jsonBody(limitBytes: number) {
       const declared = Number(ctx.get('content-length') || 0);
       if (declared > limitBytes) throw new AppError('PAYLOAD_TOO_LARGE', 413, 'Request body is too large');
       await parse(ctx, async () => {});
-      // An empty body sent chunked parses as '' (no length declared it empty): no body, as without one.
-      if ((ctx.request as { body?: unknown }).body === '') (ctx.request as { body?: unknown }).body = {};
+      // An empty body sent chunked parses as '' (no length declared it empty): no body, as without
+      // one. A body that is the JSON string "" is not that, and must be an object like any other.
+      const request = ctx.request as { body?: unknown; rawBody?: string };
+      if (request.body === '' && (request.rawBody ?? '').trim() === '') request.body = {};
       const body = (ctx.request as { body?: unknown }).body;
       if (body === null || typeof body !== 'object' || Array.isArray(body)) {
         throw AppError.validation([{ fieldName: 'body', error: 'must be a JSON object' }]);

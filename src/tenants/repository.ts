@@ -29,8 +29,22 @@ interface TenantRow {
 
 export const TENANT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
+/**
+ * The policy column as stored: JSON text on some drivers, parsed on others. Whatever it holds —
+ * a JSON string, an array, text that is not JSON — is handed on as it is, for resolvePolicy to set
+ * aside (GET …/policy names it), never a 500 on every lookup of the tenant.
+ */
+function storedPolicy(raw: unknown): unknown {
+  if (typeof raw !== 'string') return raw;
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    return raw;
+  }
+}
+
 function toTenant(row: TenantRow): Tenant {
-  const stored = (typeof row.policy === 'string' ? JSON.parse(row.policy) : row.policy) as TenantPolicyInput;
+  const stored = storedPolicy(row.policy) as TenantPolicyInput;
   return {
     id: row.id,
     name: row.name,

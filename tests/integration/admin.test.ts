@@ -408,6 +408,16 @@ describe(`admin API (${dbLabel})`, () => {
       ignored: ['newFutureKey'],
     });
     expect((await api('GET', '/tenants/odd-bank/policy')).json.ignored).toEqual(['newFutureKey']);
+
+    // Overrides that are not an object at all: set aside, never a 500; the next change starts afresh.
+    for (const raw of ['"a string"', '[true, {"requireApiKey": true}]']) {
+      await knex.raw('update tenants set policy = ?::jsonb where id = ?', [raw, 'odd-bank']);
+      srv.running.app.services.caches.changed('tenant', 'odd-bank');
+      const odd = await api('GET', '/tenants/odd-bank/policy');
+      expect([raw, odd.status, odd.json.ignored, odd.json.policy.requireApiKey]).toEqual([raw, 200, ['(the stored policy is not an object)'], false]);
+      const fixed = await api('PATCH', '/tenants/odd-bank/policy', { requireApiKey: true }, { 'if-match': odd.headers.get('etag')! });
+      expect([raw, fixed.status, fixed.json.overrides]).toEqual([raw, 200, { requireApiKey: true }]);
+    }
   });
 
   test('an If-Match naming no version, however it is written, is a 412', async () => {
@@ -424,6 +434,7 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('PATCH', '/tenants/etag-bank', { name: 'Listed' }, { 'if-match': 'W/"0", W/"2"' })).status).toBe(200);
     expect((await api('PATCH', '/tenants/etag-bank', { name: 'Listed' }, { 'if-match': 'W/"1", W/"2"' })).status).toBe(412);
     expect((await api('PATCH', '/tenants/etag-bank', { name: 'Listed' }, { 'if-match': 'W/"3" x' })).status).toBe(412);
+    expect((await api('PATCH', '/tenants/etag-bank', { name: 'Empty elements' }, { 'if-match': ' , W/"3",' })).status).toBe(200); // RFC 9110 §5.6.1
   });
 
   test('non-admin tokens are refused', async () => {

@@ -119,6 +119,9 @@ describe(`CLI (${dbLabel})`, () => {
     const ok = await cliWithInput(store, 'a passphrase from a pipe\n', 'user', 'create', '--tenant', 'stdin-bank', '--username', 'piped', '--password-stdin', '--json');
     expect(JSON.parse(ok.out)).toEqual({ id: expect.any(String) });
     await expect(cliWithInput(store, 'x', 'user', 'create', '--tenant', 'stdin-bank', '--username', 'both', '--password', 'p', '--password-stdin')).rejects.toThrow(/not both/);
+    // Bytes that are not UTF-8 would each become U+FFFD: refused.
+    const run2 = () => run(['user', 'create', '--tenant', 'stdin-bank', '--username', 'bytes', '--password-stdin'], { NODE_ENV: 'test', DATA_DIR: store.dataDir, ...(store.databaseUrl ? { DATABASE_URL: store.databaseUrl } : {}) }, Readable.from([Buffer.from([0xff, 0xfe, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48])]));
+    await expect(run2()).rejects.toThrow(/not UTF-8/);
   });
 
   test('--help on every command', async () => {
