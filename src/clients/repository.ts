@@ -132,6 +132,17 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
       .leftJoin('client_tenants as ct', 'ct.client_id', 'c.id')
       .groupBy('c.id');
 
+  /** A credential replaced (its predecessor kept, or not, by `columns`), as one change of the client. */
+  const rotate = async (clientId: string, columns: Record<string, unknown>): Promise<ClientRecord | undefined> => {
+    const k = knex();
+    const done = await changing(clientId, async (trx) =>
+      affected(await trx('clients').where({ id: clientId }).update({ ...columns, version: k.raw('version + 1'), updated_at: k.fn.now() })),
+    );
+    if (!done) return undefined;
+    const row = (await base().where('c.id', clientId).first()) as ClientRow | undefined;
+    return row ? toRecord(row) : undefined;
+  };
+
   return {
     async create(input) {
       return knex().transaction(async (trx) => {
@@ -188,37 +199,15 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
     },
     async rotateSecret(clientId, newHash, previousExpiresAt) {
       const k = knex();
-      const done = await changing(clientId, async (trx) =>
-        affected(
-          await trx('clients')
-            .where({ id: clientId })
-            .update({
-              previous_secret_hash: k.ref('secret_hash'),
-              previous_secret_expires_at: previousExpiresAt,
-              secret_hash: newHash,
-              version: k.raw('version + 1'),
-              updated_at: k.fn.now(),
-            }),
-        ),
-      );
-      return done ? this.find(clientId) : undefined;
+      return rotate(clientId, { previous_secret_hash: k.ref('secret_hash'), previous_secret_expires_at: previousExpiresAt, secret_hash: newHash });
     },
     async rotateApiKey(clientId, newHash, previousExpiresAt) {
       const k = knex();
-      const done = await changing(clientId, async (trx) =>
-        affected(
-          await trx('clients')
-            .where({ id: clientId })
-            .update({
-              previous_api_key_hash: previousExpiresAt ? k.ref('api_key_hash') : null,
-              previous_api_key_expires_at: previousExpiresAt ?? null,
-              api_key_hash: newHash,
-              version: k.raw('version + 1'),
-              updated_at: k.fn.now(),
-            }),
-        ),
-      );
-      return done ? this.find(clientId) : undefined;
+      return rotate(clientId, {
+        previous_api_key_hash: previousExpiresAt ? k.ref('api_key_hash') : null,
+        previous_api_key_expires_at: previousExpiresAt ?? null,
+        api_key_hash: newHash,
+      });
     },
     async ensureAdmin(input) {
       let outcome: 'created' | 'rekeyed' | 'restored' | 'unchanged' = 'unchanged';
