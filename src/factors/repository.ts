@@ -149,16 +149,12 @@ export interface FactorRepository {
   /** The challenge id alone (device answers carry nothing else); the caller checks the rest. */
   findChallengeById(challengeId: string): Promise<Challenge | undefined>;
   /**
-   * The user's newest challenge of this purpose and channel, whatever its state: a right code for
-   * a challenge just consumed by a concurrent request is then recognised as such, not as a guess.
-   */
-  /**
-   * The latest challenge of `owner` (the session and token that asked for it): another session's
-   * newer challenge cancels this one's, but does not take its place.
+   * The newest challenge of `owner` (the session and token that asked for it) of this purpose and
+   * channel, whatever its state: a right code for a challenge just consumed by a concurrent
+   * request, or cancelled by another session's newer one, is then recognised as such, not as a guess.
    */
   latest(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel, owner: { sessionId: string | null; opener: string | null }): Promise<Challenge | undefined>;
-  /** Cancels the user's open challenges of this purpose and channel; call it in the transaction that inserts the next one. */
-  /** Cancels the user's open challenges of this purpose and channel; returns their ids. */
+  /** Cancels the user's open challenges of this purpose and channel (returns their ids); call it in the transaction that inserts the next one. */
   cancelPending(tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel): Promise<string[]>;
   /** One atomic UPDATE: PENDING and unexpired → `to`. True for exactly one caller. */
   transition(tenantId: string, challengeId: string, to: ChallengeStatus, now: Date, result?: Record<string, unknown>): Promise<boolean>;
