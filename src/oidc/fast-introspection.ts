@@ -8,6 +8,7 @@ import { isDatabaseUnavailable } from '../db/unavailable';
 import { plausibleClientId, recordSecretMatches } from './client-model';
 import type { IntrospectionPolicy } from './introspection';
 import { opaqueTokenId } from './token-id';
+import { basicChallenge } from '../http/challenge';
 import { answerFailure, basicCredentials, CLIENT_AUTH_PARAMS, endpointHeaders, plainFormRequest, readBody, type FastPath } from './fast-form';
 
 /**
@@ -77,7 +78,7 @@ async function callerOf(deps: Deps, credentials: { id: string; secret: string })
 function unknownClient(ctx: Koa.Context, issuer: string): void {
   ctx.status = 401;
   endpointHeaders(ctx);
-  ctx.set('WWW-Authenticate', `Basic realm="${issuer}", error="invalid_client", error_description="client authentication failed"`);
+  ctx.set('WWW-Authenticate', basicChallenge(issuer, 'client authentication failed'));
   ctx.body = { error: 'invalid_client', error_description: 'client authentication failed' };
 }
 

@@ -7,6 +7,7 @@ import { opaqueTokenId } from './token-id';
 import type { Logger } from '../log';
 import { isDatabaseUnavailable, RETRY_AFTER_SECONDS } from '../db/unavailable';
 import type { PortcullisClientExtras } from './client-model';
+import { authChallenge, basicChallenge } from '../http/challenge';
 
 const CLIENT_AUTH_ROUTES = new Set(['token', 'introspection', 'revocation']);
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
@@ -43,12 +44,6 @@ function failedClientAuthentication(ctx: KoaContextWithOIDC): boolean {
   if (body?.error !== 'invalid_request' || typeof body.error_description !== 'string') return false;
   if (ctx.get('authorization') !== '' && UNREADABLE_BASIC.has(body.error_description)) return true;
   return body.error_description === 'no client authentication mechanism provided';
-}
-
-/** The challenge the library sends with a refused Basic authentication, in its format. */
-function basicChallenge(realm: string, description?: string): string {
-  const quoted = (v: string) => `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
-  return `Basic realm=${quoted(realm)}, error="invalid_client"${description ? `, error_description=${quoted(description)}` : ''}`;
 }
 
 /**
@@ -113,7 +108,7 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
 
     if (ctx.status === 400 && !oidc.client && !sentClientCredentials(oidcCtx)) {
       ctx.status = 401;
-      ctx.set('WWW-Authenticate', `Basic realm="${provider.issuer}"`);
+      ctx.set('WWW-Authenticate', authChallenge('Basic', provider.issuer));
       ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
       return;
     }
