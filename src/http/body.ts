@@ -1,16 +1,10 @@
 import { bodyParser } from '@koa/bodyparser';
 import type { Context, Next } from 'koa';
 import { AppError } from '../errors';
+import { textProblem } from '../text';
 
 /** Deeper than any body of ours nests (step-up transaction details are the deepest, a few levels). */
 export const MAX_BODY_DEPTH = 32;
-
-/** Why PostgreSQL could not take a string: U+0000, or a lone surrogate (JSON's "\ud800"), which is no text. */
-function textProblem(s: string): string | undefined {
-  if (s.includes('\u0000')) return 'must not contain NUL characters';
-  if (/\p{Cs}/u.test(s)) return 'must be valid Unicode text';
-  return undefined;
-}
 
 /**
  * The path of the first string (value or key, in document order) that PostgreSQL cannot store

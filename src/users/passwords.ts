@@ -1,6 +1,7 @@
 import { createHmac, hkdfSync } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import dumbPasswords from 'dumb-passwords';
+import { textProblem } from '../text';
 
 export const PASSWORD_MIN_LENGTH = 8;
 /** NIST 800-63B asks to accept at least 64; we accept long passphrases but bound the work. */
@@ -20,10 +21,9 @@ export function passwordProblem(password: string, minLength = PASSWORD_MIN_LENGT
   const length = [...p].length;
   if (length < minLength) return `must be at least ${minLength} characters`;
   if (length > PASSWORD_MAX_LENGTH) return `must be at most ${PASSWORD_MAX_LENGTH} characters`;
-  if (p.includes('\u0000')) return 'must not contain NUL characters';
-  // A lone surrogate (JSON can carry one, "\ud800") is not text: it would be hashed as U+FFFD, so
-  // every lone surrogate and U+FFFD would be the same password.
-  if (/\p{Cs}/u.test(p)) return 'must be valid Unicode text';
+  // NUL, or a lone surrogate, which would be hashed as U+FFFD: every one and U+FFFD one password.
+  const text = textProblem(p);
+  if (text) return text;
   if (dumbPasswords.check(p) || dumbPasswords.check(p.toLowerCase())) return 'is too common; choose another';
   return undefined;
 }
