@@ -174,6 +174,13 @@ export interface FactorRepository {
 
 export function createFactorRepository(source: DbSource): FactorRepository {
   const db = () => source.db();
+  /** A lock held until the caller's transaction ends. */
+  const xactLock = async (key: string) => {
+    await db().raw('select pg_advisory_xact_lock(hashtext(?))', [key]);
+  };
+  /** Taken by whoever opens or reopens the user's challenges of one purpose and channel. */
+  const challengesLock = (tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel) =>
+    xactLock(`challenges:${tenantId}:${userId}:${purpose}:${channel}`);
   return {
     async list(tenantId, userId) {
       return (await db()('factors').where({ tenant_id: tenantId, user_id: userId }).orderBy('created_at')).map(toFactor);
@@ -233,11 +240,11 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       );
     },
     async lockSlot(tenantId, userId, channel) {
-      await db().raw('select pg_advisory_xact_lock(hashtext(?))', [`factors:${tenantId}:${userId}:${channel}`]);
+      await xactLock(`factors:${tenantId}:${userId}:${channel}`);
     },
     async reopen(tenantId, userId, purpose, channel, challengeIds, now) {
       if (challengeIds.length === 0) return;
-      await db().raw('select pg_advisory_xact_lock(hashtext(?))', [`challenges:${tenantId}:${userId}:${purpose}:${channel}`]);
+      await challengesLock(tenantId, userId, purpose, channel);
       await db()('challenges')
         .where({ tenant_id: tenantId, status: 'CANCELLED' })
         .whereIn('id', challengeIds)
@@ -311,7 +318,7 @@ export function createFactorRepository(source: DbSource): FactorRepository {
     async cancelPending(tenantId, userId, purpose, channel) {
       // Held until the caller's transaction (which inserts the next challenge) ends: two requests
       // at once would each cancel what was there and insert their own, leaving two open.
-      await db().raw('select pg_advisory_xact_lock(hashtext(?))', [`challenges:${tenantId}:${userId}:${purpose}:${channel}`]);
+      await challengesLock(tenantId, userId, purpose, channel);
       const rows = (await db()('challenges')
         .where({ tenant_id: tenantId, user_id: userId, purpose, channel, status: 'PENDING' })
         .update({ status: 'CANCELLED' })
