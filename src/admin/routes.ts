@@ -106,12 +106,15 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   });
 
   // Policy (takes effect on every process at once: each evicts the tenant when the change commits)
+  /** The effective policy, the stored overrides, and the stored keys that do not apply (unknown to this release, or out of range). */
+  const policyView = (stored: unknown, policy = resolvePolicy(stored)) => {
+    const { ignored } = validOverrides(stored);
+    return { policy, overrides: stored, ...(ignored.length > 0 ? { ignored } : {}) };
+  };
   router.get('/tenants/:t/policy', async (ctx) => {
     const t = await tenantOf(ctx);
     ctx.set('ETag', etag(t.version));
-    // Stored keys that do not apply (unknown to this release, or out of range) are named.
-    const { ignored } = validOverrides(t.storedPolicy);
-    ctx.body = { policy: t.policy, overrides: t.storedPolicy, ...(ignored.length > 0 ? { ignored } : {}) };
+    ctx.body = policyView(t.storedPolicy, t.policy);
   });
   router.patch('/tenants/:t/policy', async (ctx) => {
     const t = await tenantOf(ctx);
@@ -134,8 +137,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
       return u;
     });
     ctx.set('ETag', etag(updated.version));
-    const { ignored } = validOverrides(next);
-    ctx.body = { policy: resolvePolicy(next), overrides: next, ...(ignored.length > 0 ? { ignored } : {}) };
+    ctx.body = policyView(next);
   });
 
   // Clients
