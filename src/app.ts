@@ -39,7 +39,7 @@ import { idempotency } from './http/idempotency';
 import { malformedAuthorization, requireBearer, requireClient, requireUser, insufficientUserAuthentication } from './http/auth';
 import type { Principal } from './oidc/bearer';
 import { userRoutes } from './users/routes';
-import { providerPath } from './oidc/paths';
+import { CLIENT_AUTH_PATHS, providerPath } from './oidc/paths';
 import { sessionRoutes } from './sessions/routes';
 import { deviceRoutes, factorRoutes } from './factors/routes';
 import { createStepUpService } from './stepup/service';
@@ -67,7 +67,7 @@ const OAUTH_ALIASES: Record<string, string> = {
 };
 
 /** oidc-provider's endpoints (and their aliases) that every token request and introspection hits. */
-const OAUTH_PATHS = new Set(['/token', '/token/introspection', '/token/revocation', ...Object.keys(OAUTH_ALIASES).filter((p) => p.includes('token'))]);
+const OAUTH_PATHS = new Set([...CLIENT_AUTH_PATHS, ...Object.keys(OAUTH_ALIASES).filter((p) => p.includes('token'))]);
 /**
  * Every path handed to oidc-provider, with the methods it answers there (OPTIONS: CORS preflight).
  * The library serves more (an authorization endpoint, say), none of it part of this server: any

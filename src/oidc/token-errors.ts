@@ -1,5 +1,5 @@
 import type Provider from 'oidc-provider';
-import { providerPath } from './paths';
+import { CLIENT_AUTH_PATHS, providerPath } from './paths';
 
 /**
  * oidc-provider answers a token request whose grant type the client is not registered for with
@@ -9,9 +9,6 @@ import { providerPath } from './paths';
  * it: the fast paths hand such requests to the library.
  */
 const NOT_ALLOWED = 'requested grant type is not allowed for this client';
-
-/** The library's client-authenticated endpoints (matched as its router matches them: providerPath). */
-const CLIENT_AUTH_PATHS = new Set(['/token', '/token/introspection', '/token/revocation']);
 
 /**
  * RFC 6749 §5.1: a token endpoint's answer carries `Cache-Control: no-store` and `Pragma: no-cache`;

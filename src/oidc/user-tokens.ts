@@ -50,7 +50,8 @@ function setLifetime(token: object, seconds: number): void {
  */
 function setTokenLifetime(token: object, seconds: number): void {
   const now = Math.floor(Date.now() / 1000);
-  Object.assign(token, { expiresIn: seconds, iat: now, exp: now + seconds });
+  setLifetime(token, seconds);
+  Object.assign(token, { iat: now, exp: now + seconds });
 }
 
 /** The session's refresh token (when the client may refresh): rotating, ending with the session. */
