@@ -118,8 +118,9 @@ describe(`cached clients and tenants (${dbLabel})`, () => {
     const pg = new PgClient({ connectionString: a.store.databaseUrl });
     await pg.connect();
     try {
-      // Cut every listener connection (both processes'), as a network fault or a restart would.
-      await pg.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'portcullis-listener'");
+      // Cut every listener connection (both processes'), as a network fault or a restart would —
+      // of this database only: test files running beside this one have listeners of their own.
+      await pg.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'portcullis-listener' and datname = current_database()");
       await until('caching off', async () => !srv.running.app.services.caches.listening, 2000);
       // Not listening: a change made behind the server's back (no notification at all) is seen at once.
       await pg.query("update tenants set status = 'disabled' where id = 'bank-c'");
