@@ -98,6 +98,11 @@ const schema = z.object({
   bcryptCost: whole(4, 15),
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: whole(0, 64),
+  /**
+   * PostgreSQL only: connections of a process's main pool; its rate-limit counters and its
+   * access-token inserts each get a pool of half as many (at least one). See src/db/knex.ts.
+   */
+  dbPoolMax: whole(1, 1000),
 });
 
 const checked = schema.superRefine((c, ctx) => {
@@ -167,6 +172,7 @@ const ENV_KEYS: Record<string, string> = {
   SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
   BCRYPT_COST: 'bcryptCost',
   BCRYPT_CONCURRENCY: 'bcryptConcurrency',
+  DB_POOL_MAX: 'dbPoolMax',
   INTROSPECTION_FAST_PATH: 'introspectionFastPath',
   CLIENT_CREDENTIALS_FAST_PATH: 'clientCredentialsFastPath',
   PASSWORD_FAST_PATH: 'passwordFastPath',

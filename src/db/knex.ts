@@ -88,24 +88,30 @@ function knexLog(logger?: DbOptions['logger']): Knex.Config['log'] {
 export async function openDatabase(config: Config, opts: DbOptions = {}): Promise<Database> {
   if (config.databaseUrl) {
     const log = knexLog(opts.logger);
+    // Few connections per process (DB_POOL_MAX, default 4): statements of concurrent requests share
+    // one (src/db/batch.ts), bcrypt and webhooks never hold one, so a larger pool only adds
+    // PostgreSQL backends competing for the same cores. 20 + 8 + 4 per worker, against 4 + 2 + 2,
+    // gave lower maxima and worse tails at 70 % of them on two cores (bench/NOTES.md).
+    const max = opts.poolMax ?? config.dbPoolMax;
+    const side = Math.max(1, Math.ceil(max / 2));
     const knex = knexFactory({
       client: 'pg',
       connection: { connectionString: config.databaseUrl, application_name: 'portcullis' },
-      pool: { min: 0, max: opts.poolMax ?? 20, idleTimeoutMillis: 30000 },
+      pool: { min: 0, max, idleTimeoutMillis: 30000 },
       acquireConnectionTimeout: 10000,
       log,
     });
     const counters = knexFactory({
       client: 'pg',
       connection: { connectionString: config.databaseUrl, application_name: 'portcullis-counters' },
-      pool: { min: 0, max: 4, idleTimeoutMillis: 30000 },
+      pool: { min: 0, max: side, idleTimeoutMillis: 30000 },
       acquireConnectionTimeout: 10000,
       log,
     });
     const asyncCommit = knexFactory({
       client: 'pg',
       connection: { connectionString: config.databaseUrl, application_name: 'portcullis-tokens', options: '-c synchronous_commit=off' },
-      pool: { min: 0, max: 8, idleTimeoutMillis: 30000 },
+      pool: { min: 0, max: side, idleTimeoutMillis: 30000 },
       acquireConnectionTimeout: 10000,
       log,
     });
