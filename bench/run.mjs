@@ -183,7 +183,9 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
   }
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const server = start(path.join(root, 'dist/src/cli/main.js'), ['serve'], { ...env, PORT: String(port), PUBLIC_URL: base, BCRYPT_COST: '4' });
+  // Its users keep the bcrypt cost they were made with (12, 10, 4): a login would otherwise hash
+  // them again at BCRYPT_COST (PASSWORD_REHASH).
+  const server = start(path.join(root, 'dist/src/cli/main.js'), ['serve'], { ...env, PORT: String(port), PUBLIC_URL: base, BCRYPT_COST: '4', PASSWORD_REHASH: 'false' });
   await waitReady(base);
   const pid = server.pid;
   const app = { id: appC.client_id, secret: appC.client_secret };

@@ -200,6 +200,8 @@ export async function buildServices(config: Config, database: Database, opts: { 
     userService: createUserService({
       users,
       hasher,
+      rehashOnLogin: config.passwordRehash,
+      warn: (err, msg) => logger.warn({ err }, msg),
       throttle: createLoginThrottle({ failures: config.loginThrottle.failuresPerWindow, windowSeconds: config.loginThrottle.windowSeconds, clock }),
       events: {
         // Security events: who failed to log in (never what they typed), and lockouts.

@@ -96,6 +96,8 @@ const schema = z.object({
   /** Plain password grants answered without oidc-provider's pipeline (src/oidc/fast-password.ts). */
   passwordFastPath: flag,
   bcryptCost: whole(4, 15),
+  /** A right password stored at another cost than bcryptCost is hashed again at it on login. */
+  passwordRehash: flag,
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: whole(0, 64),
   /**
@@ -171,6 +173,7 @@ const ENV_KEYS: Record<string, string> = {
   SHUTDOWN_TIMEOUT_MS: 'shutdownTimeoutMs',
   SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
   BCRYPT_COST: 'bcryptCost',
+  PASSWORD_REHASH: 'passwordRehash',
   BCRYPT_CONCURRENCY: 'bcryptConcurrency',
   DB_POOL_MAX: 'dbPoolMax',
   INTROSPECTION_FAST_PATH: 'introspectionFastPath',

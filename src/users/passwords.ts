@@ -41,6 +41,8 @@ export interface PasswordHasher {
   verify(password: string, stored: string, late?: () => boolean): Promise<boolean>;
   /** Same cost as a real verification, for unknown or locked users (equal timing). */
   dummyVerify(password: string, late?: () => boolean): Promise<void>;
+  /** Whether a stored hash was made at another cost than this hasher's (BCRYPT_COST changed since). */
+  needsRehash(stored: string): boolean;
 }
 
 /**
@@ -87,6 +89,14 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
     },
     async dummyVerify(password, late) {
       await limited(() => bcrypt.compare(prehash(password), dummy), late);
+    },
+    needsRehash(stored) {
+      if (!stored.startsWith('v1$')) return false;
+      try {
+        return bcrypt.getRounds(stored.slice(3)) !== cost;
+      } catch {
+        return false; // not a bcrypt hash: verify never accepts it, so there is nothing to replace
+      }
     },
   };
 }

@@ -131,6 +131,11 @@ export interface UserRepository {
   /** A login closed apart from its session: when the session could not be stored (src/users/login-end.ts). */
   endLogin(end: LoginEnd): Promise<void>;
   /**
+   * The user's password hash replaced by `next` only if it is still `current` (a rehash at a new
+   * cost never overwrites a hash changed meanwhile). True when replaced.
+   */
+  replacePasswordHash(tenantId: string, userId: string, current: string, next: string): Promise<boolean>;
+  /**
    * An attempt given back unevaluated (its evaluation did not start in time): the address's point
    * and, when one was reserved, the user's attempt — one each, never below zero; earlier failures
    * stay counted.
@@ -298,6 +303,11 @@ export function createUserRepository(source: DbSource): UserRepository {
     },
     async endLogin(end) {
       await statementRunner(knex())(END_LOGIN, loginEndValues(end));
+    },
+    async replacePasswordHash(tenantId, userId, current, next) {
+      // updated_at stays: nothing a reader of the user sees has changed.
+      const n = await knex()('users').where({ tenant_id: tenantId, id: userId, password_hash: current }).update({ password_hash: next });
+      return affected(n) === 1;
     },
     async releaseLogin({ tenantId, userId, key, now }) {
       await statementRunner(knex())(RELEASE_LOGIN, [key, now, tenantId, userId ?? null]);

@@ -126,7 +126,20 @@ export function publicUser(u: User) {
   };
 }
 
-export function createUserService(deps: { users: UserRepository; hasher: PasswordHasher; throttle: LoginThrottle; events?: UserEvents }): UserService {
+export function createUserService(deps: {
+  users: UserRepository;
+  hasher: PasswordHasher;
+  throttle: LoginThrottle;
+  events?: UserEvents;
+  /**
+   * A right password whose hash has another cost than BCRYPT_COST is hashed again at it (PASSWORD_REHASH).
+   * Else, after a cost change, a known user's login takes as long as the old cost and an unknown
+   * one's (the dummy verification) as long as the new: which user names exist would show.
+   */
+  rehashOnLogin?: boolean;
+  /** Where a failed rehash is reported: the login itself still succeeds. */
+  warn?: (err: unknown, msg: string) => void;
+}): UserService {
   const { users, hasher, throttle } = deps;
   const events = deps.events ?? {};
 
@@ -216,6 +229,14 @@ export function createUserService(deps: { users: UserRepository; hasher: Passwor
         throw new LoginFailedError(reason);
       }
       if (await inTime(hasher.verify(password, user.passwordHash, late))) {
+        if (deps.rehashOnLogin && hasher.needsRehash(user.passwordHash)) {
+          // Once per user after a cost change; a failure leaves the old hash, which still verifies.
+          try {
+            await users.replacePasswordHash(tenant.id, user.id, user.passwordHash, await hasher.hash(password));
+          } catch (err) {
+            deps.warn?.(err, 'rehashing a password at the new BCRYPT_COST failed; kept the old hash');
+          }
+        }
         return { user, end: { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now() } };
       }
       events.loginFailed?.(tenant, user.id, 'wrong_password');

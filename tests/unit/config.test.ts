@@ -11,6 +11,8 @@ describe('configuration', () => {
     expect(c.bcryptCost).toBe(4); // config/test.json
     expect(c.tokens.accessTokenTtlSeconds).toBe(1800);
     expect(c.dbPoolMax).toBe(4);
+    expect(c.passwordRehash).toBe(true);
+    expect(loadConfig({ ...base, PASSWORD_REHASH: 'off' }).passwordRehash).toBe(false);
     expect(loadConfig({ ...base, DB_POOL_MAX: '12' }).dbPoolMax).toBe(12);
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.tokens)).toBe(true);
@@ -47,6 +49,7 @@ describe('configuration', () => {
     [{ WEB_CONCURRENCY: '0' }, /webConcurrency \(env WEB_CONCURRENCY\)/],
     [{ DB_POOL_MAX: '0' }, /dbPoolMax \(env DB_POOL_MAX\): must be a whole number from 1 to 1000/],
     [{ DB_POOL_MAX: 'many' }, /dbPoolMax \(env DB_POOL_MAX\)/],
+    [{ PASSWORD_REHASH: 'ture' }, /passwordRehash \(env PASSWORD_REHASH\)/],
     [{ WORKER_HEAP_LIMIT_MB: '64' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
     [{ WORKER_HEAP_LIMIT_MB: 'lots' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
     [{ WORKER_HEAP_LIMIT_MB: '1.5' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
