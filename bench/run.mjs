@@ -183,8 +183,8 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
   }
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  // Its users keep the bcrypt cost they were made with (12, 10, 4): a login would otherwise hash
-  // them again at BCRYPT_COST (PASSWORD_REHASH).
+  // Its users keep the bcrypt cost they were made with (12, 10, 4), whatever BCRYPT_COST is: a
+  // login may otherwise hash one again at a higher BCRYPT_COST (PASSWORD_REHASH).
   const server = start(path.join(root, 'dist/src/cli/main.js'), ['serve'], { ...env, PORT: String(port), PUBLIC_URL: base, BCRYPT_COST: '4', PASSWORD_REHASH: 'false' });
   await waitReady(base);
   const pid = server.pid;

@@ -41,8 +41,14 @@ export interface PasswordHasher {
   verify(password: string, stored: string, late?: () => boolean): Promise<boolean>;
   /** Same cost as a real verification, for unknown or locked users (equal timing). */
   dummyVerify(password: string, late?: () => boolean): Promise<void>;
-  /** Whether a stored hash was made at another cost than this hasher's (BCRYPT_COST changed since). */
+  /**
+   * Whether a stored hash was made at a lower cost than this hasher's (BCRYPT_COST raised since).
+   * Never to a lower cost: a mistaken or transitional lower BCRYPT_COST (a rolling deploy, hosts
+   * set apart) must not weaken existing hashes, nor make processes rehash each other's.
+   */
   needsRehash(stored: string): boolean;
+  /** Whether bcrypt work is waiting for its turn: optional work (a rehash) is then left for later. */
+  busy(): boolean;
 }
 
 /**
@@ -55,7 +61,7 @@ export function createLimiter(max: number) {
   let running = 0;
   const waiting: Array<() => void> = [];
   /** `late`, asked when the turn comes: true, and `fn` does not run (EvaluationTooLateError); the slot passes on. */
-  return async function limited<T>(fn: () => Promise<T>, late?: () => boolean): Promise<T> {
+  const limited = async function limited<T>(fn: () => Promise<T>, late?: () => boolean): Promise<T> {
     if (running >= max) await new Promise<void>((resolve) => waiting.push(resolve));
     else running += 1;
     try {
@@ -67,6 +73,8 @@ export function createLimiter(max: number) {
       else running -= 1;
     }
   };
+  /** Computations waiting for a slot (not those running). */
+  return Object.assign(limited, { queued: () => waiting.length });
 }
 
 /**
@@ -93,10 +101,13 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
     needsRehash(stored) {
       if (!stored.startsWith('v1$')) return false;
       try {
-        return bcrypt.getRounds(stored.slice(3)) !== cost;
+        return bcrypt.getRounds(stored.slice(3)) < cost;
       } catch {
         return false; // not a bcrypt hash: verify never accepts it, so there is nothing to replace
       }
+    },
+    busy() {
+      return limited.queued() > 0;
     },
   };
 }

@@ -132,9 +132,10 @@ export function createUserService(deps: {
   throttle: LoginThrottle;
   events?: UserEvents;
   /**
-   * A right password whose hash has another cost than BCRYPT_COST is hashed again at it (PASSWORD_REHASH).
-   * Else, after a cost change, a known user's login takes as long as the old cost and an unknown
-   * one's (the dummy verification) as long as the new: which user names exist would show.
+   * A right password whose hash has a lower cost than BCRYPT_COST is hashed again at it
+   * (PASSWORD_REHASH). Else, after the cost was raised, a known user's login would take as long
+   * as the old cost and an unknown one's (the dummy verification) as long as the new: which user
+   * names exist would show.
    */
   rehashOnLogin?: boolean;
   /** Where a failed rehash is reported: the login itself still succeeds. */
@@ -229,15 +230,19 @@ export function createUserService(deps: {
         throw new LoginFailedError(reason);
       }
       if (await inTime(hasher.verify(password, user.passwordHash, late))) {
-        if (deps.rehashOnLogin && hasher.needsRehash(user.passwordHash)) {
-          // Once per user after a cost change; a failure leaves the old hash, which still verifies.
-          try {
-            await users.replacePasswordHash(tenant.id, user.id, user.passwordHash, await hasher.hash(password));
-          } catch (err) {
-            deps.warn?.(err, 'rehashing a password at the new BCRYPT_COST failed; kept the old hash');
-          }
+        const end = { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now() };
+        if (deps.rehashOnLogin && hasher.needsRehash(user.passwordHash) && !hasher.busy()) {
+          // Beside the answer, not before it: the login neither waits for it nor keeps its attempt
+          // counted meanwhile. Once per user after a raise; with logins waiting for bcrypt it is
+          // left to a later login, and a failure keeps the old hash, which still verifies. The
+          // login runs outside any transaction, so the replacement is a statement of its own.
+          const stored = user.passwordHash;
+          void hasher
+            .hash(password)
+            .then((next) => users.replacePasswordHash(tenant.id, user.id, stored, next))
+            .catch((err: unknown) => deps.warn?.(err, 'rehashing a password at the new BCRYPT_COST failed; kept the old hash'));
         }
-        return { user, end: { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now() } };
+        return { user, end };
       }
       events.loginFailed?.(tenant, user.id, 'wrong_password');
       if (failures >= tenant.policy.lockoutThreshold) {
