@@ -96,7 +96,7 @@ const schema = z.object({
   /** Plain password grants answered without oidc-provider's pipeline (src/oidc/fast-password.ts). */
   passwordFastPath: flag,
   bcryptCost: whole(4, 15),
-  /** A right password stored at another cost than bcryptCost is hashed again at it on login. */
+  /** A right password stored at a lower cost than bcryptCost is hashed again at it on login (never lower). */
   passwordRehash: flag,
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: whole(0, 64),
