@@ -1,5 +1,6 @@
 import type { DbSource } from '../db/tx';
 import { affected } from '../db/affected';
+import { deleteInBatches } from '../db/sweep';
 import type { Sealer } from '../crypto/secrets';
 
 function openBody(sealer: Sealer, stored: unknown): unknown {
@@ -96,7 +97,7 @@ export function createIdempotencyRepository(source: DbSource, sealer: Sealer): I
       await table().where({ ...where(key), locked_at: lockedAt, state: 'in_flight' }).del();
     },
     async sweep(now) {
-      return affected(await table().where('expires_at', '<', now).del());
+      return deleteInBatches(source.db(), 'idempotency_records', 'expires_at < ?', [now]);
     },
   };
 }

@@ -3,6 +3,7 @@ import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
 import type { DbSource } from '../db/tx';
 import { Batcher } from '../db/batch';
+import { deleteInBatches, SWEEP_BATCH } from '../db/sweep';
 import { preparedRunner, statementRunner, type PreparedStatement } from '../db/prepared';
 import { isDatabaseUnavailable } from '../db/unavailable';
 import { END_LOGIN, loginEndCtes, loginEndValues, type LoginClosing, type LoginEnd } from '../users/login-end';
@@ -356,7 +357,7 @@ export async function endPendingLogin(source: DbSource, grantId: string): Promis
   );
 }
 
-/** Deletes rows that expired more than `graceSeconds` ago; returns how many. */
-export async function sweepExpired(knex: Knex, graceSeconds = 0): Promise<number> {
-  return affected(await knex('oidc_payloads').where('expires_at', '<', new Date(Date.now() - graceSeconds * 1000)).del());
+/** Deletes rows that expired more than `graceSeconds` ago, `batch` per statement (src/db/sweep.ts); returns how many. */
+export async function sweepExpired(knex: Knex, graceSeconds = 0, batch = SWEEP_BATCH): Promise<number> {
+  return deleteInBatches(knex, 'oidc_payloads', 'expires_at < ?', [new Date(Date.now() - graceSeconds * 1000)], batch);
 }

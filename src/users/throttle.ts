@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { deleteInBatches } from '../db/sweep';
 
 /**
  * Per-IP throttling of failed logins. Every attempt takes a point before the password is
@@ -36,5 +37,5 @@ export function createLoginThrottle(opts: { failures: number; windowSeconds: num
 
 /** Removes expired rate-limit windows (kept until swept). */
 export async function sweepRateLimits(knex: Knex): Promise<void> {
-  await knex('rate_limits').where('expire', '<', Date.now()).del();
+  await deleteInBatches(knex, 'rate_limits', 'expire < ?', [Date.now()]);
 }

@@ -1,4 +1,7 @@
 import { closeLoginWithSession, KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
+import { sweepRateLimits } from '../../src/users/throttle';
+import { createIdempotencyRepository } from '../../src/idempotency/repository';
+import { createSealer } from '../../src/crypto/secrets';
 import { openDatabase, type Database } from '../../src/db/knex';
 import { createTxContext, fixedDb } from '../../src/db/tx';
 import { preparedRunner } from '../../src/db/prepared';
@@ -226,6 +229,50 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     expect(await a.find('old')).toBeUndefined();
     expect(await sweepExpired(db.knex)).toBeGreaterThanOrEqual(1);
     expect(await db.knex('oidc_payloads').where({ id: 'old' }).first()).toBeUndefined();
+  });
+
+  test('the sweep deletes in batches of its own statements; two sweeps at once take different rows and leave live ones', async () => {
+    const a = adapter();
+    await sweepExpired(db.knex); // earlier tests' expired rows
+    const ids = Array.from({ length: 7 }, (_, i) => `batch-old-${i}`);
+    for (const id of ids) await a.upsert(id, { jti: id }, 60);
+    await a.upsert('batch-live', { jti: 'batch-live' }, 60);
+    await db.knex('oidc_payloads').whereIn('id', ids).update({ expires_at: new Date(Date.now() - 1000) });
+    // Alone, 7 rows 3 at a time: three DELETE statements (3, 3, 1), each its own commit.
+    const deletes: string[] = [];
+    const count = (q: { sql: string }) => {
+      if (/^delete/i.test(q.sql)) deletes.push(q.sql);
+    };
+    db.knex.on('query', count);
+    try {
+      expect(await sweepExpired(db.knex, 0, 3)).toBe(ids.length);
+    } finally {
+      db.knex.off('query', count);
+    }
+    expect(deletes).toHaveLength(3);
+    // Two at once, 2 at a time: between them every row once, no error.
+    for (const id of ids) await a.upsert(id, { jti: id }, 60);
+    await db.knex('oidc_payloads').whereIn('id', ids).update({ expires_at: new Date(Date.now() - 1000) });
+    const swept = await Promise.all([sweepExpired(db.knex, 0, 2), sweepExpired(db.knex, 0, 2)]);
+    expect(swept[0] + swept[1]).toBe(ids.length);
+    expect(Number(((await db.knex('oidc_payloads').whereIn('id', ids).count({ n: '*' }).first()) as { n: string | number }).n)).toBe(0);
+    expect(await a.find('batch-live')).toMatchObject({ jti: 'batch-live' });
+  });
+
+  test('the rate-limit and idempotency sweeps delete expired rows only', async () => {
+    const now = Date.now();
+    await db.knex('rate_limits').insert([
+      { key: 'sweep-old', points: 1, expire: now - 1000 },
+      { key: 'sweep-live', points: 1, expire: now + 60_000 },
+    ]);
+    await sweepRateLimits(db.knex);
+    expect((await db.knex('rate_limits').whereIn('key', ['sweep-old', 'sweep-live']).select('key')).map((r: { key: string }) => r.key)).toEqual(['sweep-live']);
+
+    const record = (ref: string, expiresAt: Date) => ({ tenant_id: 't', caller: 'c', ref, request_hash: 'h', state: 'done', locked_at: new Date(now), expires_at: expiresAt });
+    await db.knex('idempotency_records').insert([record('sweep-old', new Date(now - 1000)), record('sweep-live', new Date(now + 60_000))]);
+    const idempotency = createIdempotencyRepository(fixedDb(db.knex), createSealer(Buffer.alloc(32, 3)));
+    expect(await idempotency.sweep(new Date(now))).toBe(1);
+    expect((await db.knex('idempotency_records').where({ tenant_id: 't' }).select('ref')).map((r: { ref: string }) => r.ref)).toEqual(['sweep-live']);
   });
 
   test('findByUid and findByUserCode', async () => {
