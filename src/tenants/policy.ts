@@ -85,7 +85,7 @@ export function validOverrides(stored: unknown): { valid: TenantPolicyInput; ign
   const valid: Record<string, unknown> = {};
   const ignored: string[] = [];
   for (const [key, value] of Object.entries(stored)) {
-    const field = Object.hasOwn(fields, key) ? fields[key] : undefined;
+    const field = isPolicyKey(key) ? fields[key] : undefined;
     if (field?.safeParse(value).success) valid[key] = value;
     else ignored.push(key);
   }
