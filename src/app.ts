@@ -114,7 +114,7 @@ export type Services = Awaited<ReturnType<typeof buildServices>>;
 /** Repositories and services over one database: shared by the server and the CLI. */
 export async function buildServices(config: Config, database: Database, opts: { logger?: Logger; clock?: () => Date; metrics?: Metrics } = {}) {
   const { knex } = database;
-  const metrics = opts.metrics ?? createMetrics();
+  const metrics = opts.metrics ?? createMetrics({ eventLoopMonitorMs: config.eventLoopMonitorMs });
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? (() => new Date());
   const shared = database.counters; // PostgreSQL: counters shared by every process, on their own pool
@@ -245,9 +245,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const logger = opts.logger ?? createLogger(config.logLevel);
   const database = await openDatabase(config, { logger: { warn: (m) => logger.warn(m) }, ...opts.db });
   let listener: ChangeListener | undefined;
+  const metrics = createMetrics({ eventLoopMonitorMs: config.eventLoopMonitorMs });
   try {
     if (opts.migrate !== false) await migrateLatest(database.knex);
-    const services = await buildServices(config, database, { logger, clock: opts.clock, metrics: createMetrics() });
+    const services = await buildServices(config, database, { logger, clock: opts.clock, metrics });
     // PostgreSQL: every process hears of client and tenant changes, and caches only while it does.
     listener =
       database.kind === 'postgres' && config.databaseUrl && config.clientCacheSeconds > 0
@@ -501,11 +502,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         if (sweeper) clearInterval(sweeper);
         await listener?.stop();
         await database.close();
+        metrics.close();
       },
     };
   } catch (err) {
     await listener?.stop();
     await database.close();
+    metrics.close();
     throw err;
   }
 }

@@ -1,11 +1,23 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { NEVER_MS, eventLoopMetrics } from './metrics-event-loop';
 
-/** Prometheus metrics of one app (its own registry, so several apps can live in one process). */
-export function createMetrics() {
+/** The default of `eventLoopMonitorMs` (EVENT_LOOP_MONITOR_MS), for callers without a config. */
+export const EVENT_LOOP_MONITOR_MS = 100;
+
+/**
+ * Prometheus metrics of one app (its own registry, so several apps can live in one process).
+ * `close()` stops the event-loop delay timer.
+ */
+export function createMetrics(opts: { eventLoopMonitorMs?: number } = {}) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
+  const prefix = 'portcullis_';
+  // prom-client's process and heap metrics; its event-loop delay monitor never fires and its gauges
+  // give way to ours (src/metrics-event-loop.ts), which report delay, not the sampling interval.
+  collectDefaultMetrics({ register: registry, prefix, eventLoopMonitoringPrecision: NEVER_MS });
+  const eventLoop = eventLoopMetrics(registry, prefix, opts.eventLoopMonitorMs ?? EVENT_LOOP_MONITOR_MS);
   return {
     registry,
+    close: () => eventLoop.close(),
     tokensIssued: new Counter({ name: 'portcullis_tokens_issued_total', help: 'Access tokens issued', labelNames: ['grant', 'tenant'], registers: [registry] }),
     failures: new Counter({ name: 'portcullis_oauth_failures_total', help: 'OAuth endpoint failures by endpoint and error', labelNames: ['endpoint', 'error'], registers: [registry] }),
     lockouts: new Counter({ name: 'portcullis_lockouts_total', help: 'Users locked after consecutive failed logins', labelNames: ['tenant'], registers: [registry] }),

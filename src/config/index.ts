@@ -105,6 +105,8 @@ const schema = z.object({
    * access-token inserts each get a pool of half as many (at least one). See src/db/knex.ts.
    */
   dbPoolMax: whole(1, 1000),
+  /** How often the event loop's delay is sampled for /metrics (src/metrics-event-loop.ts). */
+  eventLoopMonitorMs: whole(1, 60_000),
 });
 
 const checked = schema.superRefine((c, ctx) => {
@@ -176,6 +178,7 @@ const ENV_KEYS: Record<string, string> = {
   PASSWORD_REHASH: 'passwordRehash',
   BCRYPT_CONCURRENCY: 'bcryptConcurrency',
   DB_POOL_MAX: 'dbPoolMax',
+  EVENT_LOOP_MONITOR_MS: 'eventLoopMonitorMs',
   INTROSPECTION_FAST_PATH: 'introspectionFastPath',
   CLIENT_CREDENTIALS_FAST_PATH: 'clientCredentialsFastPath',
   PASSWORD_FAST_PATH: 'passwordFastPath',
