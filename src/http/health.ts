@@ -2,6 +2,22 @@ import Router from '@koa/router';
 import type { Knex } from 'knex';
 import type { Registry } from 'prom-client';
 
+/** How long /readyz waits for the database, a connection of the pool included, before it says 503. */
+export const READY_CHECK_MS = 2000;
+
+/** `work`, or a rejection once `ms` have passed (the work goes on, its outcome ignored). */
+async function within<T>(work: PromiseLike<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Liveness says the process runs; readiness says it can serve: not draining, database reachable. */
 export function healthRoutes(deps: { knex: Knex; isDraining: () => boolean; metrics: Registry }): Router {
   const router = new Router();
@@ -23,10 +39,13 @@ export function healthRoutes(deps: { knex: Knex; isDraining: () => boolean; metr
     }
     try {
       // Reachable is not enough: a standby (what a failover can leave behind) or a database set
-      // read-only answers every write with an error.
-      const { rows } = (await deps.knex
-        .raw("select pg_is_in_recovery() or current_setting('transaction_read_only') = 'on' as read_only")
-        .timeout(2000, { cancel: false })) as { rows: Array<{ read_only: boolean }> };
+      // read-only answers every write with an error. The wait covers the pool's too: knex's own
+      // timeout starts once a connection is out, and a pool whose connections are all held (or
+      // that cannot open one) would keep the probe for its acquire timeout, 10 s.
+      const { rows } = (await within(
+        deps.knex.raw("select pg_is_in_recovery() or current_setting('transaction_read_only') = 'on' as read_only").timeout(READY_CHECK_MS, { cancel: false }),
+        READY_CHECK_MS,
+      )) as { rows: Array<{ read_only: boolean }> };
       if (rows[0]?.read_only) {
         ctx.status = 503;
         ctx.set('Retry-After', '5');

@@ -85,6 +85,29 @@ describe(`observability and hygiene (${dbLabel})`, () => {
     expect(text).toContain('portcullis_process_resident_memory_bytes');
   });
 
+  test('/readyz answers 503 within its 2 s when every connection of the pool is held, and 200 once one is free', async () => {
+    // A server with one connection, held by a transaction: knex's query timeout starts only once a
+    // connection is out, so the probe used to wait out the pool's 10 s acquire timeout.
+    const one = await startTestServer({ config: { dbPoolMax: 1 } });
+    try {
+      expect((await fetch(`${one.base}/readyz`)).status).toBe(200);
+      const trx = await one.running.app.database.knex.transaction();
+      try {
+        const started = Date.now();
+        const res = await fetch(`${one.base}/readyz`);
+        expect(res.status).toBe(503);
+        expect(res.headers.get('retry-after')).toBe('5');
+        expect(await res.json()).toEqual({ status: 'unavailable', database: 'unreachable' });
+        expect(Date.now() - started).toBeLessThan(4000);
+      } finally {
+        await trx.commit();
+      }
+      expect((await fetch(`${one.base}/readyz`)).status).toBe(200);
+    } finally {
+      await one.close();
+    }
+  });
+
   test('security headers on every reply', async () => {
     const replies = await Promise.all([
       fetch(`${srv.base}/token`, { method: 'POST' }),
