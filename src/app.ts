@@ -28,6 +28,7 @@ import { createSendCaps } from './factors/caps';
 import { createOutboxSenders, createWebhookPushSender, createWebhookSmsSender } from './factors/senders';
 import { createProviderHolder, type ProviderHolder } from './oidc/holder';
 import { sweepExpired } from './oidc/adapter';
+import { claimSweep } from './db/sweep';
 import { ACR_SCA } from './oidc/user-tokens';
 import { requestId } from './http/request-id';
 import { requestLogger } from './http/logging';
@@ -471,8 +472,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     if (config.sweepIntervalSeconds > 0) {
       // One DELETE at a time: together they took three of a process's DB_POOL_MAX connections.
       const sweeps = [() => sweepExpired(database.knex, 60), () => sweepRateLimits(database.knex), () => services.idempotency.sweep(services.clock())];
+      // One process of a cluster sweeps per interval: the first whose timer finds the lease over.
+      // The lease is a little shorter than the interval, so that a process alone (or the one whose
+      // timer comes first) takes it again on its next tick.
+      const leaseSeconds = config.sweepIntervalSeconds * 0.9;
       sweeper = setInterval(() => {
         void (async () => {
+          const mine = await claimSweep(database.knex, 'expired-rows', leaseSeconds).catch((err: unknown) => {
+            logger.warn({ err }, 'sweep of expired rows skipped: its lease could not be read');
+            return false;
+          });
+          if (!mine) return;
           for (const sweep of sweeps) await sweep().catch((err: unknown) => logger.warn({ err }, 'sweep of expired rows failed'));
         })();
       }, config.sweepIntervalSeconds * 1000);

@@ -22,3 +22,21 @@ export async function deleteInBatches(knex: Knex, table: string, condition: stri
     if (deleted < batch) return total;
   }
 }
+
+/**
+ * Whether this process takes the sweep called `name` now: true for the first caller once the
+ * previous lease ended, which holds it for `seconds`; false for everyone else meanwhile. Every
+ * process of a cluster runs the sweep timer, and without it each swept the same tables: the same
+ * scans repeated once per process. A process that dies after taking the lease leaves the sweep to
+ * whichever process finds the lease over. Times are the database's, so the processes' clocks do
+ * not matter.
+ */
+export async function claimSweep(knex: Knex, name: string, seconds: number): Promise<boolean> {
+  const { rows } = (await knex.raw(
+    `INSERT INTO sweep_leases (name, next_at) VALUES (?, now() + make_interval(secs => ?))
+     ON CONFLICT (name) DO UPDATE SET next_at = EXCLUDED.next_at WHERE sweep_leases.next_at <= now()
+     RETURNING name`,
+    [name, seconds],
+  )) as { rows: unknown[] };
+  return rows.length === 1;
+}

@@ -6,6 +6,7 @@ import { openDatabase, type Database } from '../../src/db/knex';
 import { createTxContext, fixedDb } from '../../src/db/tx';
 import { preparedRunner } from '../../src/db/prepared';
 import { migrateLatest } from '../../src/db/migrate';
+import { claimSweep } from '../../src/db/sweep';
 import { createTestStore, dbLabel, testConfig, usingPostgres, type TestStore } from '../helpers/env';
 
 describe(`knex adapter contract (${dbLabel})`, () => {
@@ -273,6 +274,19 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     const idempotency = createIdempotencyRepository(fixedDb(db.knex), createSealer(Buffer.alloc(32, 3)));
     expect(await idempotency.sweep(new Date(now))).toBe(1);
     expect((await db.knex('idempotency_records').where({ tenant_id: 't' }).select('ref')).map((r: { ref: string }) => r.ref)).toEqual(['sweep-live']);
+  });
+
+  test('a sweep lease goes to one caller at a time, and to the next once it is over', async () => {
+    expect(await claimSweep(db.knex, 'lease-a', 60)).toBe(true);
+    expect(await claimSweep(db.knex, 'lease-a', 60)).toBe(false);
+    expect(await claimSweep(db.knex, 'lease-b', 60)).toBe(true); // leases are by name
+    // Processes racing for a lease nobody holds yet, or for one just over: one of them gets it.
+    const race = async (name: string) => (await Promise.all(Array.from({ length: 6 }, () => claimSweep(db.knex, name, 60)))).filter(Boolean).length;
+    expect(await race('lease-c')).toBe(1);
+    await db.knex('sweep_leases').where({ name: 'lease-a' }).update({ next_at: new Date(Date.now() - 1000) });
+    expect(await race('lease-a')).toBe(1);
+    const row = (await db.knex('sweep_leases').where({ name: 'lease-a' }).first()) as { next_at: Date };
+    expect(new Date(row.next_at).getTime()).toBeGreaterThan(Date.now() + 50_000);
   });
 
   test('findByUid and findByUserCode', async () => {
