@@ -108,7 +108,7 @@ try {
   cli('tenant', 'create', 'bench');
   const app = cli('client', 'create', '--tenant', 'bench', '--grant', 'client_credentials', '--grant', 'password', '--scope', 'accounts');
   const PASSWORD = 'benchmark passphrase 2026';
-  const costs = new Set(scenarios.filter((s) => s.startsWith('pw')).map((s) => s.slice(2)));
+  const costs = new Set(scenarios.filter((s) => s.startsWith('pw')).map((s) => s.replace(/70p?$/, '').slice(2)));
   if (costs.size) costs.add('4'); // the warm-up's users
   for (const cost of costs) {
     execFileSync(process.execPath, [path.join(root, 'bench/setup-users.mjs'), 'bench', `cost${cost}-`, '50', cost], { env: { ...env, BENCH_PASSWORD: PASSWORD } });
