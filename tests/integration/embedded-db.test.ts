@@ -39,7 +39,8 @@ describe('the embedded database (PGlite)', () => {
         await db.close();
       }
     }
-  });
+    // Two on-disk databases created: 7 s alone, over 30 s while another suite shared the two cores.
+  }, 90_000);
 
   test('EMBEDDED_SHARED_BUFFERS_MB sets it; the data in DATA_DIR outlives a restart with another size', async () => {
     const first = config({ EMBEDDED_SHARED_BUFFERS_MB: '16' });
