@@ -116,15 +116,28 @@ export interface FactorRepository {
   list(tenantId: string, userId: string): Promise<Factor[]>;
   find(tenantId: string, userId: string, channel: FactorChannel): Promise<Factor | undefined>;
   findById(tenantId: string, factorId: string): Promise<Factor | undefined>;
-  /** Creates the user's factor of this channel, or resets it to pending with a new key (re-enrolment). */
-  upsertPending(f: { id: string; tenantId: string; userId: string; type: FactorType; channel: FactorChannel; publicJwk?: JsonWebKey; deviceName?: string; now: Date }): Promise<Factor>;
+  /**
+   * Creates the user's factor of this channel, or resets it to pending with a new key (re-enrolment).
+   * The factor's open challenges (a step-up push to the device it had, say) are cancelled: returned,
+   * so that an enrolment whose message cannot be delivered can open them again with `reopen`.
+   */
+  upsertPending(f: {
+    id: string;
+    tenantId: string;
+    userId: string;
+    type: FactorType;
+    channel: FactorChannel;
+    publicJwk?: JsonWebKey;
+    deviceName?: string;
+    now: Date;
+  }): Promise<{ factor: Factor; cancelled: Array<{ id: string; purpose: ChallengePurpose }> }>;
   activate(tenantId: string, factorId: string, now: Date): Promise<boolean>;
   /**
    * Undoes an `upsertPending` whose message could not be delivered: the factor as it was before
    * (`before`), or none when there was none — provided it is still what that upsert wrote
-   * (`written`): another enrolment that upserted it since is left alone.
+   * (`written`): another enrolment that upserted it since is left alone. True when it was undone.
    */
-  undoPending(tenantId: string, written: Factor, before: Factor | undefined): Promise<void>;
+  undoPending(tenantId: string, written: Factor, before: Factor | undefined): Promise<boolean>;
   /**
    * Deletes a challenge whose message could not be delivered, unless it was answered meanwhile
    * (then the message did arrive): true when it was deleted. A newer request may have cancelled it.
@@ -211,8 +224,11 @@ export function createFactorRepository(source: DbSource): FactorRepository {
         .returning('*');
       const factor = toFactor(r as Row);
       // Open challenges of the factor as it was (another key, perhaps) are void.
-      await db()('challenges').where({ tenant_id: f.tenantId, factor_id: factor.id, status: 'PENDING' }).update({ status: 'CANCELLED' });
-      return factor;
+      const cancelled = (await db()('challenges')
+        .where({ tenant_id: f.tenantId, factor_id: factor.id, status: 'PENDING' })
+        .update({ status: 'CANCELLED' })
+        .returning(['id', 'purpose'])) as Array<{ id: string; purpose: ChallengePurpose }>;
+      return { factor, cancelled };
     },
     async activate(tenantId, factorId, now) {
       return affected(await db()('factors').where({ tenant_id: tenantId, id: factorId }).update({ status: 'ACTIVE', activated_at: now })) === 1;
@@ -221,16 +237,17 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       const pending = db()('factors').where({ tenant_id: tenantId, id: written.id, status: 'PENDING_VERIFICATION', created_at: written.createdAt });
       if (written.publicJwk) pending.whereRaw('public_jwk = ?::jsonb', [JSON.stringify(written.publicJwk)]);
       else pending.whereNull('public_jwk');
-      if (!before) {
-        await pending.del();
-        return;
-      }
-      await pending.update({
-        status: before.status,
-        public_jwk: before.publicJwk ? JSON.stringify(before.publicJwk) : null,
-        device_name: before.deviceName,
-        created_at: before.createdAt,
-      });
+      if (!before) return affected(await pending.del()) === 1;
+      return (
+        affected(
+          await pending.update({
+            status: before.status,
+            public_jwk: before.publicJwk ? JSON.stringify(before.publicJwk) : null,
+            device_name: before.deviceName,
+            created_at: before.createdAt,
+          }),
+        ) === 1
+      );
     },
     async discardChallenge(tenantId, challengeId) {
       return (

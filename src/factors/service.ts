@@ -10,7 +10,7 @@ import type { Logger } from '../log';
 import { generateCode, SANDBOX_CODE, type CodeHasher } from './codes';
 import type { SendCaps } from './caps';
 import { DeliveryError, type PushMessage, type PushSender, type SmsSender } from './senders';
-import type { Challenge, Factor, FactorChannel, FactorRepository, NewChallenge } from './repository';
+import type { Challenge, ChallengePurpose, Factor, FactorChannel, FactorRepository, NewChallenge } from './repository';
 
 export const PUSH_CHANNELS = ['AUTHY', 'BIOMETRIC'] as const;
 export type PushChannel = (typeof PUSH_CHANNELS)[number];
@@ -237,6 +237,17 @@ export function createFactorService(deps: FactorServiceDeps) {
     });
   }
 
+  /**
+   * After an enrolment's undo: opens again the challenges its upsert cancelled (by purpose, as
+   * `reopen` takes them), those still unexpired while no newer one of their kind is open.
+   */
+  async function reopenCancelled(caller: Caller, channel: FactorChannel, cancelled: Array<{ id: string; purpose: ChallengePurpose }>) {
+    for (const purpose of new Set(cancelled.map((c) => c.purpose))) {
+      const ids = cancelled.filter((c) => c.purpose === purpose).map((c) => c.id);
+      await factors.reopen(caller.tenant.id, caller.user.id, purpose, channel, ids, clock());
+    }
+  }
+
   /** A push to the user's device, after the commit; a delivery failure takes back `undo` and is the 503 of `send`. */
   const sendPush = (caller: Caller, message: PushMessage, undo: () => Promise<boolean>) =>
     send(() => deps.push.send(message, { tenant: caller.tenant.id, userId: caller.user.id }), undo);
@@ -270,7 +281,8 @@ export function createFactorService(deps: FactorServiceDeps) {
         await sendSmsCode(caller, 'enrolment', {
           opener: caller.tokenId,
           undo: async () => {
-            if (pending) await factors.undoPending(caller.tenant.id, pending, before);
+            // The challenges it cancelled only with the factor they were for.
+            if (pending && (await factors.undoPending(caller.tenant.id, pending.factor, before))) await reopenCancelled(caller, 'SMS', pending.cancelled);
           },
           text: (code) => `${code} is your ${caller.tenant.name} code to enrol this phone. It expires in ${Math.round(caller.tenant.policy.otpTtlSeconds / 60)} minutes. Never share it.`,
         });
@@ -304,7 +316,7 @@ export function createFactorService(deps: FactorServiceDeps) {
         await factors.lockSlot(tenant.id, user.id, channel);
         const before = await factors.find(tenant.id, user.id, channel);
         const now = clock();
-        const factor = await factors.upsertPending({
+        const { factor, cancelled } = await factors.upsertPending({
           id: randomUUID(), tenantId: tenant.id, userId: user.id, type: 'PUSH', channel, publicJwk, deviceName: input.deviceName, now,
         });
         const id = randomUUID();
@@ -315,7 +327,9 @@ export function createFactorService(deps: FactorServiceDeps) {
         });
         await sendPush(caller, { channel, challengeId: id, nonce, kind: 'enrolment', text: `Confirm ${input.deviceName ?? 'this device'} for ${tenant.name}` }, async () => {
           if (!(await factors.discardChallenge(tenant.id, id))) return false;
-          await factors.undoPending(tenant.id, factor, before);
+          // A step-up push to the device the factor had can then still be approved on it; not when
+          // another enrolment has written the factor since (its key is the one that counts now).
+          if (await factors.undoPending(tenant.id, factor, before)) await reopenCancelled(caller, channel, cancelled);
           return true;
         });
         await audit.record({ tenantId: tenant.id, actor: user.id, type: 'factor.enrolment_started', target: user.id, details: { channel } });

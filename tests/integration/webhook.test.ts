@@ -187,11 +187,11 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     const user = await createUser(srv, 'live-bank', { username: 'twice', password: PASSWORD });
     const { factors } = srv.running.app.services;
     const at = (s: number) => new Date(Date.UTC(2026, 11, 6, 5, 0, s));
-    const mine = await factors.upsertPending({ id: '11111111-1111-4111-8111-111111111111', tenantId: 'live-bank', userId: user.id, type: 'PUSH', channel: 'AUTHY', publicJwk: (await newDevice()).publicJwk, now: at(1) });
-    const theirs = await factors.upsertPending({ id: '22222222-2222-4222-8222-222222222222', tenantId: 'live-bank', userId: user.id, type: 'PUSH', channel: 'AUTHY', publicJwk: (await newDevice()).publicJwk, now: at(2) });
-    await factors.undoPending('live-bank', mine, undefined);
+    const { factor: mine } = await factors.upsertPending({ id: '11111111-1111-4111-8111-111111111111', tenantId: 'live-bank', userId: user.id, type: 'PUSH', channel: 'AUTHY', publicJwk: (await newDevice()).publicJwk, now: at(1) });
+    const { factor: theirs } = await factors.upsertPending({ id: '22222222-2222-4222-8222-222222222222', tenantId: 'live-bank', userId: user.id, type: 'PUSH', channel: 'AUTHY', publicJwk: (await newDevice()).publicJwk, now: at(2) });
+    expect(await factors.undoPending('live-bank', mine, undefined)).toBe(false);
     expect(await factors.find('live-bank', user.id, 'AUTHY')).toMatchObject({ id: mine.id, publicJwk: theirs.publicJwk, status: 'PENDING_VERIFICATION' });
-    await factors.undoPending('live-bank', theirs, undefined);
+    expect(await factors.undoPending('live-bank', theirs, undefined)).toBe(true);
     expect(await factors.find('live-bank', user.id, 'AUTHY')).toBeUndefined();
   });
 
@@ -270,5 +270,33 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     const stepUp = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
     expect([stepUp.status, stepUp.json.code]).toEqual([503, 'DELIVERY_FAILED']);
     expect(await rows()).toEqual({ factors: [{ channel: 'AUTHY', status: 'ACTIVE' }], pending: 0 });
+  });
+
+  test('a re-enrolment whose push cannot be delivered leaves the device enrolled before able to approve the step-up it was sent', async () => {
+    const user = await createUser(srv, 'live-bank', { username: 'repush', password: PASSWORD });
+    const t = await login(srv, app, 'repush', PASSWORD);
+    const last = () => JSON.parse(received[received.length - 1]!.body) as { challengeId: string; nonce: string; kind: string };
+    failing = false;
+    const before = await newDevice();
+    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: before.publicJwk }, bearer(t.access_token))).status).toBe(204);
+    expect((await json(srv, 'POST', `/device/challenges/${last().challengeId}`, { jws: await before.answer(last()) })).json).toEqual({ status: 'APPROVED' });
+    // A step-up token, for the re-enrolment (the user has an active factor).
+    const first = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    await json(srv, 'POST', `/device/challenges/${first.json.challengeId as string}`, { jws: await before.answer(last()) });
+    const sca = ((await json(srv, 'GET', `/stepup/challenges/${first.json.challengeId as string}`, undefined, bearer(t.access_token))).json.token as { access_token: string }).access_token;
+    // A step-up push on its way to the enrolled device, not yet answered.
+    const open = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    const sent = last();
+    expect(sent).toMatchObject({ challengeId: open.json.challengeId, kind: 'stepup' });
+    // A new device's enrolment resets the factor and cancels that challenge; its push fails.
+    failing = true;
+    const again = await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: (await newDevice()).publicJwk }, bearer(sca));
+    expect([again.status, again.json.code]).toEqual([503, 'DELIVERY_FAILED']);
+    failing = false;
+    const knex = srv.running.app.database.knex;
+    expect(await knex('factors').where({ user_id: user.id }).select('status')).toEqual([{ status: 'ACTIVE' }]);
+    expect((await knex('challenges').where({ id: sent.challengeId }).first()).status).toBe('PENDING');
+    expect((await json(srv, 'POST', `/device/challenges/${sent.challengeId}`, { jws: await before.answer(sent) })).json).toEqual({ status: 'APPROVED' });
+    expect((await json(srv, 'GET', `/stepup/challenges/${sent.challengeId}`, undefined, bearer(t.access_token))).json.status).toBe('APPROVED');
   });
 });
