@@ -21,6 +21,18 @@ async function within<T>(work: PromiseLike<T>, ms: number): Promise<T> {
 /** Liveness says the process runs; readiness says it can serve: not draining, database reachable. */
 export function healthRoutes(deps: { knex: Knex; isDraining: () => boolean; metrics: Registry }): Router {
   const router = new Router();
+  // The check under way, shared by the probes that come while it waits: a probe that gave up still
+  // waits in the pool's queue for a connection, and one each would put a line of them ahead of the
+  // requests once a connection frees.
+  let checking: Promise<boolean> | undefined;
+  const readOnly = () =>
+    (checking ??= Promise.resolve(
+      deps.knex.raw("select pg_is_in_recovery() or current_setting('transaction_read_only') = 'on' as read_only").timeout(READY_CHECK_MS, { cancel: false }),
+    )
+      .then((r) => (r as { rows: Array<{ read_only: boolean }> }).rows[0]?.read_only === true)
+      .finally(() => {
+        checking = undefined;
+      }));
   router.get('/metrics', async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     ctx.type = deps.metrics.contentType;
@@ -42,11 +54,7 @@ export function healthRoutes(deps: { knex: Knex; isDraining: () => boolean; metr
       // read-only answers every write with an error. The wait covers the pool's too: knex's own
       // timeout starts once a connection is out, and a pool whose connections are all held (or
       // that cannot open one) would keep the probe for its acquire timeout, 10 s.
-      const { rows } = (await within(
-        deps.knex.raw("select pg_is_in_recovery() or current_setting('transaction_read_only') = 'on' as read_only").timeout(READY_CHECK_MS, { cancel: false }),
-        READY_CHECK_MS,
-      )) as { rows: Array<{ read_only: boolean }> };
-      if (rows[0]?.read_only) {
+      if (await within(readOnly(), READY_CHECK_MS)) {
         ctx.status = 503;
         ctx.set('Retry-After', '5');
         ctx.body = { status: 'unavailable', database: 'read-only' };

@@ -99,6 +99,11 @@ describe(`observability and hygiene (${dbLabel})`, () => {
         expect(res.headers.get('retry-after')).toBe('5');
         expect(await res.json()).toEqual({ status: 'unavailable', database: 'unreachable' });
         expect(Date.now() - started).toBeLessThan(4000);
+        // Probes meanwhile share the check still waiting for a connection: one in the pool's queue.
+        const more = await Promise.all([1, 2, 3].map(() => fetch(`${one.base}/readyz`)));
+        expect(more.map((r) => r.status)).toEqual([503, 503, 503]);
+        const pool = (one.running.app.database.knex.client as { pool: { numPendingAcquires(): number } }).pool;
+        expect(pool.numPendingAcquires()).toBeLessThanOrEqual(1);
       } finally {
         await trx.commit();
       }
