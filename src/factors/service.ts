@@ -281,8 +281,9 @@ export function createFactorService(deps: FactorServiceDeps) {
         await sendSmsCode(caller, 'enrolment', {
           opener: caller.tokenId,
           undo: async () => {
-            // The challenges it cancelled only with the factor they were for.
-            if (pending && (await factors.undoPending(caller.tenant.id, pending.factor, before))) await reopenCancelled(caller, 'SMS', pending.cancelled);
+            // SMS challenges carry no factor, so its upsert cancelled none: sendSmsCode's undo
+            // reopens what its cancelPending closed.
+            if (pending) await factors.undoPending(caller.tenant.id, pending.factor, before);
           },
           text: (code) => `${code} is your ${caller.tenant.name} code to enrol this phone. It expires in ${Math.round(caller.tenant.policy.otpTtlSeconds / 60)} minutes. Never share it.`,
         });
