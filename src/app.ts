@@ -476,14 +476,21 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       // The lease is a little shorter than the interval, so that a process alone (or the one whose
       // timer comes first) takes it again on its next tick.
       const leaseSeconds = config.sweepIntervalSeconds * 0.9;
+      let sweeping = false; // a round longer than the interval is not joined by this process's next
       sweeper = setInterval(() => {
+        if (sweeping) return;
+        sweeping = true;
         void (async () => {
-          const mine = await claimSweep(database.knex, 'expired-rows', leaseSeconds).catch((err: unknown) => {
-            logger.warn({ err }, 'sweep of expired rows skipped: its lease could not be read');
-            return false;
-          });
-          if (!mine) return;
-          for (const sweep of sweeps) await sweep().catch((err: unknown) => logger.warn({ err }, 'sweep of expired rows failed'));
+          try {
+            const mine = await claimSweep(database.knex, 'expired-rows', leaseSeconds).catch((err: unknown) => {
+              logger.warn({ err }, 'sweep of expired rows skipped: its lease could not be read');
+              return false;
+            });
+            if (!mine) return;
+            for (const sweep of sweeps) await sweep().catch((err: unknown) => logger.warn({ err }, 'sweep of expired rows failed'));
+          } finally {
+            sweeping = false;
+          }
         })();
       }, config.sweepIntervalSeconds * 1000);
       sweeper.unref();
@@ -509,16 +516,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       async close() {
         draining = true;
         holder.stop();
+        metrics.close();
         if (sweeper) clearInterval(sweeper);
         await listener?.stop();
         await database.close();
-        metrics.close();
       },
     };
   } catch (err) {
+    metrics.close();
     await listener?.stop();
     await database.close();
-    metrics.close();
     throw err;
   }
 }
