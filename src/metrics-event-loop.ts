@@ -5,8 +5,9 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 export const EVENT_LOOP_LAG_GAUGES = ['min', 'max', 'mean', 'stddev', 'p50', 'p90', 'p99'] as const;
 
 /**
- * A timer interval prom-client's own delay monitor is given so that it never fires (about 24.8
- * days, libuv's largest). Its gauges are taken out of the registry and these stand in for them.
+ * A timer interval prom-client's own delay monitor is given so that it never fires (2^31 − 1 ms,
+ * about 24.8 days: Node's delay histogram takes a 32-bit count of milliseconds). Its gauges are
+ * taken out of the registry and these stand in for them.
  */
 export const NEVER_MS = 2 ** 31 - 1;
 
@@ -17,8 +18,10 @@ export const NEVER_MS = 2 ** 31 - 1;
  * than due (min, max, mean, standard deviation, p50, p90, p99 since the previous scrape; 0 when
  * nothing was sampled). prom-client's monitor reports the whole interval instead, so an idle loop
  * sampled every 10 ms read a p50 "lag" of 10 ms; and its 100 wake-ups a second cost each process
- * 6–7 ms of CPU a second (bench/NOTES.md). A stall longer than the interval is always seen; a shorter
- * one in proportion to its length (a 50 ms stall half the time at 100 ms).
+ * 6–7 ms of CPU a second (bench/NOTES.md). A stall longer than the interval is seen, a shorter one in
+ * proportion to its length (a 50 ms stall half the time at 100 ms); but not one that begins before
+ * the first tick after a scrape, which only starts the new window (Node's reset forgets the last
+ * tick's time), so up to one interval per scrape goes unwatched.
  *
  * Busy time: `…_eventloop_busy_seconds_total`, what the loop spent outside its wait for events
  * (Node's event-loop utilization, read from libuv at each scrape: no timer). Its rate() is the
