@@ -1,20 +1,17 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { NEVER_MS, eventLoopMetrics } from './metrics-event-loop';
 
-/** The default of `eventLoopMonitorMs` (EVENT_LOOP_MONITOR_MS), for callers without a config. */
-export const EVENT_LOOP_MONITOR_MS = 100;
-
 /**
  * Prometheus metrics of one app (its own registry, so several apps can live in one process).
- * `close()` stops the event-loop delay timer.
+ * `eventLoopMonitorMs`: the config's (EVENT_LOOP_MONITOR_MS). `close()` stops the event-loop delay timer.
  */
-export function createMetrics(opts: { eventLoopMonitorMs?: number } = {}) {
+export function createMetrics(opts: { eventLoopMonitorMs: number }) {
   const registry = new Registry();
   const prefix = 'portcullis_';
   // prom-client's process and heap metrics; its event-loop delay monitor never fires and its gauges
   // give way to ours (src/metrics-event-loop.ts), which report delay, not the sampling interval.
   collectDefaultMetrics({ register: registry, prefix, eventLoopMonitoringPrecision: NEVER_MS });
-  const eventLoop = eventLoopMetrics(registry, prefix, opts.eventLoopMonitorMs ?? EVENT_LOOP_MONITOR_MS);
+  const eventLoop = eventLoopMetrics(registry, prefix, opts.eventLoopMonitorMs);
   return {
     registry,
     close: () => eventLoop.close(),
