@@ -9,7 +9,7 @@
 //   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost, and
 //   its share of the bcrypt ceiling at that cost, measured right before and after (BENCH_PW_ROUNDS=3: three
 //   runs alternating with four ceilings, as npm run bench does; bench/password-share.mjs).
-//   The first pw run is preceded by WARMUP_SECONDS (default 5) of unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
+//   The first pw run is preceded by WARMUP_LOGINS (default 8000) unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
 //   event-loop threads, with their system time apart), PostgreSQL and the load generator, and how
@@ -144,8 +144,8 @@ try {
     const perUser = kind.startsWith('pw') ? perUserAt(kind.slice(2)) : {};
     const rate = /70p?$/.test(s) ? { overallRate: Math.max(1, Math.floor((max[kind] ?? Number(process.env[`MAX_${kind.toUpperCase()}`] ?? 1000)) * 0.7)) } : {};
     if (kind.startsWith('pw') && !warmed) {
-      // Unmeasured, as npm run bench does: 5 s of cost-4 logins, so the login path runs compiled.
-      await autocannon({ url: target + pathName, ...pw('cost4-0'), ...perUserAt('4'), duration: Number(process.env.WARMUP_SECONDS ?? 5), connections: 50 });
+      // Unmeasured, as npm run bench does: cost-4 logins, so the login path runs compiled.
+      await autocannon({ url: target + pathName, ...pw('cost4-0'), ...perUserAt('4'), amount: Number(process.env.WARMUP_LOGINS ?? 8000), connections: 50 });
       warmed = true;
     }
     const seconds = Number(process.env.BENCH_SECONDS ?? 8);

@@ -18,7 +18,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
-const WARMUP_SECONDS = 5;
+// Unmeasured cost-4 logins before the first password run (see there).
+const WARMUP_LOGINS = Number(process.env.WARMUP_LOGINS ?? 8000);
 // Password runs per cost, alternating with bcrypt ceilings (bench/password-share.mjs).
 const PW_ROUNDS = Number(process.env.BENCH_PW_ROUNDS ?? 3);
 // BENCH_ONLY=pg (or baselines, embedded; comma-separated) runs a part, for working on one system.
@@ -206,10 +207,12 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
     console.log(`${'bcrypt ceiling'.padEnd(22)} cost ${cost}: ${m.ceilings.map((c) => c.toFixed(1)).join(', ')}/s → the runs' ${m.rate.toFixed(1)}/s reached ${m.share.toFixed(3)} of ${m.ceiling.toFixed(1)}/s (each run: ${m.shares.map((x) => x.toFixed(3)).join(', ')})`);
     return m.share;
   };
-  // Unmeasured warm-up: WARMUP_SECONDS of cost-4 logins, so the login path runs compiled (V8 tiers a
+  // Unmeasured warm-up: WARMUP_LOGINS cost-4 logins, so the login path runs compiled (V8 tiers a
   // function up after enough calls), as on a server that has been up for a while. Cold, the event
   // loops took 1.8-3 ms of CPU per login instead of 1.1-1.5: 2-5 % of the bcrypt ceiling at cost 10.
-  await run(`${base}/token`, { ...perUser('4'), duration: WARMUP_SECONDS });
+  // A number of logins, not seconds: 5 s of them was about 3,300 on a fast day and 1,700 on a slow
+  // one, after which V8 was still optimizing the login path through the measured runs (bench/NOTES.md).
+  await run(`${base}/token`, { ...perUser('4'), amount: WARMUP_LOGINS });
   const p12 = await password(12);
   const p10 = await password(10);
 
