@@ -299,4 +299,42 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     expect((await json(srv, 'POST', `/device/challenges/${sent.challengeId}`, { jws: await before.answer(sent) })).json).toEqual({ status: 'APPROVED' });
     expect((await json(srv, 'GET', `/stepup/challenges/${sent.challengeId}`, undefined, bearer(t.access_token))).json.status).toBe('APPROVED');
   });
+
+  test("a re-enrolment whose push fails after another enrolment wrote the factor reopens nothing: the device enrolled before cannot approve", async () => {
+    const user = await createUser(srv, 'live-bank', { username: 'repush2', password: PASSWORD });
+    const t = await login(srv, app, 'repush2', PASSWORD);
+    const last = () => JSON.parse(received[received.length - 1]!.body) as { challengeId: string; nonce: string; kind: string };
+    const before = await newDevice();
+    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: before.publicJwk }, bearer(t.access_token))).status).toBe(204);
+    expect((await json(srv, 'POST', `/device/challenges/${last().challengeId}`, { jws: await before.answer(last()) })).json).toEqual({ status: 'APPROVED' });
+    const first = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    await json(srv, 'POST', `/device/challenges/${first.json.challengeId as string}`, { jws: await before.answer(last()) });
+    const sca = ((await json(srv, 'GET', `/stepup/challenges/${first.json.challengeId as string}`, undefined, bearer(t.access_token))).json.token as { access_token: string }).access_token;
+    // A step-up push on its way to the enrolled device, not yet answered.
+    const open = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    const sent = last();
+    expect(sent).toMatchObject({ challengeId: open.json.challengeId, kind: 'stepup' });
+    // Device A's enrolment cancels that challenge; its push is held, then fails. Meanwhile device
+    // B's enrolment writes the factor again, and its push is delivered.
+    const pushA = held(500);
+    script = [pushA.step, 200, 500, 500];
+    const enrollingA = json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: (await newDevice()).publicJwk }, bearer(sca));
+    await pushA.there;
+    const deviceB = await newDevice();
+    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: deviceB.publicJwk }, bearer(sca))).status).toBe(204);
+    const toB = last();
+    pushA.release();
+    const a = await enrollingA;
+    expect([a.status, a.json.code]).toEqual([503, 'DELIVERY_FAILED']);
+    // A's undo found B's factor, not its own: the factor stays B's, and the step-up push to the
+    // device enrolled before stays cancelled (B's key is the one that counts now).
+    const knex = srv.running.app.database.knex;
+    expect(await knex('factors').where({ user_id: user.id }).select('status')).toEqual([{ status: 'PENDING_VERIFICATION' }]);
+    expect((await knex('challenges').where({ id: sent.challengeId }).first()).status).toBe('CANCELLED');
+    expect((await json(srv, 'POST', `/device/challenges/${sent.challengeId}`, { jws: await before.answer(sent) })).status).not.toBe(200);
+    expect((await json(srv, 'GET', `/stepup/challenges/${sent.challengeId}`, undefined, bearer(t.access_token))).json.status).not.toBe('APPROVED');
+    // B's enrolment completes.
+    expect((await json(srv, 'POST', `/device/challenges/${toB.challengeId}`, { jws: await deviceB.answer(toB) })).json).toEqual({ status: 'APPROVED' });
+    expect(await knex('factors').where({ user_id: user.id }).select('status')).toEqual([{ status: 'ACTIVE' }]);
+  });
 });
