@@ -86,6 +86,28 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     script = [];
   });
 
+  /** The body of the last message the receiver got. */
+  const lastMessage = () => JSON.parse(received[received.length - 1]!.body) as { challengeId: string; nonce: string; kind: string };
+
+  /**
+   * A user with a push factor enrolled on `before`, a step-up token (`sca`, for a re-enrolment) and
+   * a step-up push on its way to that device, not yet answered (`sent`).
+   */
+  async function enrolledWithStepUpOpen(username: string) {
+    const user = await createUser(srv, 'live-bank', { username, password: PASSWORD });
+    const t = await login(srv, app, username, PASSWORD);
+    const before = await newDevice();
+    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: before.publicJwk }, bearer(t.access_token))).status).toBe(204);
+    expect((await json(srv, 'POST', `/device/challenges/${lastMessage().challengeId}`, { jws: await before.answer(lastMessage()) })).json).toEqual({ status: 'APPROVED' });
+    const first = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    await json(srv, 'POST', `/device/challenges/${first.json.challengeId as string}`, { jws: await before.answer(lastMessage()) });
+    const sca = ((await json(srv, 'GET', `/stepup/challenges/${first.json.challengeId as string}`, undefined, bearer(t.access_token))).json.token as { access_token: string }).access_token;
+    const open = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
+    const sent = lastMessage();
+    expect(sent).toMatchObject({ challengeId: open.json.challengeId, kind: 'stepup' });
+    return { user, t, sca, before, sent };
+  }
+
   function verifySignature(r: Received) {
     const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(r.signature);
     expect(m).not.toBeNull();
@@ -273,21 +295,7 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
   });
 
   test('a re-enrolment whose push cannot be delivered leaves the device enrolled before able to approve the step-up it was sent', async () => {
-    const user = await createUser(srv, 'live-bank', { username: 'repush', password: PASSWORD });
-    const t = await login(srv, app, 'repush', PASSWORD);
-    const last = () => JSON.parse(received[received.length - 1]!.body) as { challengeId: string; nonce: string; kind: string };
-    failing = false;
-    const before = await newDevice();
-    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: before.publicJwk }, bearer(t.access_token))).status).toBe(204);
-    expect((await json(srv, 'POST', `/device/challenges/${last().challengeId}`, { jws: await before.answer(last()) })).json).toEqual({ status: 'APPROVED' });
-    // A step-up token, for the re-enrolment (the user has an active factor).
-    const first = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
-    await json(srv, 'POST', `/device/challenges/${first.json.challengeId as string}`, { jws: await before.answer(last()) });
-    const sca = ((await json(srv, 'GET', `/stepup/challenges/${first.json.challengeId as string}`, undefined, bearer(t.access_token))).json.token as { access_token: string }).access_token;
-    // A step-up push on its way to the enrolled device, not yet answered.
-    const open = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
-    const sent = last();
-    expect(sent).toMatchObject({ challengeId: open.json.challengeId, kind: 'stepup' });
+    const { user, t, sca, before, sent } = await enrolledWithStepUpOpen('repush');
     // A new device's enrolment resets the factor and cancels that challenge; its push fails.
     failing = true;
     const again = await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: (await newDevice()).publicJwk }, bearer(sca));
@@ -301,19 +309,7 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
   });
 
   test("a re-enrolment whose push fails after another enrolment wrote the factor reopens nothing: the device enrolled before cannot approve", async () => {
-    const user = await createUser(srv, 'live-bank', { username: 'repush2', password: PASSWORD });
-    const t = await login(srv, app, 'repush2', PASSWORD);
-    const last = () => JSON.parse(received[received.length - 1]!.body) as { challengeId: string; nonce: string; kind: string };
-    const before = await newDevice();
-    expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: before.publicJwk }, bearer(t.access_token))).status).toBe(204);
-    expect((await json(srv, 'POST', `/device/challenges/${last().challengeId}`, { jws: await before.answer(last()) })).json).toEqual({ status: 'APPROVED' });
-    const first = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
-    await json(srv, 'POST', `/device/challenges/${first.json.challengeId as string}`, { jws: await before.answer(last()) });
-    const sca = ((await json(srv, 'GET', `/stepup/challenges/${first.json.challengeId as string}`, undefined, bearer(t.access_token))).json.token as { access_token: string }).access_token;
-    // A step-up push on its way to the enrolled device, not yet answered.
-    const open = await json(srv, 'POST', '/stepup/challenges/push/AUTHY', {}, bearer(t.access_token));
-    const sent = last();
-    expect(sent).toMatchObject({ challengeId: open.json.challengeId, kind: 'stepup' });
+    const { user, t, sca, before, sent } = await enrolledWithStepUpOpen('repush2');
     // Device A's enrolment cancels that challenge; its push is held, then fails. Meanwhile device
     // B's enrolment writes the factor again, and its push is delivered.
     const pushA = held(500);
@@ -322,7 +318,7 @@ describe(`webhook senders against a real HTTP receiver (${dbLabel})`, () => {
     await pushA.there;
     const deviceB = await newDevice();
     expect((await json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey: deviceB.publicJwk }, bearer(sca))).status).toBe(204);
-    const toB = last();
+    const toB = lastMessage();
     pushA.release();
     const a = await enrollingA;
     expect([a.status, a.json.code]).toEqual([503, 'DELIVERY_FAILED']);
