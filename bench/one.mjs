@@ -9,6 +9,8 @@
 //   pw10 / pw12 (pw<cost>): the password grant, one user per connection, at that bcrypt cost, and
 //   its share of the bcrypt ceiling at that cost, measured right before and after (BENCH_PW_ROUNDS=3: three
 //   runs alternating with four ceilings, as npm run bench does; bench/password-share.mjs).
+//   during12 / during10: introspection, 200 evenly paced requests a second, while 20 connections log
+//   in at that cost (npm run bench's "introspection during password load").
 //   The first pw run is preceded by WARMUP_LOGINS (default 8000) unmeasured cost-4 logins (the login path warmed up, as npm run bench does).
 //   Each run also prints the server processes' peak RSS so far (VmHWM, the largest process), how
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
@@ -109,6 +111,7 @@ try {
   const app = cli('client', 'create', '--tenant', 'bench', '--grant', 'client_credentials', '--grant', 'password', '--scope', 'accounts');
   const PASSWORD = 'benchmark passphrase 2026';
   const costs = new Set(scenarios.filter((s) => s.startsWith('pw')).map((s) => s.replace(/70p?$/, '').slice(2)));
+  for (const s of scenarios.filter((x) => x.startsWith('during'))) costs.add(s.slice('during'.length) || '12');
   if (costs.size) costs.add('4'); // the warm-up's users
   for (const cost of costs) {
     execFileSync(process.execPath, [path.join(root, 'bench/setup-users.mjs'), 'bench', `cost${cost}-`, '50', cost], { env: { ...env, BENCH_PASSWORD: PASSWORD } });
@@ -139,6 +142,17 @@ try {
   const max = {};
   let warmed = false;
   for (const s of scenarios) {
+    if (s.startsWith('during')) {
+      // Introspection latency while logins at that cost keep bcrypt busy, as npm run bench measures it.
+      const cost = s.slice('during'.length) || '12';
+      const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+      const [, r] = await Promise.all([
+        autocannon({ url: `${target}/token`, ...pw(`cost${cost}-0`), ...perUserAt(cost), duration: seconds + 1, connections: 20 }),
+        paced(`${target}/token/introspection`, { ...intro, rate: 200, seconds, connections: 4 }),
+      ]);
+      console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  introspection during cost-${cost} logins: ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  max ${r.latency.max} ms  non2xx ${r.non2xx}`);
+      continue;
+    }
     const kind = s.replace(/70p?$/, '');
     const [pathName, req] = kind === 'cc' ? ['/token', cc] : kind === 'intro' ? ['/token/introspection', intro] : ['/token', pw(`cost${kind.slice(2)}-0`)];
     const perUser = kind.startsWith('pw') ? perUserAt(kind.slice(2)) : {};
