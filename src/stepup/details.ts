@@ -60,9 +60,10 @@ export function bindingHash(details: AuthorizationDetails): string {
 export function describe(details: AuthorizationDetails): string {
   return details
     .map((d) => {
-      const payee = d.creditorName ?? '';
-      const account = d.creditorAccount?.iban ? ` (${d.creditorAccount.iban})` : d.creditorAccount?.identification ? ` (${d.creditorAccount.identification})` : '';
-      return `${d.instructedAmount.amount} ${d.instructedAmount.currency} to ${payee}${account}`.replace(/\s+/g, ' ').trim();
+      // The name with its account in brackets, or the account alone when no name was given.
+      const account = d.creditorAccount?.iban ?? d.creditorAccount?.identification;
+      const payee = d.creditorName && account ? `${d.creditorName} (${account})` : (d.creditorName ?? account ?? '');
+      return `${d.instructedAmount.amount} ${d.instructedAmount.currency} to ${payee}`.replace(/\s+/g, ' ').trim();
     })
     .join('; ');
 }
