@@ -46,6 +46,8 @@ export function jsonBody(limitBytes: number) {
     jsonStrict: false,
     onError(err: Error & { status?: number; type?: string }) {
       if (err.status === 413 || err.type === 'entity.too.large') throw new AppError('PAYLOAD_TOO_LARGE', 413, 'Request body is too large');
+      // The parser refuses a "__proto__" key (prototype poisoning): valid JSON, so not called invalid.
+      if (/forbidden prototype property/.test(err.message)) throw AppError.validation([{ fieldName: 'body', error: 'must not contain a "__proto__" key' }]);
       throw AppError.validation([{ fieldName: 'body', error: 'is not valid JSON' }]);
     },
   });

@@ -150,22 +150,28 @@ export function createUserService(deps: {
       const invalid: InvalidField[] = parsed.success
         ? []
         : parsed.error.issues.map((i) => ({ fieldName: i.path.join('.') || 'body', error: i.message }));
-      if (!parsed.success) throw AppError.validation(invalid);
-      const v = parsed.data;
-      const email = v.email === undefined ? undefined : normalizeEmail(v.email);
-      const mobile = v.mobile === undefined ? undefined : normalizeMobile(v.mobile);
-      const username = v.username === undefined ? undefined : normalizeUsername(v.username);
-      if (v.email !== undefined && !email) invalid.push({ fieldName: 'email', error: 'must be a valid email address' });
-      if (v.mobile !== undefined && !mobile) invalid.push({ fieldName: 'mobile', error: 'must be a valid mobile number in E.164 format, e.g. +447911123456' });
-      if (v.username !== undefined && !username) {
+      // Every field's problem in one answer: the checks below also run when the schema found
+      // problems elsewhere, on each field it did not already name (a string, within its bounds).
+      if (!input || typeof input !== 'object' || Array.isArray(input)) throw AppError.validation(invalid);
+      const raw = input as Record<string, unknown>;
+      const named = new Set(invalid.map((i) => i.fieldName));
+      const field = (name: string) => (typeof raw[name] === 'string' && !named.has(name) ? (raw[name] as string) : undefined);
+      const [rawEmail, rawMobile, rawUsername, rawPassword] = [field('email'), field('mobile'), field('username'), field('password')];
+      const email = rawEmail === undefined ? undefined : normalizeEmail(rawEmail);
+      const mobile = rawMobile === undefined ? undefined : normalizeMobile(rawMobile);
+      const username = rawUsername === undefined ? undefined : normalizeUsername(rawUsername);
+      if (rawEmail !== undefined && !email) invalid.push({ fieldName: 'email', error: 'must be a valid email address' });
+      if (rawMobile !== undefined && !mobile) invalid.push({ fieldName: 'mobile', error: 'must be a valid mobile number in E.164 format, e.g. +447911123456' });
+      if (rawUsername !== undefined && !username) {
         invalid.push({ fieldName: 'username', error: '3 to 64 characters: letters, digits, dot, dash or underscore' });
       }
-      if (v.email === undefined && v.mobile === undefined && v.username === undefined) {
+      if (raw.email === undefined && raw.mobile === undefined && raw.username === undefined) {
         invalid.push({ fieldName: 'email', error: 'one of email, mobile or username is required' });
       }
-      const problem = passwordProblem(v.password, tenant.policy.passwordMinLength);
+      const problem = rawPassword === undefined ? undefined : passwordProblem(rawPassword, tenant.policy.passwordMinLength);
       if (problem) invalid.push({ fieldName: 'password', error: problem });
-      if (invalid.length) throw AppError.validation(invalid);
+      if (!parsed.success || invalid.length) throw AppError.validation(invalid);
+      const v = parsed.data;
 
       return {
         user: {

@@ -73,6 +73,19 @@ describe(`registration (${dbLabel})`, () => {
     expect(await userCount()).toBe(before);
   });
 
+  test("every field's problem comes in one answer, whichever check finds it", async () => {
+    const before = await userCount();
+    const names = async (body: Record<string, unknown>) => {
+      const res = await register({ tenant: 'bank-a', ...body });
+      expect(res.status).toBe(400);
+      return (res.json.syntaxErrors as { invalidFields: Array<{ fieldName: string }> }).invalidFields.map((f) => f.fieldName).sort();
+    };
+    expect(await names({ email: 'notanemail', password: '123', acceptedTerms: false })).toEqual(['acceptedTerms', 'email', 'password']);
+    expect(await names({})).toEqual(['acceptedTerms', 'email', 'password']);
+    expect(await names({ mobile: '12', username: 'a', password: 42, acceptedTerms: true })).toEqual(['mobile', 'password', 'username']);
+    expect(await userCount()).toBe(before);
+  });
+
   test('a breached password is refused with a generic reason', async () => {
     const res = await register({ tenant: 'bank-a', email: 'y@example.com', password: 'iloveyou', acceptedTerms: true });
     const fields = (res.json.syntaxErrors as { invalidFields: Array<{ fieldName: string; error: string }> }).invalidFields;
@@ -99,6 +112,9 @@ describe(`registration (${dbLabel})`, () => {
   test('malformed JSON, a wrong content type and an oversized body are refused', async () => {
     expect((await register('{"email":')).status).toBe(400);
     expect((await register('{"email":')).json).toEqual({ message: 'Request is invalid', syntaxErrors: { invalidFields: [{ fieldName: 'body', error: 'is not valid JSON' }] } });
+    // Valid JSON with a "__proto__" key, anywhere: refused (prototype poisoning), and told why.
+    const poisoned = await register(`{"tenant":"bank-a","email":"proto@example.com","password":"${PASSWORD}","acceptedTerms":true,"profile":{"__proto__":{"admin":true}}}`);
+    expect([poisoned.status, poisoned.json]).toEqual([400, { message: 'Request is invalid', syntaxErrors: { invalidFields: [{ fieldName: 'body', error: 'must not contain a "__proto__" key' }] } }]);
     const wrongType = await fetch(`${srv.base}/users`, { method: 'POST', headers: { 'content-type': 'text/plain', 'api-key': app.api_key }, body: 'hello' });
     expect(wrongType.status).toBe(415);
     const body = JSON.stringify({ tenant: 'bank-a', email: 'utf16@example.com', password: PASSWORD, acceptedTerms: true });
