@@ -12,14 +12,21 @@ const NOT_ALLOWED = 'requested grant type is not allowed for this client';
 
 /**
  * RFC 6749 §5.1: a token endpoint's answer carries `Cache-Control: no-store` and `Pragma: no-cache`;
- * oidc-provider sends only the first (RFC 9111 retires Pragma, but HTTP/1.0 caches still read it).
+ * oidc-provider sends only the first (RFC 9111 retires Pragma, but HTTP/1.0 caches still read it),
+ * and that not on revocation's answers.
  * Set before the library's own headers, as the fast paths do (endpointHeaders), on every answer of
  * its three client-authenticated endpoints.
  */
 export function noCachePragma(provider: Provider): void {
   provider.use(async (ctx, next) => {
-    if (ctx.method === 'POST' && CLIENT_AUTH_PATHS.has(providerPath(ctx.path))) ctx.set('Pragma', 'no-cache');
-    await next();
+    if (ctx.method !== 'POST') return next();
+    const path = providerPath(ctx.path);
+    if (!CLIENT_AUTH_PATHS.has(path)) return next();
+    ctx.set('Pragma', 'no-cache');
+    // The library sends Cache-Control: no-store on the token and introspection endpoints' answers,
+    // not on revocation's (its 200, its refusals): every answer of the three carries it here.
+    if (path === '/token/revocation') ctx.set('Cache-Control', 'no-store');
+    return next();
   });
 }
 
