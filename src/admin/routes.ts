@@ -296,6 +296,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     await audited(async () => {
+      await s.users.endSessions(t.id, u.id); // first: logins under way store no session after these end
       await revokeAllOfAccount(s.tx, u.id);
       await audit(ctx, 'session.revoked_all', t.id, u.id);
     });

@@ -6,7 +6,7 @@ import { Batcher } from '../db/batch';
 import { deleteInBatches, SWEEP_BATCH } from '../db/sweep';
 import { preparedRunner, statementRunner, type PreparedStatement } from '../db/prepared';
 import { isDatabaseUnavailable } from '../db/unavailable';
-import { END_LOGIN, loginEndCtes, loginEndValues, type LoginClosing, type LoginEnd } from '../users/login-end';
+import { END_LOGIN, LOGIN_INTACT, LoginSupersededError, loginEndCtes, loginEndValues, type LoginClosing, type LoginEnd } from '../users/login-end';
 
 /** Not a value we could have issued, and one PostgreSQL refuses to compare: a plain miss. */
 const plausible = (v: unknown): v is string => typeof v === 'string' && !v.includes('\u0000') && v.length <= 512;
@@ -166,17 +166,19 @@ const LOOKUP: PreparedStatement = {
          WHERE id = ANY($1::text[]) AND type = ANY($2::text[]) AND (expires_at IS NULL OR expires_at > now())`,
 };
 const INSERT_COLUMNS = ['type', 'id', 'payload', 'grant_id', 'user_code', 'uid', 'account_id', 'expires_at'] as const;
-const INSERT: PreparedStatement = {
-  name: 'portcullis_token_insert_v1',
-  text: `INSERT INTO oidc_payloads (${INSERT_COLUMNS.join(', ')})
-         SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
-         ON CONFLICT (type, id) DO UPDATE SET ${INSERT_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ')}`,
-};
-/** The same INSERT storing a login's session, closing the login: one statement, one commit. */
+const insertText = (where = '') => `INSERT INTO oidc_payloads (${INSERT_COLUMNS.join(', ')})
+         SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[]) ${where}
+         ON CONFLICT (type, id) DO UPDATE SET ${INSERT_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ')}`;
+const INSERT: PreparedStatement = { name: 'portcullis_token_insert_v1', text: insertText() };
+/**
+ * The same INSERT storing a login's session, closing the login: one statement, one commit. The
+ * rows are stored only if the user's sessions were not ended since the login began (no row
+ * returned otherwise: LoginSupersededError).
+ */
 const INSERT_ENDING_LOGIN: PreparedStatement = {
-  name: 'portcullis_token_insert_ending_login_v1',
+  name: 'portcullis_token_insert_ending_login_v2',
   text: `WITH ${loginEndCtes(INSERT_COLUMNS.length + 1)}
-         ${INSERT.text}`,
+         ${insertText(`WHERE ${LOGIN_INTACT}`)} RETURNING 1`,
 };
 
 /**
@@ -212,7 +214,10 @@ function inTurn<T>(trx: Knex, work: () => Promise<T>): Promise<T> {
 /** Rows inserted through the query builder, then the login their session closes (in a transaction, or for one). */
 async function insertClosing(knex: Knex, rows: Array<Record<string, unknown>>, end: LoginEnd | undefined): Promise<void> {
   await knex('oidc_payloads').insert(rows).onConflict(['type', 'id']).merge();
-  if (end) await statementRunner(knex)(END_LOGIN, loginEndValues(end));
+  if (!end) return;
+  // In the caller's transaction: a superseded login's rows go with it when it rolls back.
+  const [closed] = await statementRunner(knex)<{ intact: boolean }>(END_LOGIN, loginEndValues(end));
+  if (!closed?.intact) throw new LoginSupersededError();
 }
 
 function asError(e: unknown): Error {
@@ -241,7 +246,8 @@ function batchersOf(knex: Knex): Batchers {
     const insert = async (list: Array<Record<string, unknown>>, end: LoginEnd | undefined): Promise<void> => {
       if (prepared) {
         const columns = INSERT_COLUMNS.map((c) => list.map((r) => r[c] ?? null));
-        await (end ? prepared(INSERT_ENDING_LOGIN, [...columns, ...loginEndValues(end)]) : prepared(INSERT, columns));
+        if (!end) await prepared(INSERT, columns);
+        else if ((await prepared(INSERT_ENDING_LOGIN, [...columns, ...loginEndValues(end)])).length === 0) throw new LoginSupersededError();
       } else if (!end) {
         await insertClosing(knex, list, undefined);
       } else {
@@ -260,7 +266,8 @@ function batchersOf(knex: Knex): Batchers {
         // The database is away: every request of the group gets that (503). Anything else may be
         // one row's fault, which must not fail the others: each row again, on its own (a login's
         // end with its session's row).
-        if (group.length === 1 || isDatabaseUnavailable(err)) return group.map(() => asError(err));
+        // A superseded login's session and tokens are not stored at all, nor tried again one by one.
+        if (group.length === 1 || isDatabaseUnavailable(err) || err instanceof LoginSupersededError) return group.map(() => asError(err));
         return Promise.all(group.map((p) => insert([p.row], p.end).then(() => undefined, asError)));
       }
     };

@@ -1,7 +1,7 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { User } from '../users/repository';
-import type { LoginClosing } from '../users/login-end';
+import { LoginSupersededError, type LoginClosing } from '../users/login-end';
 import { LoginFailedError, LoginOverloadedError, LoginThrottledError, type UserService } from '../users/service';
 import { checkSingleResource, grantedScopes } from './resource';
 import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext, type UserTokenResponse } from './user-tokens';
@@ -67,6 +67,8 @@ export async function passwordLogin(
     answer = await startUserSession(deps.context(), { client, tenant, user, scope: input.scope, amr: ['pwd'], acr: ACR_CA, pending, login: closing });
   } catch (err) {
     if (!closing.written) await deps.users.closeLogin(end).catch(() => undefined);
+    // Locked, or all sessions ended, while the password was evaluated: refused as any failed login.
+    if (err instanceof LoginSupersededError) throw invalidCredentials();
     throw err;
   }
   if (!closing.written) await deps.users.closeLogin(end);

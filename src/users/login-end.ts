@@ -15,6 +15,19 @@ export interface LoginEnd {
   key: string;
   /** Epoch ms when the password was found right (the throttle's clock): the window it goes back to. */
   now: number;
+  /**
+   * The user's sessions_epoch when the login began. Its session is stored only if the count has
+   * not moved since: an administrator who locked the user or ended all their sessions meanwhile
+   * ended this one too (the login then fails as a wrong password does).
+   */
+  epoch: number;
+}
+
+/** The user's sessions were all ended (or the user went) while the login was under way: no session was stored. */
+export class LoginSupersededError extends Error {
+  constructor() {
+    super("the user's sessions were ended while the login was under way");
+  }
 }
 
 /** A login being closed: `written` once its end is stored (with its session, or apart). */
@@ -36,25 +49,32 @@ export interface LoginClosing {
  * replace.
  */
 export function loginEndCtes(first: number): string {
-  const [key, now, tenant, user] = [first, first + 1, first + 2, first + 3].map((n) => `$${n}`);
+  const [key, now, tenant, user, epoch] = [first, first + 1, first + 2, first + 3, first + 4].map((n) => `$${n}`);
+  // `intact`: the user's sessions were not ended since the login began. Read from the row this
+  // UPDATE locks: an administrator's change of it (setStatus, endSessions) that commits first is
+  // seen here, and one that comes after waits for this statement, then ends the session with the
+  // others.
   return `login_ip AS (
       UPDATE rate_limits SET points = points - 1 WHERE key = ${key} AND expire > ${now}::bigint AND points > 0 RETURNING 1
     ), login_user AS (
       UPDATE users SET failed_login_count = 0, lockout_count = 0
       WHERE tenant_id = ${tenant} AND id = ${user} AND (SELECT count(*) FROM login_ip) >= 0
-      RETURNING 1
+      RETURNING sessions_epoch = ${epoch}::int AS intact
     )`;
 }
+
+/** Whether a login's session may stand: its user is there and their sessions were not ended since it began. */
+export const LOGIN_INTACT = 'EXISTS (SELECT 1 FROM login_user WHERE intact)';
 
 /**
  * One login closed by a statement of its own: after its session's INSERT in a transaction or on
  * the embedded database, or apart when its session could not be stored.
  */
 export const END_LOGIN: PreparedStatement = {
-  name: 'portcullis_end_login_v2',
-  text: `WITH ${loginEndCtes(1)} SELECT count(*)::int AS users_reset FROM login_user`,
+  name: 'portcullis_end_login_v3',
+  text: `WITH ${loginEndCtes(1)} SELECT ${LOGIN_INTACT} AS intact`,
 };
 
 export function loginEndValues(end: LoginEnd): unknown[] {
-  return [end.key, end.now, end.tenantId, end.userId];
+  return [end.key, end.now, end.tenantId, end.userId, end.epoch];
 }

@@ -32,6 +32,8 @@ export interface User {
   mfaRequired: boolean;
   createdAt: Date;
   updatedAt: Date;
+  /** Bumped each time all the user's sessions are ended: a login stores its session only if it has not moved since it began. */
+  sessionsEpoch: number;
 }
 
 interface UserRow {
@@ -51,6 +53,7 @@ interface UserRow {
   mfa_required: boolean;
   created_at: Date;
   updated_at: Date;
+  sessions_epoch?: number;
 }
 
 function toUser(r: UserRow): User {
@@ -71,6 +74,7 @@ function toUser(r: UserRow): User {
     mfaRequired: r.mfa_required,
     createdAt: new Date(r.created_at),
     updatedAt: new Date(r.updated_at),
+    sessionsEpoch: Number(r.sessions_epoch ?? 0),
   };
 }
 
@@ -147,6 +151,11 @@ export interface UserRepository {
   /** Search by identifier prefix (email, mobile, username), ordered by id, keyset-paged. */
   search(tenantId: string, opts: { q?: string; limit: number; after?: string }): Promise<User[]>;
   setStatus(tenantId: string, userId: string, status: UserStatus): Promise<User | undefined>;
+  /**
+   * Before all the user's sessions are ended, in the same transaction: a login that began before
+   * then stores no session (its statement waits for this row, then finds the count moved).
+   */
+  endSessions(tenantId: string, userId: string): Promise<void>;
   setMfaRequired(tenantId: string, userId: string, required: boolean): Promise<void>;
 }
 
@@ -160,7 +169,7 @@ interface LoginCounters {
 /** The columns of UserRow, named: a prepared statement's result must not change when a column is added. */
 const USER_COLUMNS = [
   'id', 'tenant_id', 'email', 'mobile', 'username', 'password_hash', 'role', 'group_name', 'profile', 'accepted_terms_at',
-  'terms_version', 'status', 'locked_until', 'mfa_required', 'created_at', 'updated_at', 'failed_login_count',
+  'terms_version', 'status', 'locked_until', 'mfa_required', 'created_at', 'updated_at', 'failed_login_count', 'sessions_epoch',
 ];
 
 /**
@@ -202,7 +211,7 @@ const BEGIN_LOGIN = Object.fromEntries(
   (['email', 'mobile', 'username'] as const).map((kind): [IdentifierKind, PreparedStatement] => [
     kind,
     {
-      name: `portcullis_begin_login_${kind}_v2`,
+      name: `portcullis_begin_login_${kind}_v3`,
       text: `WITH ${TAKE_POINT_CTE}, u AS (
                UPDATE users SET
                  failed_login_count = CASE WHEN ${FRESH_COUNT} THEN 1 ELSE failed_login_count + 1 END,
@@ -336,10 +345,19 @@ export function createUserRepository(source: DbSource): UserRepository {
     async setStatus(tenantId, userId, status) {
       const [row] = await knex()<UserRow>('users')
         .where({ tenant_id: tenantId, id: userId })
-        // Reactivation ends the run of lockouts too: the next lock is the policy's period, not a doubling of the last.
-        .update({ status, ...(status === 'active' ? { failed_login_count: 0, locked_until: null, lockout_count: 0 } : {}), updated_at: knex().fn.now() as unknown as Date })
+        .update({
+          status,
+          // Reactivation ends the run of lockouts too: the next lock is the policy's period, not a
+          // doubling of the last. Any other status ends every session, including one a login still
+          // evaluating its password would store (sessions_epoch, src/users/login-end.ts).
+          ...(status === 'active' ? { failed_login_count: 0, locked_until: null, lockout_count: 0 } : { sessions_epoch: knex().raw('sessions_epoch + 1') as unknown as number }),
+          updated_at: knex().fn.now() as unknown as Date,
+        })
         .returning('*');
       return row ? toUser(row as UserRow) : undefined;
+    },
+    async endSessions(tenantId, userId) {
+      await knex()('users').where({ tenant_id: tenantId, id: userId }).increment('sessions_epoch', 1);
     },
     async setMfaRequired(tenantId, userId, required) {
       await knex()('users').where({ tenant_id: tenantId, id: userId }).update({ mfa_required: required });

@@ -236,7 +236,7 @@ export function createUserService(deps: {
         throw new LoginFailedError(reason);
       }
       if (await inTime(hasher.verify(password, user.passwordHash, late))) {
-        const end = { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now() };
+        const end = { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now(), epoch: user.sessionsEpoch };
         if (deps.rehashOnLogin && hasher.needsRehash(user.passwordHash) && !hasher.busy()) {
           // Beside the answer, not before it: the login neither waits for it nor keeps its attempt
           // counted meanwhile. Once per user after a raise; with logins waiting for bcrypt it is

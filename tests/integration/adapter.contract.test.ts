@@ -1,5 +1,6 @@
 import { closeLoginWithSession, KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
 import { sweepRateLimits } from '../../src/users/throttle';
+import { LoginSupersededError } from '../../src/users/login-end';
 import { createIdempotencyRepository } from '../../src/idempotency/repository';
 import { createSealer } from '../../src/crypto/secrets';
 import { openDatabase, type Database } from '../../src/db/knex';
@@ -164,7 +165,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       // Saved in one turn, as concurrent logins' sessions are: one batch.
       await Promise.all(
         ends.map(([key, userId], i) => {
-          const closing = { end: { tenantId: 'login-end-bank', userId, key, now }, written: false };
+          const closing = { end: { tenantId: 'login-end-bank', userId, key, now, epoch: 0 }, written: false };
           closeLoginWithSession(`le-${i}`, closing);
           return grants.upsert(`le-${i}`, { jti: `le-${i}`, accountId: userId }, 60).then(() => expect(closing.written).toBe(true));
         }),
@@ -189,8 +190,8 @@ describe(`knex adapter contract (${dbLabel})`, () => {
 
     // A session that cannot be stored leaves its login counted as a failure; the rest of its batch is stored and closed.
     await k('users').whereIn('id', users).update({ failed_login_count: 2 });
-    const good = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now }, written: false };
-    const bad = { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now }, written: false };
+    const good = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
+    const bad = { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
     closeLoginWithSession('le-good', good);
     closeLoginWithSession('le-bad\u0000', bad);
     const [stored, refused] = await Promise.allSettled([
@@ -202,7 +203,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     expect([good.written, bad.written]).toEqual([true, false]);
     // A session stored with a token of it that fails: each row again on its own, the login's end with its session.
     await k('users').where({ id: users[2]! }).update({ failed_login_count: 2 });
-    const both = { end: { tenantId: 'login-end-bank', userId: users[2]!, key: 'login_ip:a', now }, written: false };
+    const both = { end: { tenantId: 'login-end-bank', userId: users[2]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
     closeLoginWithSession('le-both', both);
     const [session, token] = await Promise.allSettled([
       grants.upsert('le-both', { jti: 'le-both', accountId: users[2] }, 60),
@@ -217,10 +218,34 @@ describe(`knex adapter contract (${dbLabel})`, () => {
 
     // Inside a transaction (nothing batched there), the same: stored and closed together.
     const tx = createTxContext(k, db.asyncCommit);
-    closeLoginWithSession('le-tx', { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now }, written: false });
+    closeLoginWithSession('le-tx', { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now, epoch: 0 }, written: false });
     await tx.transaction(() => new KnexAdapter(tx, 'Grant').upsert('le-tx', { jti: 'le-tx', accountId: users[1] }, 60));
     expect((await after(users[1]!)).failed_login_count).toBe(0);
     expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(0);
+
+    // A login whose user's sessions were all ended since it began (sessions_epoch moved): nothing of
+    // its session is stored, its tokens in the same batch neither, and the batch's other logins are.
+    await k('users').where({ id: users[3]! }).update({ sessions_epoch: 1 });
+    const stale = { end: { tenantId: 'login-end-bank', userId: users[3]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
+    const fresh = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
+    closeLoginWithSession('le-stale', stale);
+    closeLoginWithSession('le-fresh', fresh);
+    const [staleGrant, staleToken, freshGrant] = await Promise.allSettled([
+      grants.upsert('le-stale', { jti: 'le-stale', accountId: users[3] }, 60),
+      new KnexAdapter(fixedDb(k), 'RefreshToken').upsert('le-stale-rt', { jti: 'le-stale-rt', grantId: 'le-stale', accountId: users[3] }, 60),
+      grants.upsert('le-fresh', { jti: 'le-fresh', accountId: users[0] }, 60),
+    ]);
+    expect([staleGrant.status, staleToken.status, freshGrant.status, stale.written, fresh.written]).toEqual(['rejected', 'rejected', 'fulfilled', false, true]);
+    expect((staleGrant as PromiseRejectedResult).reason).toBeInstanceOf(LoginSupersededError);
+    expect(await k('oidc_payloads').whereIn('id', ['le-stale', 'le-stale-rt'])).toHaveLength(0);
+    // The current count lets it through; in a transaction a superseded login rolls back with it.
+    const current = { end: { ...stale.end, epoch: 1 }, written: false };
+    closeLoginWithSession('le-current', current);
+    await grants.upsert('le-current', { jti: 'le-current', accountId: users[3] }, 60);
+    expect(current.written).toBe(true);
+    closeLoginWithSession('le-stale-tx', { end: stale.end, written: false });
+    await expect(tx.transaction(() => new KnexAdapter(tx, 'Grant').upsert('le-stale-tx', { jti: 'le-stale-tx', accountId: users[3] }, 60))).rejects.toBeInstanceOf(LoginSupersededError);
+    expect(await k('oidc_payloads').where({ id: 'le-stale-tx' })).toHaveLength(0);
   });
 
   test('expired rows are not found, and the sweep deletes them', async () => {

@@ -498,6 +498,60 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('PATCH', '/tenants/bank-e', { name: 'E five' })).status).toBe(428); // still required
   });
 
+  test('a login still evaluating its password when the user is locked, or all their sessions ended, gets no session', async () => {
+    await api('POST', '/tenants', { id: 'racing', name: 'Racing', mode: 'sandbox' });
+    const c = await api('POST', '/tenants/racing/clients', { grant_types: ['password'], token_endpoint_auth_method: 'client_secret_basic' });
+    const app: ClientCreds = { client_id: c.json.client_id, client_secret: c.json.client_secret, api_key: c.json.api_key };
+    const r = await api('POST', '/tenants/racing/clients', { grant_types: ['client_credentials'], introspection: true, token_endpoint_auth_method: 'client_secret_basic' });
+    const rs: ClientCreds = { client_id: r.json.client_id, client_secret: r.json.client_secret, api_key: r.json.api_key };
+    const u = (await api('POST', '/tenants/racing/users', { username: 'racer', password: PASSWORD })).json;
+    const { hasher } = srv.running.app.services;
+    /** A login whose password is found right, then held until `meanwhile` is done. */
+    const heldLogin = async (meanwhile: () => Promise<void>) => {
+      const verify = hasher.verify.bind(hasher);
+      let evaluated!: () => void;
+      const atVerify = new Promise<void>((r) => (evaluated = r));
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      const spy = jest.spyOn(hasher, 'verify').mockImplementationOnce(async (...args) => {
+        const right = await verify(...args);
+        evaluated();
+        await released;
+        return right;
+      });
+      try {
+        const answer = passwordLogin(srv, app, 'racer', PASSWORD);
+        await atVerify;
+        await meanwhile();
+        release();
+        return await answer;
+      } finally {
+        spy.mockRestore();
+      }
+    };
+    const sessions = async () => (await api('GET', `/tenants/racing/users/${u.id}/sessions`)).json.sessions as unknown[];
+
+    // Locked and unlocked while the login was under way: no session comes back with the unlock.
+    const locked = await heldLogin(async () => {
+      expect((await api('POST', `/tenants/racing/users/${u.id}/lock`)).status).toBe(200);
+      expect((await api('DELETE', `/tenants/racing/users/${u.id}/lock`)).status).toBe(200);
+    });
+    expect([locked.status, locked.json]).toEqual([400, { error: 'invalid_grant', error_description: 'invalid username or password' }]);
+    expect(await sessions()).toEqual([]);
+    // Every session ended while it was under way: the same.
+    const before = await login(srv, app, 'racer', PASSWORD);
+    const ended = await heldLogin(async () => {
+      expect((await api('DELETE', `/tenants/racing/users/${u.id}/sessions`)).status).toBe(204);
+    });
+    expect(ended.status).toBe(400);
+    expect(await sessions()).toEqual([]);
+    expect((await introspect(srv, rs, before.access_token)).json.active).toBe(false);
+    // The user is not held against: the next login works, and is the only session.
+    const after = await login(srv, app, 'racer', PASSWORD);
+    expect(await sessions()).toHaveLength(1);
+    expect(after.refresh_token).toEqual(expect.any(String));
+  });
+
   test('keys: list and rotate (platform admin)', async () => {
     const before = (await api('GET', '/keys')).json.keys as unknown[];
     const rot = await api('POST', '/keys/rotate');
