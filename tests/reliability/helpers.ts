@@ -171,6 +171,11 @@ export function basic(c: { client_id: string; client_secret: string }): string {
   return `Basic ${Buffer.from(`${encodeURIComponent(c.client_id)}:${encodeURIComponent(c.client_secret)}`).toString('base64')}`;
 }
 
+/** When each request now awaiting its reply was completely sent (request() below). */
+const awaiting = new Set<{ sentAt: number }>();
+/** Whether a request sent before this millisecond is still awaiting its reply. */
+export const repliesAwaited = (): boolean => [...awaiting].some((r) => r.sentAt < Date.now());
+
 /** One request on a fresh connection (no agent: `Connection: close`) to 127.0.0.1. */
 export function request(
   port: number,
@@ -182,6 +187,7 @@ export function request(
   const type = opts.form ? 'application/x-www-form-urlencoded' : 'application/json';
   return new Promise((resolve, reject) => {
     let sentAt: number | undefined;
+    const entry = { sentAt: 0 };
     const req = http.request(
       {
         host: '127.0.0.1',
@@ -199,6 +205,7 @@ export function request(
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', (err: NodeJS.ErrnoException) => reject(new RequestFailed(err.code ?? 'ERR', err.message, sentAt)));
         res.on('end', () => {
+          awaiting.delete(entry);
           const text = Buffer.concat(chunks).toString('utf8');
           let json: Record<string, unknown>;
           try {
@@ -210,7 +217,12 @@ export function request(
         });
       },
     );
-    req.on('finish', () => (sentAt = Date.now()));
+    req.on('finish', () => {
+      sentAt = Date.now();
+      entry.sentAt = sentAt;
+      awaiting.add(entry);
+    });
+    req.on('close', () => awaiting.delete(entry));
     req.setTimeout(opts.timeoutMs ?? 20_000, () => req.destroy(Object.assign(new Error('client timeout'), { code: 'CLIENT_TIMEOUT' })));
     req.on('error', (err: NodeJS.ErrnoException) => reject(new RequestFailed(err.code ?? 'ERR', err.message, sentAt)));
     req.end(body);

@@ -13,6 +13,7 @@ import {
   cli,
   freshDatabase,
   pgTest,
+  repliesAwaited,
   request,
   RequestFailed,
   serverEnv,
@@ -92,6 +93,9 @@ async function runScenario(srv: ServerProcess, app: Creds): Promise<Scenario> {
   let limit: NodeJS.Timeout | undefined;
   try {
     await sleep(2000);
+    // SIGTERM while a request sent earlier still awaits its reply, so the drain is put to the test:
+    // on a busy machine every loop may be between requests (connecting) at a given instant.
+    for (const until = Date.now() + 2000; !repliesAwaited() && Date.now() < until; ) await new Promise((r) => setImmediate(r));
     const sigtermAt = Date.now();
     srv.child.kill('SIGTERM');
 
