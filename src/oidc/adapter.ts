@@ -57,6 +57,7 @@ export class KnexAdapter implements Adapter {
     const end = login?.end;
     if (!knex.isTransaction) {
       const failed = await batchersOf(knex).inserts.add({ row, end });
+      if (login && failed instanceof LoginSupersededError) login.written = failed.closed;
       if (failed) throw failed;
     } else {
       await inTurn(knex, () => insertClosing(knex, [row], end));
@@ -217,7 +218,7 @@ async function insertClosing(knex: Knex, rows: Array<Record<string, unknown>>, e
   if (!end) return;
   // In the caller's transaction: a superseded login's rows go with it when it rolls back.
   const [closed] = await statementRunner(knex)<{ intact: boolean }>(END_LOGIN, loginEndValues(end));
-  if (!closed?.intact) throw new LoginSupersededError();
+  if (!closed?.intact) throw new LoginSupersededError(false);
 }
 
 function asError(e: unknown): Error {
@@ -247,7 +248,11 @@ function batchersOf(knex: Knex): Batchers {
       if (prepared) {
         const columns = INSERT_COLUMNS.map((c) => list.map((r) => r[c] ?? null));
         if (!end) await prepared(INSERT, columns);
-        else if ((await prepared(INSERT_ENDING_LOGIN, [...columns, ...loginEndValues(end)])).length === 0) throw new LoginSupersededError();
+        else {
+          const stored = await prepared(INSERT_ENDING_LOGIN, [...columns, ...loginEndValues(end)]);
+          // No row stored; the statement's CTEs stored the login's end all the same.
+          if (stored.length === 0) throw new LoginSupersededError(true);
+        }
       } else if (!end) {
         await insertClosing(knex, list, undefined);
       } else {

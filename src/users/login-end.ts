@@ -25,7 +25,12 @@ export interface LoginEnd {
 
 /** The user's sessions were all ended (or the user went) while the login was under way: no session was stored. */
 export class LoginSupersededError extends Error {
-  constructor() {
+  /**
+   * @param closed whether the login's end was stored all the same (the session's statement ran its
+   * CTEs and skipped only the rows), so that it must not be closed again apart: that would give the
+   * address's point back twice.
+   */
+  constructor(readonly closed: boolean) {
     super("the user's sessions were ended while the login was under way");
   }
 }
