@@ -41,6 +41,15 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
    * one, so a refusal inside (a duplicate id) leaves that transaction able to record the answer.
    */
   const audited = <T>(fn: () => Promise<T>): Promise<T> => s.tx.savepoint(fn);
+  /**
+   * Ends every session of the user, in the caller's transaction: the count first (a login still
+   * evaluating its password stores no session after these end: src/users/login-end.ts), then the
+   * sessions and their tokens.
+   */
+  const endAllSessions = async (tenantId: string, userId: string) => {
+    await s.users.endSessions(tenantId, userId);
+    await revokeAllOfAccount(s.tx, userId);
+  };
   const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: ClientAuditDetails) => {
     for (const r of clientAuditRecords(c, details)) await audit(ctx, type, r.tenantId, c.id, r.details);
   };
@@ -258,7 +267,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const u = await userOf(ctx, t);
     const locked = await audited(async () => {
       const r = await s.users.setStatus(t.id, u.id, 'locked');
-      await revokeAllOfAccount(s.tx, u.id); // a locked user keeps no session
+      await endAllSessions(t.id, u.id); // a locked user keeps no session
       await audit(ctx, 'user.locked', t.id, u.id);
       return r!;
     });
@@ -296,8 +305,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     await audited(async () => {
-      await s.users.endSessions(t.id, u.id); // first: logins under way store no session after these end
-      await revokeAllOfAccount(s.tx, u.id);
+      await endAllSessions(t.id, u.id);
       await audit(ctx, 'session.revoked_all', t.id, u.id);
     });
     ctx.status = 204;

@@ -56,7 +56,7 @@ export interface LoginClosing {
 export function loginEndCtes(first: number): string {
   const [key, now, tenant, user, epoch] = [first, first + 1, first + 2, first + 3, first + 4].map((n) => `$${n}`);
   // `intact`: the user's sessions were not ended since the login began. Read from the row this
-  // UPDATE locks: an administrator's change of it (setStatus, endSessions) that commits first is
+  // UPDATE locks: an administrator's change of it (endSessions) that commits first is
   // seen here, and one that comes after waits for this statement, then ends the session with the
   // others.
   return `login_ip AS (

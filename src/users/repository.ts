@@ -345,14 +345,8 @@ export function createUserRepository(source: DbSource): UserRepository {
     async setStatus(tenantId, userId, status) {
       const [row] = await knex()<UserRow>('users')
         .where({ tenant_id: tenantId, id: userId })
-        .update({
-          status,
-          // Reactivation ends the run of lockouts too: the next lock is the policy's period, not a
-          // doubling of the last. Any other status ends every session, including one a login still
-          // evaluating its password would store (sessions_epoch, src/users/login-end.ts).
-          ...(status === 'active' ? { failed_login_count: 0, locked_until: null, lockout_count: 0 } : { sessions_epoch: knex().raw('sessions_epoch + 1') as unknown as number }),
-          updated_at: knex().fn.now() as unknown as Date,
-        })
+        // Reactivation ends the run of lockouts too: the next lock is the policy's period, not a doubling of the last.
+        .update({ status, ...(status === 'active' ? { failed_login_count: 0, locked_until: null, lockout_count: 0 } : {}), updated_at: knex().fn.now() as unknown as Date })
         .returning('*');
       return row ? toUser(row as UserRow) : undefined;
     },
