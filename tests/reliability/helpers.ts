@@ -172,9 +172,9 @@ export function basic(c: { client_id: string; client_secret: string }): string {
 }
 
 /** When each request now awaiting its reply was completely sent (request() below). */
-const awaiting = new Set<{ sentAt: number }>();
+const awaiting = new Set<{ at?: number }>();
 /** Whether a request sent before this millisecond is still awaiting its reply. */
-export const repliesAwaited = (): boolean => [...awaiting].some((r) => r.sentAt < Date.now());
+export const repliesAwaited = (): boolean => [...awaiting].some((sent) => sent.at! < Date.now());
 
 /** One request on a fresh connection (no agent: `Connection: close`) to 127.0.0.1. */
 export function request(
@@ -186,8 +186,8 @@ export function request(
   const body = opts.form ? new URLSearchParams(opts.form).toString() : opts.json !== undefined ? JSON.stringify(opts.json) : undefined;
   const type = opts.form ? 'application/x-www-form-urlencoded' : 'application/json';
   return new Promise((resolve, reject) => {
-    let sentAt: number | undefined;
-    const entry = { sentAt: 0 };
+    /** When the request was completely written to the socket. */
+    const sent: { at?: number } = {};
     const req = http.request(
       {
         host: '127.0.0.1',
@@ -203,9 +203,9 @@ export function request(
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (err: NodeJS.ErrnoException) => reject(new RequestFailed(err.code ?? 'ERR', err.message, sentAt)));
+        res.on('error', (err: NodeJS.ErrnoException) => reject(new RequestFailed(err.code ?? 'ERR', err.message, sent.at)));
         res.on('end', () => {
-          awaiting.delete(entry);
+          awaiting.delete(sent);
           const text = Buffer.concat(chunks).toString('utf8');
           let json: Record<string, unknown>;
           try {
@@ -213,18 +213,17 @@ export function request(
           } catch {
             json = { raw: text };
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text, json, sentAt: sentAt ?? 0, doneAt: Date.now() });
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text, json, sentAt: sent.at ?? 0, doneAt: Date.now() });
         });
       },
     );
     req.on('finish', () => {
-      sentAt = Date.now();
-      entry.sentAt = sentAt;
-      awaiting.add(entry);
+      sent.at = Date.now();
+      awaiting.add(sent);
     });
-    req.on('close', () => awaiting.delete(entry));
+    req.on('close', () => awaiting.delete(sent));
     req.setTimeout(opts.timeoutMs ?? 20_000, () => req.destroy(Object.assign(new Error('client timeout'), { code: 'CLIENT_TIMEOUT' })));
-    req.on('error', (err: NodeJS.ErrnoException) => reject(new RequestFailed(err.code ?? 'ERR', err.message, sentAt)));
+    req.on('error', (err: NodeJS.ErrnoException) => reject(new RequestFailed(err.code ?? 'ERR', err.message, sent.at)));
     req.end(body);
   });
 }
