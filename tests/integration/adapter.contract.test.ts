@@ -101,7 +101,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       await Promise.all(['p-1', 'p-2'].map((id) => tokens.upsert(id, { jti: id, kind: 'ClientCredentials', grantId: `g-${id}`, accountId: 'acct' }, 60)));
       expect((await tokens.find('p-2'))?.grantId).toBe('g-p-2');
       const named = (await one.knex.raw('select name from pg_prepared_statements order by name')) as { rows: Array<{ name: string }> };
-      expect(named.rows.map((r) => r.name)).toEqual(['portcullis_token_insert_v1', 'portcullis_token_lookup_v1']);
+      expect(named.rows.map((r) => r.name)).toEqual(['portcullis_token_insert_v1', 'portcullis_token_lookup_v2']);
       // Every column of the prepared insert lands: the grant id (revocation), the account, the expiry.
       const row = (await one.knex('oidc_payloads').where({ type: 'ClientCredentials', id: 'p-1' }).first()) as Record<string, unknown>;
       expect(row).toMatchObject({ grant_id: 'g-p-1', account_id: 'acct', user_code: null, uid: null });
