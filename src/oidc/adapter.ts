@@ -160,8 +160,7 @@ const batchers = new WeakMap<Knex, Batchers>();
  * a migration that changes the type of a column they read or write needs the servers restarted
  * (adding columns or indexes does not), else "cached plan must not change result type". A new
  * text takes a new name (_v2).
- */
-/**
+ *
  * The lookup names the token types as constants, not as a parameter. A connection that has run a
  * statement five times may settle on a generic plan, made once for any parameters and kept until
  * the table's statistics change. With both lists as parameters, the generic plan made while the
