@@ -164,11 +164,12 @@ const batchers = new WeakMap<Knex, Batchers>();
  * The lookup names the token types as constants, not as a parameter. A connection that has run a
  * statement five times may settle on a generic plan, made once for any parameters and kept until
  * the table's statistics change. With both lists as parameters, the generic plan made while the
- * table was still small (a new server's first minute, or on a database without autovacuum, which
- * never re-analyzes it) searched the primary key (type, id) by type alone and filtered by id: every
- * lookup then read every token of those types, 2 ms of PostgreSQL's CPU at 45,000 tokens, 10 ms at
- * 50,000 of one type (tests/integration/lookup-plan.test.ts). With the types in the text, that plan
- * searches by both.
+ * table was still small and never analyzed (a new server's first minute, or a database without
+ * autovacuum) searched the primary key (type, id) by type alone and filtered by id: every lookup
+ * then read every token of those types, 2.4 ms of PostgreSQL's CPU at 45,000 tokens, 9.8 ms at
+ * 50,000 of one type (bench/NOTES.md). With the types in the text, that plan searches by both
+ * (tests/integration/lookup-plan.test.ts). One made after an ANALYZE of a near-empty table is a
+ * sequential scan with either text, until autovacuum's next ANALYZE replaces it (README).
  */
 export const LOOKUP: PreparedStatement = {
   name: 'portcullis_token_lookup_v2',

@@ -10,7 +10,7 @@ import { createTestStore, testConfig, usingPostgres, type TestStore } from '../h
 // autovacuum) must still search the primary key by id, or every lookup reads every token.
 const describePg = usingPostgres ? describe : describe.skip;
 
-describePg('the prepared token lookup searches by id whatever the table held when it was planned', () => {
+describePg('the prepared token lookup searches by id even when planned on a small, never-analyzed table', () => {
   let store: TestStore;
   let db: Database;
 
