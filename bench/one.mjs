@@ -16,6 +16,7 @@
 //   busy the machine's cores were (from /proc/stat), and CPU per request of the server (and of its
 //   event-loop threads, with their system time apart), PostgreSQL and the load generator, and how
 //   often per request the event loops and PostgreSQL's processes were switched out.
+//   PER_RUN=1: also a line per measured run (each round of a pw run): its rate and CPU per request.
 //   NODE_FLAGS="--trace-gc" SERVER_LOG=gc.log: flags for the server's processes, and its output kept.
 //   PACED_TIMELINE=1: paced runs print when the schedule started (epoch ms, to line up with other logs)
 //   and each 100 ms window whose worst latency passed 20 ms, with the load generator's own worst send lag.
@@ -178,7 +179,12 @@ try {
       const me = process.cpuUsage(me0);
       const after = cpuByKind();
       const m1 = machineCpu();
-      for (const [k, v] of Object.entries(cpuBetween(before, after))) used[k] = (used[k] ?? 0) + v;
+      const run = cpuBetween(before, after);
+      for (const [k, v] of Object.entries(run)) used[k] = (used[k] ?? 0) + v;
+      if (process.env.PER_RUN) {
+        const n = res.requests.total;
+        console.log(`         this run: ${res.requests.average.toFixed(1)} req/s, per request: event loops ${Math.round((run.serverMain * 1e6) / n)} µs, postgres ${Math.round((run.postgres * 1e6) / n)} µs, load generator ${Math.round(((me.user + me.system)) / n)} µs`);
+      }
       busy.busy += m1.busy - m0.busy;
       busy.total += m1.total - m0.total;
       peakRssMB = after.peakRssMB;

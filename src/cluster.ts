@@ -6,18 +6,35 @@ import { migrateLatest } from './db/migrate';
 import type * as ServerModule from './server';
 
 /**
- * The command-line flags of a worker: the primary's own, plus a V8 old-space limit of
- * `workerHeapLimitMb` unless the operator already chose one (on the command line or in NODE_OPTIONS).
+ * The command-line flags of a worker: the primary's own, plus V8 heap sizes unless the operator
+ * already chose them (on the command line, or in NODE_OPTIONS where Node allows the flag):
  *
- * Why a limit at all: V8 sizes its heap-growing factor from the limit. With the default limit on a
- * large machine (about 4 GB) it lets the old space grow to about four times what is live before it
- * collects, and a worker whose live heap is 30 MB peaks at 220–250 MB of RSS under load; with a
- * limit under 2 GB the factor drops below two and the same worker peaks near 150 MB
- * (bench/NOTES.md). The limit is also a ceiling: a worker that leaks past it dies and is replaced.
+ * - An old-space limit of `limitMb`. Why a limit at all: V8 sizes its heap-growing factor from the
+ *   limit. With the default limit on a large machine (about 4 GB) it lets the old space grow to
+ *   about four times what is live before it collects, and a worker whose live heap is 30 MB peaks
+ *   at 220–250 MB of RSS under load; with a limit under 2 GB the factor drops below two and the
+ *   same worker peaks near 150 MB (bench/NOTES.md). The limit is also a ceiling: a worker that
+ *   leaks past it dies and is replaced.
+ * - A young generation (semi-space) of at least `minSemiSpaceMb`. After a few quiet seconds V8's
+ *   memory reducer shrinks it to 1 MB, and it grows back only under a high allocation rate: a
+ *   worker then serving requests at a modest rate (logins at bcrypt cost 10, say, each in flight
+ *   for a second or more) scavenges several times as often, copying and promoting every request
+ *   still in flight each time. Measured on the benchmark, each worker's event loop spent a
+ *   quarter to a third more CPU per login after such a quiet spell (bench/NOTES.md). A busy
+ *   worker's young generation is already this size or larger (V8 clamps the minimum to its
+ *   maximum), so the peak RSS does not change; an idle worker keeps these few MB.
  */
-export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined, workerHeapLimitMb: number): string[] {
-  const chosen = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--max[-_](old[-_]space|heap)[-_]size(=|$)/.test(a));
-  return workerHeapLimitMb > 0 && !chosen ? [...execArgv, `--max-old-space-size=${workerHeapLimitMb}`] : [...execArgv];
+export function workerExecArgv(
+  execArgv: readonly string[],
+  nodeOptions: string | undefined,
+  heap: { limitMb: number; minSemiSpaceMb: number },
+): string[] {
+  const given = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)];
+  const chose = (flag: RegExp) => given.some((a) => flag.test(a));
+  const out = [...execArgv];
+  if (heap.limitMb > 0 && !chose(/^--max[-_](old[-_]space|heap)[-_]size(=|$)/)) out.push(`--max-old-space-size=${heap.limitMb}`);
+  if (heap.minSemiSpaceMb > 0 && !chose(/^--min[-_]semi[-_]space[-_]size(=|$)/)) out.push(`--min-semi-space-size=${heap.minSemiSpaceMb}`);
+  return out;
 }
 
 /** A worker's message to the primary once it listens. */
@@ -88,7 +105,10 @@ export async function serve(config: Config): Promise<void> {
     await db.close();
   }
   let stopping = false;
-  const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS, config.workerHeapLimitMb);
+  const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS, {
+    limitMb: config.workerHeapLimitMb,
+    minSemiSpaceMb: config.workerMinSemiSpaceMb,
+  });
   cluster.setupPrimary({ execArgv });
   const supervisor = new WorkerSupervisor(config.webConcurrency);
   const fork = () => {

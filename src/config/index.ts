@@ -52,6 +52,8 @@ const schema = z.object({
   webConcurrency: whole(1, 64),
   /** V8 old-space limit of each worker process (MB); 0 = V8's own default. See src/cluster.ts. */
   workerHeapLimitMb: whole(0, 65536).refine((n) => n === 0 || (n >= 128 && n <= 65536), '0 (V8 default) or 128 to 65536 MB'),
+  /** The smallest V8 young generation (semi-space, MB) of each worker; 0 = V8's own default. See src/cluster.ts. */
+  workerMinSemiSpaceMb: whole(0, 256),
   trustProxy: flag,
   shutdownTimeoutMs: whole(0, DAY_MS),
   shutdownGraceMs: whole(0, DAY_MS),
@@ -171,6 +173,7 @@ const ENV_KEYS: Record<string, string> = {
   LOG_LEVEL: 'logLevel',
   WEB_CONCURRENCY: 'webConcurrency',
   WORKER_HEAP_LIMIT_MB: 'workerHeapLimitMb',
+  WORKER_MIN_SEMI_SPACE_MB: 'workerMinSemiSpaceMb',
   TRUST_PROXY: 'trustProxy',
   SHUTDOWN_TIMEOUT_MS: 'shutdownTimeoutMs',
   SHUTDOWN_GRACE_MS: 'shutdownGraceMs',

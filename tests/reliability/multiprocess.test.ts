@@ -199,14 +199,15 @@ describe(`several processes on one database${SKIP_REASON}`, () => {
     }
   });
 
-  pgTest('WEB_CONCURRENCY=2: two workers (with WORKER_HEAP_LIMIT_MB) serve 50 concurrent requests; every token introspects active; SIGTERM stops all, exit 0', async () => {
-    const c = await startServer(build!, { ...env, WEB_CONCURRENCY: '2', SHUTDOWN_TIMEOUT_MS: '5000', WORKER_HEAP_LIMIT_MB: '300' });
+  pgTest('WEB_CONCURRENCY=2: two workers (with WORKER_HEAP_LIMIT_MB, WORKER_MIN_SEMI_SPACE_MB) serve 50 concurrent requests; every token introspects active; SIGTERM stops all, exit 0', async () => {
+    const c = await startServer(build!, { ...env, WEB_CONCURRENCY: '2', SHUTDOWN_TIMEOUT_MS: '5000', WORKER_HEAP_LIMIT_MB: '300', WORKER_MIN_SEMI_SPACE_MB: '8' });
     servers.push(c);
     expect(childPids(c.child.pid!)).toHaveLength(2);
-    // Each worker runs with the configured V8 heap limit; the primary keeps its own command line.
+    // Each worker runs with the configured V8 heap sizes; the primary keeps its own command line.
     const argv = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    for (const pid of childPids(c.child.pid!)) expect(argv(pid)).toContain('--max-old-space-size=300');
+    for (const pid of childPids(c.child.pid!)) expect(argv(pid)).toEqual(expect.arrayContaining(['--max-old-space-size=300', '--min-semi-space-size=8']));
     expect(argv(c.child.pid!)).not.toContain('--max-old-space-size=300');
+    expect(argv(c.child.pid!)).not.toContain('--min-semi-space-size=8');
 
     const replies = await Promise.all(Array.from({ length: 50 }, () => tokenRequest(c.port, app)));
     expect(replies.map((r) => r.status)).toEqual(Array(50).fill(200));

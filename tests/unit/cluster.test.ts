@@ -1,10 +1,12 @@
 import { WorkerSupervisor, workerExecArgv } from '../../src/cluster';
 import { loadConfig } from '../../src/config';
 
+const heap = (limitMb: number, minSemiSpaceMb = 0) => ({ limitMb, minSemiSpaceMb });
+
 describe('worker heap limit (WORKER_HEAP_LIMIT_MB)', () => {
   test('workers get the configured old-space limit after the primary\'s own flags', () => {
-    expect(workerExecArgv(['--enable-source-maps'], undefined, 1024)).toEqual(['--enable-source-maps', '--max-old-space-size=1024']);
-    expect(workerExecArgv([], '', 300)).toEqual(['--max-old-space-size=300']);
+    expect(workerExecArgv(['--enable-source-maps'], undefined, heap(1024))).toEqual(['--enable-source-maps', '--max-old-space-size=1024']);
+    expect(workerExecArgv([], '', heap(300))).toEqual(['--max-old-space-size=300']);
   });
 
   test.each([
@@ -14,21 +16,65 @@ describe('worker heap limit (WORKER_HEAP_LIMIT_MB)', () => {
     [[], '--max-old-space-size=2048'],
     [[], '--enable-source-maps  --max-old-space-size=2048 --trace-warnings'],
   ])('an operator\'s own limit wins: execArgv %o, NODE_OPTIONS %o', (execArgv, nodeOptions) => {
-    expect(workerExecArgv(execArgv, nodeOptions, 1024)).toEqual(execArgv);
+    expect(workerExecArgv(execArgv, nodeOptions, heap(1024))).toEqual(execArgv);
   });
 
   test('0 leaves V8 its default', () => {
-    expect(workerExecArgv(['--enable-source-maps'], undefined, 0)).toEqual(['--enable-source-maps']);
+    expect(workerExecArgv(['--enable-source-maps'], undefined, heap(0))).toEqual(['--enable-source-maps']);
   });
 
   test('a flag that only starts alike is not a limit', () => {
-    expect(workerExecArgv(['--max-old-space-size-ish'], undefined, 512)).toEqual(['--max-old-space-size-ish', '--max-old-space-size=512']);
+    expect(workerExecArgv(['--max-old-space-size-ish'], undefined, heap(512))).toEqual(['--max-old-space-size-ish', '--max-old-space-size=512']);
   });
 
   test('configuration: default 1024, and from the environment (bad values: tests/unit/config.test.ts)', () => {
     expect(loadConfig({ NODE_ENV: 'test' }).workerHeapLimitMb).toBe(1024);
     expect(loadConfig({ NODE_ENV: 'test', WORKER_HEAP_LIMIT_MB: '0' }).workerHeapLimitMb).toBe(0);
     expect(loadConfig({ NODE_ENV: 'test', WORKER_HEAP_LIMIT_MB: '768' }).workerHeapLimitMb).toBe(768);
+  });
+});
+
+describe('worker young generation (WORKER_MIN_SEMI_SPACE_MB)', () => {
+  test('workers get the configured minimum semi-space, after the old-space limit', () => {
+    expect(workerExecArgv(['--enable-source-maps'], undefined, heap(1024, 16))).toEqual([
+      '--enable-source-maps',
+      '--max-old-space-size=1024',
+      '--min-semi-space-size=16',
+    ]);
+    expect(workerExecArgv([], undefined, heap(0, 8))).toEqual(['--min-semi-space-size=8']);
+  });
+
+  test.each([
+    [['--min-semi-space-size=4'], undefined],
+    [['--min_semi_space_size=4'], undefined],
+  ])('an operator\'s own minimum wins: execArgv %o, NODE_OPTIONS %o', (execArgv, nodeOptions) => {
+    expect(workerExecArgv(execArgv, nodeOptions, heap(0, 16))).toEqual(execArgv);
+  });
+
+  test('a maximum of the operator\'s is left with ours beside it (V8 takes the smaller)', () => {
+    expect(workerExecArgv(['--max-semi-space-size=8'], undefined, heap(0, 16))).toEqual(['--max-semi-space-size=8', '--min-semi-space-size=16']);
+  });
+
+  test('0 leaves V8 its default', () => {
+    expect(workerExecArgv([], undefined, heap(1024, 0))).toEqual(['--max-old-space-size=1024']);
+  });
+
+  test('configuration: default 16, and from the environment', () => {
+    expect(loadConfig({ NODE_ENV: 'test' }).workerMinSemiSpaceMb).toBe(16);
+    expect(loadConfig({ NODE_ENV: 'test', WORKER_MIN_SEMI_SPACE_MB: '0' }).workerMinSemiSpaceMb).toBe(0);
+    expect(loadConfig({ NODE_ENV: 'test', WORKER_MIN_SEMI_SPACE_MB: '32' }).workerMinSemiSpaceMb).toBe(32);
+  });
+
+  test('V8 takes the flag: a new process\'s young generation starts at the minimum, not at 1 MB', () => {
+    const { execFileSync } = jest.requireActual<typeof import('node:child_process')>('node:child_process');
+    const newSpaceMb = (flags: string[]) =>
+      Number(
+        execFileSync(process.execPath, [...flags, '-e', 'const s = require("v8").getHeapSpaceStatistics().find((x) => x.space_name === "new_space"); console.log(s.space_size / 1048576)'])
+          .toString()
+          .trim(),
+      );
+    expect(newSpaceMb(workerExecArgv([], undefined, heap(1024, 16)))).toBe(16);
+    expect(newSpaceMb(workerExecArgv([], undefined, heap(1024, 0)))).toBeLessThan(16);
   });
 });
 
