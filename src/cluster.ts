@@ -15,14 +15,15 @@ import type * as ServerModule from './server';
  *   at 220–250 MB of RSS under load; with a limit under 2 GB the factor drops below two and the
  *   same worker peaks near 150 MB (bench/NOTES.md). The limit is also a ceiling: a worker that
  *   leaks past it dies and is replaced.
- * - A young generation (semi-space) of at least `minSemiSpaceMb`. After a few quiet seconds V8's
- *   memory reducer shrinks it to 1 MB, and it grows back only under a high allocation rate: a
- *   worker then serving requests at a modest rate (logins at bcrypt cost 10, say, each in flight
- *   for a second or more) scavenges several times as often, copying and promoting every request
- *   still in flight each time. Measured on the benchmark, each worker's event loop spent a
- *   quarter to a third more CPU per login after such a quiet spell (bench/NOTES.md). A busy
- *   worker's young generation is already this size or larger (V8 clamps the minimum to its
- *   maximum), so the peak RSS does not change; an idle worker keeps these few MB.
+ * - Young-generation semi-spaces of at least `minSemiSpaceMb`. V8 shrinks them to 1 MB when
+ *   allocation slows (its memory reducer, after a few quiet seconds), and grows them back only
+ *   once enough survives its scavenges: a worker then serving a modest rate (logins at bcrypt
+ *   cost 10, each in flight for a second or more) scavenged twice as often, copying the logins
+ *   in flight each time, and its event loop spent up to about 30 % more CPU per login
+ *   (bench/NOTES.md, 2026-12-06 evening). V8 caps the minimum at its maximum semi-space, 16 MB
+ *   on Node 20 with 4 GB of memory or more (less on smaller hosts): a busy worker's semi-spaces
+ *   reach it anyway, so the peak RSS does not change, while an idle worker keeps them committed
+ *   (16-32 MB instead of 1-2).
  */
 export function workerExecArgv(
   execArgv: readonly string[],

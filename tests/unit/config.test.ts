@@ -56,6 +56,7 @@ describe('configuration', () => {
     [{ WORKER_HEAP_LIMIT_MB: '-1' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
     [{ WORKER_MIN_SEMI_SPACE_MB: '257' }, /workerMinSemiSpaceMb \(env WORKER_MIN_SEMI_SPACE_MB\)/],
     [{ WORKER_MIN_SEMI_SPACE_MB: 'big' }, /workerMinSemiSpaceMb \(env WORKER_MIN_SEMI_SPACE_MB\)/],
+    [{ WORKER_MIN_SEMI_SPACE_MB: '-1' }, /workerMinSemiSpaceMb \(env WORKER_MIN_SEMI_SPACE_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '0' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '32MB' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '2048' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/], // PGlite's WebAssembly memory cannot hold it
