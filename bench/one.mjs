@@ -177,18 +177,19 @@ try {
         ? await paced(target + pathName, { ...req, rate: rate.overallRate, seconds, connections: 50 })
         : await autocannon({ url: target + pathName, ...req, ...rate, ...perUser, duration: seconds, connections: 50 });
       const me = process.cpuUsage(me0);
+      const generated = me.user + me.system; // µs
       const after = cpuByKind();
       const m1 = machineCpu();
       const run = cpuBetween(before, after);
       for (const [k, v] of Object.entries(run)) used[k] = (used[k] ?? 0) + v;
       if (process.env.PER_RUN) {
         const n = res.requests.total;
-        console.log(`         this run: ${res.requests.average.toFixed(1)} req/s, per request: event loops ${Math.round((run.serverMain * 1e6) / n)} µs, postgres ${Math.round((run.postgres * 1e6) / n)} µs, load generator ${Math.round(((me.user + me.system)) / n)} µs`);
+        console.log(`         this run: ${res.requests.average.toFixed(1)} req/s, per request: event loops ${Math.round((run.serverMain * 1e6) / n)} µs, postgres ${Math.round((run.postgres * 1e6) / n)} µs, load generator ${Math.round(generated / n)} µs`);
       }
       busy.busy += m1.busy - m0.busy;
       busy.total += m1.total - m0.total;
       peakRssMB = after.peakRssMB;
-      generator += me.user + me.system;
+      generator += generated;
       return res;
     };
     // Password runs alternate with bcrypt ceilings at their cost (bench/password-share.mjs), BENCH_PW_ROUNDS
