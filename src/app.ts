@@ -52,7 +52,7 @@ import { hashSecret } from './crypto/secrets';
 import type { Tenant } from './tenants/repository';
 import type { ClientRecord } from './clients/repository';
 import { createFastIntrospection, type FastIntrospection } from './oidc/fast-introspection';
-import { replayRequest } from './oidc/fast-form';
+import { oauthBodyLimit, readBodyWithin, replayRequest } from './oidc/fast-form';
 import { createFastClientCredentials, type FastClientCredentials } from './oidc/fast-client-credentials';
 import { createFastPassword, type FastPassword } from './oidc/fast-password';
 import { createFastToken } from './oidc/fast-token';
@@ -434,10 +434,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       bodyLimitBytes: config.bodyLimitBytes,
       metrics: services.metrics,
     });
+    const bodyLimit = oauthBodyLimit(config.bodyLimitBytes);
     /** The library's paths (the OAuth endpoints, discovery, JWKS): our fast paths, else oidc-provider. */
     const oauth = async (ctx: Koa.Context): Promise<void> => {
-      // OAuth requests are small forms: one declaring more than our body limit is refused unread.
-      if (Number(ctx.get('content-length') || 0) > config.bodyLimitBytes) {
+      // OAuth requests are small forms: one declaring more than the limit is refused unread.
+      const declared = ctx.get('content-length');
+      if (Number(declared || 0) > bodyLimit) {
         refuseOAuthRequest(ctx, 413, 'request body too large');
         return;
       }
@@ -457,8 +459,24 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const target = OAUTH_ALIASES[path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
       let req = ctx.req;
+      if (!declared && ctx.get('transfer-encoding') !== '') {
+        // A body of no declared length (chunked) is read here, within the limit, and replayed to
+        // the library (the fast paths take declared lengths only): the library would read past our
+        // limit, and answer a body over its own as unreadable (400).
+        const body = await readBodyWithin(ctx.req, bodyLimit);
+        if (body === 'too large') {
+          ctx.set('Connection', 'close'); // the rest stays unread
+          refuseOAuthRequest(ctx, 413, 'request body too large');
+          return;
+        }
+        if (body === undefined) {
+          refuseOAuthRequest(ctx, 400, 'failed to parse the request body');
+          return;
+        }
+        req = replayRequest(ctx.req, body);
+      }
       const fastPath = path === '/token/introspection' ? fastIntrospection : (target ?? path) === '/token' ? fastToken : undefined;
-      if (fastPath) {
+      if (fastPath && req === ctx.req) {
         const outcome = await fastPath.handle(ctx);
         if (outcome.handled) return;
         if (outcome.body) req = replayRequest(ctx.req, outcome.body);

@@ -30,6 +30,14 @@ export const CLIENT_AUTH_PARAMS = ['client_id', 'client_secret', 'client_asserti
 /** The library's own limit on a form body (oidc-provider's selective_body). */
 const LIBRARY_BODY_LIMIT = 56 * 1024;
 
+/**
+ * The largest body the OAuth endpoints take: our limit, or the library's where it is lower (it
+ * would refuse a larger one as an unreadable body, 400, where it is one too large, 413).
+ */
+export function oauthBodyLimit(bodyLimitBytes: number): number {
+  return Math.min(LIBRARY_BODY_LIMIT, bodyLimitBytes);
+}
+
 /** The library's decoding of one half of a Basic credential; undefined where it would refuse. */
 function basicPart(raw: string): string | undefined {
   try {
@@ -65,7 +73,7 @@ export function plainFormRequest(ctx: Koa.Context, bodyLimitBytes: number): bool
   const charset = ctx.request.charset.toLowerCase();
   if (charset !== '' && charset !== 'utf-8') return false;
   const length = ctx.request.length;
-  return length !== undefined && length <= Math.min(LIBRARY_BODY_LIMIT, bodyLimitBytes);
+  return length !== undefined && length <= oauthBodyLimit(bodyLimitBytes);
 }
 
 /** A request the library can read as if it arrived now: same headers and socket, body replayed. */
@@ -75,6 +83,31 @@ export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessa
     copy[key] = req[key];
   }
   return copy as unknown as IncomingMessage;
+}
+
+/**
+ * A body of no declared length (chunked), read whole if it stays within `limit` bytes: 'too large'
+ * as soon as it passes it (the rest is left unread), undefined when the caller went away mid-body.
+ */
+export function readBodyWithin(req: IncomingMessage, limit: number): Promise<Buffer | 'too large' | undefined> {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  return new Promise((resolve) => {
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      req.pause();
+      cleanup();
+      resolve('too large');
+    };
+    req.on('data', onData);
+    const cleanup = finished(req, { writable: false }, (err) => {
+      cleanup();
+      req.off('data', onData);
+      resolve(err ? undefined : Buffer.concat(chunks, received));
+    });
+  });
 }
 
 /**

@@ -192,7 +192,7 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
       [q(cc), { ...as(app), origin: 'https://app.example' }, 400], // CORS: the library asks the client's origins
       [q(cc), { authorization: basic(app), 'content-type': 'application/json' }, 400],
       [q(cc), { ...as(app), 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1' }, 200],
-      [q({ ...cc, pad: 'a'.repeat(60000) }), as(app), 400], // beyond the library's 56 KiB
+      [q({ ...cc, pad: 'a'.repeat(60000) }), as(app), 413], // beyond the library's 56 KiB: refused before either path
       [q(cc), { ...FORM, authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64').replace(/=+$/, '')}` }, 200],
     ];
     for (const [body, headers, status] of cases) {

@@ -167,7 +167,7 @@ describe(`introspection fast path (${dbLabel})`, () => {
       [q({ token }), { authorization: basic(rs), 'content-type': 'application/json' }, 400],
       [q({ token }), { ...FORM, authorization: `Basic ${Buffer.from(`${rs.client_id}:${rs.client_secret}`).toString('base64').replace(/=+$/, '')}` }, 200],
       [q({ token }), { ...FORM }, 401],
-      [q({ token, pad: 'a'.repeat(60000) }), as(rs), 400], // beyond the library's 56 KiB
+      [q({ token, pad: 'a'.repeat(60000) }), as(rs), 413], // beyond the library's 56 KiB: refused before either path
       [q({ token }), { ...as(rs), 'oauth-client-attestation': '' }, 400],
       [q({ token }), { ...as(rs), origin: 'https://app.example' }, 400], // CORS: the library asks the client's origins
       [q({ token }), { ...as(rs), 'content-type': 'application/x-www-form- urlencoded' }, 400],

@@ -44,6 +44,24 @@ describe(`hostile input (${dbLabel})`, () => {
     }
   });
 
+  test("OAuth forms over the library's 56 KiB: 413, declared or chunked; a chunked form within it is served", async () => {
+    const formH = { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(app) };
+    const padded = (n: number) => `grant_type=client_credentials&pad=${'x'.repeat(n)}`;
+    // Sent chunked: a stream body has no declared length.
+    const chunked = (path: string, body: string) =>
+      fetch(`${srv.base}${path}`, { method: 'POST', headers: formH, body: new Blob([body]).stream(), duplex: 'half' } as RequestInit);
+    for (const r of [await raw('/token', padded(60_000), formH), await chunked('/token', padded(60_000)), await chunked('/token', padded(200_000))]) {
+      expect(r.status).toBe(413);
+      expect(await r.json()).toEqual({ error: 'invalid_request', error_description: 'request body too large' });
+    }
+    const ok = await chunked('/token', padded(50_000));
+    expect(ok.status).toBe(200);
+    const token = ((await ok.json()) as { access_token: string }).access_token;
+    expect(((await introspect(srv, rs, token)).json as { active: boolean }).active).toBe(true);
+    const justUnder = await raw('/token', padded(56 * 1024 - 'grant_type=client_credentials&pad='.length), formH);
+    expect(justUnder.status).toBe(200);
+  });
+
   test('bodies over 100 KB: 413 on OAuth endpoints and ours', async () => {
     const big = `grant_type=client_credentials&pad=${'x'.repeat(110_000)}`;
     const r1 = await raw('/token', big, { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(app) });

@@ -1,7 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
-import { endpointHeaders } from '../../src/oidc/fast-form';
+import type { IncomingMessage } from 'node:http';
+import { PassThrough } from 'node:stream';
+import { endpointHeaders, readBodyWithin } from '../../src/oidc/fast-form';
 
 describe('endpointHeaders', () => {
   test('sets the library’s headers, and does nothing (no throw) once the headers are out, as Koa’s set() does', async () => {
@@ -39,5 +41,33 @@ describe('endpointHeaders', () => {
     } finally {
       await new Promise((r) => server.close(r));
     }
+  });
+});
+
+describe('readBodyWithin', () => {
+  const stream = () => new PassThrough() as unknown as IncomingMessage & PassThrough;
+
+  test('the whole body within the limit, to the byte; "too large" one byte past it, without reading on', async () => {
+    const within = stream();
+    const a = readBodyWithin(within, 10);
+    within.write('12345');
+    within.end('67890');
+    expect((await a as Buffer).toString()).toBe('1234567890');
+
+    const over = stream();
+    const b = readBodyWithin(over, 10);
+    over.write('123456');
+    over.write('78901');
+    expect(await b).toBe('too large');
+    expect(over.isPaused()).toBe(true);
+    expect(over.listenerCount('data')).toBe(0);
+  });
+
+  test('undefined when the caller goes away mid-body', async () => {
+    const gone = stream();
+    const c = readBodyWithin(gone, 10);
+    gone.write('123');
+    gone.destroy(new Error('aborted'));
+    expect(await c).toBeUndefined();
   });
 });
