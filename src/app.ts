@@ -52,7 +52,7 @@ import { hashSecret } from './crypto/secrets';
 import type { Tenant } from './tenants/repository';
 import type { ClientRecord } from './clients/repository';
 import { createFastIntrospection, type FastIntrospection } from './oidc/fast-introspection';
-import { oauthBodyLimit, readBodyWithin, replayRequest } from './oidc/fast-form';
+import { discardBody, oauthBodyLimit, readBodyWithin, replayRequest } from './oidc/fast-form';
 import { createFastClientCredentials, type FastClientCredentials } from './oidc/fast-client-credentials';
 import { createFastPassword, type FastPassword } from './oidc/fast-password';
 import { createFastToken } from './oidc/fast-token';
@@ -440,6 +440,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       // OAuth requests are small forms: one declaring more than the limit is refused unread.
       const declared = ctx.get('content-length');
       if (Number(declared || 0) > bodyLimit) {
+        discardBody(ctx.req);
         refuseOAuthRequest(ctx, 413, 'request body too large');
         return;
       }
@@ -459,13 +460,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const target = OAUTH_ALIASES[path];
       if (target) ctx.req.url = target + (ctx.querystring ? `?${ctx.querystring}` : '');
       let req = ctx.req;
-      if (!declared && ctx.get('transfer-encoding') !== '') {
+      if (ctx.method === 'POST' && !declared && ctx.get('transfer-encoding') !== '') {
         // A body of no declared length (chunked) is read here, within the limit, and replayed to
         // the library (the fast paths take declared lengths only): the library would read past our
-        // limit, and answer a body over its own as unreadable (400).
+        // limit, and answer a body over its own as unreadable (400). It reads POST bodies only.
         const body = await readBodyWithin(ctx.req, bodyLimit);
         if (body === 'too large') {
-          ctx.set('Connection', 'close'); // the rest stays unread
+          discardBody(ctx.req);
           refuseOAuthRequest(ctx, 413, 'request body too large');
           return;
         }

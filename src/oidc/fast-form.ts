@@ -87,7 +87,8 @@ export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessa
 
 /**
  * A body of no declared length (chunked), read whole if it stays within `limit` bytes: 'too large'
- * as soon as it passes it (the rest is left unread), undefined when the caller went away mid-body.
+ * as soon as it passes it (the rest left unread: discardBody), undefined when the caller went away
+ * mid-body.
  */
 export function readBodyWithin(req: IncomingMessage, limit: number): Promise<Buffer | 'too large' | undefined> {
   const chunks: Buffer[] = [];
@@ -108,6 +109,24 @@ export function readBodyWithin(req: IncomingMessage, limit: number): Promise<Buf
       resolve(err ? undefined : Buffer.concat(chunks, received));
     });
   });
+}
+
+/** How much of a body refused as too large is still read (and dropped) before the connection is closed. */
+export const DISCARD_LIMIT = 1024 * 1024;
+
+/**
+ * The rest of a body refused as too large, read and dropped, up to `limit` bytes: a client still
+ * sending then reads the 413 (a socket closed with data unread is reset, and a client mid-upload
+ * sees the reset instead), and the connection stays usable. Past the limit it is closed.
+ */
+export function discardBody(req: IncomingMessage, limit = DISCARD_LIMIT): void {
+  let dropped = 0;
+  req.on('error', () => undefined); // the caller going away is no error here
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > limit) req.socket.destroy();
+  });
+  req.resume();
 }
 
 /**

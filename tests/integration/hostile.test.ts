@@ -1,3 +1,5 @@
+import { request } from 'node:http';
+import { connect } from 'node:net';
 import fc from 'fast-check';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { startTestServer, type TestServer } from '../helpers/server';
@@ -58,8 +60,51 @@ describe(`hostile input (${dbLabel})`, () => {
     expect(ok.status).toBe(200);
     const token = ((await ok.json()) as { access_token: string }).access_token;
     expect(((await introspect(srv, rs, token)).json as { active: boolean }).active).toBe(true);
-    const justUnder = await raw('/token', padded(56 * 1024 - 'grant_type=client_credentials&pad='.length), formH);
-    expect(justUnder.status).toBe(200);
+    // The limit to the byte, declared and chunked.
+    const atLimit = padded(56 * 1024 - 'grant_type=client_credentials&pad='.length);
+    expect((await raw('/token', atLimit, formH)).status).toBe(200);
+    expect((await chunked('/token', atLimit)).status).toBe(200);
+    expect((await raw('/token', `${atLimit}x`, formH)).status).toBe(413);
+    expect((await chunked('/token', `${atLimit}x`)).status).toBe(413);
+  });
+
+  test('a body refused as too large is read to its end (up to 1 MiB more): the client reads the 413, and the connection stays usable', async () => {
+    const formH = { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(app) };
+    const body = `grant_type=client_credentials&pad=${'x'.repeat(900_000)}`;
+    expect((await raw('/token', body, formH)).status).toBe(413);
+    // Chunked, in 64 KiB chunks, then a second request on the same connection: closing the socket
+    // after the 413 (with the rest unread) would reset it, and the second answer would never come.
+    const { port } = new URL(srv.base);
+    const socket = connect(Number(port), '127.0.0.1');
+    let received = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (received += d));
+    const write = (data: string) => new Promise<void>((resolve, reject) => socket.write(data, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    await write(`POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: ${formH['content-type']}\r\nAuthorization: ${formH.authorization}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    for (let at = 0; at < body.length; at += 65536) {
+      const chunk = body.slice(at, at + 65536);
+      await write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+    }
+    await write('0\r\n\r\nGET /jwks HTTP/1.1\r\nHost: x\r\n\r\n');
+    const deadline = Date.now() + 5000;
+    while (!/HTTP\/1\.1 200[\s\S]*"keys"/.test(received) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    expect(received.startsWith('HTTP/1.1 413')).toBe(true);
+    expect(received).toContain('"error":"invalid_request"');
+    expect(received).toMatch(/HTTP\/1\.1 200[\s\S]*"keys"/);
+  });
+
+  test('a chunked body on a GET of the library is not read (it reads POST bodies only)', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(`${srv.base}/jwks`, { method: 'GET', headers: { 'transfer-encoding': 'chunked' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end('x'.repeat(100_000));
+    });
+    expect(status).toBe(200);
   });
 
   test('bodies over 100 KB: 413 on OAuth endpoints and ours', async () => {

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import type { IncomingMessage } from 'node:http';
 import { PassThrough } from 'node:stream';
-import { endpointHeaders, readBodyWithin } from '../../src/oidc/fast-form';
+import { discardBody, endpointHeaders, readBodyWithin } from '../../src/oidc/fast-form';
 
 describe('endpointHeaders', () => {
   test('sets the library’s headers, and does nothing (no throw) once the headers are out, as Koa’s set() does', async () => {
@@ -60,7 +60,7 @@ describe('readBodyWithin', () => {
     over.write('78901');
     expect(await b).toBe('too large');
     expect(over.isPaused()).toBe(true);
-    expect(over.listenerCount('data')).toBe(0);
+    for (const event of ['data', 'end', 'error', 'close', 'finish']) expect(over.listenerCount(event)).toBe(0);
   });
 
   test('undefined when the caller goes away mid-body', async () => {
@@ -69,5 +69,29 @@ describe('readBodyWithin', () => {
     gone.write('123');
     gone.destroy(new Error('aborted'));
     expect(await c).toBeUndefined();
+
+    const closed = stream(); // a connection closed without an error
+    const d = readBodyWithin(closed, 10);
+    closed.write('123');
+    closed.destroy();
+    expect(await d).toBeUndefined();
+  });
+});
+
+describe('discardBody', () => {
+  test('reads and drops the rest up to its limit, then closes the connection', async () => {
+    const destroy = jest.fn();
+    const req = Object.assign(new PassThrough(), { socket: { destroy } }) as unknown as IncomingMessage & PassThrough;
+    req.pause();
+    discardBody(req, 10);
+    req.write('12345');
+    req.write('67890');
+    await new Promise((r) => setImmediate(r));
+    expect(destroy).not.toHaveBeenCalled();
+    req.write('1');
+    await new Promise((r) => setImmediate(r));
+    expect(destroy).toHaveBeenCalledTimes(1);
+    req.destroy(new Error('aborted')); // the caller gone: no unhandled error
+    await new Promise((r) => setImmediate(r));
   });
 });
