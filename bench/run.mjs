@@ -20,6 +20,9 @@ const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 // Unmeasured cost-4 logins before the first password run (see there).
 const WARMUP_LOGINS = Number(process.env.WARMUP_LOGINS ?? 8000);
+// Unmeasured client_credentials and introspection requests (each) before a system's first measured
+// run of them, for bare oidc-provider and Portcullis alike (see warmUp).
+const WARMUP_REQUESTS = Number(process.env.WARMUP_REQUESTS ?? 20000);
 // Password runs per cost, alternating with bcrypt ceilings (bench/password-share.mjs).
 const PW_ROUNDS = Number(process.env.BENCH_PW_ROUNDS ?? 3);
 // BENCH_ONLY=pg (or baselines, embedded; comma-separated) runs a part, for working on one system.
@@ -115,6 +118,18 @@ async function post(url, body, headers) {
 }
 
 /**
+ * Unmeasured: WARMUP_REQUESTS client_credentials tokens, then as many introspections, so that what is
+ * measured is a server that has been up a while (V8 has compiled its hot paths), not its first
+ * seconds: freshly started, Portcullis's first 8 s of client_credentials ran 27 % below its next
+ * 8 s (bench/NOTES.md, the evening of 2026-12-06). Every system started here gets the same.
+ */
+async function warmUp(base, cc, intro) {
+  if (WARMUP_REQUESTS <= 0) return;
+  await run(`${base}/token`, { ...cc, amount: WARMUP_REQUESTS });
+  await run(`${base}/token/introspection`, { ...intro, amount: WARMUP_REQUESTS });
+}
+
+/**
  * client_credentials, introspection and their latency at 70 % of the measured maximum: evenly paced
  * (bench/paced.mjs; the goal's figure), and as autocannon's overallRate gives it — each second's
  * quota sent at once by every connection, so ~0.7 s of full load and ~0.3 s idle — for comparison.
@@ -123,6 +138,7 @@ async function tokenScenarios(system, base, app, rs, pid) {
   const cc = { method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'client_credentials' }) };
   const token = (await post(`${base}/token`, cc.body, cc.headers)).access_token;
   const intro = { method: 'POST', headers: { 'content-type': FORM, authorization: basic(rs.id, rs.secret) }, body: formBody({ token }) };
+  await warmUp(base, cc, intro);
   const a = record(system, 'client_credentials', await run(`${base}/token`, cc), pid);
   const b = record(system, 'introspection', await run(`${base}/token/introspection`, intro), pid);
   const rate = (max) => Math.max(1, Math.floor(max * 0.7));
@@ -161,6 +177,7 @@ async function bareAgain() {
   const cc = { method: 'POST', headers: { 'content-type': FORM, authorization: basic('app', 'app-secret-0123456789') }, body: formBody({ grant_type: 'client_credentials' }) };
   const token = (await post(`${base}/token`, cc.body, cc.headers)).access_token;
   const intro = { method: 'POST', headers: { 'content-type': FORM, authorization: basic('rs', 'rs-secret-0123456789') }, body: formBody({ token }) };
+  await warmUp(base, cc, intro);
   const a = record('bare oidc-provider', 'client_credentials (again)', await run(`${base}/token`, cc), bare.pid);
   const b = record('bare oidc-provider', 'introspection (again)', await run(`${base}/token/introspection`, intro), bare.pid);
   await stop(bare);
