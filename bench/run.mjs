@@ -121,7 +121,7 @@ async function post(url, body, headers) {
  * Unmeasured: WARMUP_REQUESTS client_credentials tokens, then as many introspections, so that what is
  * measured is a server that has been up a while (V8 has compiled its hot paths), not its first
  * seconds: freshly started, Portcullis's first 8 s of client_credentials ran 20-27 % below its
- * next 8 s, bare oidc-provider's 11 % (bench/NOTES.md, 2026-12-06, 20:43-22:10). Every system
+ * next 8 s, bare oidc-provider's 11 % (bench/NOTES.md, 2026-12-06, 20:43-22:50). Every system
  * started here gets the same.
  */
 async function warmUp(base, cc, intro) {
