@@ -101,6 +101,12 @@ function refuseOAuthRequest(ctx: Koa.Context, status: number, description: strin
   ctx.body = { error: 'invalid_request', error_description: description };
 }
 
+/** 413 for a body over the OAuth endpoints' limit, the rest of it read and dropped (discardBody). */
+function refuseTooLarge(ctx: Koa.Context): void {
+  discardBody(ctx.req);
+  refuseOAuthRequest(ctx, 413, 'request body too large');
+}
+
 export interface AppOptions {
   db?: DbOptions;
   logger?: Logger;
@@ -440,8 +446,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       // OAuth requests are small forms: one declaring more than the limit is refused unread.
       const declared = ctx.get('content-length');
       if (Number(declared || 0) > bodyLimit) {
-        discardBody(ctx.req);
-        refuseOAuthRequest(ctx, 413, 'request body too large');
+        refuseTooLarge(ctx);
         return;
       }
       const path = providerPath(ctx.path);
@@ -466,8 +471,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         // limit, and answer a body over its own as unreadable (400). It reads POST bodies only.
         const body = await readBodyWithin(ctx.req, bodyLimit);
         if (body === 'too large') {
-          discardBody(ctx.req);
-          refuseOAuthRequest(ctx, 413, 'request body too large');
+          refuseTooLarge(ctx);
           return;
         }
         if (body === undefined) {

@@ -86,33 +86,37 @@ export function replayRequest(req: IncomingMessage, body: Buffer): IncomingMessa
 }
 
 /**
- * A body of no declared length (chunked), read whole if it stays within `limit` bytes: 'too large'
+ * A request's body, collected whole if it stays within `limit` bytes, handed to `done`: 'too large'
  * as soon as it passes it (the rest left unread: discardBody), undefined when the caller went away
- * mid-body.
+ * mid-body. A 'data' listener and finished(), not an async iterator: the same end, error and
+ * premature-close handling, without the iterator's promises per request (bench/NOTES.md, allocation).
  */
-export function readBodyWithin(req: IncomingMessage, limit: number): Promise<Buffer | 'too large' | undefined> {
+function collectBody(req: IncomingMessage, limit: number, done: (body: Buffer | 'too large' | undefined) => void): void {
   const chunks: Buffer[] = [];
   let received = 0;
-  return new Promise((resolve) => {
-    const onData = (chunk: Buffer) => {
-      received += chunk.length;
-      if (received <= limit) return void chunks.push(chunk);
-      req.off('data', onData);
-      req.pause();
-      cleanup();
-      resolve('too large');
-    };
-    req.on('data', onData);
-    const cleanup = finished(req, { writable: false }, (err) => {
-      cleanup();
-      req.off('data', onData);
-      resolve(err ? undefined : Buffer.concat(chunks, received));
-    });
+  const onData = (chunk: Buffer) => {
+    received += chunk.length;
+    if (received <= limit) return void chunks.push(chunk);
+    req.off('data', onData);
+    req.pause();
+    cleanup();
+    done('too large');
+  };
+  req.on('data', onData);
+  const cleanup = finished(req, { writable: false }, (err) => {
+    cleanup();
+    req.off('data', onData);
+    done(err ? undefined : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received));
   });
 }
 
+/** A body of no declared length (chunked), within `limit` bytes (collectBody). */
+export function readBodyWithin(req: IncomingMessage, limit: number): Promise<Buffer | 'too large' | undefined> {
+  return new Promise((resolve) => collectBody(req, limit, resolve));
+}
+
 /** How much of a body refused as too large is still read (and dropped) before the connection is closed. */
-export const DISCARD_LIMIT = 1024 * 1024;
+const DISCARD_LIMIT = 1024 * 1024;
 
 /**
  * The rest of a body refused as too large, read and dropped, up to `limit` bytes: a client still
@@ -135,15 +139,9 @@ export function discardBody(req: IncomingMessage, limit = DISCARD_LIMIT): void {
  * anyone still listens, and counted as the endpoint's invalid_request.
  */
 export function readBody(ctx: Koa.Context, metrics: Pick<Metrics, 'failures'>, endpoint: string): Promise<Buffer | undefined> {
-  // Read with a 'data' listener and finished(), not an async iterator: the same end, error and
-  // premature-close handling, without the iterator's promises per request (bench/NOTES.md, allocation).
-  const req = ctx.req;
-  const chunks: Buffer[] = [];
   return new Promise((resolve) => {
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    const cleanup = finished(req, { writable: false }, (err) => {
-      cleanup();
-      if (!err) return resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+    collectBody(ctx.req, Infinity, (body) => {
+      if (body instanceof Buffer) return resolve(body);
       ctx.status = 400;
       endpointHeaders(ctx);
       ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
