@@ -19,8 +19,8 @@ import { sampleOthers } from './interference.mjs';
 const CRLF2 = Buffer.from('\r\n\r\n');
 
 /**
- * A keep-alive HTTP/1.1 connection that sends one request at a time and calls `onReply(status)`
- * when the whole reply has arrived, or `onReply(undefined)` when the connection broke while a
+ * A keep-alive HTTP/1.1 connection that sends one request at a time and calls `onReply(status,
+ * body)` when the whole reply has arrived (the body as sent: a chunked one with its chunk sizes), or `onReply(undefined)` when the connection broke while a
  * request was out (it is opened again for the next one).
  */
 class Connection {
@@ -69,11 +69,12 @@ class Connection {
     } else {
       throw new Error(`paced: a reply with neither Content-Length nor chunked encoding:\n${head}`);
     }
+    const body = this.buffer.subarray(headEnd + 4, end);
     this.buffer = this.buffer.subarray(end);
     this.busy = false;
     // A server that ends the connection after this reply: the next request goes on a new one.
     if (/\r\nconnection:\s*close/i.test(head)) this.open();
-    this.onReply(status);
+    this.onReply(status, body);
   }
 }
 
@@ -101,8 +102,11 @@ function chunkedEnd(buffer, at) {
  * Like autocannon, it connects before it measures: one request on each connection opens it, then
  * the schedule runs `warmup` seconds unmeasured (as wrk2 does), so neither TCP handshakes nor the
  * first second's cold paths count as the server's latency at this load.
+ *
+ * `expect`: a string every 2xx reply's body must contain (`"active":true` for introspection);
+ * replies without it are counted as `unexpected`.
  */
-export async function paced(url, { rate, seconds, connections = 50, warmup = 1, method = 'GET', headers = {}, body }) {
+export async function paced(url, { rate, seconds, connections = 50, warmup = 1, method = 'GET', headers = {}, body, expect }) {
   const target = new URL(url);
   const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
   const head = [`${method} ${target.pathname}${target.search} HTTP/1.1`, `host: ${target.host}`, 'connection: keep-alive'];
@@ -118,6 +122,8 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
   let sent = 0;
   let finished = 0;
   let non2xx = 0;
+  let unexpected = 0; // 2xx replies whose body lacks `expect`
+  const expected = expect === undefined ? undefined : Buffer.from(expect);
   let errors = 0;
   let start = 0;
   let done = () => {};
@@ -132,11 +138,12 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
     connection.carrying = i;
     connection.send();
   };
-  const onReply = (connection, status) => {
+  const onReply = (connection, status, reply) => {
     const i = connection.carrying;
     latencies[i] = performance.now() - (start + i * interval);
     if (status === undefined) errors += 1;
     else if (status >= 300) non2xx += 1;
+    else if (expected && reply.indexOf(expected) < 0) unexpected += 1;
     finished += 1;
     if (nextWaiting < waiting.length) dispatch(connection, waiting[nextWaiting++]);
     else idle.push(connection);
@@ -156,7 +163,7 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
       c.send();
     });
   }
-  for (const c of pool) c.onReply = (status) => onReply(c, status);
+  for (const c of pool) c.onReply = (status, reply) => onReply(c, status, reply);
   idle.push(...pool);
 
   start = performance.now() + 20;
@@ -212,7 +219,7 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
       resolve({
         requests: { average: total / elapsed, total: total + connections, measured: sorted.length },
         latency: { p50: round(at(0.5)), p99: round(at(0.99)), max: round(sorted[sorted.length - 1]) },
-        non2xx, errors, timeouts: 0,
+        non2xx, unexpected, errors, timeouts: 0,
       });
     };
   });

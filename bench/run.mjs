@@ -38,6 +38,7 @@ const freePort = () => new Promise((resolve) => { const s = net.createServer().l
 const basic = (id, secret) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
 const formBody = (o) => new URLSearchParams(o).toString();
 const FORM = 'application/x-www-form-urlencoded';
+const ACTIVE = '"active":true';
 
 function rssOf(pid) {
   const pids = [pid];
@@ -57,19 +58,25 @@ async function waitReady(base, pathName = '/readyz', timeoutMs = 60000) {
 /**
  * One autocannon run. Non-2xx replies are counted by reason ("status error-or-code"). `perConnection(i)`
  * gives connection i a request list of its own (its own user, say): autocannon clears a request
- * context whenever a connection's list starts over, so a context cannot hold that.
+ * context whenever a connection's list starts over, so a context cannot hold that. `expect` (of the
+ * run, or of a request in a list): a string each 2xx reply's body must contain; replies without it
+ * are counted as `unexpected`.
  */
 function run(url, opts) {
   const reasons = {};
-  const note = (status, body) => {
-    if (status < 300) return;
+  let unexpected = 0;
+  const note = (status, body, expect) => {
+    if (status < 300) {
+      if (expect !== undefined && !body.includes(expect)) unexpected += 1;
+      return;
+    }
     let why = '';
     try { const j = JSON.parse(body); why = j.error ?? j.code ?? ''; } catch { /* not JSON */ }
     const k = `${status} ${why}`.trim();
     reasons[k] = (reasons[k] ?? 0) + 1;
   };
-  const counted = (list) => list.map((r) => ({ ...r, onResponse: (status, body) => note(status, body) }));
-  const { perConnection, ...rest } = opts;
+  const counted = (list) => list.map(({ expect = opts.expect, ...r }) => ({ ...r, onResponse: (status, body) => note(status, body, expect) }));
+  const { perConnection, expect: _expect, ...rest } = opts;
   const single = Object.fromEntries(Object.entries({ method: opts.method, headers: opts.headers, body: opts.body }).filter(([, v]) => v !== undefined));
   let n = 0;
   return new Promise((resolve, reject) => {
@@ -79,7 +86,7 @@ function run(url, opts) {
         requests: counted(opts.requests ?? [single]),
         ...(perConnection ? { setupClient: (client) => client.setRequests(counted(perConnection(n++))) } : {}),
       },
-      (err, res) => (err ? reject(err) : resolve({ ...res, reasons })),
+      (err, res) => (err ? reject(err) : resolve({ ...res, reasons, unexpected })),
     );
   });
 }
@@ -91,11 +98,12 @@ function record(system, scenario, res, pid, extra = {}) {
     p50ms: res.latency.p50, p99ms: res.latency.p99,
     non2xx: res.non2xx, errors: res.errors + res.timeouts,
     ...(res.non2xx ? { non2xxReasons: res.reasons } : {}),
+    ...(res.unexpected ? { unexpected: res.unexpected } : {}),
     peakRssMB: pid ? Math.round(rssOf(pid) / 1048576) : undefined,
     ...extra,
   };
   results.push(row);
-  console.log(`${system.padEnd(22)} ${scenario.padEnd(34)} ${String(row.reqPerSec).padStart(7)} req/s  p50 ${String(row.p50ms).padStart(4)} ms  p99 ${String(row.p99ms).padStart(4)} ms  non2xx ${row.non2xx}${row.non2xxReasons ? ` ${JSON.stringify(row.non2xxReasons)}` : ''}`);
+  console.log(`${system.padEnd(22)} ${scenario.padEnd(34)} ${String(row.reqPerSec).padStart(7)} req/s  p50 ${String(row.p50ms).padStart(4)} ms  p99 ${String(row.p99ms).padStart(4)} ms  non2xx ${row.non2xx}${row.non2xxReasons ? ` ${JSON.stringify(row.non2xxReasons)}` : ''}${row.unexpected ? `  NOT AS EXPECTED ${row.unexpected}` : ''}`);
   return row;
 }
 
@@ -107,7 +115,8 @@ function start(script, args, env) {
   return child;
 }
 function stop(child) {
-  return new Promise((resolve) => { if (child.exitCode !== null) return resolve(); child.once('exit', resolve); child.kill('SIGTERM'); setTimeout(() => child.kill('SIGKILL'), 15000).unref(); });
+  // Ended by a signal, a child has no exit code but a signal code: it will not exit again.
+  return new Promise((resolve) => { if (child.exitCode !== null || child.signalCode !== null) return resolve(); child.once('exit', resolve); child.kill('SIGTERM'); setTimeout(() => child.kill('SIGKILL'), 15000).unref(); });
 }
 
 async function post(url, body, headers) {
@@ -118,16 +127,28 @@ async function post(url, body, headers) {
 }
 
 /**
+ * An introspection request for a token issued just now. Each introspection run gets its own: bare
+ * oidc-provider's in-memory adapter keeps its last 1,000-2,000 entries (an LRU), so a token issued
+ * before a run of client_credentials is gone by the next introspection run, which then measures
+ * `{"active":false}` — the cheap answer (until 2026-12-06 the bench did that, bench/NOTES.md).
+ * Every introspection run expects `"active":true` in each reply.
+ */
+async function freshIntro(base, cc, rs) {
+  const token = (await post(`${base}/token`, cc.body, cc.headers)).access_token;
+  return { method: 'POST', headers: { 'content-type': FORM, authorization: basic(rs.id, rs.secret) }, body: formBody({ token }), expect: ACTIVE };
+}
+
+/**
  * Unmeasured: WARMUP_REQUESTS client_credentials tokens, then as many introspections, so that what is
  * measured is a server that has been up a while (V8 has compiled its hot paths), not its first
  * seconds: freshly started, Portcullis's first 8 s of client_credentials ran 20-27 % below its
  * next 8 s, bare oidc-provider's 11 % (bench/NOTES.md, 2026-12-06, 20:43-22:50). Every system
  * started here gets the same.
  */
-async function warmUp(base, cc, intro) {
+async function warmUp(base, cc, rs) {
   if (WARMUP_REQUESTS <= 0) return;
   await run(`${base}/token`, { ...cc, amount: WARMUP_REQUESTS });
-  await run(`${base}/token/introspection`, { ...intro, amount: WARMUP_REQUESTS });
+  await run(`${base}/token/introspection`, { ...(await freshIntro(base, cc, rs)), amount: WARMUP_REQUESTS });
 }
 
 /**
@@ -137,16 +158,15 @@ async function warmUp(base, cc, intro) {
  */
 async function tokenScenarios(system, base, app, rs, pid) {
   const cc = { method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'client_credentials' }) };
-  const token = (await post(`${base}/token`, cc.body, cc.headers)).access_token;
-  const intro = { method: 'POST', headers: { 'content-type': FORM, authorization: basic(rs.id, rs.secret) }, body: formBody({ token }) };
-  await warmUp(base, cc, intro);
+  const intro = () => freshIntro(base, cc, rs);
+  await warmUp(base, cc, rs);
   const a = record(system, 'client_credentials', await run(`${base}/token`, cc), pid);
-  const b = record(system, 'introspection', await run(`${base}/token/introspection`, intro), pid);
+  const b = record(system, 'introspection', await run(`${base}/token/introspection`, await intro()), pid);
   const rate = (max) => Math.max(1, Math.floor(max * 0.7));
   record(system, 'client_credentials @70% max, paced', await paced(`${base}/token`, { ...cc, rate: rate(a.reqPerSec), seconds: DURATION, connections: CONNECTIONS }), pid);
-  record(system, 'introspection @70% max, paced', await paced(`${base}/token/introspection`, { ...intro, rate: rate(b.reqPerSec), seconds: DURATION, connections: CONNECTIONS }), pid);
+  record(system, 'introspection @70% max, paced', await paced(`${base}/token/introspection`, { ...(await intro()), rate: rate(b.reqPerSec), seconds: DURATION, connections: CONNECTIONS }), pid);
   record(system, 'client_credentials @70%, autocannon', await run(`${base}/token`, { ...cc, overallRate: rate(a.reqPerSec) }), pid);
-  record(system, 'introspection @70%, autocannon', await run(`${base}/token/introspection`, { ...intro, overallRate: rate(b.reqPerSec) }), pid);
+  record(system, 'introspection @70%, autocannon', await run(`${base}/token/introspection`, { ...(await intro()), overallRate: rate(b.reqPerSec) }), pid);
   return { cc, intro, ccMax: a.reqPerSec, introMax: b.reqPerSec };
 }
 
@@ -176,11 +196,10 @@ async function bareAgain() {
   await waitReady(`http://127.0.0.1:${port}`, '/.well-known/openid-configuration');
   const base = `http://127.0.0.1:${port}`;
   const cc = { method: 'POST', headers: { 'content-type': FORM, authorization: basic('app', 'app-secret-0123456789') }, body: formBody({ grant_type: 'client_credentials' }) };
-  const token = (await post(`${base}/token`, cc.body, cc.headers)).access_token;
-  const intro = { method: 'POST', headers: { 'content-type': FORM, authorization: basic('rs', 'rs-secret-0123456789') }, body: formBody({ token }) };
-  await warmUp(base, cc, intro);
+  const rs = { id: 'rs', secret: 'rs-secret-0123456789' };
+  await warmUp(base, cc, rs);
   const a = record('bare oidc-provider', 'client_credentials (again)', await run(`${base}/token`, cc), bare.pid);
-  const b = record('bare oidc-provider', 'introspection (again)', await run(`${base}/token/introspection`, intro), bare.pid);
+  const b = record('bare oidc-provider', 'introspection (again)', await run(`${base}/token/introspection`, await freshIntro(base, cc, rs)), bare.pid);
   await stop(bare);
   return { ccMax: a.reqPerSec, introMax: b.reqPerSec };
 }
@@ -235,9 +254,10 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
   const p10 = await password(10);
 
   // Introspection latency while bcrypt works, 200 evenly paced requests a second: the event loop must not starve.
+  const duringIntro = await tok.intro();
   const [, during] = await Promise.all([
     run(`${base}/token`, { ...perUser('12'), connections: 20 }),
-    paced(`${base}/token/introspection`, { ...tok.intro, connections: 4, rate: 200, seconds: DURATION }),
+    paced(`${base}/token/introspection`, { ...duringIntro, connections: 4, rate: 200, seconds: DURATION }),
   ]);
   record(system, 'introspection during password load', during, pid);
   await drained(pid);
@@ -269,7 +289,8 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
   const step = await run(`${base}/stepup/challenges/otp/SMS`, { connections: stepConns, requests: stepsOf(userTokens[0]), perConnection: (i) => stepsOf(userTokens[i % userTokens.length]) });
   record(system, 'SMS OTP step-up (start+verify pairs)', { ...step, requests: { average: step.requests.average / 2 } }, pid);
 
-  const mixedFor = (user) => Array.from({ length: 100 }, (_, i) => (i < 90 ? { path: '/token/introspection', ...tok.intro } : i < 99 ? { path: '/token', ...tok.cc } : { path: '/token', ...pw(user) }));
+  const mixedIntro = await tok.intro();
+  const mixedFor = (user) => Array.from({ length: 100 }, (_, i) => (i < 90 ? { path: '/token/introspection', ...mixedIntro } : i < 99 ? { path: '/token', ...tok.cc } : { path: '/token', ...pw(user) }));
   record(system, 'mixed 90/9/1 (intro/cc/password)', await run(`${base}/token`, { requests: mixedFor('cost12-0'), perConnection: (i) => mixedFor(`cost12-${i % CONNECTIONS}`) }), pid);
 
   await stop(server);
@@ -324,10 +345,16 @@ async function main() {
     rmSync(dataDir, { recursive: true, force: true });
   }
   console.log('\nratios:', ratios);
+  // A run whose answers were not the ones measured for (an introspection answering inactive) measured
+  // something else: it fails, and does not replace the last full run's results.
+  const wrong = results.filter((r) => r.unexpected);
   const out = { date: new Date().toISOString(), cores: CORES, node: process.version, seconds: DURATION, connections: CONNECTIONS, results, ratios };
-  if (ONLY.size === 3) writeFileSync(path.join(here, 'results.json'), `${JSON.stringify(out, null, 2)}\n`); // a partial run keeps the last full one
+  if (ONLY.size === 3 && !wrong.length) writeFileSync(path.join(here, 'results.json'), `${JSON.stringify(out, null, 2)}\n`); // a partial run keeps the last full one
   console.log('\n| system | scenario | req/s | p50 ms | p99 ms | non-2xx | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|');
   for (const r of results) console.log(`| ${r.system} | ${r.scenario} | ${r.reqPerSec} | ${r.p50ms ?? ''} | ${r.p99ms ?? ''} | ${r.non2xx ?? ''} | ${r.peakRssMB ?? ''} |`);
+  if (wrong.length) {
+    throw new Error(`replies not as expected (introspection not active): ${wrong.map((r) => `${r.system}, ${r.scenario}: ${r.unexpected}`).join('; ')}`);
+  }
 }
 
 main().then(
