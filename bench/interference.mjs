@@ -6,11 +6,29 @@
 // Chosen by their CPU time since they started, before the run: on these VMs the host's DAMON
 // pageout thread (kdamond) was the busiest kernel thread by far, and it runs in bursts (about
 // 25 ms of CPU every 545 ms), which a whole-run average hides. Reading three small files every
-// 10 ms costs the load generator well under 1 % of a core.
+// 10 ms costs the load generator well under 1 % of a core. The server's and PostgreSQL's own
+// processes are read too (about 18 more files, and /proc/stat), for where each late window's CPU
+// went (their cost, which the paced runs' own latency pays for, was not measured).
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 const runNs = (pid) => Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+const TICK_NS = 1e7; // /proc/stat counts in USER_HZ, 100 a second here
+/** A process's CPU so far, all its threads (utime + stime of /proc/<pid>/stat), in nanoseconds: whole ticks. */
+const allThreadsNs = (pid) => {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * TICK_NS;
+};
+/**
+ * All cores' idle (iowait included), interrupt (hard and soft: loopback TCP is processed there, and
+ * /proc/<pid>/schedstat charges it to no process) and steal time so far, in nanoseconds, from
+ * /proc/stat's first line.
+ */
+function machineNs() {
+  const f = readFileSync('/proc/stat', 'utf8').slice(0, 200).split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: (f[3] + f[4]) * TICK_NS, irq: (f[5] + f[6]) * TICK_NS, steal: (f[7] ?? 0) * TICK_NS };
+}
 
 /** The `count` busiest processes since they started that are not node or postgres, as { pid, name }. */
 function busiestOthers(count) {
@@ -26,18 +44,48 @@ function busiestOthers(count) {
 }
 
 /**
+ * The measured side's own processes, as two groups (and, in sampleOthers, the machine's idle and
+ * steal time): `node` (every other Node.js process: the
+ * servers' event loops, /proc/<pid>/schedstat being the main thread's) and `postgres` (every
+ * PostgreSQL process), so that a late window shows whether the server and the database were
+ * busy in it (computing, or queued behind each other) or idle (waiting on something).
+ */
+function ownGroups() {
+  const groups = { node: [], postgres: [] };
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const name = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      if (Number(pid) === process.pid) continue;
+      if (name === 'node') groups.node.push(pid);
+      else if (name.startsWith('postgres')) groups.postgres.push(pid);
+    } catch { /* gone */ }
+  }
+  return groups;
+}
+
+/**
  * Starts sampling; `stop()` returns, for each process, its CPU milliseconds in each `windowMs`
- * window counted from `origin` (a performance.now() value), as { name, pid, ms: Map<window, ms> }.
- * Undefined where /proc cannot be read (not Linux).
+ * window counted from `origin` (a performance.now() value), as { name, pid, ms: Map<window, ms> },
+ * and, as `own`, the same for the groups of ownGroups (each summed over its processes; `pid`
+ * undefined). Undefined where /proc cannot be read (not Linux).
  */
 export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
   let chosen;
+  let own;
   try {
     chosen = busiestOthers(count);
+    own = Object.entries(ownGroups()).map(([name, pids]) => ({ name, pids }));
+    machineNs();
   } catch {
     return undefined;
   }
   const samples = chosen.map(() => []);
+  const ownSamples = own.map(() => []);
+  const idleSamples = [];
+  const nodeAllSamples = [];
+  const selfSamples = []; // this process, the load generator: all its threads (process.cpuUsage, µs) // the Node.js processes' every thread: V8's compiler and GC helpers, libuv's pool
+  const stealSamples = [];
+  const irqSamples = [];
   const read = () => {
     const now = performance.now();
     chosen.forEach((p, i) => {
@@ -45,6 +93,24 @@ export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
         samples[i].push([now, runNs(p.pid)]);
       } catch { /* it ended */ }
     });
+    own.forEach((g, i) => {
+      let ns = 0;
+      let all = 0;
+      for (const pid of g.pids) {
+        try {
+          ns += runNs(pid);
+          if (g.name === 'node') all += allThreadsNs(pid);
+        } catch { /* it ended: its time so far is lost, a step down that perWindow skips */ }
+      }
+      ownSamples[i].push([now, ns]);
+      if (g.name === 'node') nodeAllSamples.push([now, all]);
+    });
+    const u = process.cpuUsage();
+    selfSamples.push([now, (u.user + u.system) * 1000]);
+    const m = machineNs();
+    idleSamples.push([now, m.idle]);
+    stealSamples.push([now, m.steal]);
+    irqSamples.push([now, m.irq]);
   };
   read();
   const timer = setInterval(read, everyMs);
@@ -52,15 +118,26 @@ export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
     stop(origin, windowMs) {
       clearInterval(timer);
       read();
-      return chosen.map((p, i) => {
+      const perWindow = (s) => {
         const ms = new Map();
-        const s = samples[i];
         for (let j = 1; j < s.length; j += 1) {
           const w = Math.floor((s[j][0] - origin) / windowMs);
-          ms.set(w, (ms.get(w) ?? 0) + (s[j][1] - s[j - 1][1]) / 1e6);
+          ms.set(w, (ms.get(w) ?? 0) + Math.max(0, s[j][1] - s[j - 1][1]) / 1e6);
         }
-        return { ...p, ms };
-      });
+        return ms;
+      };
+      const result = chosen.map((p, i) => ({ ...p, ms: perWindow(samples[i]) }));
+      result.own = own.map((g, i) => ({ name: g.name, ms: perWindow(ownSamples[i]) }));
+      // The cores' idle time and the time the hypervisor ran something else on them (steal), in
+      // whole 10 ms ticks: a rough figure per 100 ms window, but enough to tell a server that
+      // waited (idle) from a machine that was taken away (steal).
+      // And the Node.js processes' threads besides their event loops (all threads' ticks less the
+      // event loops' exact time: rough, and at times below zero by a part of a tick).
+      const all = perWindow(nodeAllSamples);
+      const mainMs = result.own.find((g) => g.name === 'node')?.ms ?? new Map();
+      const helpers = new Map([...all].map(([w, ms]) => [w, ms - (mainMs.get(w) ?? 0)]));
+      result.own.push({ name: 'node-other-threads', ms: helpers }, { name: 'loadgen', ms: perWindow(selfSamples) }, { name: 'irq', ms: perWindow(irqSamples) }, { name: 'idle', ms: perWindow(idleSamples) }, { name: 'steal', ms: perWindow(stealSamples) });
+      return result;
     },
   };
 }
