@@ -13,6 +13,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 const runNs = (pid) => Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+const NEW_EVERY = 5; // reads between listings of /proc for processes started during the run
 const TICK_NS = 1e7; // /proc/stat counts in USER_HZ, 100 a second here
 /** A process's CPU so far, all its threads (utime + stime of /proc/<pid>/stat), in nanoseconds: whole ticks. */
 const allThreadsNs = (pid) => {
@@ -82,15 +83,36 @@ export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
   const samples = chosen.map(() => []);
   const ownSamples = own.map(() => []);
   const idleSamples = [];
-  const nodeAllSamples = [];
-  const selfSamples = []; // this process, the load generator: all its threads (process.cpuUsage, µs) // the Node.js processes' every thread: V8's compiler and GC helpers, libuv's pool
+  const nodeAllSamples = []; // the Node.js processes' every thread: V8's compiler and GC helpers, libuv's pool
+  const selfSamples = []; // this process, the load generator: all its threads (process.cpuUsage, µs)
   const stealSamples = [];
   const irqSamples = [];
+  // Processes started during the run are sampled too, from when they are found (/proc is listed
+  // every NEW_EVERY reads): a short-lived one can take a core for a few hundred milliseconds and be
+  // gone, as the throwaway Erlang VM RabbitMQ's server starts every minute on these machines did
+  // (bench/NOTES.md). Their names are marked with a `+`.
+  const known = new Set(readdirSync('/proc').filter((d) => /^\d+$/.test(d)));
+  let reads = 0;
+  const findNew = () => {
+    for (const pid of readdirSync('/proc')) {
+      if (known.has(pid) || !/^\d+$/.test(pid)) continue;
+      known.add(pid);
+      try {
+        const name = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+        if (name === 'node' || name.startsWith('postgres')) continue;
+        // All its threads, in ticks: an Erlang VM's work is in its scheduler threads, not its main one.
+        chosen.push({ pid, name: `+${name}`, ns: 0, allThreads: true });
+        samples.push([[performance.now(), 0]]); // from nothing: its CPU before it was found counts in this read's window
+      } catch { /* gone already */ }
+    }
+  };
   const read = () => {
     const now = performance.now();
+    reads += 1;
+    if (reads % NEW_EVERY === 0) findNew();
     chosen.forEach((p, i) => {
       try {
-        samples[i].push([now, runNs(p.pid)]);
+        samples[i].push([now, p.allThreads ? allThreadsNs(p.pid) : runNs(p.pid)]);
       } catch { /* it ended */ }
     });
     own.forEach((g, i) => {

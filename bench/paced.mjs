@@ -210,7 +210,11 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
           const share = (ws) => (ws.length ? `${ws.filter((w) => near(w).length).length} of ${ws.length}` : 'none');
           const seconds = (performance.now() - start) / 1000;
           console.log(
-            `other processes (the busiest before the run): ${seen.map((o) => `${o.name} ${Math.round([...o.ms.values()].reduce((a, b) => a + b, 0) / seconds)} ms/s`).join(', ')}; ` +
+            `other processes (the busiest before the run, and + those started during it that took 5 ms or more): ${seen
+              .map((o) => [o.name, [...o.ms.values()].reduce((a, b) => a + b, 0)])
+              .filter(([name, ms]) => !name.startsWith('+') || ms >= 5)
+              .map(([name, ms]) => `${name} ${Math.round(ms / seconds)} ms/s`)
+              .join(', ')}; ` +
               `windows with 5 ms or more of them in it or the next: late ${share(late.map(([w]) => w))}, all ${share(all)}` +
               (seen.own ? `; the server's event loops (node) and PostgreSQL (pg): ${seen.own.map((g) => `${g.name === 'postgres' ? 'pg' : g.name} ${Math.round([...g.ms.values()].reduce((a, b) => a + b, 0) / seconds)} ms/s`).join(', ')}` : ''),
           );
