@@ -45,11 +45,10 @@ function busiestOthers(count) {
 }
 
 /**
- * The measured side's own processes, as two groups (and, in sampleOthers, the machine's idle and
- * steal time): `node` (every other Node.js process: the
+ * The measured side's own processes, as two groups: `node` (every other Node.js process: the
  * servers' event loops, /proc/<pid>/schedstat being the main thread's) and `postgres` (every
  * PostgreSQL process), so that a late window shows whether the server and the database were
- * busy in it (computing, or queued behind each other) or idle (waiting on something).
+ * busy in it (computing, or queued behind each other) or not (waiting, or kept off the cores).
  */
 function ownGroups() {
   const groups = { node: [], postgres: [] };
@@ -67,8 +66,9 @@ function ownGroups() {
 /**
  * Starts sampling; `stop()` returns, for each process, its CPU milliseconds in each `windowMs`
  * window counted from `origin` (a performance.now() value), as { name, pid, ms: Map<window, ms> },
- * and, as `own`, the same for the groups of ownGroups (each summed over its processes; `pid`
- * undefined). Undefined where /proc cannot be read (not Linux).
+ * and, as `own`, the same for the groups of ownGroups (each summed over its processes), the
+ * Node.js processes' other threads, the load generator, and the cores' interrupt, idle and steal
+ * time. Processes started during the run are among the first list, named `+<name>`. Undefined where /proc cannot be read (not Linux).
  */
 export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
   let chosen;
@@ -150,11 +150,11 @@ export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
       };
       const result = chosen.map((p, i) => ({ ...p, ms: perWindow(samples[i]) }));
       result.own = own.map((g, i) => ({ name: g.name, ms: perWindow(ownSamples[i]) }));
-      // The cores' idle time and the time the hypervisor ran something else on them (steal), in
-      // whole 10 ms ticks: a rough figure per 100 ms window, but enough to tell a server that
-      // waited (idle) from a machine that was taken away (steal).
-      // And the Node.js processes' threads besides their event loops (all threads' ticks less the
-      // event loops' exact time: rough, and at times below zero by a part of a tick).
+      // The Node.js processes' threads besides their event loops (all threads' ticks less the
+      // event loops' exact time: rough, and at times below zero by a part of a tick); the load
+      // generator; and the cores' interrupt, idle and steal time (the hypervisor running something
+      // else), in whole 10 ms ticks: rough per 100 ms window, but enough to tell a server that
+      // waited from one kept off the cores, and by what.
       const all = perWindow(nodeAllSamples);
       const mainMs = result.own.find((g) => g.name === 'node')?.ms ?? new Map();
       const helpers = new Map([...all].map(([w, ms]) => [w, ms - (mainMs.get(w) ?? 0)]));

@@ -20,8 +20,9 @@ const CRLF2 = Buffer.from('\r\n\r\n');
 
 /**
  * A keep-alive HTTP/1.1 connection that sends one request at a time and calls `onReply(status,
- * body)` when the whole reply has arrived (the body as sent: a chunked one with its chunk sizes), or `onReply(undefined)` when the connection broke while a
- * request was out (it is opened again for the next one).
+ * body)` when the whole reply has arrived (the body as sent: a chunked one with its chunk sizes),
+ * or `onReply(undefined)` when the connection broke while a request was out (it is opened again
+ * for the next one).
  */
 class Connection {
   constructor(host, port, request) {
@@ -201,8 +202,9 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
         const seen = others?.stop(start, 100) ?? [];
         const near = (w) => seen.map((o) => [o.name, (o.ms.get(w) ?? 0) + (o.ms.get(w + 1) ?? 0)]).filter(([, ms]) => ms >= 5);
         const late = [...windows].filter(([, [ms]]) => ms > 20);
-        // And the CPU the server's event loops and PostgreSQL took in the window itself (two cores:
-        // at most 200 ms in 100), in brackets: ` [node 170 pg 25]`.
+        // And where the window's CPU went (two cores: at most 200 ms in 100), in brackets: the
+        // servers' event loops, PostgreSQL, Node's other threads, the load generator, and the
+        // cores' interrupt, idle and steal time (bench/interference.mjs): ` [node 170 pg 25 …]`.
         const own = (w) => (seen.own ?? []).map((g) => `${g.name === 'postgres' ? 'pg' : g.name} ${Math.round(g.ms.get(w) ?? 0)}`).join(' ');
         console.log(late.map(([w, [ms, lag]]) => `${(w / 10).toFixed(1)}s:${Math.round(ms)}/${Math.round(lag)}${near(w).map(([n, t]) => ` ${n} ${Math.round(t)}`).join('')}${seen.own ? ` [${own(w)}]` : ''}`).join(' '));
         if (seen.length) {
@@ -216,7 +218,7 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
               .map(([name, ms]) => `${name} ${Math.round(ms / seconds)} ms/s`)
               .join(', ')}; ` +
               `windows with 5 ms or more of them in it or the next: late ${share(late.map(([w]) => w))}, all ${share(all)}` +
-              (seen.own ? `; the server's event loops (node) and PostgreSQL (pg): ${seen.own.map((g) => `${g.name === 'postgres' ? 'pg' : g.name} ${Math.round([...g.ms.values()].reduce((a, b) => a + b, 0) / seconds)} ms/s`).join(', ')}` : ''),
+              (seen.own ? `; where the CPU went: ${seen.own.map((g) => `${g.name === 'postgres' ? 'pg' : g.name} ${Math.round([...g.ms.values()].reduce((a, b) => a + b, 0) / seconds)} ms/s`).join(', ')}` : ''),
           );
         }
       }
