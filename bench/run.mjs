@@ -39,6 +39,11 @@ const basic = (id, secret) => `Basic ${Buffer.from(`${id}:${secret}`).toString('
 const formBody = (o) => new URLSearchParams(o).toString();
 const FORM = 'application/x-www-form-urlencoded';
 const ACTIVE = '"active":true';
+/** bench/bare-oidc.mjs's two static clients. */
+const BARE_APP = { id: 'app', secret: 'app-secret-0123456789' };
+const BARE_RS = { id: 'rs', secret: 'rs-secret-0123456789' };
+/** A client_credentials token request of client `app`. */
+const ccRequest = (app) => ({ method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'client_credentials' }) });
 
 function rssOf(pid) {
   const pids = [pid];
@@ -157,7 +162,7 @@ async function warmUp(base, cc, rs) {
  * quota sent at once by every connection, so ~0.7 s of full load and ~0.3 s idle — for comparison.
  */
 async function tokenScenarios(system, base, app, rs, pid) {
-  const cc = { method: 'POST', headers: { 'content-type': FORM, authorization: basic(app.id, app.secret) }, body: formBody({ grant_type: 'client_credentials' }) };
+  const cc = ccRequest(app);
   const intro = () => freshIntro(base, cc, rs);
   await warmUp(base, cc, rs);
   const a = record(system, 'client_credentials', await run(`${base}/token`, cc), pid);
@@ -181,7 +186,7 @@ async function baselines() {
   const bare = start(path.join(here, 'bare-oidc.mjs'), [], { PORT: String(port) });
   await waitReady(`http://127.0.0.1:${port}`, '/.well-known/openid-configuration');
   const base = `http://127.0.0.1:${port}`;
-  const r = await tokenScenarios('bare oidc-provider', base, { id: 'app', secret: 'app-secret-0123456789' }, { id: 'rs', secret: 'rs-secret-0123456789' }, bare.pid);
+  const r = await tokenScenarios('bare oidc-provider', base, BARE_APP, BARE_RS, bare.pid);
   await stop(bare);
   return r;
 }
@@ -195,11 +200,10 @@ async function bareAgain() {
   const bare = start(path.join(here, 'bare-oidc.mjs'), [], { PORT: String(port) });
   await waitReady(`http://127.0.0.1:${port}`, '/.well-known/openid-configuration');
   const base = `http://127.0.0.1:${port}`;
-  const cc = { method: 'POST', headers: { 'content-type': FORM, authorization: basic('app', 'app-secret-0123456789') }, body: formBody({ grant_type: 'client_credentials' }) };
-  const rs = { id: 'rs', secret: 'rs-secret-0123456789' };
-  await warmUp(base, cc, rs);
+  const cc = ccRequest(BARE_APP);
+  await warmUp(base, cc, BARE_RS);
   const a = record('bare oidc-provider', 'client_credentials (again)', await run(`${base}/token`, cc), bare.pid);
-  const b = record('bare oidc-provider', 'introspection (again)', await run(`${base}/token/introspection`, await freshIntro(base, cc, rs)), bare.pid);
+  const b = record('bare oidc-provider', 'introspection (again)', await run(`${base}/token/introspection`, await freshIntro(base, cc, BARE_RS)), bare.pid);
   await stop(bare);
   return { ccMax: a.reqPerSec, introMax: b.reqPerSec };
 }
