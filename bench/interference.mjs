@@ -63,30 +63,49 @@ function ownGroups() {
   return groups;
 }
 
+/** The sum of `ns(pid)` over `pids`; a process that ended adds nothing (a step down that perWindow skips). */
+function sumOver(pids, ns) {
+  let total = 0;
+  for (const pid of pids) {
+    try { total += ns(pid); } catch { /* it ended */ }
+  }
+  return total;
+}
+
 /**
- * Starts sampling; `stop()` returns, for each process, its CPU milliseconds in each `windowMs`
- * window counted from `origin` (a performance.now() value), as { name, pid, ms: Map<window, ms> },
- * and, as `own`, the same for the groups of ownGroups (each summed over its processes), the
- * Node.js processes' other threads, the load generator, and the cores' interrupt, idle and steal
- * time. Processes started during the run are among the first list, named `+<name>`. Undefined where /proc cannot be read (not Linux).
+ * Starts sampling; `stop()` returns `others`: for each process, its CPU milliseconds in each
+ * `windowMs` window counted from `origin` (a performance.now() value), as { name, pid, ms:
+ * Map<window, ms> } (processes started during the run among them, named `+<name>`); and `own`: the
+ * same, as { name, ms }, for where else the cores' time went (the series below). Undefined where
+ * /proc cannot be read (not Linux).
  */
 export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
   let chosen;
-  let own;
+  let mine;
   try {
     chosen = busiestOthers(count);
-    own = Object.entries(ownGroups()).map(([name, pids]) => ({ name, pids }));
+    mine = ownGroups();
     machineNs();
   } catch {
     return undefined;
   }
   const samples = chosen.map(() => []);
-  const ownSamples = own.map(() => []);
-  const idleSamples = [];
-  const nodeAllSamples = []; // the Node.js processes' every thread: V8's compiler and GC helpers, libuv's pool
-  const selfSamples = []; // this process, the load generator: all its threads (process.cpuUsage, µs)
-  const stealSamples = [];
-  const irqSamples = [];
+  // Running totals in nanoseconds, read together at each sample (`m`: machineNs(), read once). The
+  // servers' event loops and PostgreSQL exactly; the Node.js processes' other threads (V8's
+  // compiler and GC helpers, libuv's pool) as all their threads' ticks less the event loops' exact
+  // time, so rough and at times below zero by a part of a tick; the load generator (this process,
+  // all its threads); and the cores' interrupt, idle and steal time (the hypervisor running
+  // something else), in whole 10 ms ticks: rough per 100 ms window, but enough to tell a server
+  // that waited from one kept off the cores, and by what.
+  const series = [
+    { name: 'node', read: () => sumOver(mine.node, runNs) },
+    { name: 'pg', read: () => sumOver(mine.postgres, runNs) },
+    { name: 'node-other-threads', read: () => sumOver(mine.node, allThreadsNs), less: 'node' },
+    { name: 'loadgen', read: () => { const u = process.cpuUsage(); return (u.user + u.system) * 1000; } },
+    { name: 'irq', read: (m) => m.irq },
+    { name: 'idle', read: (m) => m.idle },
+    { name: 'steal', read: (m) => m.steal },
+  ].map((x) => ({ ...x, samples: [] }));
   // Processes started during the run are sampled too, from when they are found (/proc is listed
   // every NEW_EVERY reads): a short-lived one can take a core for a few hundred milliseconds and be
   // gone, as the throwaway Erlang VM RabbitMQ's server starts every minute on these machines did
@@ -115,24 +134,8 @@ export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
         samples[i].push([now, p.allThreads ? allThreadsNs(p.pid) : runNs(p.pid)]);
       } catch { /* it ended */ }
     });
-    own.forEach((g, i) => {
-      let ns = 0;
-      let all = 0;
-      for (const pid of g.pids) {
-        try {
-          ns += runNs(pid);
-          if (g.name === 'node') all += allThreadsNs(pid);
-        } catch { /* it ended: its time so far is lost, a step down that perWindow skips */ }
-      }
-      ownSamples[i].push([now, ns]);
-      if (g.name === 'node') nodeAllSamples.push([now, all]);
-    });
-    const u = process.cpuUsage();
-    selfSamples.push([now, (u.user + u.system) * 1000]);
     const m = machineNs();
-    idleSamples.push([now, m.idle]);
-    stealSamples.push([now, m.steal]);
-    irqSamples.push([now, m.irq]);
+    for (const x of series) x.samples.push([now, x.read(m)]);
   };
   read();
   const timer = setInterval(read, everyMs);
@@ -148,18 +151,14 @@ export function sampleOthers({ count = 3, everyMs = 10 } = {}) {
         }
         return ms;
       };
-      const result = chosen.map((p, i) => ({ ...p, ms: perWindow(samples[i]) }));
-      result.own = own.map((g, i) => ({ name: g.name, ms: perWindow(ownSamples[i]) }));
-      // The Node.js processes' threads besides their event loops (all threads' ticks less the
-      // event loops' exact time: rough, and at times below zero by a part of a tick); the load
-      // generator; and the cores' interrupt, idle and steal time (the hypervisor running something
-      // else), in whole 10 ms ticks: rough per 100 ms window, but enough to tell a server that
-      // waited from one kept off the cores, and by what.
-      const all = perWindow(nodeAllSamples);
-      const mainMs = result.own.find((g) => g.name === 'node')?.ms ?? new Map();
-      const helpers = new Map([...all].map(([w, ms]) => [w, ms - (mainMs.get(w) ?? 0)]));
-      result.own.push({ name: 'node-other-threads', ms: helpers }, { name: 'loadgen', ms: perWindow(selfSamples) }, { name: 'irq', ms: perWindow(irqSamples) }, { name: 'idle', ms: perWindow(idleSamples) }, { name: 'steal', ms: perWindow(stealSamples) });
-      return result;
+      const windows = new Map(series.map((x) => [x.name, perWindow(x.samples)]));
+      const own = series.map(({ name, less }) => {
+        const ms = windows.get(name);
+        if (!less) return { name, ms };
+        const minus = windows.get(less);
+        return { name, ms: new Map([...ms].map(([w, v]) => [w, v - (minus.get(w) ?? 0)])) };
+      });
+      return { others: chosen.map((p, i) => ({ ...p, ms: perWindow(samples[i]) })), own };
     },
   };
 }

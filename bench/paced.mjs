@@ -199,14 +199,15 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
         console.log(`schedule started at ${new Date(epoch).toISOString()} (${Math.round(epoch)}); windows over 20 ms (worst latency/worst send lag):`);
         // Each late window with the CPU other processes took in it and the next one (a request due
         // late in a window waits for a burst that begins in the next): ` kdamond.0 24` after it.
-        const seen = others?.stop(start, 100) ?? [];
+        const sampled = others?.stop(start, 100);
+        const seen = sampled?.others ?? [];
         const near = (w) => seen.map((o) => [o.name, (o.ms.get(w) ?? 0) + (o.ms.get(w + 1) ?? 0)]).filter(([, ms]) => ms >= 5);
         const late = [...windows].filter(([, [ms]]) => ms > 20);
         // And where the window's CPU went (two cores: at most 200 ms in 100), in brackets: the
         // servers' event loops, PostgreSQL, Node's other threads, the load generator, and the
         // cores' interrupt, idle and steal time (bench/interference.mjs): ` [node 170 pg 25 …]`.
-        const own = (w) => (seen.own ?? []).map((g) => `${g.name === 'postgres' ? 'pg' : g.name} ${Math.round(g.ms.get(w) ?? 0)}`).join(' ');
-        console.log(late.map(([w, [ms, lag]]) => `${(w / 10).toFixed(1)}s:${Math.round(ms)}/${Math.round(lag)}${near(w).map(([n, t]) => ` ${n} ${Math.round(t)}`).join('')}${seen.own ? ` [${own(w)}]` : ''}`).join(' '));
+        const own = (w) => sampled.own.map((g) => `${g.name} ${Math.round(g.ms.get(w) ?? 0)}`).join(' ');
+        console.log(late.map(([w, [ms, lag]]) => `${(w / 10).toFixed(1)}s:${Math.round(ms)}/${Math.round(lag)}${near(w).map(([n, t]) => ` ${n} ${Math.round(t)}`).join('')}${sampled ? ` [${own(w)}]` : ''}`).join(' '));
         if (seen.length) {
           const all = [...windows.keys()];
           const share = (ws) => (ws.length ? `${ws.filter((w) => near(w).length).length} of ${ws.length}` : 'none');
@@ -218,7 +219,7 @@ export async function paced(url, { rate, seconds, connections = 50, warmup = 1, 
               .map(([name, ms]) => `${name} ${Math.round(ms / seconds)} ms/s`)
               .join(', ')}; ` +
               `windows with 5 ms or more of them in it or the next: late ${share(late.map(([w]) => w))}, all ${share(all)}` +
-              (seen.own ? `; where the CPU went: ${seen.own.map((g) => `${g.name === 'postgres' ? 'pg' : g.name} ${Math.round([...g.ms.values()].reduce((a, b) => a + b, 0) / seconds)} ms/s`).join(', ')}` : ''),
+              `; where the CPU went: ${sampled.own.map((g) => `${g.name} ${Math.round([...g.ms.values()].reduce((a, b) => a + b, 0) / seconds)} ms/s`).join(', ')}`,
           );
         }
       }
