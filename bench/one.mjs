@@ -20,6 +20,8 @@
 //   NODE_FLAGS="--trace-gc" SERVER_LOG=gc.log: flags for the server's processes, and its output kept.
 //   PACED_TIMELINE=1: paced runs print when the schedule started (epoch ms, to line up with other logs)
 //   and each 100 ms window whose worst latency passed 20 ms, with the load generator's own worst send lag.
+//   Every introspection reply (intro, intro70, intro70p, during*) must say `"active":true`, as in
+//   npm run bench: a run with any other answer stops with an error.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -134,6 +136,10 @@ try {
   const cc = { method: 'POST', headers: { 'content-type': form, authorization: basic(app) }, body: 'grant_type=client_credentials' };
   const token = (await (await fetch(`${target}/token`, cc)).json()).access_token;
   const intro = { method: 'POST', headers: { 'content-type': form, authorization: basic(rs) }, body: `token=${token}` };
+  // Every introspection reply must say the token is active, as npm run bench requires: an inactive
+  // answer is the cheap one, and a run of them would measure the wrong thing (bench/NOTES.md).
+  const ACTIVE = '"active":true';
+  const notActive = (s, n) => { if (n) throw new Error(`${s}: ${n} introspection replies did not say ${ACTIVE}`); };
   const pw = (user) => ({ method: 'POST', headers: { 'content-type': form, authorization: basic(app) }, body: new URLSearchParams({ grant_type: 'password', username: user, password: PASSWORD }).toString() });
   // Password runs: each connection logs in as a user of its own (see bench/run.mjs).
   const perUserAt = (cost) => {
@@ -149,8 +155,9 @@ try {
       const seconds = Number(process.env.BENCH_SECONDS ?? 8);
       const [, r] = await Promise.all([
         autocannon({ url: `${target}/token`, ...pw(`cost${cost}-0`), ...perUserAt(cost), duration: seconds + 1, connections: 20 }),
-        paced(`${target}/token/introspection`, { ...intro, rate: 200, seconds, connections: 4 }),
+        paced(`${target}/token/introspection`, { ...intro, rate: 200, seconds, connections: 4, expect: ACTIVE }),
       ]);
+      notActive(s, r.unexpected);
       console.log(`${s.padEnd(8)} ×${env.WEB_CONCURRENCY}  introspection during cost-${cost} logins: ${Math.round(r.requests.average)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  max ${r.latency.max} ms  non2xx ${r.non2xx}`);
       continue;
     }
@@ -173,9 +180,13 @@ try {
       const before = cpuByKind();
       const m0 = machineCpu();
       const me0 = process.cpuUsage();
+      const expect = kind === 'intro' ? ACTIVE : undefined;
+      let wrong = 0;
+      const checked = expect ? { requests: [{ ...req, onResponse: (status, body) => { if (status < 300 && !body.includes(expect)) wrong += 1; } }] } : {};
       const res = s.endsWith('70p')
-        ? await paced(target + pathName, { ...req, rate: rate.overallRate, seconds, connections: 50 })
-        : await autocannon({ url: target + pathName, ...req, ...rate, ...perUser, duration: seconds, connections: 50 });
+        ? await paced(target + pathName, { ...req, rate: rate.overallRate, seconds, connections: 50, expect })
+        : await autocannon({ url: target + pathName, ...req, ...checked, ...rate, ...perUser, duration: seconds, connections: 50 });
+      notActive(s, res.unexpected ?? wrong);
       const me = process.cpuUsage(me0);
       const generated = me.user + me.system; // µs
       const after = cpuByKind();
