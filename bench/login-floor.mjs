@@ -1,8 +1,9 @@
 // The best share of the bcrypt ceiling a password login could reach on this machine, to hold the
 // password grant's figure against (bench/NOTES.md, 2026-12-07):
-//   node bench/login-floor.mjs            ROUND_TRIPS=2 · COST=10 · BENCH_PW_ROUNDS=3 · DATABASE_URL
+//   npm run build && node bench/login-floor.mjs            ROUND_TRIPS=2 · COST=10 · BENCH_PW_ROUNDS=3 · DATABASE_URL
 // The smallest password server there is: node:http and bcrypt, one worker per core, one bcrypt
-// computation at a time per worker (as Portcullis's BCRYPT_CONCURRENCY default), and per login
+// computation at a time per worker through Portcullis's own limiter (as its BCRYPT_CONCURRENCY
+// default; src/users/passwords.ts, so the slot is handed on as a login's is), and per login
 // ROUND_TRIPS statements to PostgreSQL (each its own transaction, committed synchronously): 0 none;
 // 1 an INSERT after the hash; 2 also an UPSERT before it, as Portcullis's login reserves its attempt
 // before the hash and stores its session after. No parsing beyond the form, no tokens, no checks:
@@ -17,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import bcrypt from 'bcrypt';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { createLimiter } from '../dist/src/users/passwords.js';
 import { passwordShare } from './password-share.mjs';
 
 const PASSWORD = 'login-floor-password';
@@ -28,24 +30,18 @@ const CONNECTIONS = 50;
 async function serve() {
   if (cluster.isPrimary) {
     const hash = bcrypt.hashSync(PASSWORD, COST);
-    for (let i = 0; i < os.availableParallelism(); i += 1) cluster.fork({ FLOOR_HASH: hash });
+    const workers = os.availableParallelism();
+    for (let i = 0; i < workers; i += 1) cluster.fork({ FLOOR_HASH: hash });
     let listening = 0;
-    cluster.on('listening', () => { if (++listening === os.availableParallelism()) process.send?.('ready'); });
+    cluster.on('listening', () => { if (++listening === workers) process.send?.('ready'); });
     cluster.on('exit', (_w, code, signal) => { if (code !== 0 && signal !== 'SIGTERM') process.exit(1); });
     process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM'); process.exit(0); });
     return;
   }
   const hash = process.env.FLOOR_HASH;
   const db = ROUND_TRIPS > 0 ? new pg.Pool({ connectionString: process.env.FLOOR_DB, max: 4 }) : undefined;
-  let busy = false;
-  const queue = [];
-  const verify = (password) => new Promise((resolve, reject) => {
-    const go = () => {
-      busy = true;
-      bcrypt.compare(password, hash).then(resolve, reject).finally(() => { busy = false; queue.shift()?.(); });
-    };
-    if (busy) queue.push(go); else go();
-  });
+  const limited = createLimiter(1);
+  const verify = (password) => limited(() => bcrypt.compare(password, hash));
   http.createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
