@@ -103,8 +103,9 @@ const schema = z.object({
   /** bcrypt computations at a time per process; 0 = its share of the cores (cores ÷ WEB_CONCURRENCY). */
   bcryptConcurrency: whole(0, 64),
   /**
-   * PostgreSQL only: connections of a process's main pool; its rate-limit counters and its
-   * access-token inserts each get a pool of half as many (at least one). See src/db/knex.ts.
+   * PostgreSQL only: connections of a process's main pool; its rate-limit counters, its
+   * access-token inserts and its password logins each get a pool of half as many (at least one).
+   * See src/db/knex.ts.
    */
   dbPoolMax: whole(1, 1000),
   /** How often the event loop's delay is sampled for /metrics (src/metrics-event-loop.ts). */

@@ -2,6 +2,7 @@ import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type { Config } from '../config';
+import { registerPairs } from './pairing';
 
 export type Db = Knex;
 export interface Database {
@@ -19,6 +20,12 @@ export interface Database {
    * consumptions, grants and refresh tokens never use it.
    */
   asyncCommit?: Knex;
+  /**
+   * PostgreSQL only: a small pool of connections in pipeline mode, for a password login's
+   * statements (src/db/pairing.ts): under load, a login's first statement goes in the round trip
+   * of another login's last.
+   */
+  logins?: Knex;
   kind: 'postgres' | 'embedded';
   close(): Promise<void>;
 }
@@ -115,13 +122,23 @@ export async function openDatabase(config: Config, opts: DbOptions = {}): Promis
       acquireConnectionTimeout: 10000,
       log,
     });
+    const logins = knexFactory({
+      client: 'pg',
+      // node-postgres's pipeline mode: statements written without waiting for the ones before.
+      connection: { connectionString: config.databaseUrl, application_name: 'portcullis-logins', pipeline: true } as Knex.PgConnectionConfig,
+      pool: { min: 0, max: side, idleTimeoutMillis: 30000 },
+      acquireConnectionTimeout: 10000,
+      log,
+    });
+    registerPairs(knex, logins);
     return {
       knex,
       counters,
       asyncCommit,
+      logins,
       kind: 'postgres',
       close: async () => {
-        await Promise.all([knex.destroy(), counters.destroy(), asyncCommit.destroy()]);
+        await Promise.all([knex.destroy(), counters.destroy(), asyncCommit.destroy(), logins.destroy()]);
       },
     };
   }

@@ -3,6 +3,7 @@ import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
 import type { DbSource } from '../db/tx';
 import { Batcher } from '../db/batch';
+import { pairsOf } from '../db/pairing';
 import { deleteInBatches, SWEEP_BATCH } from '../db/sweep';
 import { preparedRunner, statementRunner, type PreparedStatement } from '../db/prepared';
 import { isDatabaseUnavailable } from '../db/unavailable';
@@ -246,6 +247,7 @@ function batchersOf(knex: Knex): Batchers {
   let b = batchers.get(knex);
   if (!b) {
     const prepared = preparedRunner(knex);
+    const pairs = pairsOf(knex);
     const lookup = async (ids: string[]): Promise<TokenRow[]> =>
       prepared
         ? prepared<TokenRow>(LOOKUP, [ids])
@@ -260,7 +262,9 @@ function batchersOf(knex: Knex): Batchers {
         const columns = INSERT_COLUMNS.map((c) => list.map((r) => r[c] ?? null));
         if (!end) await prepared(INSERT, columns);
         else {
-          const stored = await prepared(INSERT_ENDING_LOGIN, [...columns, ...loginEndValues(end)]);
+          // A login's start waiting for a round trip goes in this one (src/db/pairing.ts).
+          const values = [...columns, ...loginEndValues(end)];
+          const stored = pairs?.waiting ? await pairs.carry(INSERT_ENDING_LOGIN, values) : await prepared(INSERT_ENDING_LOGIN, values);
           // No row stored; the statement's CTEs stored the login's end all the same.
           if (stored.length === 0) throw new LoginSupersededError(true);
         }

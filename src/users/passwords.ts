@@ -49,15 +49,18 @@ export interface PasswordHasher {
   needsRehash(stored: string): boolean;
   /** Whether bcrypt work is waiting for its turn: optional work (a rehash) is then left for later. */
   busy(): boolean;
+  /** `listener` called each time the last computation waiting for its turn gets it (busy() turns false). */
+  onDrain(listener: () => void): void;
 }
 
 /**
- * At most `max` bcrypt computations at a time; the rest wait their turn (in order). bcrypt runs in
+ * At most `max` bcrypt computations at a time; the rest wait their turn (in order); `onDrain` is
+ * called when the last one waiting gets its turn. bcrypt runs in
  * libuv's thread pool: unbounded, a burst of logins fills every thread of every process, and the
  * event loops — which answer introspection — get a small share of the cores. `max` = the cores
  * this process may use gives the same hashes per second with the event loop kept responsive.
  */
-export function createLimiter(max: number) {
+export function createLimiter(max: number, onDrain?: () => void) {
   let running = 0;
   const waiting: Array<() => void> = [];
   /** `late`, asked when the turn comes: true, and `fn` does not run (EvaluationTooLateError); the slot passes on. */
@@ -69,8 +72,10 @@ export function createLimiter(max: number) {
       return await fn();
     } finally {
       const next = waiting.shift();
-      if (next) next(); // the slot passes on
-      else running -= 1;
+      if (next) {
+        next(); // the slot passes on
+        if (waiting.length === 0) onDrain?.();
+      } else running -= 1;
     }
   };
   /** Computations waiting for a slot (not those running). */
@@ -86,7 +91,10 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
   const pepper = Buffer.from(hkdfSync('sha256', secretsKey, Buffer.alloc(0), 'portcullis password pepper v1', 32));
   const prehash = (password: string) => createHmac('sha256', pepper).update(normalizePassword(password), 'utf8').digest('base64');
   const dummy = bcrypt.hashSync('portcullis-dummy-password', cost);
-  const limited = createLimiter(Math.max(1, concurrency));
+  const drained: Array<() => void> = [];
+  const limited = createLimiter(Math.max(1, concurrency), () => {
+    for (const listener of drained) listener();
+  });
   return {
     async hash(password) {
       return `v1$${await limited(() => bcrypt.hash(prehash(password), cost))}`;
@@ -108,6 +116,9 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
     },
     busy() {
       return limited.queued() > 0;
+    },
+    onDrain(listener) {
+      drained.push(listener);
     },
   };
 }

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
 import { affected } from '../db/affected';
+import { pairsOf } from '../db/pairing';
 import { statementRunner, type PreparedStatement } from '../db/prepared';
 import { END_LOGIN, loginEndValues, type LoginEnd } from './login-end';
 import type { IdentifierKind } from './identifiers';
@@ -131,7 +132,18 @@ export interface UserRepository {
     staleAfterSeconds: number;
     /** The address's counter: its key, its budget, its window, and the time now (epoch ms). */
     throttle: { key: string; limit: number; windowMs: number; now: number };
+    /**
+     * Other logins wait for bcrypt before this one anyway: on PostgreSQL its statement may wait to
+     * go in the round trip of another login's session (src/db/pairing.ts), until sendWaitingStarts.
+     */
+    wait?: boolean;
   }): Promise<LoginStart>;
+  /**
+   * Login starts waiting for a round trip to share (beginLogin's `wait`), sent on their own at
+   * once: all of them (no login is left waiting for bcrypt, so none would carry them in time), or
+   * the longest-waiting one (a login ended without a session to carry it).
+   */
+  sendWaitingStarts(which: 'all' | 'one'): void;
   /** A login closed apart from its session: when the session could not be stored (src/users/login-end.ts). */
   endLogin(end: LoginEnd): Promise<void>;
   /**
@@ -298,17 +310,26 @@ export function createUserRepository(source: DbSource): UserRepository {
       const row = await knex()<UserRow>('users').where({ id: userId }).first();
       return row ? toUser(row) : undefined;
     },
-    async beginLogin({ tenantId, identifier, threshold, staleAfterSeconds, throttle }) {
+    async beginLogin({ tenantId, identifier, threshold, staleAfterSeconds, throttle, wait }) {
       const { now } = throttle;
       const point = [throttle.key, throttle.limit, now, now + throttle.windowMs];
       const attempt = [new Date(now), new Date(now - staleAfterSeconds * 1000)];
-      const [row] = identifier
-        ? await statementRunner(knex())<UserRow & LoginCounters>(BEGIN_LOGIN[identifier.kind], [...point, tenantId, identifier.value, threshold, ...attempt])
-        : await statementRunner(knex())<LoginCounters & { id?: undefined }>(TAKE_POINT, point);
+      const [statement, values] = identifier
+        ? [BEGIN_LOGIN[identifier.kind], [...point, tenantId, identifier.value, threshold, ...attempt]]
+        : [TAKE_POINT, point];
+      const pairs = wait ? pairsOf(knex()) : undefined;
+      const [row] = pairs
+        ? await pairs.start<UserRow & LoginCounters>(statement, values, true)
+        : await statementRunner(knex())<UserRow & LoginCounters>(statement, values);
       if (!row) throw new Error('beginLogin: no row');
       if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };
       if (row.id) return { user: toUser(row), failures: row.failed_login_count };
       return row.known_id ? { knownUserId: row.known_id } : {};
+    },
+    sendWaitingStarts(which) {
+      const pairs = pairsOf(knex());
+      if (which === 'all') pairs?.flush();
+      else pairs?.flushOne();
     },
     async endLogin(end) {
       await statementRunner(knex())(END_LOGIN, loginEndValues(end));

@@ -143,6 +143,8 @@ export function createUserService(deps: {
 }): UserService {
   const { users, hasher, throttle } = deps;
   const events = deps.events ?? {};
+  // No login is left waiting for bcrypt: a start waiting for a round trip to share goes now.
+  hasher.onDrain(() => users.sendWaitingStarts('all'));
 
   const service: UserService = {
     async prepareRegistration(tenant, input, opts = {}) {
@@ -213,9 +215,14 @@ export function createUserService(deps: {
         threshold: tenant.policy.lockoutThreshold,
         staleAfterSeconds: Math.max(tenant.policy.lockoutPeriodSeconds, ABANDONED_ATTEMPT_MIN_SECONDS),
         throttle: { key: throttleKey, limit: throttle.limit, windowMs: throttle.windowMs, now: reservedAt },
+        // Logins wait for bcrypt: this one's statement may wait for another's round trip.
+        wait: hasher.busy(),
       });
       if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));
       const { user, failures } = start;
+      // A login that ends without a session sends the longest-waiting start on its own: its
+      // session's INSERT would have carried it (src/db/pairing.ts).
+      const noSession = () => users.sendWaitingStarts('one');
       // Evaluated only in time (EVALUATION_DEADLINE_MS); else the attempt and the point go back.
       const late = () => throttle.now() > reservedAt + EVALUATION_DEADLINE_MS;
       const inTime = async <T>(evaluation: Promise<T>): Promise<T> => {
@@ -230,12 +237,16 @@ export function createUserService(deps: {
       if (!user) {
         // Unknown, inactive or locked: the same statement, the same bcrypt work and the same
         // answer as a wrong password; only the audit log knows which.
-        await inTime(hasher.dummyVerify(password, late));
+        await inTime(hasher.dummyVerify(password, late)).finally(noSession);
         const reason = !id ? 'invalid_identifier' : start.knownUserId ? 'locked' : 'unknown_user';
         events.loginFailed?.(tenant, start.knownUserId, reason);
         throw new LoginFailedError(reason);
       }
-      if (await inTime(hasher.verify(password, user.passwordHash, late))) {
+      const right = await inTime(hasher.verify(password, user.passwordHash, late)).catch((err: unknown) => {
+        noSession();
+        throw err;
+      });
+      if (right) {
         const end = { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now(), epoch: user.sessionsEpoch };
         if (deps.rehashOnLogin && hasher.needsRehash(user.passwordHash) && !hasher.busy()) {
           // Beside the answer, not before it: the login neither waits for it nor keeps its attempt
@@ -250,6 +261,7 @@ export function createUserService(deps: {
         }
         return { user, end };
       }
+      noSession();
       events.loginFailed?.(tenant, user.id, 'wrong_password');
       if (failures >= tenant.policy.lockoutThreshold) {
         const until = await users.lockAfterFailures(tenant.id, user.id, tenant.policy.lockoutPeriodSeconds);

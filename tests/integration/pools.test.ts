@@ -5,7 +5,7 @@ import { startTestServer } from '../helpers/server';
 import { basic, bearer, createClient, form, introspect, json } from '../helpers/flows';
 
 // DB_POOL_MAX (src/db/knex.ts): the connections a process opens to PostgreSQL at most, whatever
-// the load; its counters and access-token pools get half as many each.
+// the load; its counters, access-token and login pools get half as many each.
 const describePg = usingPostgres ? describe : describe.skip;
 
 describePg('PostgreSQL connection pools follow DB_POOL_MAX', () => {
@@ -38,6 +38,7 @@ describePg('PostgreSQL connection pools follow DB_POOL_MAX', () => {
     expect(await backendsUnderLoad(db.knex)).toBe(max);
     expect(await backendsUnderLoad(db.counters!)).toBe(side);
     expect(await backendsUnderLoad(db.asyncCommit!)).toBe(side);
+    expect(await backendsUnderLoad(db.logins!)).toBe(side);
   });
 
   test('a server with one connection per pool serves tokens, logins, admin changes and factor enrolment with idempotency-refs', async () => {

@@ -56,4 +56,24 @@ describe('bcrypt concurrency limiter', () => {
     // In time, it runs.
     await expect(limited(async () => 'in time', () => false)).resolves.toBe('in time');
   });
+
+  test('onDrain: called when the last job waiting gets its turn, not while others still wait, nor when a slot frees with none waiting', async () => {
+    let drains = 0;
+    const limited = createLimiter(1, () => (drains += 1));
+    const releases: Array<() => void> = [];
+    const job = () => limited(() => new Promise<void>((r) => releases.push(r)));
+    const all = [job(), job(), job()]; // one running, two waiting
+    await new Promise((r) => setImmediate(r));
+    expect(limited.queued()).toBe(2);
+    releases.shift()!(); // the second gets its turn; the third still waits
+    await new Promise((r) => setImmediate(r));
+    expect(drains).toBe(0);
+    releases.shift()!(); // the third, the last one waiting, gets its turn
+    await new Promise((r) => setImmediate(r));
+    expect(drains).toBe(1);
+    expect(limited.queued()).toBe(0);
+    releases.shift()!(); // no one waits: the slot is simply free
+    await Promise.all(all);
+    expect(drains).toBe(1);
+  });
 });
