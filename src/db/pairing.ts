@@ -11,7 +11,26 @@ interface Rider {
   values: unknown[];
   resolve(rows: unknown[]): void;
   reject(err: unknown): void;
+  /** Cancels the rider's longest wait (it is being sent). */
+  cancel(): void;
 }
+
+export interface PairsOptions {
+  /**
+   * The longest a start waits for a carrier before it goes alone, whatever else happens: longer
+   * than a bcrypt computation at any usual cost, so under load it never fires.
+   */
+  maxWaitMs?: number;
+  /** Runs `fn` after `ms` (tests give their own clock); returns a cancel. */
+  schedule?: (fn: () => void, ms: number) => () => void;
+}
+
+const MAX_WAIT_MS = 2000;
+const timer = (fn: () => void, ms: number) => {
+  const t = setTimeout(fn, ms);
+  t.unref();
+  return () => clearTimeout(t);
+};
 
 /**
  * Statements that wait to share another statement's round trip: on PostgreSQL, a password login's
@@ -24,19 +43,26 @@ interface Rider {
  * bcrypt keeps busy, each round trip a login makes costs it a few points of the bcrypt ceiling
  * (bench/NOTES.md, the login floor).
  *
- * Nothing waits unless asked to (`start` with `wait`), and whoever asks must make sure it is
- * carried or flushed: the login service lets a start wait only while logins are queued for bcrypt,
- * and flushes every waiting start when that queue empties (src/users/service.ts).
+ * Nothing waits unless asked to (`start` with `wait`). The login service lets a start wait only
+ * while work is queued for bcrypt, and sends waiting starts on their own when that queue empties
+ * (all of them), when a login ends without a session or a hash ends (one each:
+ * src/users/service.ts); and none waits longer than `maxWaitMs`, whatever happens.
  */
 export class StatementPairs {
   private readonly riders: Rider[] = [];
+  private readonly maxWaitMs: number;
+  private readonly schedule: (fn: () => void, ms: number) => () => void;
 
   constructor(
     /** The pool whose connections are in pipeline mode. */
     private readonly pool: Knex,
     /** Where each statement is announced (its 'query' event), as preparedRunner announces its own. */
     private readonly announce: Knex,
-  ) {}
+    opts: PairsOptions = {},
+  ) {
+    this.maxWaitMs = opts.maxWaitMs ?? MAX_WAIT_MS;
+    this.schedule = opts.schedule ?? timer;
+  }
 
   /** Starts waiting for a carrier. */
   get waiting(): number {
@@ -46,7 +72,17 @@ export class StatementPairs {
   /** `statement` at once, alone; or, with `wait`, in the round trip of the next `carry` (or alone at `flush`). */
   start<R>(statement: PreparedStatement, values: unknown[], wait: boolean): Promise<R[]> {
     if (!wait) return this.run<R>(statement, values);
-    return new Promise<R[]>((resolve, reject) => this.riders.push({ statement, values, resolve: resolve as (rows: unknown[]) => void, reject }));
+    return new Promise<R[]>((resolve, reject) => {
+      const rider: Rider = { statement, values, resolve: resolve as (rows: unknown[]) => void, reject, cancel: () => undefined };
+      // Never longer than maxWaitMs: a path that neither carries nor sends it cannot hold a login.
+      rider.cancel = this.schedule(() => {
+        const i = this.riders.indexOf(rider);
+        if (i < 0) return;
+        this.riders.splice(i, 1);
+        this.alone(rider);
+      }, this.maxWaitMs);
+      this.riders.push(rider);
+    });
   }
 
   /**
@@ -57,6 +93,7 @@ export class StatementPairs {
   async carry<R>(statement: PreparedStatement, values: unknown[]): Promise<R[]> {
     const rider = this.riders.shift();
     if (!rider) return this.run<R>(statement, values);
+    rider.cancel();
     let connection: PipelinedConnection;
     try {
       connection = (await this.pool.client.acquireConnection()) as PipelinedConnection;
@@ -64,26 +101,29 @@ export class StatementPairs {
       this.alone(rider);
       throw err;
     }
+    let own: Promise<{ rows: unknown[] }>;
+    let theirs: Promise<{ rows: unknown[] }>;
     try {
-      this.emit(statement, values);
-      this.emit(rider.statement, rider.values);
       const stream = connection.connection?.stream;
       stream?.cork?.();
-      let own: Promise<{ rows: unknown[] }>;
-      let theirs: Promise<{ rows: unknown[] }>;
       try {
         own = connection.query({ name: statement.name, text: statement.text, values });
         theirs = connection.query({ name: rider.statement.name, text: rider.statement.text, values: rider.values });
       } finally {
         stream?.uncork?.();
       }
-      theirs.then((r) => rider.resolve(r.rows), rider.reject);
-      const [mine] = await Promise.allSettled([own, theirs]);
-      if (mine.status === 'rejected') throw mine.reason;
-      return mine.value.rows as R[];
-    } finally {
+    } catch (err) {
+      // Nothing was sent (node-postgres reports a query's own errors through its promise).
       await this.pool.client.releaseConnection(connection);
+      this.alone(rider);
+      throw err;
     }
+    theirs.then((r) => rider.resolve(r.rows), rider.reject);
+    // The connection goes back once both are answered; this caller waits for its own answer only.
+    void Promise.allSettled([own, theirs]).then(() => this.pool.client.releaseConnection(connection)).catch(() => undefined);
+    this.emit(statement, values);
+    this.emit(rider.statement, rider.values);
+    return (await own).rows as R[];
   }
 
   /** Every waiting start, each alone, at once. */
@@ -98,6 +138,7 @@ export class StatementPairs {
   }
 
   private alone(rider: Rider): void {
+    rider.cancel();
     this.run(rider.statement, rider.values).then(rider.resolve, rider.reject);
   }
 
@@ -112,15 +153,19 @@ export class StatementPairs {
   }
 
   private emit(statement: PreparedStatement, values: unknown[]): void {
-    if (this.announce.listenerCount('query') > 0) this.announce.emit('query', { sql: statement.text, bindings: values, name: statement.name });
+    try {
+      if (this.announce.listenerCount('query') > 0) this.announce.emit('query', { sql: statement.text, bindings: values, name: statement.name });
+    } catch {
+      // A listener's failure (they are for debugging and tests) is not the statement's.
+    }
   }
 }
 
 const pairs = new WeakMap<Knex, StatementPairs>();
 
 /** Gives the pool `main` (PostgreSQL) its pairs, on `pipelined`, a pool of connections in pipeline mode. */
-export function registerPairs(main: Knex, pipelined: Knex): StatementPairs {
-  const p = new StatementPairs(pipelined, main);
+export function registerPairs(main: Knex, pipelined: Knex, opts?: PairsOptions): StatementPairs {
+  const p = new StatementPairs(pipelined, main, opts);
   pairs.set(main, p);
   return p;
 }

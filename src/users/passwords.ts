@@ -49,8 +49,12 @@ export interface PasswordHasher {
   needsRehash(stored: string): boolean;
   /** Whether bcrypt work is waiting for its turn: optional work (a rehash) is then left for later. */
   busy(): boolean;
-  /** `listener` called each time the last computation waiting for its turn gets it (busy() turns false). */
-  onDrain(listener: () => void): void;
+  /**
+   * Told when bcrypt work ends in a way that lets login starts waiting for a round trip go
+   * (src/db/pairing.ts): `all` when the last computation waiting for its turn gets it (busy()
+   * turns false); `one` when a hash ends (a registration's, a rehash: no login's session follows it).
+   */
+  onRelease(listener: (which: 'all' | 'one') => void): void;
 }
 
 /**
@@ -91,13 +95,18 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
   const pepper = Buffer.from(hkdfSync('sha256', secretsKey, Buffer.alloc(0), 'portcullis password pepper v1', 32));
   const prehash = (password: string) => createHmac('sha256', pepper).update(normalizePassword(password), 'utf8').digest('base64');
   const dummy = bcrypt.hashSync('portcullis-dummy-password', cost);
-  const drained: Array<() => void> = [];
-  const limited = createLimiter(Math.max(1, concurrency), () => {
-    for (const listener of drained) listener();
-  });
+  const listeners: Array<(which: 'all' | 'one') => void> = [];
+  const release = (which: 'all' | 'one') => {
+    for (const listener of listeners) listener(which);
+  };
+  const limited = createLimiter(Math.max(1, concurrency), () => release('all'));
   return {
     async hash(password) {
-      return `v1$${await limited(() => bcrypt.hash(prehash(password), cost))}`;
+      try {
+        return `v1$${await limited(() => bcrypt.hash(prehash(password), cost))}`;
+      } finally {
+        release('one');
+      }
     },
     async verify(password, stored, late) {
       if (!stored.startsWith('v1$')) return false;
@@ -117,8 +126,8 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
     busy() {
       return limited.queued() > 0;
     },
-    onDrain(listener) {
-      drained.push(listener);
+    onRelease(listener) {
+      listeners.push(listener);
     },
   };
 }

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
 import { affected } from '../db/affected';
-import { pairsOf } from '../db/pairing';
+import { pairsOf, type StatementPairs } from '../db/pairing';
 import { statementRunner, type PreparedStatement } from '../db/prepared';
 import { END_LOGIN, loginEndValues, type LoginEnd } from './login-end';
 import type { IdentifierKind } from './identifiers';
@@ -267,6 +267,13 @@ const UNIQUE_INDEX_FIELD: Record<string, IdentifierKind> = {
 
 export function createUserRepository(source: DbSource): UserRepository {
   const knex = () => source.db();
+  /** The pool's statement pairs, once a login has used them. */
+  let known: StatementPairs | undefined;
+  const pairsNow = () => {
+    const pairs = pairsOf(knex());
+    if (pairs) known = pairs;
+    return pairs;
+  };
   return {
     async create(input) {
       // Inside a request's transaction (an idempotency-ref's, an admin change's), in a savepoint: a
@@ -317,7 +324,7 @@ export function createUserRepository(source: DbSource): UserRepository {
       const [statement, values] = identifier
         ? [BEGIN_LOGIN[identifier.kind], [...point, tenantId, identifier.value, threshold, ...attempt]]
         : [TAKE_POINT, point];
-      const pairs = wait ? pairsOf(knex()) : undefined;
+      const pairs = wait ? pairsNow() : undefined;
       const [row] = pairs
         ? await pairs.start<UserRow & LoginCounters>(statement, values, true)
         : await statementRunner(knex())<UserRow & LoginCounters>(statement, values);
@@ -327,9 +334,9 @@ export function createUserRepository(source: DbSource): UserRepository {
       return row.known_id ? { knownUserId: row.known_id } : {};
     },
     sendWaitingStarts(which) {
-      const pairs = pairsOf(knex());
-      if (which === 'all') pairs?.flush();
-      else pairs?.flushOne();
+      // The pairs a start waits in, whatever the caller's context (a transaction's has none).
+      if (which === 'all') known?.flush();
+      else known?.flushOne();
     },
     async endLogin(end) {
       await statementRunner(knex())(END_LOGIN, loginEndValues(end));

@@ -143,8 +143,9 @@ export function createUserService(deps: {
 }): UserService {
   const { users, hasher, throttle } = deps;
   const events = deps.events ?? {};
-  // No login is left waiting for bcrypt: a start waiting for a round trip to share goes now.
-  hasher.onDrain(() => users.sendWaitingStarts('all'));
+  // Starts waiting for a round trip to share (src/db/pairing.ts) go on their own when no login is
+  // left waiting for bcrypt (all), or one when a hash that no session follows ends (one).
+  hasher.onRelease((which) => users.sendWaitingStarts(which));
 
   const service: UserService = {
     async prepareRegistration(tenant, input, opts = {}) {
@@ -271,6 +272,8 @@ export function createUserService(deps: {
     },
 
     async closeLogin(end) {
+      // No session of this login carried a waiting start: one goes on its own.
+      users.sendWaitingStarts('one');
       await users.endLogin(end);
     },
 

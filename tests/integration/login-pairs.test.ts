@@ -1,6 +1,6 @@
 import bcrypt from 'bcrypt';
 import { openDatabase, type Database } from '../../src/db/knex';
-import { pairsOf, type StatementPairs } from '../../src/db/pairing';
+import { pairsOf, registerPairs, type StatementPairs } from '../../src/db/pairing';
 import type { PreparedStatement } from '../../src/db/prepared';
 import { createTestStore, testConfig, usingPostgres, type TestStore } from '../helpers/env';
 import { startTestServer, type TestServer } from '../helpers/server';
@@ -30,9 +30,9 @@ describePg('statements sharing a round trip (src/db/pairing.ts)', () => {
     store = await createTestStore();
     db = await openDatabase(testConfig(store));
     await db.knex.raw('CREATE TABLE pair_notes (id bigserial PRIMARY KEY, what text NOT NULL)');
-    pairs = pairsOf(db.knex)!;
   });
   beforeEach(async () => {
+    pairs = pairsOf(db.knex)!;
     await db.knex('pair_notes').del();
   });
   afterAll(async () => {
@@ -95,6 +95,33 @@ describePg('statements sharing a round trip (src/db/pairing.ts)', () => {
     await pairs.carry(NOTE, ['carrier after']);
     await after;
     expect((await notes()).slice(2)).toEqual(['carrier after', 'rider after']);
+  });
+
+  test('a start never waits longer than maxWaitMs: then it goes alone', async () => {
+    const due: Array<() => void> = [];
+    const cancelled: number[] = [];
+    const timed = registerPairs(db.knex, db.logins!, {
+      maxWaitMs: 1234,
+      schedule: (fn, ms) => {
+        expect(ms).toBe(1234);
+        due.push(fn);
+        const n = due.length;
+        return () => cancelled.push(n);
+      },
+    });
+    try {
+      const late = timed.start(NOTE, ['waited its longest'], true);
+      const carried = timed.start(NOTE, ['carried'], true);
+      await timed.carry(NOTE, ['carrier']); // takes the first
+      await late;
+      expect(cancelled).toEqual([1]); // sent: its wait is over
+      due[1]!(); // the second's longest wait ends with no carrier
+      await carried;
+      expect(timed.waiting).toBe(0);
+      expect(await notes()).toEqual(['carrier', 'waited its longest', 'carried']);
+    } finally {
+      registerPairs(db.knex, db.logins!); // the pool's own pairs again
+    }
   });
 
   test('flushOne sends the longest-waiting start alone, flush every one; a carrier with none waiting goes alone', async () => {
@@ -248,6 +275,42 @@ describePg('password logins under load: a login starts in the round trip of anot
       expect(await failures('eve')).toBe(0);
     } finally {
       carry.mockRestore();
+    }
+  });
+  test('a hash that no session follows (a registration\'s) sends the longest-waiting start when it ends', async () => {
+    const hashGates: Array<() => void> = [];
+    const realHash = bcrypt.hash.bind(bcrypt) as (data: string, rounds: number) => Promise<string>;
+    const hash = jest.spyOn(bcrypt, 'hash').mockImplementation((async (data: string, rounds: number) => {
+      await new Promise<void>((resolve) => hashGates.push(resolve));
+      return realHash(data, rounds);
+    }) as never);
+    const carry = jest.spyOn(pairs(), 'carry');
+    try {
+      const ann = loginOf('ann');
+      await until(() => gates.length === 1);
+      const hashes = [filler(), filler()]; // both wait for bcrypt behind ann
+      await until(() => hasher().busy());
+      const bob = loginOf('bob');
+      await until(() => pairs().waiting === 1);
+      const cat = loginOf('cat');
+      await until(() => pairs().waiting === 2);
+      gates.shift()!(); // ann's session carries bob; the first hash gets the slot
+      expect((await ann).status).toBe(200);
+      await until(async () => (await failures('bob')) === 1); // bob waits for bcrypt behind the second hash
+      expect(pairs().waiting).toBe(1);
+      await until(() => hashGates.length === 1);
+      hashGates.shift()!(); // the first hash ends: the second gets its turn, bob still waits behind it, and cat goes now
+      await until(async () => (await failures('cat')) === 1);
+      expect(pairs().waiting).toBe(0);
+      expect(carry).toHaveBeenCalledTimes(1);
+      await until(() => hashGates.length === 1);
+      hashGates.shift()!();
+      await Promise.all(hashes);
+      await release(2);
+      expect((await Promise.all([bob, cat])).map((a) => a.status)).toEqual([200, 200]);
+    } finally {
+      carry.mockRestore();
+      hash.mockRestore();
     }
   });
 });
