@@ -6,10 +6,13 @@
 // default; src/users/passwords.ts, so the slot is handed on as a login's is), and per login
 // ROUND_TRIPS statements to PostgreSQL (each its own transaction, committed synchronously): 0 none;
 // 1 an INSERT after the hash; 2 also an UPSERT before it, as Portcullis's login reserves its attempt
-// before the hash and stores its session after. No parsing beyond the form, no tokens, no checks:
-// what is left between it and the ceiling is the machine's cost of a login's wake-ups, round trips
-// and load generator, which no server can avoid. Driven like the password runs of npm run bench:
-// 50 connections, one user each, rounds alternating with bcrypt ceilings (bench/password-share.mjs).
+// before the hash and stores its session after; `carried` the same two statements, but while other
+// logins wait for bcrypt a login's UPSERT waits for the next login's INSERT and is written behind
+// it on one pipelined connection, as Portcullis does (src/db/pairing.ts): about one round trip a
+// login. No parsing beyond the form, no tokens, no checks: what is left between it and the ceiling
+// is the machine's cost of a login's wake-ups, round trips and load generator, which no server can
+// avoid. Driven like the password runs of npm run bench: 50 connections, one user each, rounds
+// alternating with bcrypt ceilings (bench/password-share.mjs).
 import cluster from 'node:cluster';
 import http from 'node:http';
 import os from 'node:os';
@@ -22,7 +25,8 @@ import { createLimiter } from '../dist/src/users/passwords.js';
 import { passwordShare } from './password-share.mjs';
 
 const PASSWORD = 'login-floor-password';
-const ROUND_TRIPS = Number(process.env.ROUND_TRIPS ?? 2);
+const CARRIED = process.env.ROUND_TRIPS === 'carried';
+const ROUND_TRIPS = CARRIED ? 2 : Number(process.env.ROUND_TRIPS ?? 2);
 const COST = Number(process.env.COST ?? 10);
 const CONNECTIONS = 50;
 
@@ -39,9 +43,32 @@ async function serve() {
     return;
   }
   const hash = process.env.FLOOR_HASH;
-  const db = ROUND_TRIPS > 0 ? new pg.Pool({ connectionString: process.env.FLOOR_DB, max: 4 }) : undefined;
-  const limited = createLimiter(1);
+  const db = ROUND_TRIPS > 0 ? new pg.Pool({ connectionString: process.env.FLOOR_DB, max: 4, pipeline: CARRIED }) : undefined;
+  const BEGIN = { name: 'floor_begin', text: 'INSERT INTO floor_attempts (username, n) VALUES ($1, 1) ON CONFLICT (username) DO UPDATE SET n = floor_attempts.n + 1' };
+  const END = { name: 'floor_end', text: 'INSERT INTO floor_sessions (username) VALUES ($1)' };
+  const waiting = []; // begins waiting for the next end to carry them
+  const alone = (w) => db.query({ ...BEGIN, values: [w.user] }).then(w.resolve, w.reject);
+  // As Portcullis's: when the last login waiting for bcrypt gets its turn, a waiting begin goes now.
+  const limited = createLimiter(1, () => waiting.splice(0).forEach(alone));
   const verify = (password) => limited(() => bcrypt.compare(password, hash));
+  const begin = (user) =>
+    CARRIED && limited.queued() > 0 ? new Promise((resolve, reject) => waiting.push({ user, resolve, reject })) : db.query({ ...BEGIN, values: [user] });
+  const end = async (user) => {
+    const rider = waiting.shift();
+    if (!rider) return db.query({ ...END, values: [user] });
+    const client = await db.connect();
+    try {
+      client.connection.stream.cork();
+      const own = client.query({ ...END, values: [user] });
+      const theirs = client.query({ ...BEGIN, values: [rider.user] });
+      client.connection.stream.uncork();
+      theirs.then(rider.resolve, rider.reject);
+      await Promise.allSettled([own, theirs]);
+      return await own;
+    } finally {
+      client.release();
+    }
+  };
   http.createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -49,9 +76,9 @@ async function serve() {
       try {
         const form = new URLSearchParams(Buffer.concat(chunks).toString());
         const user = form.get('username');
-        if (ROUND_TRIPS >= 2) await db.query('INSERT INTO floor_attempts (username, n) VALUES ($1, 1) ON CONFLICT (username) DO UPDATE SET n = floor_attempts.n + 1', [user]);
+        if (ROUND_TRIPS >= 2) await begin(user);
         const ok = await verify(form.get('password') ?? '');
-        if (ok && ROUND_TRIPS >= 1) await db.query('INSERT INTO floor_sessions (username) VALUES ($1)', [user]);
+        if (ok && ROUND_TRIPS >= 1) await end(user);
         const body = JSON.stringify(ok ? { access_token: 'x'.repeat(43), token_type: 'Bearer', expires_in: 900 } : { error: 'invalid_grant' });
         res.writeHead(ok ? 200 : 400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
         res.end(body);
@@ -92,7 +119,7 @@ async function drive() {
       return r;
     };
     const m = await passwordShare(COST, once, { rounds: Number(process.env.BENCH_PW_ROUNDS ?? 3), pid: server.pid });
-    console.log(`login floor, ${ROUND_TRIPS} round trip${ROUND_TRIPS === 1 ? '' : 's'}, cost ${COST}: ${m.rate.toFixed(1)}/s is ${m.share.toFixed(3)} of ${m.ceiling.toFixed(1)}/s (each run: ${m.shares.map((x) => x.toFixed(3)).join(', ')})`);
+    console.log(`login floor, ${CARRIED ? 'carried' : ROUND_TRIPS} round trip${ROUND_TRIPS === 1 ? '' : 's'}, cost ${COST}: ${m.rate.toFixed(1)}/s is ${m.share.toFixed(3)} of ${m.ceiling.toFixed(1)}/s (each run: ${m.shares.map((x) => x.toFixed(3)).join(', ')})`);
   } finally {
     await new Promise((resolve) => { if (server.exitCode !== null || server.signalCode !== null) return resolve(); server.once('exit', resolve); server.kill('SIGTERM'); });
     if (ROUND_TRIPS > 0) await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
