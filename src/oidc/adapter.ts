@@ -247,7 +247,6 @@ function batchersOf(knex: Knex): Batchers {
   let b = batchers.get(knex);
   if (!b) {
     const prepared = preparedRunner(knex);
-    const pairs = pairsOf(knex);
     const lookup = async (ids: string[]): Promise<TokenRow[]> =>
       prepared
         ? prepared<TokenRow>(LOOKUP, [ids])
@@ -264,6 +263,7 @@ function batchersOf(knex: Knex): Batchers {
         else {
           // A login's start waiting for a round trip goes in this one (src/db/pairing.ts).
           const values = [...columns, ...loginEndValues(end)];
+          const pairs = pairsOf(knex);
           const stored = pairs?.waiting ? await pairs.carry(INSERT_ENDING_LOGIN, values) : await prepared(INSERT_ENDING_LOGIN, values);
           // No row stored; the statement's CTEs stored the login's end all the same.
           if (stored.length === 0) throw new LoginSupersededError(true);
