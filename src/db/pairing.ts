@@ -1,8 +1,7 @@
 import type { Knex } from 'knex';
-import type { PreparedStatement } from './prepared';
+import { announceStatement, preparedRunner, type PgConnection, type PreparedStatement } from './prepared';
 
-interface PipelinedConnection {
-  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
+interface PipelinedConnection extends PgConnection {
   connection?: { stream?: { cork?(): void; uncork?(): void } };
 }
 
@@ -52,6 +51,8 @@ export class StatementPairs {
   private readonly riders: Rider[] = [];
   private readonly maxWaitMs: number;
   private readonly schedule: (fn: () => void, ms: number) => () => void;
+  /** One statement alone, on a connection of the pool. */
+  private readonly run: <R>(statement: PreparedStatement, values: unknown[]) => Promise<R[]>;
 
   constructor(
     /** The pool whose connections are in pipeline mode. */
@@ -62,6 +63,7 @@ export class StatementPairs {
   ) {
     this.maxWaitMs = opts.maxWaitMs ?? MAX_WAIT_MS;
     this.schedule = opts.schedule ?? timer;
+    this.run = preparedRunner(pool, announce)!;
   }
 
   /** Starts waiting for a carrier. */
@@ -104,6 +106,8 @@ export class StatementPairs {
     let own: Promise<{ rows: unknown[] }>;
     let theirs: Promise<{ rows: unknown[] }>;
     try {
+      announceStatement(this.announce, statement, values);
+      announceStatement(this.announce, rider.statement, rider.values);
       const stream = connection.connection?.stream;
       stream?.cork?.();
       try {
@@ -113,7 +117,8 @@ export class StatementPairs {
         stream?.uncork?.();
       }
     } catch (err) {
-      // Nothing was sent (node-postgres reports a query's own errors through its promise).
+      // Nothing was sent (node-postgres reports a query's own errors through its promise): a
+      // 'query' listener failed, say.
       await this.pool.client.releaseConnection(connection);
       this.alone(rider);
       throw err;
@@ -121,8 +126,6 @@ export class StatementPairs {
     theirs.then((r) => rider.resolve(r.rows), rider.reject);
     // The connection goes back once both are answered; this caller waits for its own answer only.
     void Promise.allSettled([own, theirs]).then(() => this.pool.client.releaseConnection(connection)).catch(() => undefined);
-    this.emit(statement, values);
-    this.emit(rider.statement, rider.values);
     return (await own).rows as R[];
   }
 
@@ -140,24 +143,6 @@ export class StatementPairs {
   private alone(rider: Rider): void {
     rider.cancel();
     this.run(rider.statement, rider.values).then(rider.resolve, rider.reject);
-  }
-
-  private async run<R>(statement: PreparedStatement, values: unknown[]): Promise<R[]> {
-    this.emit(statement, values);
-    const connection = (await this.pool.client.acquireConnection()) as PipelinedConnection;
-    try {
-      return (await connection.query({ name: statement.name, text: statement.text, values })).rows as R[];
-    } finally {
-      await this.pool.client.releaseConnection(connection);
-    }
-  }
-
-  private emit(statement: PreparedStatement, values: unknown[]): void {
-    try {
-      if (this.announce.listenerCount('query') > 0) this.announce.emit('query', { sql: statement.text, bindings: values, name: statement.name });
-    } catch {
-      // A listener's failure (they are for debugging and tests) is not the statement's.
-    }
   }
 }
 

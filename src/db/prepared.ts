@@ -6,8 +6,13 @@ export interface PreparedStatement {
   readonly text: string;
 }
 
-interface PgConnection {
+export interface PgConnection {
   query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
+}
+
+/** Announces a statement on `knex`'s 'query' event, as knex announces its own (for debugging and tests). */
+export function announceStatement(knex: Knex, statement: PreparedStatement, values: unknown[]): void {
+  if (knex.listenerCount('query') > 0) knex.emit('query', { sql: statement.text, bindings: values, name: statement.name });
 }
 
 /**
@@ -19,13 +24,14 @@ interface PgConnection {
  * Undefined when the pool is not node-postgres (the embedded database): callers keep their query
  * builder there. Never inside a transaction: the statement runs on a connection of the pool.
  * Like knex's own, each statement is announced on the instance's 'query' event (for debugging
- * and tests), with its name.
+ * and tests), with its name; or on `announceOn`'s (a side pool's statements, announced as its
+ * main pool's).
  */
-export function preparedRunner(knex: Knex): (<R>(statement: PreparedStatement, values: unknown[]) => Promise<R[]>) | undefined {
+export function preparedRunner(knex: Knex, announceOn: Knex = knex): (<R>(statement: PreparedStatement, values: unknown[]) => Promise<R[]>) | undefined {
   if (knex.isTransaction || knex.client.config.client !== 'pg') return undefined;
   const client = knex.client;
   return async <R>(statement: PreparedStatement, values: unknown[]): Promise<R[]> => {
-    if (knex.listenerCount('query') > 0) knex.emit('query', { sql: statement.text, bindings: values, name: statement.name });
+    announceStatement(announceOn, statement, values);
     const connection = (await client.acquireConnection()) as PgConnection;
     try {
       const result = await connection.query({ name: statement.name, text: statement.text, values });
