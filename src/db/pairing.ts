@@ -43,7 +43,8 @@ const timer = (fn: () => void, ms: number) => {
  * (bench/NOTES.md, the login floor).
  *
  * Nothing waits unless asked to (`start` with `wait`). The login service lets a start wait only
- * while work is queued for bcrypt, and sends waiting starts on their own when that queue empties
+ * while work is queued for bcrypt and fewer starts wait than computations run (so each waits for
+ * one computation's end at most), and sends waiting starts on their own when that queue empties
  * (all of them), when a login ends without a session or a hash ends (one each:
  * src/users/service.ts); and none waits longer than `maxWaitMs`, whatever happens.
  */

@@ -49,6 +49,8 @@ export interface PasswordHasher {
   needsRehash(stored: string): boolean;
   /** Whether bcrypt work is waiting for its turn: optional work (a rehash) is then left for later. */
   busy(): boolean;
+  /** How many computations run at once (BCRYPT_CONCURRENCY): while busy(), that many are running. */
+  readonly concurrency: number;
   /**
    * Told when bcrypt work ends in a way that lets login starts waiting for a round trip go
    * (src/db/pairing.ts): `all` when the last computation waiting for its turn gets it (busy()
@@ -99,8 +101,10 @@ export function createPasswordHasher(secretsKey: Buffer, cost: number, concurren
   const release = (which: 'all' | 'one') => {
     for (const listener of listeners) listener(which);
   };
-  const limited = createLimiter(Math.max(1, concurrency), () => release('all'));
+  const slots = Math.max(1, concurrency);
+  const limited = createLimiter(slots, () => release('all'));
   return {
+    concurrency: slots,
     async hash(password) {
       try {
         return `v1$${await limited(() => bcrypt.hash(prehash(password), cost))}`;

@@ -144,6 +144,8 @@ export interface UserRepository {
    * the longest-waiting one (a login ended without a session to carry it).
    */
   sendWaitingStarts(which: 'all' | 'one'): void;
+  /** How many login starts wait for a round trip to share (0 where starts never wait). */
+  waitingStarts(): number;
   /** A login closed apart from its session: when the session could not be stored (src/users/login-end.ts). */
   endLogin(end: LoginEnd): Promise<void>;
   /**
@@ -337,6 +339,9 @@ export function createUserRepository(source: DbSource): UserRepository {
       // The pairs a start waits in, whatever the caller's context (a transaction's has none).
       if (which === 'all') known?.flush();
       else known?.flushOne();
+    },
+    waitingStarts() {
+      return pairsNow()?.waiting ?? 0;
     },
     async endLogin(end) {
       await statementRunner(knex())(END_LOGIN, loginEndValues(end));

@@ -216,8 +216,12 @@ export function createUserService(deps: {
         threshold: tenant.policy.lockoutThreshold,
         staleAfterSeconds: Math.max(tenant.policy.lockoutPeriodSeconds, ABANDONED_ATTEMPT_MIN_SECONDS),
         throttle: { key: throttleKey, limit: throttle.limit, windowMs: throttle.windowMs, now: reservedAt },
-        // Logins wait for bcrypt: this one's statement may wait for another's round trip.
-        wait: hasher.busy(),
+        // Logins wait for bcrypt: this one's statement may wait for another's round trip — if
+        // fewer starts wait than computations run. Each running computation sends one waiting
+        // start when it ends (its session carries it, or it ends without one), so a start waits
+        // for at most one computation; past that it goes at once. A flood (from a throttled
+        // address, say) cannot queue starts, nor hold other logins' behind it.
+        wait: hasher.busy() && users.waitingStarts() < hasher.concurrency,
       });
       if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));
       const { user, failures } = start;

@@ -284,7 +284,7 @@ describePg('password logins under load: a login starts in the round trip of anot
       carry.mockRestore();
     }
   });
-  test('a hash that no session follows (a registration\'s) sends the longest-waiting start when it ends', async () => {
+  test('a hash that no session follows (a registration\'s) sends the waiting start when it ends', async () => {
     const hashGates: Array<() => void> = [];
     const realHash = bcrypt.hash.bind(bcrypt) as (data: string, rounds: number) => Promise<string>;
     const hash = jest.spyOn(bcrypt, 'hash').mockImplementation((async (data: string, rounds: number) => {
@@ -293,31 +293,59 @@ describePg('password logins under load: a login starts in the round trip of anot
     }) as never);
     const carry = jest.spyOn(pairs(), 'carry');
     try {
-      const ann = loginOf('ann');
-      await until(() => gates.length === 1);
-      const hashes = [filler(), filler()]; // both wait for bcrypt behind ann
+      const hashed = filler(); // the computation running
+      await until(() => hashGates.length === 1);
+      const ann = loginOf('ann'); // started alone (nothing waited for bcrypt), now waits behind the hash
       await until(() => hasher().busy());
-      const bob = loginOf('bob');
+      const bob = loginOf('bob'); // waits for a round trip
       await until(() => pairs().waiting === 1);
-      const cat = loginOf('cat');
-      await until(() => pairs().waiting === 2);
-      gates.shift()!(); // ann's session carries bob; the first hash gets the slot
-      expect((await ann).status).toBe(200);
-      await until(async () => (await failures('bob')) === 1); // bob waits for bcrypt behind the second hash
-      expect(pairs().waiting).toBe(1);
-      await until(() => hashGates.length === 1);
-      hashGates.shift()!(); // the first hash ends: the second gets its turn, bob still waits behind it, and cat goes now
-      await until(async () => (await failures('cat')) === 1);
+      expect(await failures('bob')).toBe(0);
+      hashGates.shift()!(); // the hash ends, no session follows it: bob starts now
+      await until(async () => (await failures('bob')) === 1);
       expect(pairs().waiting).toBe(0);
-      expect(carry).toHaveBeenCalledTimes(1);
-      await until(() => hashGates.length === 1);
-      hashGates.shift()!();
-      await Promise.all(hashes);
+      await hashed;
       await release(2);
-      expect((await Promise.all([bob, cat])).map((a) => a.status)).toEqual([200, 200]);
+      expect((await Promise.all([ann, bob])).map((a) => a.status)).toEqual([200, 200]);
+      expect(carry).not.toHaveBeenCalled();
     } finally {
       carry.mockRestore();
       hash.mockRestore();
+    }
+  });
+
+  test('no more starts wait than computations run: a further login starts at once, and a throttled one is refused at once', async () => {
+    const carry = jest.spyOn(pairs(), 'carry');
+    try {
+      const ann = loginOf('ann'); // evaluating: the one computation running
+      await until(() => gates.length === 1);
+      const bob = loginOf('bob');
+      await until(() => hasher().busy());
+      const cat = loginOf('cat'); // waits for ann's session
+      await until(() => pairs().waiting === 1);
+      // One start waits per running computation: dan does not wait behind cat, for ann's end or any other.
+      const dan = loginOf('dan');
+      await until(async () => (await failures('dan')) === 1);
+      expect(pairs().waiting).toBe(1);
+      expect(await failures('cat')).toBe(0);
+
+      // An address out of points is told so at once, however many of its logins come meanwhile:
+      // none waits for a carrier (the address's counter, as a flood would leave it).
+      const [{ points }] = await knex()('rate_limits').where('key', 'like', 'login_ip:%').select('points');
+      await knex()('rate_limits').where('key', 'like', 'login_ip:%').update({ points: 1_000_000 });
+      const refused = await Promise.all([loginOf('eve'), loginOf('eve'), loginOf('eve')]);
+      expect(refused.map((r) => r.status)).toEqual([429, 429, 429]);
+      expect(pairs().waiting).toBe(1);
+      expect(await failures('cat')).toBe(0);
+      await knex()('rate_limits').where('key', 'like', 'login_ip:%').update({ points });
+
+      gates.shift()!(); // ann's session carries cat
+      expect((await ann).status).toBe(200);
+      expect(carry).toHaveBeenCalledTimes(1);
+      await until(async () => (await failures('cat')) === 1);
+      await release(3);
+      expect((await Promise.all([bob, cat, dan])).map((a) => a.status)).toEqual([200, 200, 200]);
+    } finally {
+      carry.mockRestore();
     }
   });
 });
