@@ -319,6 +319,37 @@ describePg('password logins under load: a login starts in the round trip of anot
     }
   });
 
+  test('a right password whose session cannot be stored sends the waiting start when its login is closed apart', async () => {
+    const carry = jest.spyOn(pairs(), 'carry');
+    // dan must pass login-time MFA, and the look-up of his factors fails: no session is stored.
+    await knex()('users').where({ username: 'dan' }).update({ mfa_required: true });
+    const { factors } = srv.running.app.services;
+    const list = jest.spyOn(factors, 'list').mockRejectedValueOnce(new Error('factors unavailable'));
+    try {
+      const dan = loginOf('dan');
+      await until(() => gates.length === 1);
+      const bob = loginOf('bob');
+      await until(() => hasher().busy());
+      const busy = filler(); // behind bob: the queue does not drain when dan's turn ends
+      const cat = loginOf('cat'); // waits for a round trip
+      await until(() => pairs().waiting === 1);
+      gates.shift()!(); // dan's password is right, his session is not stored: closing his login sends cat's start
+      expect((await dan).status).toBe(500);
+      expect(list).toHaveBeenCalledTimes(1);
+      await until(async () => (await failures('cat')) === 1);
+      expect(pairs().waiting).toBe(0);
+      expect(carry).not.toHaveBeenCalled();
+      expect(await failures('dan')).toBe(0); // his attempt given back
+      await release(2);
+      expect((await Promise.all([bob, cat])).map((a) => a.status)).toEqual([200, 200]);
+      await busy;
+    } finally {
+      list.mockRestore();
+      carry.mockRestore();
+      await knex()('users').where({ username: 'dan' }).update({ mfa_required: false });
+    }
+  });
+
   test('no more starts wait than computations run: a further login starts at once, and a throttled one is refused at once', async () => {
     const carry = jest.spyOn(pairs(), 'carry');
     try {
