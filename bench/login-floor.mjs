@@ -51,8 +51,9 @@ async function serve() {
   // As Portcullis's: when the last login waiting for bcrypt gets its turn, a waiting begin goes now.
   const limited = createLimiter(1, () => waiting.splice(0).forEach(alone));
   const verify = (password) => limited(() => bcrypt.compare(password, hash));
+  // As Portcullis's (src/users/service.ts): no more begins wait than computations run (one here).
   const begin = (user) =>
-    CARRIED && limited.queued() > 0 ? new Promise((resolve, reject) => waiting.push({ user, resolve, reject })) : db.query({ ...BEGIN, values: [user] });
+    CARRIED && limited.queued() > 0 && waiting.length < 1 ? new Promise((resolve, reject) => waiting.push({ user, resolve, reject })) : db.query({ ...BEGIN, values: [user] });
   const end = async (user) => {
     const rider = waiting.shift();
     if (!rider) return db.query({ ...END, values: [user] });
