@@ -34,10 +34,16 @@ export async function startServer(
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 10000;
   server.requestTimeout = 30000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, () => resolve());
+    });
+  } catch (err) {
+    // The port is taken, say: nothing listens, so nothing else may stay open (pools, timers).
+    await app.close();
+    throw err;
+  }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   logger.info({ port, database: app.database.kind, issuer: config.publicUrl }, 'portcullis listening');
