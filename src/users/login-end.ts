@@ -13,8 +13,15 @@ export interface LoginEnd {
   userId: string;
   /** The address's throttle row (src/users/throttle.ts). */
   key: string;
-  /** Epoch ms when the password was found right (the throttle's clock): the window it goes back to. */
+  /** Epoch ms when the password was found right (the throttle's clock): a window over by then gets nothing back. */
   now: number;
+  /**
+   * The end (epoch ms) of the throttle window the login's point was taken in (beginLogin's): the
+   * point goes back to that window only. A login that began in one window and ended in the next
+   * gives nothing to the next, which never counted it: else logins begun just before a window
+   * ends would each buy a failure more in the next, up to twice its budget.
+   */
+  windowEnd: number;
   /**
    * The user's sessions_epoch when the login began. Its session is stored only if the count has
    * not moved since: an administrator who locked the user or ended all their sessions meanwhile
@@ -43,8 +50,8 @@ export interface LoginClosing {
 
 /**
  * The CTEs that close one login, its values bound from parameter `first` on (key, now, tenant,
- * user: loginEndValues): the address's point given back (never below zero, only in a window still
- * running), then the user's failure and lockout counts reset. The address's row is locked before
+ * user, epoch, windowEnd: loginEndValues): the address's point given back (never below zero, only
+ * to the window it was taken in, while that runs), then the user's failure and lockout counts reset. The address's row is locked before
  * the user's — `login_user` waits for `login_ip` through a one-time filter, which PostgreSQL
  * evaluates before it reads any row — as in beginLogin, so two logins of one user from one
  * address always lock in the same order and never deadlock. One login per statement: updates
@@ -54,13 +61,14 @@ export interface LoginClosing {
  * replace.
  */
 export function loginEndCtes(first: number): string {
-  const [key, now, tenant, user, epoch] = [first, first + 1, first + 2, first + 3, first + 4].map((n) => `$${n}`);
+  const [key, now, tenant, user, epoch, windowEnd] = [first, first + 1, first + 2, first + 3, first + 4, first + 5].map((n) => `$${n}`);
   // `intact`: the user's sessions were not ended since the login began. Read from the row this
   // UPDATE locks: an administrator's change of it (endSessions) that commits first is
   // seen here, and one that comes after waits for this statement, then ends the session with the
   // others.
   return `login_ip AS (
-      UPDATE rate_limits SET points = points - 1 WHERE key = ${key} AND expire > ${now}::bigint AND points > 0 RETURNING 1
+      UPDATE rate_limits SET points = points - 1
+      WHERE key = ${key} AND expire = ${windowEnd}::bigint AND expire > ${now}::bigint AND points > 0 RETURNING 1
     ), login_user AS (
       UPDATE users SET failed_login_count = 0, lockout_count = 0
       WHERE tenant_id = ${tenant} AND id = ${user} AND (SELECT count(*) FROM login_ip) >= 0
@@ -76,10 +84,10 @@ export const LOGIN_INTACT = 'EXISTS (SELECT 1 FROM login_user WHERE intact)';
  * the embedded database, or apart when its session could not be stored.
  */
 export const END_LOGIN: PreparedStatement = {
-  name: 'portcullis_end_login_v3',
+  name: 'portcullis_end_login_v4',
   text: `WITH ${loginEndCtes(1)} SELECT ${LOGIN_INTACT} AS intact`,
 };
 
 export function loginEndValues(end: LoginEnd): unknown[] {
-  return [end.key, end.now, end.tenantId, end.userId, end.epoch];
+  return [end.key, end.now, end.tenantId, end.userId, end.epoch, end.windowEnd];
 }

@@ -105,8 +105,8 @@ export class DuplicateIdentifierError extends Error {
  */
 export type LoginStart =
   | { throttledForMs: number; user?: undefined }
-  | { throttledForMs?: undefined; user: User; failures: number }
-  | { throttledForMs?: undefined; user?: undefined; failures?: undefined; knownUserId?: string };
+  | { throttledForMs?: undefined; user: User; failures: number; windowEnd: number }
+  | { throttledForMs?: undefined; user?: undefined; failures?: undefined; knownUserId?: string; windowEnd: number };
 
 export interface UserRepository {
   create(input: NewUser): Promise<User>;
@@ -154,11 +154,11 @@ export interface UserRepository {
    */
   replacePasswordHash(tenantId: string, userId: string, current: string, next: string): Promise<boolean>;
   /**
-   * An attempt given back unevaluated (its evaluation did not start in time): the address's point
-   * and, when one was reserved, the user's attempt — one each, never below zero; earlier failures
-   * stay counted.
+   * An attempt given back unevaluated (its evaluation did not start in time): the address's point,
+   * to the window it was taken in (`windowEnd`, beginLogin's) only, and, when one was reserved, the
+   * user's attempt — one each, never below zero; earlier failures stay counted.
    */
-  releaseLogin(release: { tenantId: string; userId?: string; key: string; now: number }): Promise<void>;
+  releaseLogin(release: { tenantId: string; userId?: string; key: string; windowEnd: number }): Promise<void>;
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
   delete(tenantId: string, userId: string): Promise<void>;
@@ -246,13 +246,14 @@ const BEGIN_LOGIN = Object.fromEntries(
 ) as Record<IdentifierKind, PreparedStatement>;
 
 /**
- * releaseLogin's statement: the address's point given back (only in a window still running), then
- * the user's reserved attempt (when $4 names one), the address's row locked first as everywhere.
+ * releaseLogin's statement: the address's point given back (only to the window it was taken in,
+ * whose end is $2: a later window never counted it), then the user's reserved attempt (when $4
+ * names one), the address's row locked first as everywhere.
  */
 const RELEASE_LOGIN: PreparedStatement = {
-  name: 'portcullis_release_login_v1',
+  name: 'portcullis_release_login_v2',
   text: `WITH login_ip AS (
-           UPDATE rate_limits SET points = points - 1 WHERE key = $1 AND expire > $2::bigint AND points > 0 RETURNING 1
+           UPDATE rate_limits SET points = points - 1 WHERE key = $1 AND expire = $2::bigint AND points > 0 RETURNING 1
          ), login_user AS (
            UPDATE users SET failed_login_count = failed_login_count - 1
            WHERE tenant_id = $3 AND id = $4::uuid AND failed_login_count > 0 AND (SELECT count(*) FROM login_ip) >= 0
@@ -332,8 +333,9 @@ export function createUserRepository(source: DbSource): UserRepository {
         : await statementRunner(knex())<UserRow & LoginCounters>(statement, values);
       if (!row) throw new Error('beginLogin: no row');
       if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };
-      if (row.id) return { user: toUser(row), failures: row.failed_login_count };
-      return row.known_id ? { knownUserId: row.known_id } : {};
+      const windowEnd = Number(row.throttle_expire);
+      if (row.id) return { user: toUser(row), failures: row.failed_login_count, windowEnd };
+      return row.known_id ? { knownUserId: row.known_id, windowEnd } : { windowEnd };
     },
     sendWaitingStarts(which) {
       // The pairs a start waits in, whatever the caller's context (a transaction's has none).
@@ -351,8 +353,8 @@ export function createUserRepository(source: DbSource): UserRepository {
       const n = await knex()('users').where({ tenant_id: tenantId, id: userId, password_hash: current }).update({ password_hash: next });
       return affected(n) === 1;
     },
-    async releaseLogin({ tenantId, userId, key, now }) {
-      await statementRunner(knex())(RELEASE_LOGIN, [key, now, tenantId, userId ?? null]);
+    async releaseLogin({ tenantId, userId, key, windowEnd }) {
+      await statementRunner(knex())(RELEASE_LOGIN, [key, windowEnd, tenantId, userId ?? null]);
     },
     async lockAfterFailures(tenantId, userId, periodSeconds) {
       const rows = (await knex().raw(

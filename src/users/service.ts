@@ -224,7 +224,7 @@ export function createUserService(deps: {
         wait: hasher.busy() && users.waitingStarts() < hasher.concurrency,
       });
       if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));
-      const { user, failures } = start;
+      const { user, failures, windowEnd } = start;
       // A login that ends without a session sends the longest-waiting start on its own: its
       // session's INSERT would have carried it (src/db/pairing.ts).
       const noSession = () => users.sendWaitingStarts('one');
@@ -235,7 +235,7 @@ export function createUserService(deps: {
           return await evaluation;
         } catch (err) {
           if (!(err instanceof EvaluationTooLateError)) throw err;
-          await users.releaseLogin({ tenantId: tenant.id, userId: user?.id, key: throttleKey, now: reservedAt });
+          await users.releaseLogin({ tenantId: tenant.id, userId: user?.id, key: throttleKey, windowEnd });
           throw new LoginOverloadedError(OVERLOADED_RETRY_AFTER_SECONDS);
         }
       };
@@ -252,7 +252,7 @@ export function createUserService(deps: {
         throw err;
       });
       if (right) {
-        const end = { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now(), epoch: user.sessionsEpoch };
+        const end = { tenantId: tenant.id, userId: user.id, key: throttleKey, now: throttle.now(), epoch: user.sessionsEpoch, windowEnd };
         if (deps.rehashOnLogin && hasher.needsRehash(user.passwordHash) && !hasher.busy()) {
           // Beside the answer, not before it: the login neither waits for it nor keeps its attempt
           // counted meanwhile. Once per user after a raise; with logins waiting for bcrypt it is

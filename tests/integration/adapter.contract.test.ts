@@ -145,7 +145,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     }
   });
 
-  test('sessions stored together each close their login in their INSERT: counts reset, each address given back a point per login, never below zero, only in a running window', async () => {
+  test('sessions stored together each close their login in their INSERT: counts reset, each address given back a point per login, never below zero, only to the window the point was taken in, while it runs', async () => {
     const k = db.knex;
     await k('tenants').insert({ id: 'login-end-bank', name: 'Login end bank' });
     const users = ['10000000-0000-4000-8000-000000000001', '10000000-0000-4000-8000-000000000002', '10000000-0000-4000-8000-000000000003', '10000000-0000-4000-8000-000000000004'];
@@ -155,8 +155,13 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       { key: 'login_ip:a', points: 5, expire: now + 60_000 },
       { key: 'login_ip:b', points: 1, expire: now + 60_000 },
       { key: 'login_ip:c', points: 3, expire: now - 1 }, // its window has ended: nothing to give back
+      { key: 'login_ip:d', points: 4, expire: now + 60_000 }, // a window begun after the login's point was taken: nothing either
     ]);
-    const ends: Array<[string, string]> = [['login_ip:a', users[0]!], ['login_ip:a', users[1]!], ['login_ip:b', users[2]!], ['login_ip:b', users[2]!], ['login_ip:c', users[3]!]];
+    const window = now + 60_000;
+    const ends: Array<[string, string, number]> = [
+      ['login_ip:a', users[0]!, window], ['login_ip:a', users[1]!, window], ['login_ip:b', users[2]!, window], ['login_ip:b', users[2]!, window],
+      ['login_ip:c', users[3]!, now - 1], ['login_ip:d', users[3]!, now - 1],
+    ];
     const grants = new KnexAdapter(fixedDb(k), 'Grant');
     const queries: string[] = [];
     const onQuery = (q: { sql: string }) => queries.push(q.sql);
@@ -164,8 +169,8 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     try {
       // Saved in one turn, as concurrent logins' sessions are: one batch.
       await Promise.all(
-        ends.map(([key, userId], i) => {
-          const closing = { end: { tenantId: 'login-end-bank', userId, key, now, epoch: 0 }, written: false };
+        ends.map(([key, userId, windowEnd], i) => {
+          const closing = { end: { tenantId: 'login-end-bank', userId, key, now, epoch: 0, windowEnd }, written: false };
           closeLoginWithSession(`le-${i}`, closing);
           return grants.upsert(`le-${i}`, { jti: `le-${i}`, accountId: userId }, 60).then(() => expect(closing.written).toBe(true));
         }),
@@ -184,14 +189,14 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     }
     const counts = (await k('users').whereIn('id', users).select('failed_login_count', 'lockout_count')) as Array<Record<string, number>>;
     expect(counts).toEqual(users.map(() => ({ failed_login_count: 0, lockout_count: 0 })));
-    const points = Object.fromEntries(((await k('rate_limits').whereIn('key', ['login_ip:a', 'login_ip:b', 'login_ip:c'])) as Array<{ key: string; points: number }>).map((r) => [r.key, r.points]));
-    expect(points).toEqual({ 'login_ip:a': 3, 'login_ip:b': 0, 'login_ip:c': 3 });
+    const points = Object.fromEntries(((await k('rate_limits').whereIn('key', ['login_ip:a', 'login_ip:b', 'login_ip:c', 'login_ip:d'])) as Array<{ key: string; points: number }>).map((r) => [r.key, r.points]));
+    expect(points).toEqual({ 'login_ip:a': 3, 'login_ip:b': 0, 'login_ip:c': 3, 'login_ip:d': 4 });
     expect(await k('oidc_payloads').where({ type: 'Grant' }).whereIn('id', ends.map((_, i) => `le-${i}`))).toHaveLength(ends.length);
 
     // A session that cannot be stored leaves its login counted as a failure; the rest of its batch is stored and closed.
     await k('users').whereIn('id', users).update({ failed_login_count: 2 });
-    const good = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
-    const bad = { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
+    const good = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now, epoch: 0, windowEnd: window }, written: false };
+    const bad = { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now, epoch: 0, windowEnd: window }, written: false };
     closeLoginWithSession('le-good', good);
     closeLoginWithSession('le-bad\u0000', bad);
     const [stored, refused] = await Promise.allSettled([
@@ -203,7 +208,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     expect([good.written, bad.written]).toEqual([true, false]);
     // A session stored with a token of it that fails: each row again on its own, the login's end with its session.
     await k('users').where({ id: users[2]! }).update({ failed_login_count: 2 });
-    const both = { end: { tenantId: 'login-end-bank', userId: users[2]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
+    const both = { end: { tenantId: 'login-end-bank', userId: users[2]!, key: 'login_ip:a', now, epoch: 0, windowEnd: window }, written: false };
     closeLoginWithSession('le-both', both);
     const [session, token] = await Promise.allSettled([
       grants.upsert('le-both', { jti: 'le-both', accountId: users[2] }, 60),
@@ -218,7 +223,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
 
     // Inside a transaction (nothing batched there), the same: stored and closed together.
     const tx = createTxContext(k, db.asyncCommit);
-    closeLoginWithSession('le-tx', { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now, epoch: 0 }, written: false });
+    closeLoginWithSession('le-tx', { end: { tenantId: 'login-end-bank', userId: users[1]!, key: 'login_ip:a', now, epoch: 0, windowEnd: window }, written: false });
     await tx.transaction(() => new KnexAdapter(tx, 'Grant').upsert('le-tx', { jti: 'le-tx', accountId: users[1] }, 60));
     expect((await after(users[1]!)).failed_login_count).toBe(0);
     expect(((await k('rate_limits').where({ key: 'login_ip:a' }).first()) as { points: number }).points).toBe(0);
@@ -227,8 +232,8 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     // its session is stored, its tokens in the same batch neither, and the batch's other logins are.
     await k('users').where({ id: users[3]! }).update({ sessions_epoch: 1 });
     await k('rate_limits').where({ key: 'login_ip:a' }).update({ points: 5 });
-    const stale = { end: { tenantId: 'login-end-bank', userId: users[3]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
-    const fresh = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now, epoch: 0 }, written: false };
+    const stale = { end: { tenantId: 'login-end-bank', userId: users[3]!, key: 'login_ip:a', now, epoch: 0, windowEnd: window }, written: false };
+    const fresh = { end: { tenantId: 'login-end-bank', userId: users[0]!, key: 'login_ip:a', now, epoch: 0, windowEnd: window }, written: false };
     closeLoginWithSession('le-stale', stale);
     closeLoginWithSession('le-fresh', fresh);
     const [staleGrant, staleToken, freshGrant] = await Promise.allSettled([

@@ -328,4 +328,49 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
     for (let i = 0; i < 3; i += 1) expect((await passwordLogin(srv, app, 'walker', `wrong ${i}`)).status).toBe(400);
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
   });
+
+  test('a success gives its point back only to the window it was taken in: begun just before a window ends, it buys no failure in the next', async () => {
+    clock.advance(61); // a fresh window
+    expect((await passwordLogin(srv, app, 'walker', 'wrong before')).status).toBe(400); // opens it
+    clock.advance(50);
+    const { users } = srv.running.app.services;
+    const original = users.beginLogin.bind(users);
+    // The login's point is taken in this window, which ends while its password is evaluated; the
+    // next window's first failure comes meanwhile.
+    const begin = jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
+      const start = await original(input);
+      clock.advance(15);
+      expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
+      return start;
+    });
+    try {
+      expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(200);
+    } finally {
+      begin.mockRestore();
+    }
+    // The new window still counts that failure: two more fill its budget of three.
+    for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'walker', `wrong after ${i}`)).status).toBe(400);
+    expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
+  });
+
+  test('an attempt given back unevaluated goes back to its own window only: a later one keeps its count', async () => {
+    clock.advance(61); // a fresh window
+    const { users } = srv.running.app.services;
+    const original = users.beginLogin.bind(users);
+    // The login's point is taken, then it waits past the evaluation deadline (an overloaded bcrypt
+    // queue), and its window ends meanwhile; the next window's first failure comes before its release.
+    const begin = jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
+      const start = await original(input);
+      clock.advance(61);
+      expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
+      return start;
+    });
+    try {
+      expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(503);
+    } finally {
+      begin.mockRestore();
+    }
+    for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'walker', `late ${i}`)).status).toBe(400);
+    expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
+  });
 });

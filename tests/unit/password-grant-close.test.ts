@@ -15,7 +15,7 @@ import type { UserService } from '../../src/users/service';
 describe('password grant: a login whose session is not stored is closed apart', () => {
   const tenant = { id: 't1', policy: {} } as unknown as Tenant;
   const user = { id: '10000000-0000-4000-8000-000000000009', tenantId: 't1' } as unknown as User;
-  const end: LoginEnd = { tenantId: 't1', userId: user.id, key: 'login_ip:198.51.100.7', now: 1, epoch: 0 };
+  const end: LoginEnd = { tenantId: 't1', userId: user.id, key: 'login_ip:198.51.100.7', now: 1, epoch: 0, windowEnd: 60_001 };
 
   function setup(failure: { mfa?: Error; session?: Error }) {
     const closed: LoginEnd[] = [];
