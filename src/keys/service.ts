@@ -1,4 +1,4 @@
-import { createHash, generateKeyPair, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPair, type JsonWebKey } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Knex } from 'knex';
 import type { Sealer } from '../crypto/secrets';
@@ -66,16 +66,27 @@ export function publicJwk<T extends object>(jwk: T): T {
   return Object.fromEntries(Object.entries(jwk).filter(([name]) => !PRIVATE_MEMBERS.has(name))) as T;
 }
 
-const generate = promisify(generateKeyPair) as unknown as (type: string, options: object) => Promise<{ privateKey: KeyObject }>;
+const generate = promisify(generateKeyPair) as unknown as (type: string, options: object) => Promise<{ privateKey: JsonWebKey }>;
 
 /**
- * A new signing key: P-256 for ES256, 2048-bit RSA for RS256 (RFC 7518 §3.3's minimum). Made off
- * the event loop (an RSA key takes tens to hundreds of milliseconds) and before the signing keys'
- * lock is taken.
+ * How a signing key is made: P-256 for ES256, 2048-bit RSA for RS256 (RFC 7518 §3.3's minimum),
+ * and given back as JWKs by the generation itself. Exporting the generated KeyObject afterwards
+ * (`privateKey.export({ format: 'jwk' })`) can hang the process for good on Node 20: a garbage
+ * collection during the export may finalize the finished generation job, whose destructor takes
+ * the key's lock that the export holds (seen as a CI hang, and reproduced with
+ * `--stress-compaction`; tests/unit/signing-key-generation.test.ts).
+ */
+export function signingKeyGeneration(alg: SigningAlg): [type: 'rsa' | 'ec', options: Record<string, unknown>] {
+  const asJwk = { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } };
+  return alg === 'RS256' ? ['rsa', { modulusLength: 2048, ...asJwk }] : ['ec', { namedCurve: 'P-256', ...asJwk }];
+}
+
+/**
+ * A new signing key, made off the event loop (an RSA key takes tens to hundreds of milliseconds)
+ * and before the signing keys' lock is taken.
  */
 async function newKey(alg: SigningAlg): Promise<{ kid: string; publicJwk: JsonWebKey; privateJwk: JsonWebKey }> {
-  const { privateKey } = alg === 'RS256' ? await generate('rsa', { modulusLength: 2048 }) : await generate('ec', { namedCurve: 'P-256' });
-  const privateJwk = privateKey.export({ format: 'jwk' });
+  const { privateKey: privateJwk } = await generate(...signingKeyGeneration(alg));
   const kid = thumbprint(privateJwk);
   return { kid, publicJwk: { ...publicJwk(privateJwk), kid, alg, use: 'sig' }, privateJwk: { ...privateJwk, kid, alg, use: 'sig' } };
 }
