@@ -4,8 +4,9 @@ import Provider from 'oidc-provider';
 import { generateKeyPairSync } from 'node:crypto';
 
 const port = Number(process.env.PORT);
-const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'bench', alg: 'ES256', use: 'sig' };
+// The JWK from the generation itself: exporting a generated KeyObject can deadlock Node 20 (src/keys/service.ts).
+const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } });
+const jwk = { ...privateKey, kid: 'bench', alg: 'ES256', use: 'sig' };
 const provider = new Provider(`http://127.0.0.1:${port}`, {
   jwks: { keys: [jwk] },
   clients: [

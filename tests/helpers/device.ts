@@ -1,9 +1,9 @@
-import { CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { CompactSign } from 'jose';
+import { newEs256Pair } from './keys';
 
 /** Plays the user's enrolled phone: a P-256 key pair that signs challenge answers. */
 export async function newDevice() {
-  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
-  const jwk = (await exportJWK(publicKey)) as JWK;
+  const { publicJwk: jwk, privateKey } = await newEs256Pair();
   return {
     publicJwk: jwk,
     async answer(challenge: { challengeId: string; nonce: string }, decision: 'APPROVE' | 'DENY' = 'APPROVE', extra: Record<string, unknown> = {}) {

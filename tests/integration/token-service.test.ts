@@ -1,5 +1,6 @@
 import * as oauth from 'openid-client';
-import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader, generateKeyPair, exportJWK, SignJWT } from 'jose';
+import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader, SignJWT } from 'jose';
+import { newEs256Pair } from '../helpers/keys';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
@@ -140,9 +141,9 @@ describe(`token service (${dbLabel})`, () => {
   });
 
   test('DPoP is not offered: a proof is ignored, and a key-bound token never passes as a bearer token', async () => {
-    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const { privateKey, publicJwk } = await newEs256Pair();
     const proof = await new SignJWT({ htm: 'POST', htu: `${srv.running.app.config.publicUrl}/token`, jti: crypto.randomUUID() })
-      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(publicKey) })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk })
       .setIssuedAt()
       .sign(privateKey);
     const t = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic(app), dpop: proof });
