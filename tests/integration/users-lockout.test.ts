@@ -329,19 +329,26 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
   });
 
+  /** The next login's first statement runs, then `meanwhile`, before its password is evaluated. */
+  function afterNextBegin(meanwhile: () => Promise<void>) {
+    const { users } = srv.running.app.services;
+    const original = users.beginLogin.bind(users);
+    return jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
+      const start = await original(input);
+      await meanwhile();
+      return start;
+    });
+  }
+
   test('a success gives its point back only to the window it was taken in: begun just before a window ends, it buys no failure in the next', async () => {
     clock.advance(61); // a fresh window
     expect((await passwordLogin(srv, app, 'walker', 'wrong before')).status).toBe(400); // opens it
     clock.advance(50);
-    const { users } = srv.running.app.services;
-    const original = users.beginLogin.bind(users);
     // The login's point is taken in this window, which ends while its password is evaluated; the
     // next window's first failure comes meanwhile.
-    const begin = jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
-      const start = await original(input);
+    const begin = afterNextBegin(async () => {
       clock.advance(15);
       expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
-      return start;
     });
     try {
       expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(200);
@@ -355,15 +362,11 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
 
   test('an attempt given back unevaluated goes back to its own window only: a later one keeps its count', async () => {
     clock.advance(61); // a fresh window
-    const { users } = srv.running.app.services;
-    const original = users.beginLogin.bind(users);
     // The login's point is taken, then it waits past the evaluation deadline (an overloaded bcrypt
     // queue), and its window ends meanwhile; the next window's first failure comes before its release.
-    const begin = jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
-      const start = await original(input);
+    const begin = afterNextBegin(async () => {
       clock.advance(61);
       expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
-      return start;
     });
     try {
       expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(503);
