@@ -329,15 +329,20 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
   });
 
-  /** The next login's first statement runs, then `meanwhile`, before its password is evaluated. */
-  function afterNextBegin(meanwhile: () => Promise<void>) {
+  /** `login`, whose first statement runs, then `meanwhile`, before its password is evaluated. */
+  async function loginWithMeanwhile<T>(meanwhile: () => Promise<void>, login: () => Promise<T>): Promise<T> {
     const { users } = srv.running.app.services;
     const original = users.beginLogin.bind(users);
-    return jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
+    const begin = jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
       const start = await original(input);
       await meanwhile();
       return start;
     });
+    try {
+      return await login();
+    } finally {
+      begin.mockRestore();
+    }
   }
 
   test('a success gives its point back only to the window it was taken in: begun just before a window ends, it buys no failure in the next', async () => {
@@ -346,15 +351,11 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
     clock.advance(50);
     // The login's point is taken in this window, which ends while its password is evaluated; the
     // next window's first failure comes meanwhile.
-    const begin = afterNextBegin(async () => {
+    const meanwhile = async () => {
       clock.advance(15);
       expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
-    });
-    try {
-      expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(200);
-    } finally {
-      begin.mockRestore();
-    }
+    };
+    expect((await loginWithMeanwhile(meanwhile, () => passwordLogin(srv, app, 'walker', PASSWORD))).status).toBe(200);
     // The new window still counts that failure: two more fill its budget of three.
     for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'walker', `wrong after ${i}`)).status).toBe(400);
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
@@ -364,15 +365,11 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
     clock.advance(61); // a fresh window
     // The login's point is taken, then it waits past the evaluation deadline (an overloaded bcrypt
     // queue), and its window ends meanwhile; the next window's first failure comes before its release.
-    const begin = afterNextBegin(async () => {
+    const meanwhile = async () => {
       clock.advance(61);
       expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
-    });
-    try {
-      expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(503);
-    } finally {
-      begin.mockRestore();
-    }
+    };
+    expect((await loginWithMeanwhile(meanwhile, () => passwordLogin(srv, app, 'walker', PASSWORD))).status).toBe(503);
     for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'walker', `late ${i}`)).status).toBe(400);
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
   });

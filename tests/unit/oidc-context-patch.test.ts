@@ -4,10 +4,10 @@
  * closures, and each request's whole graph, until a full collection: bench/NOTES.md). This
  * checks that the installed library behaves so, and that ctx.oidc is still each request's own.
  */
-import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
+import { jwkPairSync } from '../helpers/keys';
 
 describe("oidc-provider's ctx.oidc, as installed", () => {
   let server: Server;
@@ -15,10 +15,7 @@ describe("oidc-provider's ctx.oidc, as installed", () => {
   const seen: Array<{ getter: unknown; oidc: unknown; again: unknown; route: unknown }> = [];
 
   beforeAll(async () => {
-    // The JWK straight from the generation: exporting the generated KeyObject can deadlock Node 20 (tests/unit/signing-key-generation.test.ts).
-    const asJwk = generateKeyPairSync as unknown as (type: 'ec', options: object) => { privateKey: JsonWebKey };
-    const { privateKey } = asJwk('ec', { namedCurve: 'P-256', publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } });
-    const jwk = { ...privateKey, kid: 'k', alg: 'ES256', use: 'sig' };
+    const jwk = { ...jwkPairSync('ES256').privateKey, kid: 'k', alg: 'ES256', use: 'sig' };
     const provider = new Provider('http://127.0.0.1', { jwks: { keys: [jwk] }, features: { devInteractions: { enabled: false } } });
     provider.use(async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
       await next();
