@@ -189,7 +189,7 @@ const INSERT: PreparedStatement = { name: 'portcullis_token_insert_v1', text: in
  * returned otherwise: LoginSupersededError).
  */
 const INSERT_ENDING_LOGIN: PreparedStatement = {
-  name: 'portcullis_token_insert_ending_login_v3',
+  name: 'portcullis_token_insert_ending_login_v4',
   text: `WITH ${loginEndCtes(INSERT_COLUMNS.length + 1)}
          ${insertText(`WHERE ${LOGIN_INTACT}`)} RETURNING 1`,
 };

@@ -52,7 +52,7 @@ export interface LoginClosing {
  * The CTEs that close one login, its values bound from parameter `first` on (key, now, tenant,
  * user, epoch, windowEnd: loginEndValues): the address's point given back (never below zero, only
  * to the window it was taken in, while that runs), then the user's failure and lockout counts
- * reset. The address's row is locked before the user's — `login_user` waits for `login_ip`
+ * reset (the failure count's epoch moved: an attempt reserved before gives nothing back). The address's row is locked before the user's — `login_user` waits for `login_ip`
  * through a one-time filter, which PostgreSQL evaluates before it reads any row — as in
  * beginLogin, so two logins of one user from one address always lock in the same order and never
  * deadlock. One login per statement: updates joined to a list of logins, closing several at once,
@@ -70,7 +70,7 @@ export function loginEndCtes(first: number): string {
       UPDATE rate_limits SET points = points - 1
       WHERE key = ${key} AND expire = ${windowEnd}::bigint AND expire > ${now}::bigint AND points > 0 RETURNING 1
     ), login_user AS (
-      UPDATE users SET failed_login_count = 0, lockout_count = 0
+      UPDATE users SET failed_login_count = 0, failed_login_epoch = failed_login_epoch + 1, lockout_count = 0
       WHERE tenant_id = ${tenant} AND id = ${user} AND (SELECT count(*) FROM login_ip) >= 0
       RETURNING sessions_epoch = ${epoch}::int AS intact
     )`;
@@ -84,7 +84,7 @@ export const LOGIN_INTACT = 'EXISTS (SELECT 1 FROM login_user WHERE intact)';
  * the embedded database, or apart when its session could not be stored.
  */
 export const END_LOGIN: PreparedStatement = {
-  name: 'portcullis_end_login_v4',
+  name: 'portcullis_end_login_v5',
   text: `WITH ${loginEndCtes(1)} SELECT ${LOGIN_INTACT} AS intact`,
 };
 

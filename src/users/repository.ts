@@ -105,8 +105,8 @@ export class DuplicateIdentifierError extends Error {
  */
 export type LoginStart =
   | { throttledForMs: number; user?: undefined }
-  | { throttledForMs?: undefined; user: User; failures: number; windowEnd: number }
-  | { throttledForMs?: undefined; user?: undefined; failures?: undefined; knownUserId?: string; windowEnd: number };
+  | { throttledForMs?: undefined; user: User; failures: number; failureEpoch: number; windowEnd: number }
+  | { throttledForMs?: undefined; user?: undefined; failures?: undefined; failureEpoch?: undefined; knownUserId?: string; windowEnd: number };
 
 export interface UserRepository {
   create(input: NewUser): Promise<User>;
@@ -156,9 +156,11 @@ export interface UserRepository {
   /**
    * An attempt given back unevaluated (its evaluation did not start in time): the address's point,
    * to the window it was taken in (`windowEnd`, beginLogin's) only, and, when one was reserved, the
-   * user's attempt — one each, never below zero; earlier failures stay counted.
+   * user's attempt, only while their count has not been started afresh since (`failureEpoch`,
+   * beginLogin's): after a reset the count holds later attempts only. One each, never below zero;
+   * every other failure stays counted.
    */
-  releaseLogin(release: { tenantId: string; userId?: string; key: string; windowEnd: number }): Promise<void>;
+  releaseLogin(release: { tenantId: string; userId?: string; failureEpoch?: number; key: string; windowEnd: number }): Promise<void>;
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
   delete(tenantId: string, userId: string): Promise<void>;
@@ -177,6 +179,7 @@ interface LoginCounters {
   throttle_points: number;
   throttle_expire: string | number;
   failed_login_count: number;
+  failure_epoch?: number | null;
   known_id?: string | null;
 }
 
@@ -217,7 +220,8 @@ const TAKE_POINT: PreparedStatement = {
  * closed (the process died mid-login, or the database was away for both its session and its
  * closing) must not keep the user out for good. No attempt is still being evaluated by then (a
  * password is evaluated only within a minute of its reservation, service.ts), so concurrent
- * guesses still never exceed the threshold.
+ * guesses still never exceed the threshold. A count started afresh moves failed_login_epoch (as a
+ * success and an unlock do): an attempt reserved before it gives nothing back (releaseLogin).
  */
 const FRESH_COUNT = `((locked_until IS NOT NULL AND locked_until <= now())
                       OR (locked_until IS NULL AND failed_login_count >= $7::int AND login_attempted_at <= $9::timestamptz))`;
@@ -225,20 +229,21 @@ const BEGIN_LOGIN = Object.fromEntries(
   (['email', 'mobile', 'username'] as const).map((kind): [IdentifierKind, PreparedStatement] => [
     kind,
     {
-      name: `portcullis_begin_login_${kind}_v3`,
+      name: `portcullis_begin_login_${kind}_v4`,
       text: `WITH ${TAKE_POINT_CTE}, u AS (
                UPDATE users SET
                  failed_login_count = CASE WHEN ${FRESH_COUNT} THEN 1 ELSE failed_login_count + 1 END,
+                 failed_login_epoch = CASE WHEN ${FRESH_COUNT} THEN failed_login_epoch + 1 ELSE failed_login_epoch END,
                  locked_until = CASE WHEN ${FRESH_COUNT} THEN NULL ELSE locked_until END,
                  login_attempted_at = $8::timestamptz
                WHERE tenant_id = $5 AND ${kind} = $6 AND status = 'active'
                  AND (${FRESH_COUNT} OR (locked_until IS NULL AND failed_login_count < $7::int))
                  AND (SELECT points FROM ip) <= $2::int
-               RETURNING ${USER_COLUMNS.join(', ')}
+               RETURNING ${USER_COLUMNS.join(', ')}, failed_login_epoch
              ), k AS (
                SELECT id FROM users WHERE tenant_id = $5 AND ${kind} = $6
              )
-             SELECT ip.points AS throttle_points, ip.expire AS throttle_expire, k.id AS known_id,
+             SELECT ip.points AS throttle_points, ip.expire AS throttle_expire, k.id AS known_id, u.failed_login_epoch AS failure_epoch,
                     ${USER_COLUMNS.map((c) => `u.${c}`).join(', ')}
              FROM ip LEFT JOIN u ON true LEFT JOIN k ON true`,
     },
@@ -248,15 +253,17 @@ const BEGIN_LOGIN = Object.fromEntries(
 /**
  * releaseLogin's statement: the address's point given back (only to the window it was taken in,
  * whose end is $2: a later window never counted it), then the user's reserved attempt (when $4
- * names one), the address's row locked first as everywhere.
+ * names one, and only while their count is the one it was reserved in: failed_login_epoch $5), the
+ * address's row locked first as everywhere.
  */
 const RELEASE_LOGIN: PreparedStatement = {
-  name: 'portcullis_release_login_v2',
+  name: 'portcullis_release_login_v3',
   text: `WITH login_ip AS (
            UPDATE rate_limits SET points = points - 1 WHERE key = $1 AND expire = $2::bigint AND points > 0 RETURNING 1
          ), login_user AS (
            UPDATE users SET failed_login_count = failed_login_count - 1
-           WHERE tenant_id = $3 AND id = $4::uuid AND failed_login_count > 0 AND (SELECT count(*) FROM login_ip) >= 0
+           WHERE tenant_id = $3 AND id = $4::uuid AND failed_login_epoch = $5::int AND failed_login_count > 0
+             AND (SELECT count(*) FROM login_ip) >= 0
            RETURNING 1
          )
          SELECT count(*)::int AS released FROM login_user`,
@@ -334,7 +341,7 @@ export function createUserRepository(source: DbSource): UserRepository {
       if (!row) throw new Error('beginLogin: no row');
       if (row.throttle_points > throttle.limit) return { throttledForMs: Math.max(0, Number(row.throttle_expire) - now) };
       const windowEnd = Number(row.throttle_expire);
-      if (row.id) return { user: toUser(row), failures: row.failed_login_count, windowEnd };
+      if (row.id) return { user: toUser(row), failures: row.failed_login_count, failureEpoch: Number(row.failure_epoch), windowEnd };
       return row.known_id ? { knownUserId: row.known_id, windowEnd } : { windowEnd };
     },
     sendWaitingStarts(which) {
@@ -353,8 +360,8 @@ export function createUserRepository(source: DbSource): UserRepository {
       const n = await knex()('users').where({ tenant_id: tenantId, id: userId, password_hash: current }).update({ password_hash: next });
       return affected(n) === 1;
     },
-    async releaseLogin({ tenantId, userId, key, windowEnd }) {
-      await statementRunner(knex())(RELEASE_LOGIN, [key, windowEnd, tenantId, userId ?? null]);
+    async releaseLogin({ tenantId, userId, failureEpoch, key, windowEnd }) {
+      await statementRunner(knex())(RELEASE_LOGIN, [key, windowEnd, tenantId, userId ?? null, failureEpoch ?? null]);
     },
     async lockAfterFailures(tenantId, userId, periodSeconds) {
       const rows = (await knex().raw(
@@ -380,8 +387,13 @@ export function createUserRepository(source: DbSource): UserRepository {
     async setStatus(tenantId, userId, status) {
       const [row] = await knex()<UserRow>('users')
         .where({ tenant_id: tenantId, id: userId })
-        // Reactivation ends the run of lockouts too: the next lock is the policy's period, not a doubling of the last.
-        .update({ status, ...(status === 'active' ? { failed_login_count: 0, locked_until: null, lockout_count: 0 } : {}), updated_at: knex().fn.now() as unknown as Date })
+        // Reactivation ends the run of lockouts too: the next lock is the policy's period, not a
+        // doubling of the last. Its count starts afresh: an attempt reserved before gives nothing back.
+        .update({
+          status,
+          ...(status === 'active' ? { failed_login_count: 0, failed_login_epoch: knex().raw('failed_login_epoch + 1'), locked_until: null, lockout_count: 0 } : {}),
+          updated_at: knex().fn.now() as unknown as Date,
+        })
         .returning('*');
       return row ? toUser(row as UserRow) : undefined;
     },

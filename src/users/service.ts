@@ -235,7 +235,7 @@ export function createUserService(deps: {
           return await evaluation;
         } catch (err) {
           if (!(err instanceof EvaluationTooLateError)) throw err;
-          await users.releaseLogin({ tenantId: tenant.id, userId: user?.id, key: throttleKey, windowEnd });
+          await users.releaseLogin({ tenantId: tenant.id, userId: user?.id, failureEpoch: start.failureEpoch, key: throttleKey, windowEnd });
           throw new LoginOverloadedError(OVERLOADED_RETRY_AFTER_SECONDS);
         }
       };

@@ -5,6 +5,22 @@ import * as addLoginAttemptedAt from '../../migrations/20261124060000_add-login-
 
 const PASSWORD = 'an entirely sensible passphrase';
 
+/** `login`, whose first statement runs, then `meanwhile`, before its password is evaluated. */
+async function loginWithMeanwhile<T>(srv: TestServer, meanwhile: () => Promise<void>, login: () => Promise<T>): Promise<T> {
+  const { users } = srv.running.app.services;
+  const original = users.beginLogin.bind(users);
+  const begin = jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
+    const start = await original(input);
+    await meanwhile();
+    return start;
+  });
+  try {
+    return await login();
+  } finally {
+    begin.mockRestore();
+  }
+}
+
 describe(`brute-force protection (${dbLabel})`, () => {
   let srv: TestServer;
   let app: ClientCreds;
@@ -214,6 +230,51 @@ describe(`a login attempt that is never closed (${dbLabel})`, () => {
     await login(srv, app, 'queued', PASSWORD);
   });
 
+  test('an attempt given back unevaluated after the count was started afresh takes nothing off it: the later failures all count', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'reset-meanwhile', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    // The login's attempt is counted; while it waits past the deadline (an overloaded bcrypt
+    // queue), the user logs in (the count starts afresh) and then fails nine times.
+    const meanwhile = async () => {
+      expect((await passwordLogin(srv, app, 'reset-meanwhile', PASSWORD)).status).toBe(200);
+      for (let i = 0; i < 9; i += 1) expect((await passwordLogin(srv, app, 'reset-meanwhile', `wrong ${i}`)).status).toBe(400);
+      clock.advance(61);
+    };
+    expect((await loginWithMeanwhile(srv, meanwhile, () => passwordLogin(srv, app, 'reset-meanwhile', PASSWORD))).status).toBe(503);
+    expect((await knex('users').where({ id: user.id }).first()).failed_login_count).toBe(9);
+    // The tenth failure reaches the threshold (10): locked, the right password refused.
+    expect((await passwordLogin(srv, app, 'reset-meanwhile', 'wrong at last')).status).toBe(400);
+    expect((await knex('users').where({ id: user.id }).first()).locked_until).not.toBeNull();
+    expect((await passwordLogin(srv, app, 'reset-meanwhile', PASSWORD)).status).toBe(400);
+  });
+
+  test('after an unlock, an attempt reserved before it takes nothing off the new count', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'unlocked-meanwhile', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    const meanwhile = async () => {
+      await srv.running.app.services.users.setStatus('bank-a', user.id, 'active');
+      expect((await passwordLogin(srv, app, 'unlocked-meanwhile', 'wrong after the unlock')).status).toBe(400);
+      clock.advance(61);
+    };
+    expect((await loginWithMeanwhile(srv, meanwhile, () => passwordLogin(srv, app, 'unlocked-meanwhile', 'a guess'))).status).toBe(503);
+    expect((await knex('users').where({ id: user.id }).first()).failed_login_count).toBe(1);
+  });
+
+  test('a count begun again after a lock ended is a new count: an attempt reserved before takes nothing off it', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'lock-ended-meanwhile', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    for (let i = 0; i < 9; i += 1) await passwordLogin(srv, app, 'lock-ended-meanwhile', `nope ${i}`);
+    const meanwhile = async () => {
+      // The attempt (the tenth) is counted; a lock is set and ends while it waits, and the next
+      // wrong password starts the count again from one.
+      await knex('users').where({ id: user.id }).update({ locked_until: new Date(Date.now() - 1000) });
+      expect((await passwordLogin(srv, app, 'lock-ended-meanwhile', 'wrong after the lock')).status).toBe(400);
+      clock.advance(61);
+    };
+    expect((await loginWithMeanwhile(srv, meanwhile, () => passwordLogin(srv, app, 'lock-ended-meanwhile', 'a guess'))).status).toBe(503);
+    expect((await knex('users').where({ id: user.id }).first()).failed_login_count).toBe(1);
+  });
+
   test('a count below the threshold is not aged out: attempts keep counting toward the lock', async () => {
     const user = await createUser(srv, 'bank-a', { username: 'slow-guesser', password: PASSWORD });
     const knex = srv.running.app.database.knex;
@@ -329,22 +390,6 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
   });
 
-  /** `login`, whose first statement runs, then `meanwhile`, before its password is evaluated. */
-  async function loginWithMeanwhile<T>(meanwhile: () => Promise<void>, login: () => Promise<T>): Promise<T> {
-    const { users } = srv.running.app.services;
-    const original = users.beginLogin.bind(users);
-    const begin = jest.spyOn(users, 'beginLogin').mockImplementationOnce(async (input) => {
-      const start = await original(input);
-      await meanwhile();
-      return start;
-    });
-    try {
-      return await login();
-    } finally {
-      begin.mockRestore();
-    }
-  }
-
   test('a success gives its point back only to the window it was taken in: begun just before a window ends, it buys no failure in the next', async () => {
     clock.advance(61); // a fresh window
     expect((await passwordLogin(srv, app, 'walker', 'wrong before')).status).toBe(400); // opens it
@@ -355,7 +400,7 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
       clock.advance(15);
       expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
     };
-    expect((await loginWithMeanwhile(meanwhile, () => passwordLogin(srv, app, 'walker', PASSWORD))).status).toBe(200);
+    expect((await loginWithMeanwhile(srv, meanwhile, () => passwordLogin(srv, app, 'walker', PASSWORD))).status).toBe(200);
     // The new window still counts that failure: two more fill its budget of three.
     for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'walker', `wrong after ${i}`)).status).toBe(400);
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
@@ -369,7 +414,7 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
       clock.advance(61);
       expect((await passwordLogin(srv, app, 'walker', 'wrong meanwhile')).status).toBe(400);
     };
-    expect((await loginWithMeanwhile(meanwhile, () => passwordLogin(srv, app, 'walker', PASSWORD))).status).toBe(503);
+    expect((await loginWithMeanwhile(srv, meanwhile, () => passwordLogin(srv, app, 'walker', PASSWORD))).status).toBe(503);
     for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'walker', `late ${i}`)).status).toBe(400);
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
   });
