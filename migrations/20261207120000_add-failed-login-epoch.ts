@@ -9,7 +9,8 @@ import type { Knex } from 'knex';
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('users', (t) => {
-    t.integer('failed_login_epoch').notNullable().defaultTo(0);
+    // bigint: a success moves it, and a busy account's logins could pass 2^31 in a few years.
+    t.bigInteger('failed_login_epoch').notNullable().defaultTo(0);
   });
 }
 

@@ -179,7 +179,7 @@ interface LoginCounters {
   throttle_points: number;
   throttle_expire: string | number;
   failed_login_count: number;
-  failure_epoch?: number | null;
+  failure_epoch?: number | string | null; // bigint: a string from node-postgres
   known_id?: string | null;
 }
 
@@ -262,7 +262,7 @@ const RELEASE_LOGIN: PreparedStatement = {
            UPDATE rate_limits SET points = points - 1 WHERE key = $1 AND expire = $2::bigint AND points > 0 RETURNING 1
          ), login_user AS (
            UPDATE users SET failed_login_count = failed_login_count - 1
-           WHERE tenant_id = $3 AND id = $4::uuid AND failed_login_epoch = $5::int AND failed_login_count > 0
+           WHERE tenant_id = $3 AND id = $4::uuid AND failed_login_epoch = $5::bigint AND failed_login_count > 0
              AND (SELECT count(*) FROM login_ip) >= 0
            RETURNING 1
          )

@@ -230,6 +230,18 @@ describe(`a login attempt that is never closed (${dbLabel})`, () => {
     await login(srv, app, 'queued', PASSWORD);
   });
 
+  test('an attempt given back unevaluated with no reset meanwhile takes itself off: the failures around it still count', async () => {
+    const user = await createUser(srv, 'bank-a', { username: 'failed-meanwhile', password: PASSWORD });
+    const knex = srv.running.app.database.knex;
+    for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'failed-meanwhile', `before ${i}`)).status).toBe(400);
+    const meanwhile = async () => {
+      expect((await passwordLogin(srv, app, 'failed-meanwhile', 'wrong meanwhile')).status).toBe(400);
+      clock.advance(61);
+    };
+    expect((await loginWithMeanwhile(srv, meanwhile, () => passwordLogin(srv, app, 'failed-meanwhile', 'a guess'))).status).toBe(503);
+    expect((await knex('users').where({ id: user.id }).first()).failed_login_count).toBe(3);
+  });
+
   test('an attempt given back unevaluated after the count was started afresh takes nothing off it: the later failures all count', async () => {
     const user = await createUser(srv, 'bank-a', { username: 'reset-meanwhile', password: PASSWORD });
     const knex = srv.running.app.database.knex;
@@ -267,7 +279,7 @@ describe(`a login attempt that is never closed (${dbLabel})`, () => {
     const meanwhile = async () => {
       // The attempt (the tenth) is counted; a lock is set and ends while it waits, and the next
       // wrong password starts the count again from one.
-      await knex('users').where({ id: user.id }).update({ locked_until: new Date(Date.now() - 1000) });
+      await knex('users').where({ id: user.id }).update({ locked_until: knex.raw("now() - interval '1 second'") }); // the database's clock
       expect((await passwordLogin(srv, app, 'lock-ended-meanwhile', 'wrong after the lock')).status).toBe(400);
       clock.advance(61);
     };

@@ -180,7 +180,7 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     const seen = await statements(srv, async () => expect((await passwordLogin(srv, app, 'alice', PASSWORD)).status).toBe(200));
     const [begin, ...rest] = seen.filter((q) => !/^(BEGIN|COMMIT)\b/i.test(q.sql.trim()));
     expect(begin!.sql).toMatch(/INSERT INTO rate_limits[\s\S]*UPDATE users/);
-    const closes = /UPDATE rate_limits[\s\S]*UPDATE users SET failed_login_count = 0, failed_login_epoch = failed_login_epoch \+ 1, lockout_count = 0/
+    const closes = /UPDATE rate_limits[\s\S]*UPDATE users SET failed_login_count = 0, failed_login_epoch = failed_login_epoch \+ 1, lockout_count = 0/;
     let inserts = rest;
     if (usingPostgres) {
       // One statement, one commit: the login is closed only if its session is stored.
