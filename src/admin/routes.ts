@@ -73,6 +73,15 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     return u;
   }
   const tenantOf = (ctx: Context) => tenantFor(ctx, s.tenants, ctx.params.t ?? '');
+  /**
+   * Who may act here, checked before the idempotency middleware: a stored reply (a client's new
+   * secret, a user's token) is replayed only to an admin who may act for the path's tenant now. A
+   * tenant disabled since, or gone from the admin's reach, answers its 404 to a replay too.
+   */
+  const reach: Middleware = async (ctx, next) => {
+    await tenantOf(ctx);
+    await next();
+  };
 
   // Tenants
   router.get('/tenants', async (ctx) => {
@@ -156,7 +165,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const items = await s.clients.listByTenant(t.id, { limit, after });
     ctx.body = { items: items.map((c) => clientView(c, admin(ctx))), next: items.length === limit ? items[items.length - 1]!.id : null };
   });
-  router.post('/tenants/:t/clients', deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/clients', reach, deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const body = validateBody(ctx, S.clientCreate);
     const tenants = [...new Set([t.id, ...(body.tenants ?? [])])];
@@ -201,7 +210,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.set('ETag', etag(updated.version));
     ctx.body = clientView(updated, admin(ctx));
   });
-  router.post('/tenants/:t/clients/:id/secret', deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/clients/:id/secret', reach, deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const c = await clientOf(ctx, t, { forChange: true });
     if (c.admin) requirePlatform(ctx); // as for its PATCH: admin clients are the platform's to manage
@@ -217,7 +226,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   });
   // After a leak, overlap_seconds 0: the old key stops at once. An app that ships its key (seed 003's
   // registration from client-side code) needs an overlap long enough for its users to update.
-  router.post('/tenants/:t/clients/:id/api-key', deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/clients/:id/api-key', reach, deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const c = await clientOf(ctx, t, { forChange: true });
     if (c.admin) requirePlatform(ctx);
@@ -247,7 +256,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const { role, mfaRequired, ...input } = validateBody(ctx, S.adminUserCreate);
     return { t, mfaRequired, prepared: await s.userService.prepareRegistration(t, { ...input, acceptedTerms: true }, { role }) };
   });
-  router.post('/tenants/:t/users', registration.middleware, deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/users', reach, registration.middleware, deps.idempotent, async (ctx) => {
     const { t, mfaRequired, prepared } = await registration.result(ctx);
     const user = await audited(async () => {
       const u = await s.userService.storeRegistration(prepared);
@@ -262,7 +271,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const u = await userOf(ctx, await tenantOf(ctx));
     ctx.body = { ...publicUser(u), lockedUntil: u.lockedUntil?.toISOString() ?? null, mfaRequired: u.mfaRequired };
   });
-  router.post('/tenants/:t/users/:id/lock', deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/users/:id/lock', reach, deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     const locked = await audited(async () => {
@@ -321,7 +330,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     });
     ctx.status = 204;
   });
-  router.post('/tenants/:t/users/:id/login', deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/users/:id/login', reach, deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     if (u.status !== 'active') throw new AppError('USER_LOCKED', 409, 'The user is locked');

@@ -362,6 +362,43 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('GET', '/tenants/susp-a/users', undefined, {}, both)).status).toBe(200);
   });
 
+  test('a stored reply is replayed only to an admin who may act for its tenant now: a tenant disabled since answers 404', async () => {
+    await api('POST', '/tenants', { id: 'replay-a' });
+    await api('POST', '/tenants', { id: 'replay-b' });
+    const admin = await createClient(srv, { tenants: ['replay-a', 'replay-b'], admin: true });
+    const bound = (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin', tenant: 'replay-a' }, { authorization: basic(admin) })).json.access_token as string;
+    const app = await api('POST', '/tenants/replay-b/clients', { grant_types: ['password'] });
+    const user = await api('POST', '/tenants/replay-b/users', { username: 'replayed', password: PASSWORD });
+    // Each reply holds something secret: a client's secret and API key, a user's id, a user's token.
+    const requests: Array<[string, unknown]> = [
+      ['/tenants/replay-b/clients', { client_name: 'kept secret' }],
+      [`/tenants/replay-b/clients/${app.json.client_id}/secret`, {}],
+      [`/tenants/replay-b/clients/${app.json.client_id}/api-key`, {}],
+      ['/tenants/replay-b/users', { username: 'registered-by-ref', password: PASSWORD }],
+      [`/tenants/replay-b/users/${user.json.id}/lock`, undefined],
+      [`/tenants/replay-b/users/${user.json.id}/login`, { client_id: app.json.client_id }],
+    ];
+    const send = (i: number) => api('POST', requests[i]![0], requests[i]![1], { 'idempotency-ref': `replay-${i}` }, bound);
+    for (let i = 0; i < requests.length; i += 1) {
+      // The lock first unlocked (DELETE is no POST), so that the admin login after it finds the user active.
+      const first = await send(i);
+      expect([requests[i]![0], first.status]).toEqual([requests[i]![0], i === 0 || i === 3 ? 201 : 200]);
+      if (i === 4) expect((await api('DELETE', `/tenants/replay-b/users/${user.json.id}/lock`, undefined, {}, bound)).status).toBe(200);
+    }
+    const status = async (to: 'active' | 'disabled') => {
+      const etag = (await api('GET', '/tenants/replay-b')).headers.get('etag')!;
+      expect((await api('PATCH', '/tenants/replay-b', { status: to }, { 'if-match': etag })).status).toBe(200);
+    };
+    await status('disabled');
+    for (let i = 0; i < requests.length; i += 1) {
+      const replay = await send(i);
+      expect([requests[i]![0], replay.status, replay.headers.get('idempotent-replayed'), replay.json]).toEqual([requests[i]![0], 404, null, { message: 'Tenant not found', code: 'NOT_FOUND' }]);
+    }
+    await status('active');
+    const again = await send(0);
+    expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+  });
+
   test('a body nested thousands of levels deep is a 400, never a stack overflow (a 500)', async () => {
     await api('POST', '/tenants', { id: 'deep-bank' });
     const nested = (n: number) => `{"name":${'['.repeat(n)}${']'.repeat(n)}}`;
