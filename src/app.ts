@@ -196,6 +196,8 @@ export async function buildServices(config: Config, database: Database, opts: { 
     mfaPending: async (tenant: Tenant, user: User) =>
       (tenant.policy.mfaAtLogin || user.mfaRequired) && (await factors.list(tenant.id, user.id)).some((f) => f.status === 'ACTIVE'),
     idempotency: createIdempotencyRepository(tx, sealer),
+    /** The key of the idempotency records' request HMACs (src/http/idempotency.ts). */
+    idempotencyRequestKey: derive('portcullis idempotency request v1'),
     keyService: createKeyService({
       knex,
       db: tx.db,
@@ -349,7 +351,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const userSelf = requireUser(userDeps, { ownAuthentication: true });
     const userSelfOrPending = requireUser(userDeps, { allowPending: true, ownAuthentication: true });
     const idempotentBy = (scope: Parameters<typeof idempotency>[0]['scope']) =>
-      idempotency({ repo: services.idempotency, onReplay: () => services.metrics.replays.inc(), tx: services.tx, clock: services.clock, scope });
+      idempotency({ repo: services.idempotency, hashKey: services.idempotencyRequestKey, onReplay: () => services.metrics.replays.inc(), tx: services.tx, clock: services.clock, scope });
     const idempotent = idempotentBy((ctx) => {
       const p = ctx.state.principal as Principal | undefined;
       const client = ctx.state.client as { id: string } | undefined;

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import { AppError } from '../errors';
 import type { TxContext } from '../db/tx';
@@ -18,6 +18,30 @@ function canonical(value: unknown): string {
       .join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
+}
+
+/** The request a ref was first used with, as a stored record names it. */
+const HASH_PREFIX = 'h1.';
+
+/**
+ * What a record stores of its request: an HMAC under a key derived from SECRETS_KEY, never a plain
+ * digest. The bodies hashed hold passwords (a registration's) and one-time codes; a plain SHA-256 of
+ * them, kept 24 hours beside the bcrypt hash, would be a fast hash of the password, and a code's
+ * million values fall to it in seconds.
+ */
+function requestHashOf(key: Buffer, text: string): string {
+  return HASH_PREFIX + createHmac('sha256', key).update(text).digest('base64url');
+}
+
+/**
+ * Whether a stored record was made by this request's text. A record stored before the HMAC (a
+ * plain SHA-256, no prefix) is compared the old way, so that a retry across the upgrade still gets
+ * its reply; such records are never written again, and are gone within 24 hours.
+ */
+function sameRequest(stored: string, hash: string, key: Buffer, text: string): boolean {
+  const mine = stored.startsWith(HASH_PREFIX) ? hash : createHash('sha256').update(text).digest('base64url');
+  const [a, b] = [Buffer.from(stored), Buffer.from(mine)];
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /**
@@ -80,6 +104,8 @@ export function idempotency(deps: {
   tx: TxContext;
   clock: () => Date;
   scope: (ctx: Context) => { tenantId: string; caller: string };
+  /** The key of the stored requests' HMACs (requestHashOf). */
+  hashKey: Buffer;
   onReplay?: () => void;
 }) {
   return async function idempotent(ctx: Context, next: Next): Promise<void> {
@@ -90,9 +116,8 @@ export function idempotency(deps: {
     }
     if (!REF.test(ref)) throw AppError.validation([{ fieldName: 'idempotency-ref', error: 'must be 1 to 255 printable ASCII characters' }]);
     const key: IdempotencyKey = { ...deps.scope(ctx), ref };
-    const requestHash = createHash('sha256')
-      .update(`${ctx.method} ${ctx.path}\n${canonical((ctx.request as { body?: unknown }).body ?? {})}`)
-      .digest('base64url');
+    const requestText = `${ctx.method} ${ctx.path}\n${canonical((ctx.request as { body?: unknown }).body ?? {})}`;
+    const requestHash = requestHashOf(deps.hashKey, requestText);
     const now = deps.clock();
 
     if (!(await deps.repo.claim(key, requestHash, now, TTL_SECONDS))) {
@@ -100,7 +125,7 @@ export function idempotency(deps: {
       const expired = existing && existing.expiresAt <= now;
       const abandoned = existing?.state === 'in_flight' && now.getTime() - existing.lockedAt.getTime() > ABANDONED_MS;
       if (existing && !expired && !abandoned) {
-        if (existing.requestHash !== requestHash) throw new AppError('IDEMPOTENCY_CONFLICT', 409, 'idempotency-ref was already used with another request');
+        if (!sameRequest(existing.requestHash, requestHash, deps.hashKey, requestText)) throw new AppError('IDEMPOTENCY_CONFLICT', 409, 'idempotency-ref was already used with another request');
         if (existing.state === 'in_flight') throw new AppError('IDEMPOTENCY_IN_FLIGHT', 409, 'A request with this idempotency-ref is still in progress');
         ctx.status = existing.responseStatus ?? 200;
         ctx.set('Idempotent-Replayed', 'true');

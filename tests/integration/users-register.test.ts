@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, createClient, createTenant, form, introspect, json, passwordLogin, refresh, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
@@ -222,6 +223,29 @@ describe(`registration (${dbLabel})`, () => {
     }
     expect(running.size).toBeGreaterThan(0);
     expect(most).toBe(1);
+  });
+
+  test("an idempotency record keeps no plain digest of its request: a registration's password cannot be tried against it", async () => {
+    const body = { tenant: 'bank-a', username: 'digest-free', password: PASSWORD, acceptedTerms: true };
+    const headers = { 'api-key': app.api_key, 'idempotency-ref': 'no-plain-digest' };
+    expect((await register(body, headers)).status).toBe(201);
+    const records = srv.running.app.database.knex('idempotency_records').where({ ref: 'no-plain-digest' });
+    const stored = ((await records.clone().first('request_hash')) as { request_hash: string }).request_hash;
+    // What the record held before: SHA-256 of the method, path and the body's keys in order.
+    const text = `POST /users\n{${Object.keys(body).sort().map((k) => `${JSON.stringify(k)}:${JSON.stringify(body[k as keyof typeof body])}`).join(',')}}`;
+    const plain = createHash('sha256').update(text).digest('base64url');
+    expect(stored).not.toContain(plain);
+    expect(stored).toMatch(/^h1\./);
+    // It still tells the same request from another.
+    const replay = await register(body, headers);
+    expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    expect((await register({ ...body, password: `${PASSWORD} but another` }, headers)).status).toBe(409);
+
+    // A record stored before the change (a plain digest) still gets its request's reply.
+    await records.clone().update({ request_hash: plain });
+    const old = await register(body, headers);
+    expect([old.status, old.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    expect((await register({ ...body, password: `${PASSWORD} but another` }, headers)).status).toBe(409);
   });
 
   test('a tenant may close registration', async () => {
