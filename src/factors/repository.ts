@@ -179,9 +179,21 @@ export interface FactorRepository {
    * A count used up with no block set (the attempt that reached it died, or the policy's maximum
    * was lowered) ages out like a block: `blockSeconds` after the last attempt, counting restarts.
    */
-  reserveAttempt(tenantId: string, userId: string, maxFailures: number, now: Date, blockSeconds: number): Promise<{ reserved: boolean; failures: number }>;
-  releaseAttempt(tenantId: string, userId: string): Promise<void>;
+  reserveAttempt(
+    tenantId: string,
+    userId: string,
+    maxFailures: number,
+    now: Date,
+    blockSeconds: number,
+  ): Promise<{ reserved: true; failures: number; epoch: number } | { reserved: false; failures: number; epoch?: undefined }>;
+  /**
+   * A reserved attempt given back: one off the count, never below zero, only while the count has
+   * not been started afresh since it was reserved (`epoch`, reserveAttempt's): after a reset the
+   * count holds later attempts only, and taking one off would erase a real failure.
+   */
+  releaseAttempt(tenantId: string, userId: string, epoch: number): Promise<void>;
   block(tenantId: string, userId: string, until: Date): Promise<boolean>;
+  /** The count started afresh (its epoch moved) and any block lifted. */
   resetFailures(tenantId: string, userId: string): Promise<void>;
 }
 
@@ -372,27 +384,34 @@ export function createFactorRepository(source: DbSource): FactorRepository {
       // "fresh": a block that has ended, or a used-up count whose last attempt is a block period old.
       const fresh = `((factor_blocked_until IS NOT NULL AND factor_blocked_until <= ?)
                       OR (factor_blocked_until IS NULL AND factor_failures >= ? AND factor_attempted_at <= ?))`;
+      const freshValues = [now, maxFailures, agedOut];
       const res = (await db().raw(
         `UPDATE users SET
            factor_failures = CASE WHEN ${fresh} THEN 1 ELSE factor_failures + 1 END,
+           factor_failure_epoch = CASE WHEN ${fresh} THEN factor_failure_epoch + 1 ELSE factor_failure_epoch END,
            factor_blocked_until = CASE WHEN ${fresh} THEN NULL ELSE factor_blocked_until END,
            factor_attempted_at = ?
          WHERE tenant_id = ? AND id = ?
            AND (${fresh} OR (factor_blocked_until IS NULL AND factor_failures < ?))
-         RETURNING factor_failures`,
-        [now, maxFailures, agedOut, now, maxFailures, agedOut, now, tenantId, userId, now, maxFailures, agedOut, maxFailures],
-      )) as { rows: Array<{ factor_failures: number }> };
+         RETURNING factor_failures, factor_failure_epoch`,
+        [...freshValues, ...freshValues, ...freshValues, now, tenantId, userId, ...freshValues, maxFailures],
+      )) as { rows: Array<{ factor_failures: number; factor_failure_epoch: number | string }> };
       const row = res.rows[0];
-      return row ? { reserved: true, failures: row.factor_failures } : { reserved: false, failures: maxFailures };
+      return row ? { reserved: true, failures: row.factor_failures, epoch: Number(row.factor_failure_epoch) } : { reserved: false, failures: maxFailures };
     },
-    async releaseAttempt(tenantId, userId) {
-      await db()('users').where({ tenant_id: tenantId, id: userId }).andWhere('factor_failures', '>', 0).decrement('factor_failures', 1);
+    async releaseAttempt(tenantId, userId, epoch) {
+      await db()('users')
+        .where({ tenant_id: tenantId, id: userId, factor_failure_epoch: epoch })
+        .andWhere('factor_failures', '>', 0)
+        .decrement('factor_failures', 1);
     },
     async block(tenantId, userId, until) {
       return affected(await db()('users').where({ tenant_id: tenantId, id: userId }).whereNull('factor_blocked_until').update({ factor_blocked_until: until })) === 1;
     },
     async resetFailures(tenantId, userId) {
-      await db()('users').where({ tenant_id: tenantId, id: userId }).update({ factor_failures: 0, factor_blocked_until: null });
+      await db()('users')
+        .where({ tenant_id: tenantId, id: userId })
+        .update({ factor_failures: 0, factor_failure_epoch: db().raw('factor_failure_epoch + 1'), factor_blocked_until: null });
     },
   };
 }

@@ -146,8 +146,9 @@ export function createFactorService(deps: FactorServiceDeps) {
     const { tenant, user } = caller;
     const now = clock();
     // Committed on its own: a failed attempt must count even though the request fails.
-    const { reserved, failures } = await factors.reserveAttempt(tenant.id, user.id, tenant.policy.factorMaxFailures, now, tenant.policy.factorBlockSeconds);
-    if (!reserved) throw verificationFailed();
+    const attempt = await factors.reserveAttempt(tenant.id, user.id, tenant.policy.factorMaxFailures, now, tenant.policy.factorBlockSeconds);
+    if (!attempt.reserved) throw verificationFailed();
+    const { failures, epoch } = attempt;
     // The details presented now must be the ones challenged: else the code simply does not match.
     // The sandbox's fixed code is good only while the tenant is a sandbox: a challenge made before
     // it went live must not pass with it (live codes are never that code).
@@ -168,8 +169,10 @@ export function createFactorService(deps: FactorServiceDeps) {
       } catch (err) {
         // The right code, already used by a concurrent request, or whose effect could not be
         // applied (its login completed meanwhile by another of its challenges, its session ended,
-        // a failure): rolled back, and not a guess, so its attempt goes back too.
-        await factors.releaseAttempt(tenant.id, user.id).catch(() => undefined);
+        // a failure): rolled back, and not a guess, so its attempt goes back too — unless the count
+        // was started afresh meanwhile (the concurrent request's success): it then holds only later
+        // attempts, each a real one.
+        await factors.releaseAttempt(tenant.id, user.id, epoch).catch(() => undefined);
         throw err instanceof CodeAlreadyUsed ? verificationFailed() : err;
       }
     }

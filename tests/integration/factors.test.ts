@@ -151,6 +151,58 @@ describe(`additional factors (${dbLabel})`, () => {
     expect((await verifySms(other.access_token, theirs)).status).toBe(204);
   });
 
+  test('a right code sent twice gives the second attempt back only while no success came between: a wrong code after the success still counts', async () => {
+    const u = await userWithSession('live-bank');
+    await enrolSms(u.token);
+    const code = await lastCode(srv, u.mobile);
+    const failures = async () => (await srv.running.app.database.knex('users').where({ id: u.user.id }).first('factor_failures')).factor_failures as number;
+    const { factors } = srv.running.app.services;
+    const original = factors.reserveAttempt.bind(factors);
+    // The second request's attempt is reserved; before it compares its code, the first succeeds
+    // (the count starts afresh) and a wrong code is tried.
+    const reserve = jest.spyOn(factors, 'reserveAttempt').mockImplementationOnce(async (...args) => {
+      const attempt = await original(...args);
+      expect((await verifySms(u.token, code)).status).toBe(204);
+      expect((await verifySms(u.token, '000000')).status).toBe(403);
+      return attempt;
+    });
+    try {
+      expect((await verifySms(u.token, code)).status).toBe(403); // its challenge was used meanwhile
+    } finally {
+      reserve.mockRestore();
+    }
+    expect(await failures()).toBe(1);
+  });
+
+  test('a count begun again after its block ended is a new count: an attempt reserved before gives nothing back to it', async () => {
+    const u = await userWithSession('live-bank');
+    await enrolSms(u.token);
+    const mine = await lastCode(srv, u.mobile);
+    const knex = srv.running.app.database.knex;
+    const failures = async () => (await knex('users').where({ id: u.user.id }).first('factor_failures')).factor_failures as number;
+    for (let i = 0; i < 3; i += 1) expect((await verifySms(u.token, '000000')).status).toBe(403);
+    const { factors } = srv.running.app.services;
+    const original = factors.reserveAttempt.bind(factors);
+    // This request's attempt is the fourth. Meanwhile the fifth blocks the factors, the block ends,
+    // another session's enrolment cancels this one's challenge, and a wrong code starts the count again.
+    const reserve = jest.spyOn(factors, 'reserveAttempt').mockImplementationOnce(async (...args) => {
+      const attempt = await original(...args);
+      expect((await verifySms(u.token, '000000')).status).toBe(403);
+      await knex('users').where({ id: u.user.id }).update({ factor_blocked_until: knex.raw("now() - interval '1 second'") });
+      const other = await login(srv, u.app, u.username, PASSWORD);
+      expect((await enrolSms(other.access_token)).status).toBe(204);
+      expect((await verifySms(u.token, '000000')).status).toBe(403);
+      expect(await failures()).toBe(1);
+      return attempt;
+    });
+    try {
+      expect((await verifySms(u.token, mine)).status).toBe(403); // its challenge was cancelled meanwhile
+    } finally {
+      reserve.mockRestore();
+    }
+    expect(await failures()).toBe(1);
+  });
+
   test('20 parallel enrolments with one idempotency-ref → one SMS, identical replies or 409; another body → 409', async () => {
     const u = await userWithSession('live-bank');
     const results = await Promise.all(Array.from({ length: 20 }, () => enrolSms(u.token, { 'idempotency-ref': 'enrol-1' })));
