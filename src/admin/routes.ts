@@ -342,6 +342,10 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const { scope, denied } = grantedScopes(client, body.scope);
     if (denied) throw AppError.validation([{ fieldName: 'scope', error: `${denied} is not allowed for this client` }]);
     const token = await audited(async () => {
+      // Read again under a lock of the user's row, in the transaction that stores the session: a
+      // lock (which ends every session) committed since the read above refuses the login, and one
+      // that comes later waits, then ends this session with the others.
+      if (!(await s.users.isActiveLocked(t.id, u.id))) throw new AppError('USER_LOCKED', 409, 'The user is locked');
       const issued = await startUserSession(deps.holder.userTokenContext(), {
         client, tenant: t, user: u, scope, amr: [], acr: ACR_CA, act: { sub: admin(ctx).clientId },
       });

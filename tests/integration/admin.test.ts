@@ -589,6 +589,33 @@ describe(`admin API (${dbLabel})`, () => {
     expect(after.refresh_token).toEqual(expect.any(String));
   });
 
+  test("an admin's login on a user's behalf that a lock overtakes stores no session, and none comes back with the unlock", async () => {
+    await api('POST', '/tenants', { id: 'racing-admin', mode: 'sandbox' });
+    const c = await api('POST', '/tenants/racing-admin/clients', { grant_types: ['password'] });
+    const u = (await api('POST', '/tenants/racing-admin/users', { username: 'overtaken', password: PASSWORD })).json;
+    const { users } = srv.running.app.services;
+    const findById = users.findById.bind(users);
+    // The route reads the user (active), then the lock commits before the session is stored.
+    const spy = jest.spyOn(users, 'findById').mockImplementationOnce(async (...args) => {
+      const found = await findById(...args);
+      expect((await api('POST', `/tenants/racing-admin/users/${u.id}/lock`)).status).toBe(200);
+      return found;
+    });
+    let byAdmin: Reply;
+    try {
+      byAdmin = await api('POST', `/tenants/racing-admin/users/${u.id}/login`, { client_id: c.json.client_id });
+    } finally {
+      spy.mockRestore();
+    }
+    expect([byAdmin.status, byAdmin.json.code]).toEqual([409, 'USER_LOCKED']);
+    const sessions = async () => (await api('GET', `/tenants/racing-admin/users/${u.id}/sessions`)).json.sessions as unknown[];
+    expect(await sessions()).toEqual([]);
+    expect((await api('DELETE', `/tenants/racing-admin/users/${u.id}/lock`)).status).toBe(200);
+    expect(await sessions()).toEqual([]);
+    // After the unlock an admin login works as before.
+    expect((await api('POST', `/tenants/racing-admin/users/${u.id}/login`, { client_id: c.json.client_id })).status).toBe(200);
+  });
+
   test('keys: list and rotate (platform admin)', async () => {
     const before = (await api('GET', '/keys')).json.keys as unknown[];
     const rot = await api('POST', '/keys/rotate');
