@@ -75,6 +75,13 @@ export const auditQuery = paging.extend({
   tenant: z.string().max(64).optional(),
   actor: z.string().max(256).optional(),
   type: z.string().max(100).optional(),
-  since: z.iso.datetime({ offset: true }).optional(),
+  // A time the database can compare: years 1970 to 9999 in UTC (an offset may move the written year).
+  since: z.iso
+    .datetime({ offset: true })
+    .refine((v) => {
+      const year = new Date(v).getUTCFullYear();
+      return year >= 1970 && year <= 9999;
+    }, 'must be a time between 1970 and 9999')
+    .optional(),
   after: z.coerce.number().int().min(0).optional(),
 });

@@ -3,7 +3,8 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { AppError } from '../errors';
 import { validateBody } from '../http/validate';
-import { PUSH_CHANNELS, pushEnrolmentSchema, type Caller, type FactorService, type PushChannel } from './service';
+import { isUuid } from '../db/uuid';
+import { challengeRejected, PUSH_CHANNELS, pushEnrolmentSchema, type Caller, type FactorService, type PushChannel } from './service';
 
 type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
 
@@ -61,7 +62,14 @@ export function factorRoutes(deps: { factors: FactorService; user: Middleware[];
 /** The enrolled device's side: it proves itself with its signature, not with a bearer token. */
 export function deviceRoutes(deps: { factors: FactorService; idempotent: Middleware }): Router {
   const router = new Router();
-  router.post('/device/challenges/:id', deps.idempotent, async (ctx) => {
+  // A challenge id is a UUID: anything else is refused as every wrong answer is, before its
+  // idempotency-ref is recorded under it (an id thousands of characters long would not fit the
+  // record's key: a 500).
+  const knownShape: Middleware = async (ctx, next) => {
+    if (!isUuid(ctx.params?.id ?? '')) throw challengeRejected();
+    await next();
+  };
+  router.post('/device/challenges/:id', knownShape, deps.idempotent, async (ctx) => {
     const { jws } = validateBody(ctx, deviceAnswerBody);
     ctx.body = await deps.factors.answerDeviceChallenge(ctx.params.id ?? '', jws);
   });

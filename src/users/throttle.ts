@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { Knex } from 'knex';
 import { deleteInBatches } from '../db/sweep';
 
@@ -28,7 +30,9 @@ export interface LoginThrottle {
 export function createLoginThrottle(opts: { failures: number; windowSeconds: number; clock?: () => Date }): LoginThrottle {
   const clock = opts.clock ?? (() => new Date());
   return {
-    key: (ip) => `login_ip:${ip}`,
+    // An address as it is; anything else (a proxy passing on what its client wrote, with
+    // TRUST_PROXY) by a digest of it: any length fits the row's key, and each value keeps its own.
+    key: (ip) => (isIP(ip) ? `login_ip:${ip}` : `login_ip:#${createHash('sha256').update(ip).digest('base64url')}`),
     limit: opts.failures,
     windowMs: opts.windowSeconds * 1000,
     now: () => clock().getTime(),

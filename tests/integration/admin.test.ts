@@ -89,6 +89,11 @@ describe(`admin API (${dbLabel})`, () => {
     expect(failed.some((e) => e.target === u.json.id && e.details.reason === 'locked')).toBe(true);
     expect(JSON.stringify(failed)).not.toContain(PASSWORD);
     expect((await api('GET', '/audit?since=2999-01-01T00:00:00Z')).json.items).toHaveLength(0);
+    // Times the database cannot compare (year 0, or 10000 once the offset is applied) are a 400 naming `since`.
+    for (const since of ['0000-01-01T00:00:00Z', '9999-12-31T23:59:59-23:59']) {
+      const r = await api('GET', `/audit?since=${encodeURIComponent(since)}`);
+      expect([since, r.status, r.json.syntaxErrors?.invalidFields?.[0]?.fieldName]).toEqual([since, 400, 'since']);
+    }
   });
 
   test('a tenant admin of A gets 404 on everything of B, and no platform powers', async () => {

@@ -176,6 +176,13 @@ describe(`per-IP throttle behind a trusted proxy (${dbLabel})`, () => {
       body: new URLSearchParams({ grant_type: 'password', username: 'pat', password }).toString(),
     });
 
+  test('a last entry that is no address (a proxy passing on what its client wrote) counts by its own budget, however long', async () => {
+    const long = `not-an-address-${'x'.repeat(6000)}`;
+    for (let i = 0; i < 3; i += 1) expect((await attempt(`203.0.113.1, ${long}`)).status).toBe(400);
+    expect((await attempt(long)).status).toBe(429);
+    expect((await attempt(`${long}-another`, PASSWORD)).status).toBe(200);
+  });
+
   test('client-written X-Forwarded-For entries do not buy more attempts; parallel ones cannot overrun', async () => {
     const verify = jest.spyOn(srv.running.app.services.hasher, 'verify');
     try {

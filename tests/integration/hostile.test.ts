@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import fc from 'fast-check';
@@ -131,9 +132,16 @@ describe(`hostile input (${dbLabel})`, () => {
       expect(v.status).toBe(400);
       const d = await json(srv, 'POST', `/device/challenges/${encodeURIComponent(p)}`, { jws: p });
       expect(d.status).toBeLessThan(500);
+      // With an idempotency-ref too: the ref is recorded under the challenge's id.
+      const dr = await json(srv, 'POST', `/device/challenges/${encodeURIComponent(p)}`, { jws: p }, { 'idempotency-ref': 'hostile-device' });
+      expect(dr.status).toBeLessThan(500);
       const s = await json(srv, 'GET', `/stepup/challenges/${encodeURIComponent(p)}`, undefined, bearer(userToken));
       expect(s.status).toBeLessThan(500);
     }
+    // An id of random characters, too long for the record's key (PostgreSQL compresses a repeated one).
+    const longId = randomBytes(3000).toString('base64url');
+    const d = await json(srv, 'POST', `/device/challenges/${longId}`, { jws: 'a.b.c' }, { 'idempotency-ref': 'hostile-device-long' });
+    expect([d.status, d.json]).toEqual([403, { message: 'Challenge response rejected', code: 'CHALLENGE_REJECTED' }]);
     expect(await userCount()).toBe(before);
   });
 

@@ -134,6 +134,11 @@ describe(`token service (${dbLabel})`, () => {
       const r = await fetch(`${srv.base}${path}`, { method });
       expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { error: 'invalid_request', error_description: `${method} is not allowed here` }]);
     }
+    // A method the router knows nowhere (SEARCH, PROPFIND, QUERY) on one of our paths: 405 as well.
+    for (const [method, path, allow] of [['SEARCH', '/users/me', 'HEAD, GET'], ['PROPFIND', '/users', 'POST'], ['QUERY', '/metrics', 'HEAD, GET']]) {
+      const r = await fetch(`${srv.base}${path}`, { method });
+      expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { message: `${method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' }]);
+    }
     for (const [method, path, allow] of [['POST', '/healthz', 'HEAD, GET'], ['POST', '/readyz', 'HEAD, GET']]) {
       const r = await fetch(`${srv.base}${path}`, { method });
       expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { message: `${method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' }]);
