@@ -398,11 +398,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       await apiRoutes(routed, () => apiMethods(routed, provider ? next : async () => undefined));
       if (provider) return;
       // What none of our routes answered, in our error shape: a known path with another method
-      // (the router has set 405 or 501 and Allow; the health routes, served before, have not), or no such path.
+      // (the router has set 405 and Allow; the health routes, served before, have not), or no such path.
       if (ctx.status === 405 && ctx.body === undefined) throw notAllowed(ctx, String(ctx.response.get('Allow')));
-      // A method the router knows of nowhere (PROPFIND, SEARCH, …) on a known path: 405 all the same,
-      // as on the OAuth endpoints.
-      if (ctx.status === 501 && ctx.body === undefined) throw notAllowed(ctx, String(ctx.response.get('Allow')));
+      // A method the router implements nowhere (PROPFIND, SEARCH, …): the router answers 501 on
+      // any path. On a known one (it names the methods there in Allow) 405 all the same, as on the
+      // OAuth endpoints; elsewhere the 404 below.
+      if (ctx.status === 501 && ctx.body === undefined) {
+        const allow = String(ctx.response.get('Allow'));
+        if (allow) throw notAllowed(ctx, allow);
+        ctx.status = 404;
+        ctx.remove('Allow');
+      }
       const healthPath = health.match(ctx.path, ctx.method).path;
       if (healthPath.length > 0) {
         const allow = [...new Set(healthPath.flatMap((l) => l.methods))].join(', ');

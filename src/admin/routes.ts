@@ -82,6 +82,12 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     await tenantOf(ctx);
     await next();
   };
+  /** The same for a change of the client `:id`, which needs reach over every tenant it serves. */
+  const clientChangeReach: Middleware = async (ctx, next) => {
+    const c = await clientOf(ctx, await tenantOf(ctx), { forChange: true });
+    if (c.admin) requirePlatform(ctx); // as for its PATCH: admin clients are the platform's to manage
+    await next();
+  };
 
   // Tenants
   router.get('/tenants', async (ctx) => {
@@ -210,7 +216,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.set('ETag', etag(updated.version));
     ctx.body = clientView(updated, admin(ctx));
   });
-  router.post('/tenants/:t/clients/:id/secret', reach, deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/clients/:id/secret', clientChangeReach, deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const c = await clientOf(ctx, t, { forChange: true });
     if (c.admin) requirePlatform(ctx); // as for its PATCH: admin clients are the platform's to manage
@@ -226,7 +232,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   });
   // After a leak, overlap_seconds 0: the old key stops at once. An app that ships its key (seed 003's
   // registration from client-side code) needs an overlap long enough for its users to update.
-  router.post('/tenants/:t/clients/:id/api-key', reach, deps.idempotent, async (ctx) => {
+  router.post('/tenants/:t/clients/:id/api-key', clientChangeReach, deps.idempotent, async (ctx) => {
     const t = await tenantOf(ctx);
     const c = await clientOf(ctx, t, { forChange: true });
     if (c.admin) requirePlatform(ctx);

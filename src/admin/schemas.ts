@@ -75,7 +75,8 @@ export const auditQuery = paging.extend({
   tenant: z.string().max(64).optional(),
   actor: z.string().max(256).optional(),
   type: z.string().max(100).optional(),
-  // A time the database can compare: years 1970 to 9999 in UTC (an offset may move the written year).
+  // Years 1970 to 9999 in UTC (an offset may move the written year): the embedded database
+  // refuses year 0 and year 10000, a 500 before this; nothing older than 1970 was ever audited.
   since: z.iso
     .datetime({ offset: true })
     .refine((v) => {

@@ -55,10 +55,11 @@ export interface LoginClosing {
  * reset (the failure count's epoch moved: an attempt reserved before gives nothing back). The
  * address's row is locked before the user's — `login_user` waits for `login_ip` through a one-time
  * filter, which PostgreSQL evaluates before it reads any row — as in beginLogin, so two logins of
- * one user from one address always lock in the same order and never deadlock. One login per statement: updates joined to a list of logins, closing several at once,
- * cost PostgreSQL 20-50 % more CPU per login than these updates by key when logins contend for one
- * address's row (eight connections on one address: 840-1,070 µs against 685-710 µs per login), and
- * more than the separate statement they replace.
+ * one user from one address always lock in the same order and never deadlock. One login per
+ * statement: updates joined to a list of logins, closing several at once, cost PostgreSQL 20-50 %
+ * more CPU per login than these updates by key when logins contend for one address's row (eight
+ * connections on one address: 840-1,070 µs against 685-710 µs per login), and more than the
+ * separate statement they replace.
  */
 export function loginEndCtes(first: number): string {
   const [key, now, tenant, user, epoch, windowEnd] = [first, first + 1, first + 2, first + 3, first + 4, first + 5].map((n) => `$${n}`);

@@ -13,7 +13,8 @@ import { deleteInBatches } from '../db/sweep';
  * and given back inside the login's own statements (src/users/repository.ts: beginLogin; and
  * src/users/login-end.ts, with the session's INSERT): a login costs no round trip of its own for
  * them. Rows have the shape of rate-limiter-flexible's PostgreSQL store, which the send caps use
- * on PostgreSQL: key `login_ip:<address>`, points, and the window's end in epoch milliseconds;
+ * on PostgreSQL: key `login_ip:<address>` (or `login_ip:#<digest>`, below), points, and the
+ * window's end in epoch milliseconds;
  * one sweep clears both. A success's point goes back to the window it was taken in, while that
  * runs, never below zero; a later window never counted it, and gets nothing.
  */
@@ -32,7 +33,9 @@ export function createLoginThrottle(opts: { failures: number; windowSeconds: num
   return {
     // An address as it is; anything else (a proxy passing on what its client wrote, with
     // TRUST_PROXY) by a digest of it: any length fits the row's key, and each value keeps its own.
-    key: (ip) => (isIP(ip) ? `login_ip:${ip}` : `login_ip:#${createHash('sha256').update(ip).digest('base64url')}`),
+    // An IPv6 address with a zone (`fe80::1%…`) is an address to isIP whatever the zone's length:
+    // digested too.
+    key: (ip) => (isIP(ip) && !ip.includes('%') ? `login_ip:${ip}` : `login_ip:#${createHash('sha256').update(ip).digest('base64url')}`),
     limit: opts.failures,
     windowMs: opts.windowSeconds * 1000,
     now: () => clock().getTime(),

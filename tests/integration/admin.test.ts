@@ -384,6 +384,11 @@ describe(`admin API (${dbLabel})`, () => {
       [`/tenants/replay-b/users/${user.json.id}/login`, { client_id: app.json.client_id }],
     ];
     const send = (i: number) => api('POST', requests[i]![0], requests[i]![1], { 'idempotency-ref': `replay-${i}` }, bound);
+    // A client of both tenants, its secret rotated through the one that stays: a change of it needs
+    // reach over both, so its reply too.
+    const shared = await createClient(srv, { tenants: ['replay-a', 'replay-b'] });
+    const rotateShared = () => api('POST', `/tenants/replay-a/clients/${shared.client_id}/secret`, {}, { 'idempotency-ref': 'replay-shared' }, bound);
+    expect((await rotateShared()).status).toBe(200);
     for (let i = 0; i < requests.length; i += 1) {
       // The lock first unlocked (DELETE is no POST), so that the admin login after it finds the user active.
       const first = await send(i);
@@ -399,6 +404,8 @@ describe(`admin API (${dbLabel})`, () => {
       const replay = await send(i);
       expect([requests[i]![0], replay.status, replay.headers.get('idempotent-replayed'), replay.json]).toEqual([requests[i]![0], 404, null, { message: 'Tenant not found', code: 'NOT_FOUND' }]);
     }
+    const sharedReplay = await rotateShared();
+    expect([sharedReplay.status, sharedReplay.headers.get('idempotent-replayed'), sharedReplay.json.code]).toEqual([403, null, 'FORBIDDEN']);
     await status('active');
     const again = await send(0);
     expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
@@ -619,6 +626,38 @@ describe(`admin API (${dbLabel})`, () => {
     expect(await sessions()).toEqual([]);
     // After the unlock an admin login works as before.
     expect((await api('POST', `/tenants/racing-admin/users/${u.id}/login`, { client_id: c.json.client_id })).status).toBe(200);
+  });
+
+  test("a lock that comes while an admin's login on the user's behalf stores its session waits for it, then ends that session too", async () => {
+    await api('POST', '/tenants', { id: 'racing-admin-2', mode: 'sandbox' });
+    const c = await api('POST', '/tenants/racing-admin-2/clients', { grant_types: ['password'] });
+    const u = (await api('POST', '/tenants/racing-admin-2/users', { username: 'waited-for', password: PASSWORD })).json;
+    const { knex } = srv.running.app.database;
+    const { audit } = srv.running.app.services;
+    const record = audit.record.bind(audit);
+    let locking: Promise<Reply> | undefined;
+    // The login's audit record is written after its session, in the same transaction: the lock
+    // starts there. On PostgreSQL it must wait for the user's row (the embedded database's one
+    // connection makes it wait for the whole transaction anyway).
+    const spy = jest.spyOn(audit, 'record').mockImplementationOnce(async (...args) => {
+      locking = api('POST', `/tenants/racing-admin-2/users/${u.id}/lock`);
+      if (usingPostgres) {
+        const waiting = async () => Number((await knex.raw('SELECT count(*) AS n FROM pg_locks WHERE NOT granted')).rows[0].n);
+        for (let i = 0; i < 250 && (await waiting()) === 0; i += 1) await new Promise((r) => setImmediate(r));
+      }
+      return record(...args);
+    });
+    let byAdmin: Reply;
+    try {
+      byAdmin = await api('POST', `/tenants/racing-admin-2/users/${u.id}/login`, { client_id: c.json.client_id });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(byAdmin.status).toBe(200);
+    expect((await locking!).status).toBe(200);
+    expect((await api('DELETE', `/tenants/racing-admin-2/users/${u.id}/lock`)).status).toBe(200);
+    expect((await api('GET', `/tenants/racing-admin-2/users/${u.id}/sessions`)).json.sessions).toEqual([]);
+    expect((await json(srv, 'GET', '/users/me', undefined, bearer(byAdmin.json.access_token as string))).status).toBe(401);
   });
 
   test('keys: list and rotate (platform admin)', async () => {

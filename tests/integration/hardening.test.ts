@@ -181,6 +181,10 @@ describe(`per-IP throttle behind a trusted proxy (${dbLabel})`, () => {
     for (let i = 0; i < 3; i += 1) expect((await attempt(`203.0.113.1, ${long}`)).status).toBe(400);
     expect((await attempt(long)).status).toBe(429);
     expect((await attempt(`${long}-another`, PASSWORD)).status).toBe(200);
+    // An IPv6 address with a zone is an address to Node's isIP, whatever the zone's length.
+    const zoned = `fe80::1%${'ab'.repeat(4000)}`;
+    for (let i = 0; i < 3; i += 1) expect((await attempt(zoned)).status).toBe(400);
+    expect((await attempt(zoned)).status).toBe(429);
   });
 
   test('client-written X-Forwarded-For entries do not buy more attempts; parallel ones cannot overrun', async () => {

@@ -139,6 +139,11 @@ describe(`token service (${dbLabel})`, () => {
       const r = await fetch(`${srv.base}${path}`, { method });
       expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { message: `${method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' }]);
     }
+    // … and on a path that does not exist, the 404 as for any other method.
+    for (const path of ['/no/such/path', '/admin/nothing-here']) {
+      const r = await fetch(`${srv.base}${path}`, { method: 'PROPFIND' });
+      expect([path, r.status, r.headers.get('allow'), await r.json()]).toEqual([path, 404, null, { message: 'Not found', code: 'NOT_FOUND' }]);
+    }
     for (const [method, path, allow] of [['POST', '/healthz', 'HEAD, GET'], ['POST', '/readyz', 'HEAD, GET']]) {
       const r = await fetch(`${srv.base}${path}`, { method });
       expect([method, path, r.status, r.headers.get('allow'), await r.json()]).toEqual([method, path, 405, allow, { message: `${method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' }]);
