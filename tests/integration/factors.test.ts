@@ -35,6 +35,21 @@ describe(`additional factors (${dbLabel})`, () => {
   const enrolSms = (token: string, headers: Record<string, string> = {}) => json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(token, headers));
   const verifySms = (token: string, verificationCode: string, headers: Record<string, string> = {}) =>
     json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode }, bearer(token, headers));
+  /** A verification whose attempt is reserved, then `meanwhile` runs before its code is compared. */
+  async function verifyWithMeanwhile(token: string, code: string, meanwhile: () => Promise<void>) {
+    const { factors } = srv.running.app.services;
+    const original = factors.reserveAttempt.bind(factors);
+    const reserve = jest.spyOn(factors, 'reserveAttempt').mockImplementationOnce(async (...args) => {
+      const attempt = await original(...args);
+      await meanwhile();
+      return attempt;
+    });
+    try {
+      return await verifySms(token, code);
+    } finally {
+      reserve.mockRestore();
+    }
+  }
 
   test('sandbox: enrol → verify with 123456 → ACTIVE; nothing is texted', async () => {
     const u = await userWithSession('sandbox-bank');
@@ -156,21 +171,13 @@ describe(`additional factors (${dbLabel})`, () => {
     await enrolSms(u.token);
     const code = await lastCode(srv, u.mobile);
     const failures = async () => (await srv.running.app.database.knex('users').where({ id: u.user.id }).first('factor_failures')).factor_failures as number;
-    const { factors } = srv.running.app.services;
-    const original = factors.reserveAttempt.bind(factors);
     // The second request's attempt is reserved; before it compares its code, the first succeeds
     // (the count starts afresh) and a wrong code is tried.
-    const reserve = jest.spyOn(factors, 'reserveAttempt').mockImplementationOnce(async (...args) => {
-      const attempt = await original(...args);
+    const meanwhile = async () => {
       expect((await verifySms(u.token, code)).status).toBe(204);
       expect((await verifySms(u.token, '000000')).status).toBe(403);
-      return attempt;
-    });
-    try {
-      expect((await verifySms(u.token, code)).status).toBe(403); // its challenge was used meanwhile
-    } finally {
-      reserve.mockRestore();
-    }
+    };
+    expect((await verifyWithMeanwhile(u.token, code, meanwhile)).status).toBe(403); // its challenge was used meanwhile
     expect(await failures()).toBe(1);
   });
 
@@ -181,25 +188,17 @@ describe(`additional factors (${dbLabel})`, () => {
     const knex = srv.running.app.database.knex;
     const failures = async () => (await knex('users').where({ id: u.user.id }).first('factor_failures')).factor_failures as number;
     for (let i = 0; i < 3; i += 1) expect((await verifySms(u.token, '000000')).status).toBe(403);
-    const { factors } = srv.running.app.services;
-    const original = factors.reserveAttempt.bind(factors);
     // This request's attempt is the fourth. Meanwhile the fifth blocks the factors, the block ends,
     // another session's enrolment cancels this one's challenge, and a wrong code starts the count again.
-    const reserve = jest.spyOn(factors, 'reserveAttempt').mockImplementationOnce(async (...args) => {
-      const attempt = await original(...args);
+    const meanwhile = async () => {
       expect((await verifySms(u.token, '000000')).status).toBe(403);
       await knex('users').where({ id: u.user.id }).update({ factor_blocked_until: knex.raw("now() - interval '1 second'") });
       const other = await login(srv, u.app, u.username, PASSWORD);
       expect((await enrolSms(other.access_token)).status).toBe(204);
       expect((await verifySms(u.token, '000000')).status).toBe(403);
       expect(await failures()).toBe(1);
-      return attempt;
-    });
-    try {
-      expect((await verifySms(u.token, mine)).status).toBe(403); // its challenge was cancelled meanwhile
-    } finally {
-      reserve.mockRestore();
-    }
+    };
+    expect((await verifyWithMeanwhile(u.token, mine, meanwhile)).status).toBe(403); // its challenge was cancelled meanwhile
     expect(await failures()).toBe(1);
   });
 
