@@ -38,7 +38,7 @@ function requestHashOf(key: Buffer, text: string): string {
  * plain SHA-256, no prefix) is compared the old way, so that a retry across the upgrade still gets
  * its reply; such records are never written again, and are gone within 24 hours.
  */
-function sameRequest(stored: string, hash: string, key: Buffer, text: string): boolean {
+function sameRequest(stored: string, hash: string, text: string): boolean {
   const mine = stored.startsWith(HASH_PREFIX) ? hash : createHash('sha256').update(text).digest('base64url');
   const [a, b] = [Buffer.from(stored), Buffer.from(mine)];
   return a.length === b.length && timingSafeEqual(a, b);
@@ -125,7 +125,7 @@ export function idempotency(deps: {
       const expired = existing && existing.expiresAt <= now;
       const abandoned = existing?.state === 'in_flight' && now.getTime() - existing.lockedAt.getTime() > ABANDONED_MS;
       if (existing && !expired && !abandoned) {
-        if (!sameRequest(existing.requestHash, requestHash, deps.hashKey, requestText)) throw new AppError('IDEMPOTENCY_CONFLICT', 409, 'idempotency-ref was already used with another request');
+        if (!sameRequest(existing.requestHash, requestHash, requestText)) throw new AppError('IDEMPOTENCY_CONFLICT', 409, 'idempotency-ref was already used with another request');
         if (existing.state === 'in_flight') throw new AppError('IDEMPOTENCY_IN_FLIGHT', 409, 'A request with this idempotency-ref is still in progress');
         ctx.status = existing.responseStatus ?? 200;
         ctx.set('Idempotent-Replayed', 'true');
