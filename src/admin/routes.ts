@@ -76,18 +76,25 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   /**
    * Who may act here, checked before the idempotency middleware: a stored reply (a client's new
    * secret, a user's token) is replayed only to an admin who may act for the path's tenant now. A
-   * tenant disabled since, or gone from the admin's reach, answers its 404 to a replay too.
+   * tenant disabled since, or gone from the admin's reach, answers its 404 to a replay too. The
+   * handler takes the tenant found (`reached`).
    */
   const reach: Middleware = async (ctx, next) => {
-    await tenantOf(ctx);
+    ctx.state.reachedTenant = await tenantOf(ctx);
     await next();
   };
-  /** The same for a change of the client `:id`, which needs reach over every tenant it serves. */
+  const reached = (ctx: Context) => ctx.state.reachedTenant as Tenant;
+  /**
+   * The same for a change of the client `:id`, which needs reach over every tenant it serves; the
+   * handler takes the client found (`changedClient`).
+   */
   const clientChangeReach: Middleware = async (ctx, next) => {
     const c = await clientOf(ctx, await tenantOf(ctx), { forChange: true });
     if (c.admin) requirePlatform(ctx); // as for its PATCH: admin clients are the platform's to manage
+    ctx.state.changedClient = c;
     await next();
   };
+  const changedClient = (ctx: Context) => ctx.state.changedClient as ClientRecord;
 
   // Tenants
   router.get('/tenants', async (ctx) => {
@@ -172,7 +179,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.body = { items: items.map((c) => clientView(c, admin(ctx))), next: items.length === limit ? items[items.length - 1]!.id : null };
   });
   router.post('/tenants/:t/clients', reach, deps.idempotent, async (ctx) => {
-    const t = await tenantOf(ctx);
+    const t = reached(ctx);
     const body = validateBody(ctx, S.clientCreate);
     const tenants = [...new Set([t.id, ...(body.tenants ?? [])])];
     if (tenants.some((x) => !canSee(admin(ctx), x))) throw new AppError('NOT_FOUND', 404, 'Tenant not found');
@@ -217,9 +224,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.body = clientView(updated, admin(ctx));
   });
   router.post('/tenants/:t/clients/:id/secret', clientChangeReach, deps.idempotent, async (ctx) => {
-    const t = await tenantOf(ctx);
-    const c = await clientOf(ctx, t, { forChange: true });
-    if (c.admin) requirePlatform(ctx); // as for its PATCH: admin clients are the platform's to manage
+    const c = changedClient(ctx);
     const { overlap_seconds } = validateBody(ctx, S.secretRotation);
     const secret = generateSecret(32);
     const until = new Date(Date.now() + overlap_seconds * 1000);
@@ -233,9 +238,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   // After a leak, overlap_seconds 0: the old key stops at once. An app that ships its key (seed 003's
   // registration from client-side code) needs an overlap long enough for its users to update.
   router.post('/tenants/:t/clients/:id/api-key', clientChangeReach, deps.idempotent, async (ctx) => {
-    const t = await tenantOf(ctx);
-    const c = await clientOf(ctx, t, { forChange: true });
-    if (c.admin) requirePlatform(ctx);
+    const c = changedClient(ctx);
     const { overlap_seconds } = validateBody(ctx, S.apiKeyRotation);
     const apiKey = generateSecret(32);
     const until = new Date(Date.now() + overlap_seconds * 1000);
@@ -258,7 +261,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   // The checks and the password's hash before any transaction opens (an idempotency-ref's too:
   // outsideTransaction); the user, the MFA flag and the audit record are stored together.
   const registration = outsideTransaction(async (ctx) => {
-    const t = await tenantOf(ctx);
+    const t = reached(ctx);
     const { role, mfaRequired, ...input } = validateBody(ctx, S.adminUserCreate);
     return { t, mfaRequired, prepared: await s.userService.prepareRegistration(t, { ...input, acceptedTerms: true }, { role }) };
   });
@@ -278,7 +281,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.body = { ...publicUser(u), lockedUntil: u.lockedUntil?.toISOString() ?? null, mfaRequired: u.mfaRequired };
   });
   router.post('/tenants/:t/users/:id/lock', reach, deps.idempotent, async (ctx) => {
-    const t = await tenantOf(ctx);
+    const t = reached(ctx);
     const u = await userOf(ctx, t);
     const locked = await audited(async () => {
       const r = await s.users.setStatus(t.id, u.id, 'locked');
@@ -337,7 +340,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.status = 204;
   });
   router.post('/tenants/:t/users/:id/login', reach, deps.idempotent, async (ctx) => {
-    const t = await tenantOf(ctx);
+    const t = reached(ctx);
     const u = await userOf(ctx, t);
     if (u.status !== 'active') throw new AppError('USER_LOCKED', 409, 'The user is locked');
     const body = validateBody(ctx, S.adminLogin);

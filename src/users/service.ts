@@ -224,7 +224,7 @@ export function createUserService(deps: {
         wait: hasher.busy() && users.waitingStarts() < hasher.concurrency,
       });
       if (start.throttledForMs !== undefined) throw new LoginThrottledError(Math.max(1, Math.ceil(start.throttledForMs / 1000)));
-      const { user, failures, windowEnd } = start;
+      const { user, failures, failureEpoch, windowEnd } = start;
       // A login that ends without a session sends the longest-waiting start on its own: its
       // session's INSERT would have carried it (src/db/pairing.ts).
       const noSession = () => users.sendWaitingStarts('one');
@@ -235,7 +235,7 @@ export function createUserService(deps: {
           return await evaluation;
         } catch (err) {
           if (!(err instanceof EvaluationTooLateError)) throw err;
-          await users.releaseLogin({ tenantId: tenant.id, userId: user?.id, failureEpoch: start.failureEpoch, key: throttleKey, windowEnd });
+          await users.releaseLogin({ tenantId: tenant.id, userId: user?.id, failureEpoch, key: throttleKey, windowEnd });
           throw new LoginOverloadedError(OVERLOADED_RETRY_AFTER_SECONDS);
         }
       };

@@ -14,9 +14,9 @@ import { deleteInBatches } from '../db/sweep';
  * src/users/login-end.ts, with the session's INSERT): a login costs no round trip of its own for
  * them. Rows have the shape of rate-limiter-flexible's PostgreSQL store, which the send caps use
  * on PostgreSQL: key `login_ip:<address>` (or `login_ip:#<digest>`, below), points, and the
- * window's end in epoch milliseconds;
- * one sweep clears both. A success's point goes back to the window it was taken in, while that
- * runs, never below zero; a later window never counted it, and gets nothing.
+ * window's end in epoch milliseconds; one sweep clears both. A success's point goes back to the
+ * window it was taken in, while that runs, never below zero; a later window never counted it, and
+ * gets nothing.
  */
 export interface LoginThrottle {
   /** The counter's row. */
