@@ -1,6 +1,7 @@
 import type { Context, Next } from 'koa';
 import { AppError } from '../errors';
 import type { Principal } from '../oidc/bearer';
+import { issuedBeforeDisabling } from '../oidc/not-before';
 import type { Tenant, TenantRepository } from '../tenants/repository';
 
 export interface AdminCaller {
@@ -16,7 +17,8 @@ export interface AdminCaller {
  *
  * A tenant-bound admin acts only on its tenants that are active, read on every request (from the
  * cached lookups, which every process drops on a change): a token issued before its tenant was
- * disabled loses the tenant at once, as the tenant's other tokens do. With none active, 403.
+ * disabled loses the tenant at once, as the tenant's other tokens do, and for good: enabled again,
+ * the tenant is not the token's again (src/oidc/not-before.ts). With none active, 403.
  */
 export function requireAdmin(tenants: Pick<TenantRepository, 'find'>) {
   return async function requireAdminClient(ctx: Context, next: Next): Promise<void> {
@@ -25,7 +27,11 @@ export function requireAdmin(tenants: Pick<TenantRepository, 'find'>) {
       throw AppError.insufficientScope('FORBIDDEN', 'This operation needs an admin client token with scope admin', 'admin');
     }
     const own = p.client.tenants ?? [];
-    const active = own.length === 0 ? [] : (await Promise.all(own.map(async (id) => ((await tenants.find(id))?.status === 'active' ? id : undefined)))).filter((id): id is string => id !== undefined);
+    const usable = async (id: string) => {
+      const t = await tenants.find(id);
+      return t?.status === 'active' && !issuedBeforeDisabling(p.issuedAt, t.tokensNotBefore) ? id : undefined;
+    };
+    const active = own.length === 0 ? [] : (await Promise.all(own.map(usable))).filter((id): id is string => id !== undefined);
     if (own.length > 0 && active.length === 0) throw AppError.insufficientScope('FORBIDDEN', 'The tenant of this admin client is disabled');
     const admin: AdminCaller = { clientId: p.clientId, platform: own.length === 0, tenants: active };
     ctx.state.admin = admin;

@@ -6,6 +6,8 @@ import { generateSecret, hashSecret } from '../crypto/secrets';
 import type { Services } from '../app';
 import type { ProviderHolder } from '../oidc/holder';
 import { listGrantsOfAccount, revokeAllOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
+import { standingSessions } from '../sessions/routes';
+import { untilNextSecond } from '../oidc/not-before';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
 import { publicUser } from '../users/service';
@@ -126,6 +128,8 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const changes = validateBody(ctx, S.tenantPatch);
     if ((changes.mode !== undefined || changes.status !== undefined) && !admin(ctx).platform) requirePlatform(ctx);
+    // Enabled as a second begins, outside the transaction: see src/oidc/not-before.ts.
+    if (changes.status === 'active' && t.status === 'disabled') await untilNextSecond();
     const updated = await audited(async () => {
       const u = await s.tenants.update(t.id, ifMatch(ctx, t.version), changes);
       if (!u) throw preconditionFailed();
@@ -212,6 +216,8 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const body = validateBody(ctx, S.clientPatch);
     if (c.admin && !admin(ctx).platform) requirePlatform(ctx);
     const grantTypes = body.grant_types ? [...new Set(body.grant_types.includes('password') ? [...body.grant_types, 'refresh_token'] : body.grant_types)] : undefined;
+    // Enabled as a second begins, outside the transaction: see src/oidc/not-before.ts.
+    if (body.disabled === false && c.disabled) await untilNextSecond();
     const updated = await audited(async () => {
       const u = await s.clients.update(c.id, ifMatch(ctx, c.version), {
         name: body.client_name, grantTypes, scope: body.scope, tokenFormat: body.token_format, introspection: body.introspection, disabled: body.disabled,
@@ -313,8 +319,9 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.status = 204;
   });
   router.get('/tenants/:t/users/:id/sessions', async (ctx) => {
-    const u = await userOf(ctx, await tenantOf(ctx));
-    const grants = await listGrantsOfAccount(s.tx, u.id);
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    const grants = await standingSessions(await listGrantsOfAccount(s.tx, u.id), t, s.clients);
     ctx.body = {
       sessions: grants.map((g) => ({ id: g.jti, clientId: g.clientId, createdAt: new Date(Number(g.iat) * 1000).toISOString(), expiresAt: new Date(Number(g.exp) * 1000).toISOString() })),
     };

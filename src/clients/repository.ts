@@ -2,6 +2,8 @@ import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
 import { changeAndAnnounce } from '../cache/lookups';
 import { affected } from '../db/affected';
+import { notBeforeChange } from '../oidc/not-before-sql';
+import { epochSecond } from '../oidc/not-before';
 
 export type TokenFormat = 'opaque' | 'jwt';
 export interface ClientRecord {
@@ -20,6 +22,8 @@ export interface ClientRecord {
   introspection: boolean;
   admin: boolean;
   disabled: boolean;
+  /** The second (epoch) it was last disabled: tokens issued in or before it stay inactive (0: never). */
+  tokensNotBefore: number;
   metadata: Record<string, unknown>;
   tenants: string[];
   version: number;
@@ -42,6 +46,7 @@ interface ClientRow {
   introspection: boolean;
   admin: boolean;
   disabled: boolean;
+  tokens_not_before: number | string;
   metadata: Record<string, unknown> | string;
   version: number;
   created_at: Date;
@@ -67,6 +72,7 @@ function toRecord(row: ClientRow): ClientRecord {
     introspection: row.introspection,
     admin: row.admin,
     disabled: row.disabled,
+    tokensNotBefore: Number(row.tokens_not_before ?? 0),
     metadata: json(row.metadata),
     tenants: (json(row.tenants ?? []) ?? []).filter(Boolean).sort(),
     version: row.version,
@@ -103,7 +109,11 @@ export interface ClientRepository {
   find(clientId: string): Promise<ClientRecord | undefined>;
   findByApiKeyHash(apiKeyHash: string): Promise<ClientRecord | undefined>;
   listByTenant(tenantId: string, opts: { limit: number; after?: string }): Promise<ClientRecord[]>;
-  /** Optimistic concurrency: only if still at `version`. */
+  /**
+   * Optimistic concurrency: only if still at `version`. Disabling or enabling stamps
+   * `tokens_not_before`; a caller enabling a disabled client first waits for a second to begin
+   * (untilNextSecond, outside any transaction: src/oidc/not-before.ts).
+   */
   update(clientId: string, version: number, changes: ClientChanges): Promise<ClientRecord | undefined>;
   /** New secret; the current one keeps working until `previousExpiresAt`. */
   rotateSecret(clientId: string, newHash: string, previousExpiresAt: Date): Promise<ClientRecord | undefined>;
@@ -190,6 +200,7 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
               ...(changes.tokenFormat !== undefined ? { token_format: changes.tokenFormat } : {}),
               ...(changes.introspection !== undefined ? { introspection: changes.introspection } : {}),
               ...(changes.disabled !== undefined ? { disabled: changes.disabled } : {}),
+              ...(changes.disabled !== undefined ? { tokens_not_before: notBeforeChange(k, changes.disabled, 'disabled') } : {}),
               version: k.raw('version + 1'),
               updated_at: k.fn.now(),
             }),
@@ -220,11 +231,12 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
           `with before as (select secret_hash from clients where id = ?)
            insert into clients (id, name, secret_hash, api_key_hash, grant_types, scope, token_endpoint_auth_method, token_format, introspection, admin)
            values (?, ?, ?, ?, ?, ?, ?, ?, ?, true)
-           on conflict (id) do update set secret_hash = excluded.secret_hash, api_key_hash = excluded.api_key_hash, admin = true, disabled = false
+           on conflict (id) do update set secret_hash = excluded.secret_hash, api_key_hash = excluded.api_key_hash, admin = true, disabled = false,
+             tokens_not_before = case when clients.disabled then greatest(clients.tokens_not_before, ?::bigint) else clients.tokens_not_before end
              where clients.secret_hash is distinct from excluded.secret_hash or clients.api_key_hash is distinct from excluded.api_key_hash
                or not clients.admin or clients.disabled
            returning (xmax = 0) as inserted, (select secret_hash from before) is distinct from clients.secret_hash as rekeyed`,
-          [input.id, input.id, input.name, input.secretHash, input.apiKeyHash, JSON.stringify(input.grantTypes), input.scope, input.tokenEndpointAuthMethod, input.tokenFormat, input.introspection],
+          [input.id, input.id, input.name, input.secretHash, input.apiKeyHash, JSON.stringify(input.grantTypes), input.scope, input.tokenEndpointAuthMethod, input.tokenFormat, input.introspection, epochSecond() - 1],
         )) as { rows: Array<{ inserted: boolean; rekeyed: boolean }> };
         const row = rows[0];
         if (row) outcome = row.inserted ? 'created' : row.rekeyed ? 'rekeyed' : 'restored';

@@ -3,6 +3,8 @@ import { SIGNING_ALGS } from '../keys/service';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import type { PortcullisClientExtras } from './client-model';
 import { opaqueTokenId } from './token-id';
+import { issuedBeforeDisabling } from './not-before';
+import type { TenantRepository } from '../tenants/repository';
 
 /** Who calls one of our routes, as its bearer token says. */
 export interface Principal {
@@ -26,6 +28,8 @@ export interface Principal {
   transactionBound: boolean;
   /** RFC 8693 `act`: the admin client that logged the user in, when the user did not. */
   actor?: string;
+  /** `iat`, epoch seconds. */
+  issuedAt: number;
 }
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -40,15 +44,28 @@ function actorOf(act: unknown): string | undefined {
 /**
  * Verifies a bearer token for our own routes with the same rules as introspection: stored and
  * valid (opaque), or signed by one of our published keys (JWT); its session still alive; its
- * client still enabled. Anything else is undefined — the caller answers 401.
+ * client still enabled; neither its client nor its tenant disabled since it was issued. Anything
+ * else is undefined — the caller answers 401.
  */
-export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeySet) {
+export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeySet, tenants: Pick<TenantRepository, 'find'>) {
   const keys = createLocalJWKSet(publicJwks);
 
   async function sessionAlive(grantId: string | undefined): Promise<boolean> {
     if (!grantId) return true;
     const grant = await provider.Grant.find(grantId);
     return !!grant && !grant.isExpired;
+  }
+
+  /**
+   * The token's client, and the admin client named by its `act` (an admin's login on the user's
+   * behalf), are enabled and were not disabled since the token was issued.
+   */
+  async function standsForClients(iat: unknown, client: Partial<PortcullisClientExtras>, act: unknown): Promise<boolean> {
+    if (issuedBeforeDisabling(iat, client.tokens_not_before)) return false;
+    if (act === undefined) return true;
+    const actor = actorOf(act);
+    const admin = actor ? ((await provider.Client.find(actor)) as Partial<PortcullisClientExtras> | undefined) : undefined;
+    return admin !== undefined && !issuedBeforeDisabling(iat, admin.tokens_not_before);
   }
 
   async function principal(p: {
@@ -58,6 +75,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
     extra: Extra;
     grantId?: string;
     exp: number;
+    iat: unknown;
     tokenId: string;
     transactionBound: boolean;
   }): Promise<Principal | undefined> {
@@ -65,8 +83,12 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
     if (!client) return undefined;
     // A user token without a session to check is not accepted (a JWT always names its sid).
     if (p.accountId && !p.grantId) return undefined;
-    if (!(await sessionAlive(p.grantId))) return undefined;
     const tenantId = typeof p.extra.tenant === 'string' ? p.extra.tenant : undefined;
+    // Issued before its client, its tenant or the admin client that logged its user in (`act`)
+    // was last disabled: never again (src/oidc/not-before.ts).
+    if (!(await standsForClients(p.iat, client, p.extra.act))) return undefined;
+    if (tenantId !== undefined && issuedBeforeDisabling(p.iat, (await tenants.find(tenantId))?.tokensNotBefore)) return undefined;
+    if (!(await sessionAlive(p.grantId))) return undefined;
     return {
       tokenKind: p.accountId ? 'user' : 'client',
       clientId: p.clientId,
@@ -83,6 +105,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
       pending: p.extra.pending !== undefined,
       transactionBound: p.transactionBound,
       actor: actorOf(p.extra.act),
+      issuedAt: typeof p.iat === 'number' ? p.iat : 0,
     };
   }
 
@@ -101,6 +124,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
           extra: payload as Extra,
           grantId: isUser && typeof payload.sid === 'string' ? payload.sid : undefined,
           exp: payload.exp,
+          iat: payload.iat,
           tokenId: typeof payload.jti === 'string' ? payload.jti : opaqueTokenId(token),
           transactionBound: payload.authorization_details !== undefined,
         });
@@ -121,6 +145,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
       extra: f.extra ?? {},
       grantId: f.grantId,
       exp: found.exp,
+      iat: found.iat,
       tokenId: opaqueTokenId(token),
       transactionBound: f.rar !== undefined,
     });

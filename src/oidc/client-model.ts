@@ -11,6 +11,7 @@ export const EXTRA_CLIENT_METADATA = [
   'admin',
   'previous_secret_hash',
   'previous_secret_expires_at',
+  'tokens_not_before',
 ] as const;
 
 export interface PortcullisClientExtras {
@@ -22,6 +23,8 @@ export interface PortcullisClientExtras {
   admin: boolean;
   previous_secret_hash?: string;
   previous_secret_expires_at?: number;
+  /** The second it was last disabled: tokens issued in or before it stay inactive (src/oidc/not-before.ts). */
+  tokens_not_before?: number;
 }
 
 export function toClientMetadata(c: ClientRecord): ClientMetadata & PortcullisClientExtras {
@@ -39,6 +42,7 @@ export function toClientMetadata(c: ClientRecord): ClientMetadata & PortcullisCl
     token_format: c.tokenFormat,
     introspection: c.introspection,
     admin: c.admin,
+    tokens_not_before: c.tokensNotBefore,
     ...(c.previousSecretHash && c.previousSecretExpiresAt
       ? {
           previous_secret_hash: c.previousSecretHash,

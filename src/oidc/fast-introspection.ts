@@ -151,7 +151,7 @@ async function introspect(deps: Deps, client: ClientRecord, value: string): Prom
     const grant = await provider.Grant.find(token.grantId, { ignoreExpiration: true });
     if (!grant || grant.isExpired || grant.clientId !== token.clientId || grant.accountId !== token.accountId) return { active: false };
   }
-  const caller = { clientId: client.id, introspection: client.introspection, tenants: client.tenants, admin: client.admin };
+  const caller = { clientId: client.id, introspection: client.introspection, tenants: client.tenants, admin: client.admin, tokens_not_before: client.tokensNotBefore };
   if (!(await deps.policy(caller, token))) return { active: false };
   // Built as the library builds it, Object.assign(answer, { ...extra, active: true, … }): the
   // token's extra claims may name a `sub` of their own, and the token's own fields win. Written

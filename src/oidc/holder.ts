@@ -69,7 +69,7 @@ export async function createProviderHolder(
       provider,
       handler: provider.callback() as unknown as Handler,
       fingerprint: keys.fingerprint,
-      verify: createBearerVerifier(provider, { keys: publicKeys } as JSONWebKeySet),
+      verify: createBearerVerifier(provider, { keys: publicKeys } as JSONWebKeySet, deps.tenants),
       context: {
         provider,
         audience: tokenAudience(deps.config),

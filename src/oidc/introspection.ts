@@ -3,10 +3,13 @@ import type { PortcullisClientExtras } from './client-model';
 import type { TenantRepository } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
 import type { UserService } from '../users/service';
+import { issuedBeforeDisabling } from './not-before';
 
 export interface IntrospectedToken {
   clientId?: string;
   accountId?: string;
+  /** Epoch seconds. */
+  iat?: number;
   extra?: Record<string, unknown>;
 }
 
@@ -19,8 +22,9 @@ type Caller = { clientId: string } & Partial<PortcullisClientExtras>;
 /**
  * RFC 7662 §4: a resource server learns about a token only when it is allowed to. Ours: the caller
  * has the introspection permission and serves the token's tenant (a platform admin client serves
- * all); and the token still stands for something — its tenant active, its client enabled, its
- * user (if any) neither locked nor deleted.
+ * all); and the token still stands for something — its tenant active, its client enabled (and
+ * neither disabled since the token was issued; nor the admin client of an `act`), its user (if
+ * any) neither locked nor deleted.
  */
 export function createIntrospectionPolicy(deps: {
   /** Cached (src/cache/lookups.ts). */
@@ -43,11 +47,25 @@ export function createIntrospectionPolicy(deps: {
     const platform = callerTenants.length === 0 && client.admin === true;
     if (!platform && (typeof tokenTenant !== 'string' || !callerTenants.includes(tokenTenant))) return false;
     const tenants = opts.fresh ? deps.fresh.tenants : deps.tenants;
-    if (typeof tokenTenant === 'string' && (await tenants.find(tokenTenant))?.status !== 'active') return false;
+    if (typeof tokenTenant === 'string') {
+      const tenant = await tenants.find(tokenTenant);
+      if (tenant?.status !== 'active' || issuedBeforeDisabling(token.iat, tenant.tokensNotBefore)) return false;
+    }
+    let clientNotBefore = client.tokens_not_before;
     if (opts.fresh || (token.clientId && token.clientId !== client.clientId)) {
       // The client the token was issued to must still exist and be enabled.
       const issuedTo = await (opts.fresh ? deps.fresh.clients : deps.clients).find(token.clientId ?? client.clientId);
       if (!issuedTo || issuedTo.disabled) return false;
+      clientNotBefore = issuedTo.tokensNotBefore;
+    }
+    // Issued before its client or tenant was last disabled: inactive for good.
+    if (issuedBeforeDisabling(token.iat, clientNotBefore)) return false;
+    // An admin's login on the user's behalf stands only while that admin client does.
+    const act = token.extra?.act;
+    if (act !== undefined) {
+      const actor = (act as { sub?: unknown } | null)?.sub;
+      const admin = typeof actor === 'string' ? await (opts.fresh ? deps.fresh.clients : deps.clients).find(actor) : undefined;
+      if (!admin || admin.disabled || issuedBeforeDisabling(token.iat, admin.tokensNotBefore)) return false;
     }
     if (token.accountId) {
       const user = await deps.users.findActiveForToken(token.accountId);

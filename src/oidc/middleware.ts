@@ -83,6 +83,7 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
       {
         clientId: typeof payload.client_id === 'string' ? payload.client_id : undefined,
         accountId: isUser ? (payload.sub as string) : undefined,
+        iat: typeof payload.iat === 'number' ? payload.iat : undefined,
         extra: payload,
       },
       { fresh: true },

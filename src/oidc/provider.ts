@@ -14,6 +14,7 @@ import { checkSingleResource, grantedScopes, resourceInfo } from './resource';
 import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } from './password-grant';
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
 import { trimDiscovery } from './discovery';
+import { issuedBeforeDisabling } from './not-before';
 import { correctTokenErrors, noCachePragma } from './token-errors';
 
 export interface ProviderDeps {
@@ -83,17 +84,21 @@ export function createProvider(deps: ProviderDeps): Provider {
      * end the session as a replay. Both are checked here, before that.
      */
     rotateRefreshToken: async (ctx) => {
-      const rt = ctx.oidc.entities.RefreshToken as { resource?: unknown } | undefined;
+      const rt = ctx.oidc.entities.RefreshToken as { resource?: unknown; iat?: number } | undefined;
       checkSingleResource((ctx.oidc.params as { resource?: unknown } | undefined)?.resource || rt?.resource, audience);
       // A refresh naming a tenant (di_fiid, institutionId, tenant) must name its session's, as the
       // other grants must name one the client serves: the same refusal, before consumption too.
       const account = ctx.oidc.entities.Account as PortcullisAccount | undefined;
       const requested = requestedTenantId(ctx);
       if (account && requested !== undefined && requested !== account.tenantId) throw new errors.InvalidRequest('the client is not allowed for this tenant');
-      // A suspended tenant: tenantFor's refusal, but before the token is consumed, so the session
-      // goes on once the tenant is active again (after consumption, the retry was a reuse that ended it).
+      // A disabled tenant: tenantFor's refusal, but before the token is consumed (after consumption,
+      // the retry would be a reuse that ends the session). A session begun before its client or
+      // tenant was last disabled does not come back when it is enabled again (src/oidc/not-before.ts).
       const client = ctx.oidc.client as OidcClient;
-      if (account) await tenantFor(ctx, client);
+      const tenant = account ? await tenantFor(ctx, client) : undefined;
+      if (issuedBeforeDisabling(rt?.iat, client.tokens_not_before) || issuedBeforeDisabling(rt?.iat, tenant?.tokensNotBefore)) {
+        throw new errors.CustomOIDCProviderError('invalid_grant', 'grant request is invalid');
+      }
       // A scope asked for must still be the client's, as on the other grants (the library checks
       // only that the session holds it, and the token came out with an empty scope).
       const { denied } = grantedScopes(client, (ctx.oidc.params as { scope?: string } | undefined)?.scope);

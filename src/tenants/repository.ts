@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { DbSource } from '../db/tx';
 import { changeAndAnnounce } from '../cache/lookups';
+import { notBeforeChange } from '../oidc/not-before-sql';
 import { resolvePolicy, type TenantPolicy, type TenantPolicyInput } from './policy';
 
 export type TenantMode = 'sandbox' | 'live';
@@ -9,6 +10,8 @@ export interface Tenant {
   name: string;
   mode: TenantMode;
   status: 'active' | 'disabled';
+  /** The second (epoch) it was last disabled: tokens issued in or before it stay inactive (0: never). */
+  tokensNotBefore: number;
   policy: TenantPolicy;
   storedPolicy: TenantPolicyInput;
   version: number;
@@ -21,6 +24,7 @@ interface TenantRow {
   name: string;
   mode: TenantMode;
   status: 'active' | 'disabled';
+  tokens_not_before: number | string;
   policy: TenantPolicyInput | string;
   version: number;
   created_at: Date;
@@ -50,6 +54,7 @@ function toTenant(row: TenantRow): Tenant {
     name: row.name,
     mode: row.mode,
     status: row.status,
+    tokensNotBefore: Number(row.tokens_not_before ?? 0),
     policy: resolvePolicy(stored),
     storedPolicy: stored,
     version: row.version,
@@ -67,7 +72,9 @@ export interface TenantRepository {
   setPolicy(tenantId: string, policy: TenantPolicyInput): Promise<Tenant | undefined>;
   /**
    * Optimistic concurrency: changes the tenant only if it is still at `version` (one atomic
-   * UPDATE). undefined when it is not (or does not exist).
+   * UPDATE). undefined when it is not (or does not exist). Disabling or enabling stamps
+   * `tokens_not_before`; a caller enabling a disabled tenant first waits for a second to begin
+   * (untilNextSecond, outside any transaction: src/oidc/not-before.ts).
    */
   update(tenantId: string, version: number, changes: { name?: string; mode?: TenantMode; status?: 'active' | 'disabled'; policy?: TenantPolicyInput }): Promise<Tenant | undefined>;
 }
@@ -109,6 +116,7 @@ export function createTenantRepository(source: DbSource, changed: (id: string) =
             ...(changes.name !== undefined ? { name: changes.name } : {}),
             ...(changes.mode !== undefined ? { mode: changes.mode } : {}),
             ...(changes.status !== undefined ? { status: changes.status } : {}),
+            ...(changes.status !== undefined ? { tokens_not_before: notBeforeChange(k, changes.status === 'disabled', "status = 'disabled'") as unknown as number } : {}),
             ...(changes.policy !== undefined ? { policy: JSON.stringify(changes.policy) as unknown as TenantPolicyInput } : {}),
             version: k.raw('version + 1') as unknown as number,
             updated_at: k.fn.now() as unknown as Date,

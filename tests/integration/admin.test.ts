@@ -341,14 +341,15 @@ describe(`admin API (${dbLabel})`, () => {
     expect(((await api('GET', '/tenants/ref-a/clients')).json.items as Array<{ client_name: string }>).filter((c) => c.client_name === 'once')).toHaveLength(1);
   });
 
-  test("a tenant-bound admin's token loses a tenant the moment it is disabled, and gets it back with it", async () => {
+  test("a tenant-bound admin's token loses a tenant the moment it is disabled, for good: only tokens issued after its enabling reach it again", async () => {
     await api('POST', '/tenants', { id: 'susp-a' });
     await api('POST', '/tenants', { id: 'susp-b' });
     const bothClient = await createClient(srv, { tenants: ['susp-a', 'susp-b'], admin: true });
     // A client of two tenants names one when it asks for a token; its admin rights span both.
     const both = (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin', tenant: 'susp-b' }, { authorization: basic(bothClient) })).json.access_token as string;
     expect(both).toEqual(expect.any(String));
-    const onlyA = await adminToken(await createClient(srv, { tenants: ['susp-a'], admin: true }));
+    const onlyAClient = await createClient(srv, { tenants: ['susp-a'], admin: true });
+    const onlyA = await adminToken(onlyAClient);
     const status = async (id: string, to: 'active' | 'disabled') => {
       const etag = (await api('GET', `/tenants/${id}`)).headers.get('etag')!;
       expect((await api('PATCH', `/tenants/${id}`, { status: to }, { 'if-match': etag })).status).toBe(200);
@@ -356,15 +357,22 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).status).toBe(200);
     await status('susp-a', 'disabled');
     // Tokens issued before: nothing of the disabled tenant, read or write; the other tenant as before.
-    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).json).toEqual({ message: 'The tenant of this admin client is disabled', code: 'FORBIDDEN' });
-    expect((await api('POST', '/tenants/susp-a/clients', {}, {}, onlyA)).status).toBe(403);
+    // A token of the tenant (onlyA's names it) is revoked with it (src/oidc/not-before.ts).
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).status).toBe(401);
+    expect((await api('POST', '/tenants/susp-a/clients', {}, {}, onlyA)).status).toBe(401);
     expect((await api('GET', '/tenants/susp-a/users', undefined, {}, both)).status).toBe(404);
     expect((await api('POST', '/tenants/susp-a/clients', {}, {}, both)).status).toBe(404);
     expect((await api('GET', '/tenants/susp-b/users', undefined, {}, both)).status).toBe(200);
     expect(((await api('GET', '/tenants', undefined, {}, both)).json.items as Array<{ id: string }>).map((t) => t.id)).toEqual(['susp-b']);
     await status('susp-a', 'active');
-    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).status).toBe(200);
-    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, both)).status).toBe(200);
+    // Disabling revoked what was issued before: a token of the tenant stays ended, and one of the
+    // other tenant keeps that one only.
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, onlyA)).status).toBe(401);
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, both)).status).toBe(404);
+    expect((await api('GET', '/tenants/susp-b/users', undefined, {}, both)).status).toBe(200);
+    const both2 = (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin', tenant: 'susp-b' }, { authorization: basic(bothClient) })).json.access_token as string;
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, await adminToken(onlyAClient))).status).toBe(200);
+    expect((await api('GET', '/tenants/susp-a/users', undefined, {}, both2)).status).toBe(200);
   });
 
   test('a stored reply is replayed only to an admin who may act for its tenant now: a tenant disabled since answers 404', async () => {
@@ -407,7 +415,11 @@ describe(`admin API (${dbLabel})`, () => {
     const sharedReplay = await rotateShared();
     expect([sharedReplay.status, sharedReplay.headers.get('idempotent-replayed'), sharedReplay.json.code]).toEqual([403, null, 'FORBIDDEN']);
     await status('active');
-    const again = await send(0);
+    // The token from before the disabling does not reach the tenant again; a new one of the same
+    // admin client (the same caller) is replayed the stored reply.
+    expect((await send(0)).status).toBe(404);
+    const boundAgain = (await form(srv, '/token', { grant_type: 'client_credentials', scope: 'admin', tenant: 'replay-a' }, { authorization: basic(admin) })).json.access_token as string;
+    const again = await api('POST', requests[0]![0], requests[0]![1], { 'idempotency-ref': 'replay-0' }, boundAgain);
     expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
   });
 

@@ -1,3 +1,4 @@
+import { untilNextSecond } from '../../src/oidc/not-before';
 import * as oauth from 'openid-client';
 import { startTestServer, type TestServer } from '../helpers/server';
 import {
@@ -131,23 +132,28 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     expect((await introspect(srv, rs, ok.json.access_token as string)).json).toMatchObject({ active: true, tenant: 'bank-a' });
   });
 
-  test('a refresh while its tenant is suspended is refused without using the token up: it works once the tenant is back', async () => {
+  test('a refresh while its tenant is disabled is refused without using the token up, and once enabled again the session is over', async () => {
     await createTenant(srv, 'bank-s');
     const c = await createClient(srv, { tenants: ['bank-s'], grant_types: ['password', 'refresh_token'], scope: 'accounts' });
-    await createUser(srv, 'bank-s', { username: 'sam', password: PASSWORD });
+    const sam = await createUser(srv, 'bank-s', { username: 'sam', password: PASSWORD });
     const first = await login(srv, c, 'sam', PASSWORD);
-    const knex = srv.running.app.database.knex;
-    const setStatus = async (status: string) => {
-      await knex('tenants').where({ id: 'bank-s' }).update({ status });
-      srv.running.app.services.caches.changed('tenant', 'bank-s'); // a write behind the repository's back must say so
+    const tenants = srv.running.app.services.tenants;
+    const setStatus = async (status: 'active' | 'disabled') => {
+      const t = await tenants.find('bank-s');
+      expect(await tenants.update('bank-s', t!.version, { status })).toBeDefined();
     };
     await setStatus('disabled');
     const refused = await refresh(srv, c, first.refresh_token);
     expect([refused.status, refused.json]).toEqual([400, { error: 'invalid_grant', error_description: 'grant request is invalid' }]);
+    const stored = await srv.running.app.database.knex('oidc_payloads').where({ type: 'RefreshToken', account_id: sam.id }).select('consumed_at');
+    expect(stored.length).toBeGreaterThan(0);
+    expect(stored.every((r: { consumed_at: unknown }) => r.consumed_at === null)).toBe(true);
+    await untilNextSecond(); // as the admin route enables (src/oidc/not-before.ts)
     await setStatus('active');
-    const again = await refresh(srv, c, first.refresh_token);
-    expect(again.status).toBe(200);
-    expect((await refresh(srv, c, again.json.refresh_token as string)).status).toBe(200);
+    // Disabling ended every session of the tenant for good (tests/integration/disable-revokes.test.ts).
+    expect((await refresh(srv, c, first.refresh_token)).status).toBe(400);
+    const again = await login(srv, c, 'sam', PASSWORD);
+    expect((await refresh(srv, c, again.refresh_token)).status).toBe(200);
   });
 
   test('a refresh asking for a scope the client has since lost is invalid_scope, and the token is not used up', async () => {
