@@ -377,7 +377,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         requireUser: user,
         idempotent,
       }),
-      sessionRoutes({ db: services.tx, clients: { find: services.lookups.client }, requireBearer: bearer, requireUser: user }),
+      sessionRoutes({ db: services.tx, clients: { find: services.lookups.client }, audit: services.audit, requireBearer: bearer, requireUser: user }),
       factorRoutes({ factors: services.factorService, user: [bearer, userSelf], idempotent }),
       deviceRoutes({ factors: services.factorService, idempotent: deviceIdempotent }),
       stepUpRoutes({ stepUp, user: [bearer, userSelfOrPending], idempotent }),

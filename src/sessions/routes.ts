@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import type { DbSource } from '../db/tx';
+import type { TxContext } from '../db/tx';
 import { AppError } from '../errors';
 import type { Principal } from '../oidc/bearer';
 import { listGrantsOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
@@ -9,6 +9,7 @@ import type { AdapterPayload } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
 import type { Caller } from '../factors/service';
+import type { AuditLog } from '../audit/repository';
 
 type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
 
@@ -32,7 +33,7 @@ export async function standingSessions(
 }
 
 /** Seed 003: a user may hold many sessions (one per login); they can see and end each. */
-export function sessionRoutes(deps: { db: DbSource; clients: Pick<ClientRepository, 'find'>; requireBearer: Middleware; requireUser: Middleware }): Router {
+export function sessionRoutes(deps: { db: TxContext; clients: Pick<ClientRepository, 'find'>; audit: AuditLog; requireBearer: Middleware; requireUser: Middleware }): Router {
   const router = new Router();
 
   router.get('/sessions', deps.requireBearer, deps.requireUser, async (ctx) => {
@@ -53,10 +54,16 @@ export function sessionRoutes(deps: { db: DbSource; clients: Pick<ClientReposito
 
   router.delete('/sessions/:id', deps.requireBearer, deps.requireUser, async (ctx) => {
     const p = ctx.state.principal as Principal;
+    const caller = ctx.state.caller as Caller;
     const id = ctx.params.id ?? '';
-    if (!/^[A-Za-z0-9_-]{1,128}$/.test(id) || !(await revokeGrantOfAccount(deps.db, p.userId!, id))) {
-      throw new AppError('NOT_FOUND', 404, 'Session not found');
-    }
+    const notFound = () => new AppError('NOT_FOUND', 404, 'Session not found');
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(id)) throw notFound();
+    // Audited as an administrator's ending of a session is, with whoever did it: the user, or the
+    // admin client whose login on the user's behalf (`act`) the token comes from. Both or neither.
+    await deps.db.savepoint(async () => {
+      if (!(await revokeGrantOfAccount(deps.db, caller.user.id, id))) throw notFound();
+      await deps.audit.record({ tenantId: caller.tenant.id, actor: p.actor ?? caller.user.id, type: 'session.revoked', target: caller.user.id, details: { session: id } });
+    });
     ctx.status = 204;
   });
 

@@ -173,4 +173,28 @@ describe(`admin changes commit with their audit record or not at all (${dbLabel}
     expect(again.json.kid).toBe(rot.json.kid);
     expect((await api('GET', '/keys')).json.keys).toHaveLength(keys.length + 1);
   });
+
+  test("a user's own ending of a session, and one through an admin's login on their behalf: audited with who did it, or not done", async () => {
+    const u = await createUser(srv, 'atom', { username: 'ender', password: PASSWORD });
+    const own = await login(srv, app, 'ender', PASSWORD);
+    const spare = await login(srv, app, 'ender', PASSWORD);
+    const onBehalf = (await api('POST', `/tenants/atom/users/${u.id}/login`, { client_id: app.client_id })).json.access_token as string;
+    const idOf = async (t: string) =>
+      ((await json(srv, 'GET', '/sessions', undefined, bearer(t))).json.sessions as Array<{ id: string; current: boolean }>).find((s) => s.current)!.id;
+    const [spareId, ownId] = [await idOf(spare.access_token), await idOf(own.access_token)];
+    const end = (t: string, id: string) => json(srv, 'DELETE', `/sessions/${id}`, undefined, bearer(t));
+
+    // The audit log refusing: the session is not ended either.
+    expect((await auditRefusing(() => end(own.access_token, spareId))).status).toBe(500);
+    expect(await active(spare.access_token)).toBe(true);
+
+    expect((await end(own.access_token, spareId)).status).toBe(204);
+    expect((await end(onBehalf, ownId)).status).toBe(204);
+    expect([await active(spare.access_token), await active(own.access_token)]).toEqual([false, false]);
+    const entries = (await api('GET', `/audit?tenant=atom&type=session.revoked`)).json.items as Array<{ actor: string; target: string; details: unknown }>;
+    expect(entries.slice(0, 2).map(({ actor, target, details }) => ({ actor, target, details }))).toEqual([
+      { actor: ADMIN.client_id, target: u.id, details: { session: ownId } },
+      { actor: u.id, target: u.id, details: { session: spareId } },
+    ]);
+  });
 });
