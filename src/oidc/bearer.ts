@@ -4,7 +4,8 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import type { PortcullisClientExtras } from './client-model';
 import { opaqueTokenId } from './token-id';
 import { issuedBeforeDisabling } from './not-before';
-import type { TenantRepository } from '../tenants/repository';
+import type { Tenant, TenantRepository } from '../tenants/repository';
+import { sessionOverByPolicy } from '../sessions/duration';
 
 /** Who calls one of our routes, as its bearer token says. */
 export interface Principal {
@@ -50,10 +51,11 @@ function actorOf(act: unknown): string | undefined {
 export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeySet, tenants: Pick<TenantRepository, 'find'>) {
   const keys = createLocalJWKSet(publicJwks);
 
-  async function sessionAlive(grantId: string | undefined): Promise<boolean> {
+  /** The session is there, not expired, and not older than its tenant's policy allows now. */
+  async function sessionAlive(grantId: string | undefined, tenant: Tenant | undefined): Promise<boolean> {
     if (!grantId) return true;
     const grant = await provider.Grant.find(grantId);
-    return !!grant && !grant.isExpired;
+    return !!grant && !grant.isExpired && !sessionOverByPolicy(grant.iat, tenant);
   }
 
   /**
@@ -87,8 +89,9 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
     // Issued before its client, its tenant or the admin client that logged its user in (`act`)
     // was last disabled: never again (src/oidc/not-before.ts).
     if (!(await standsForClients(p.iat, client, p.extra.act))) return undefined;
-    if (tenantId !== undefined && issuedBeforeDisabling(p.iat, (await tenants.find(tenantId))?.tokensNotBefore)) return undefined;
-    if (!(await sessionAlive(p.grantId))) return undefined;
+    const tenant = tenantId === undefined ? undefined : await tenants.find(tenantId);
+    if (issuedBeforeDisabling(p.iat, tenant?.tokensNotBefore)) return undefined;
+    if (!(await sessionAlive(p.grantId, tenant))) return undefined;
     return {
       tokenKind: p.accountId ? 'user' : 'client',
       clientId: p.clientId,

@@ -147,12 +147,14 @@ async function introspect(deps: Deps, client: ClientRecord, value: string): Prom
   if (found.length > 1 || token.kind === 'RefreshToken') return undefined;
   if (token.rar !== undefined || token.jkt !== undefined || token['x5t#S256'] !== undefined) return undefined;
   if (!token.isValid) return { active: false };
+  let sessionStart: number | undefined;
   if (token.grantId) {
     const grant = await provider.Grant.find(token.grantId, { ignoreExpiration: true });
     if (!grant || grant.isExpired || grant.clientId !== token.clientId || grant.accountId !== token.accountId) return { active: false };
+    sessionStart = grant.iat;
   }
   const caller = { clientId: client.id, introspection: client.introspection, tenants: client.tenants, admin: client.admin, tokens_not_before: client.tokensNotBefore };
-  if (!(await deps.policy(caller, token))) return { active: false };
+  if (!(await deps.policy(caller, token, { sessionStart }))) return { active: false };
   // Built as the library builds it, Object.assign(answer, { ...extra, active: true, … }): the
   // token's extra claims may name a `sub` of their own, and the token's own fields win. Written
   // out as assignments in that order (same keys, same order, same values), not as a spread of

@@ -4,6 +4,7 @@ import type { TenantRepository } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
 import type { UserService } from '../users/service';
 import { issuedBeforeDisabling } from './not-before';
+import { sessionOverByPolicy } from '../sessions/duration';
 
 export interface IntrospectedToken {
   clientId?: string;
@@ -39,7 +40,11 @@ export function createIntrospectionPolicy(deps: {
    * database (not the cache): with the database unreachable the answer is 503, never `active`
    * from memory alone.
    */
-  return async function introspectionAllowed(client: Caller, token: IntrospectedToken, opts: { fresh?: boolean } = {}): Promise<boolean> {
+  /**
+   * `sessionStart`: the `iat` of the token's session (Grant), when it has one; a session older than
+   * its tenant's policy allows now is over (src/sessions/duration.ts).
+   */
+  return async function introspectionAllowed(client: Caller, token: IntrospectedToken, opts: { fresh?: boolean; sessionStart?: number } = {}): Promise<boolean> {
     if (!mayIntrospect(client)) return false;
     if (token.extra?.pending) return false; // a login still waiting for its MFA challenge
     const tokenTenant = token.extra?.tenant;
@@ -50,6 +55,7 @@ export function createIntrospectionPolicy(deps: {
     if (typeof tokenTenant === 'string') {
       const tenant = await tenants.find(tokenTenant);
       if (tenant?.status !== 'active' || issuedBeforeDisabling(token.iat, tenant.tokensNotBefore)) return false;
+      if (sessionOverByPolicy(opts.sessionStart, tenant)) return false;
     }
     let clientNotBefore = client.tokens_not_before;
     if (opts.fresh || (token.clientId && token.clientId !== client.clientId)) {

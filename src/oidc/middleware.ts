@@ -78,6 +78,9 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
     }
     // From here on an error is the database's, not the token's: it propagates (503), never "inactive".
     const isUser = typeof payload.member_id === 'string';
+    // A user's JWT lives only as long as its session (sid): logout and reuse detection end it.
+    const grant = isUser && typeof payload.sid === 'string' ? await provider.Grant.find(payload.sid) : undefined;
+    if (isUser && (!grant || grant.isExpired)) return { active: false };
     const allowed = await policy(
       ctx.oidc.client as unknown as PortcullisClient,
       {
@@ -86,14 +89,9 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
         iat: typeof payload.iat === 'number' ? payload.iat : undefined,
         extra: payload,
       },
-      { fresh: true },
+      { fresh: true, sessionStart: grant?.iat },
     );
     if (!allowed) return { active: false };
-    // A user's JWT lives only as long as its session (sid): logout and reuse detection end it.
-    if (isUser) {
-      const grant = typeof payload.sid === 'string' ? await provider.Grant.find(payload.sid) : undefined;
-      if (!grant || grant.isExpired) return { active: false };
-    }
     return { ...payload, active: true, token_type: 'Bearer' };
   }
 

@@ -15,6 +15,7 @@ import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } fro
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
 import { trimDiscovery } from './discovery';
 import { issuedBeforeDisabling } from './not-before';
+import { sessionOverByPolicy } from '../sessions/duration';
 import { correctTokenErrors, noCachePragma } from './token-errors';
 
 export interface ProviderDeps {
@@ -96,7 +97,13 @@ export function createProvider(deps: ProviderDeps): Provider {
       // tenant was last disabled does not come back when it is enabled again (src/oidc/not-before.ts).
       const client = ctx.oidc.client as OidcClient;
       const tenant = account ? await tenantFor(ctx, client) : undefined;
-      if (issuedBeforeDisabling(rt?.iat, client.tokens_not_before) || issuedBeforeDisabling(rt?.iat, tenant?.tokensNotBefore)) {
+      const session = ctx.oidc.entities.Grant as { iat?: number } | undefined;
+      if (
+        issuedBeforeDisabling(rt?.iat, client.tokens_not_before) ||
+        issuedBeforeDisabling(rt?.iat, tenant?.tokensNotBefore) ||
+        // Older than the tenant's session duration allows now (src/sessions/duration.ts).
+        sessionOverByPolicy(session?.iat, tenant)
+      ) {
         throw new errors.CustomOIDCProviderError('invalid_grant', 'grant request is invalid');
       }
       // A scope asked for must still be the client's, as on the other grants (the library checks
@@ -129,7 +136,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,
-        allowedPolicy: (_ctx, client, token) => deps.introspectionPolicy(client as OidcClient, token),
+        // The library has found the token's session (if any) by now.
+        allowedPolicy: (ctx, client, token) =>
+          deps.introspectionPolicy(client as OidcClient, token, { sessionStart: (ctx.oidc.entities.Grant as { iat?: number } | undefined)?.iat }),
       },
       revocation: { enabled: true, allowedPolicy: (_ctx, client, token) => revocationAllowed(client, token) },
       userinfo: { enabled: false },

@@ -5,6 +5,7 @@ import { AppError } from '../errors';
 import type { Principal } from '../oidc/bearer';
 import { listGrantsOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
 import { issuedBeforeDisabling } from '../oidc/not-before';
+import { sessionOverByPolicy } from './duration';
 import type { AdapterPayload } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
@@ -15,16 +16,17 @@ type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
 
 /**
  * The sessions that still stand, of those listed: one begun before its client or the user's
- * tenant was last disabled has no token left that works (src/oidc/not-before.ts), and is not shown.
+ * tenant was last disabled (src/oidc/not-before.ts), or longer ago than the tenant's session
+ * duration allows now (src/sessions/duration.ts), has no token left that works, and is not shown.
  */
 export async function standingSessions(
   grants: AdapterPayload[],
-  tenant: Pick<Tenant, 'tokensNotBefore'>,
+  tenant: Pick<Tenant, 'tokensNotBefore' | 'policy'>,
   clients: Pick<ClientRepository, 'find'>,
 ): Promise<AdapterPayload[]> {
   const standing = await Promise.all(
     grants.map(async (g) => {
-      if (issuedBeforeDisabling(g.iat, tenant.tokensNotBefore)) return false;
+      if (issuedBeforeDisabling(g.iat, tenant.tokensNotBefore) || sessionOverByPolicy(g.iat, tenant)) return false;
       const client = typeof g.clientId === 'string' ? await clients.find(g.clientId) : undefined;
       return !issuedBeforeDisabling(g.iat, client?.tokensNotBefore);
     }),
