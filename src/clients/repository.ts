@@ -3,7 +3,7 @@ import type { DbSource } from '../db/tx';
 import { changeAndAnnounce } from '../cache/lookups';
 import { affected } from '../db/affected';
 import { notBeforeChange } from '../oidc/not-before-sql';
-import { epochSecond } from '../oidc/not-before';
+import { epochSecond, untilNextSecond } from '../oidc/not-before';
 
 export type TokenFormat = 'opaque' | 'jwt';
 export interface ClientRecord {
@@ -222,6 +222,10 @@ export function createClientRepository(source: DbSource, changed: (id: string) =
     },
     async ensureAdmin(input) {
       let outcome: 'created' | 'rekeyed' | 'restored' | 'unchanged' = 'unchanged';
+      // Enabled again, it is stamped as an enabling by the admin API is, as a second begins
+      // (src/oidc/not-before.ts): else its tokens of the rest of the second would be born ended.
+      const current = (await knex()('clients').where({ id: input.id }).first('disabled')) as { disabled?: boolean } | undefined;
+      if (current?.disabled) await untilNextSecond();
       await changing(input.id, async (trx) => {
         // Written only when something changes (every process runs this at every start), and in
         // one statement, so processes starting together cannot collide; (xmax = 0) tells an

@@ -15,7 +15,7 @@ import { passwordGrantHandler, PASSWORD_GRANT_DUPES, PASSWORD_GRANT_PARAMS } fro
 import { userClaims, type OidcClient, type UserTokenContext } from './user-tokens';
 import { trimDiscovery } from './discovery';
 import { issuedBeforeDisabling } from './not-before';
-import { sessionOverByPolicy } from '../sessions/duration';
+import { sessionEnd, sessionOverByPolicy } from '../sessions/duration';
 import { correctTokenErrors, noCachePragma } from './token-errors';
 
 export interface ProviderDeps {
@@ -40,6 +40,9 @@ interface PortcullisAccount {
 }
 
 const now = () => Math.floor(Date.now() / 1000);
+
+/** A refresh's session end, with its tenant's policy (async to find), for the synchronous ttl hooks. */
+const refreshingSessionEnds = new WeakMap<object, number>();
 
 /** Builds the oidc-provider instance: every OAuth endpoint, configured only through public hooks. */
 export function createProvider(deps: ProviderDeps): Provider {
@@ -97,7 +100,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       // tenant was last disabled does not come back when it is enabled again (src/oidc/not-before.ts).
       const client = ctx.oidc.client as OidcClient;
       const tenant = account ? await tenantFor(ctx, client) : undefined;
-      const session = ctx.oidc.entities.Grant as { iat?: number } | undefined;
+      const session = ctx.oidc.entities.Grant as { iat?: number; exp?: number } | undefined;
+      const end = session ? sessionEnd(session, tenant) : undefined;
+      if (end !== undefined) refreshingSessionEnds.set(ctx, end);
       if (
         issuedBeforeDisabling(rt?.iat, client.tokens_not_before) ||
         issuedBeforeDisabling(rt?.iat, tenant?.tokensNotBefore) ||
@@ -169,15 +174,16 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     ttl: {
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.tokens.accessTokenTtlSeconds,
-      // Never beyond the session's end.
+      // Never beyond the session's end: its own expiry, or sooner as its tenant's policy stands
+      // (found before the refresh token is rotated: refreshingSessionEnds).
       AccessToken: (ctx, token) => {
         const ttl = token.resourceServer?.accessTokenTTL ?? config.tokens.accessTokenTtlSeconds;
-        const grantExp = ctx?.oidc.entities.Grant?.exp;
-        return grantExp ? Math.max(1, Math.min(ttl, grantExp - now())) : ttl;
+        const end = ctx ? (refreshingSessionEnds.get(ctx) ?? ctx.oidc.entities.Grant?.exp) : undefined;
+        return end ? Math.max(1, Math.min(ttl, end - now())) : ttl;
       },
       RefreshToken: (ctx) => {
-        const grantExp = ctx?.oidc.entities.Grant?.exp;
-        return grantExp ? Math.max(1, grantExp - now()) : 60;
+        const end = ctx ? (refreshingSessionEnds.get(ctx) ?? ctx.oidc.entities.Grant?.exp) : undefined;
+        return end ? Math.max(1, end - now()) : 60;
       },
       Grant: () => 36000,
     },

@@ -1,3 +1,4 @@
+import { sessionEnd } from '../sessions/duration';
 import { randomBytes } from 'node:crypto';
 import type { SigningAlg } from '../keys/service';
 import type Provider from 'oidc-provider';
@@ -201,7 +202,8 @@ export async function issueStepUpToken(c: UserTokenContext, input: StepUpInput):
   const grant = await provider.Grant.find(input.sessionId);
   if (!client || !grant || grant.isExpired || grant.accountId !== user.id || grant.clientId !== client.clientId) throw new SessionGoneError();
   const now = Math.floor(c.clock().getTime() / 1000);
-  const sessionLeft = Math.max(1, (grant.exp ?? now + 1) - Math.floor(Date.now() / 1000));
+  // Its end as the tenant's policy stands now (src/sessions/duration.ts), not only as it began.
+  const sessionLeft = Math.max(1, (sessionEnd(grant, tenant) ?? now + 1) - Math.floor(Date.now() / 1000));
   const scope = userScopes(input.scope);
   const scopeString = scope.join(' ') || undefined;
   const info = resourceInfo({ audience: c.audience, client, tenant, defaultTtl: c.defaultTtl, signingKid: c.signingKid, signingAlg: c.signingAlg });

@@ -9,3 +9,13 @@ import type { Tenant } from '../tenants/repository';
 export function sessionOverByPolicy(start: unknown, tenant: Pick<Tenant, 'policy'> | undefined, nowSeconds = Math.floor(Date.now() / 1000)): boolean {
   return typeof start === 'number' && tenant !== undefined && start + tenant.policy.sessionDurationSeconds <= nowSeconds;
 }
+
+/**
+ * When a session ends (epoch seconds): its own expiry, or its start plus the tenant's session
+ * duration as it stands, whichever comes first. Tokens issued on it live no longer.
+ */
+export function sessionEnd(grant: { iat?: number; exp?: number }, tenant: Pick<Tenant, 'policy'> | undefined): number | undefined {
+  const byPolicy = typeof grant.iat === 'number' && tenant !== undefined ? grant.iat + tenant.policy.sessionDurationSeconds : undefined;
+  if (typeof grant.exp !== 'number') return byPolicy;
+  return byPolicy === undefined ? grant.exp : Math.min(grant.exp, byPolicy);
+}

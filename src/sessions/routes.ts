@@ -5,7 +5,7 @@ import { AppError } from '../errors';
 import type { Principal } from '../oidc/bearer';
 import { listGrantsOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
 import { issuedBeforeDisabling } from '../oidc/not-before';
-import { sessionOverByPolicy } from './duration';
+import { sessionEnd, sessionOverByPolicy } from './duration';
 import type { AdapterPayload } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
@@ -24,14 +24,15 @@ export async function standingSessions(
   tenant: Pick<Tenant, 'tokensNotBefore' | 'policy'>,
   clients: Pick<ClientRepository, 'find'>,
 ): Promise<AdapterPayload[]> {
-  const standing = await Promise.all(
-    grants.map(async (g) => {
-      if (issuedBeforeDisabling(g.iat, tenant.tokensNotBefore) || sessionOverByPolicy(g.iat, tenant)) return false;
-      const client = typeof g.clientId === 'string' ? await clients.find(g.clientId) : undefined;
-      return !issuedBeforeDisabling(g.iat, client?.tokensNotBefore);
-    }),
+  // Each client once, however many sessions name it.
+  const ids = [...new Set(grants.map((g) => g.clientId).filter((id): id is string => typeof id === 'string'))];
+  const notBefore = new Map(await Promise.all(ids.map(async (id) => [id, (await clients.find(id))?.tokensNotBefore] as const)));
+  return grants.filter(
+    (g) =>
+      !issuedBeforeDisabling(g.iat, tenant.tokensNotBefore) &&
+      !sessionOverByPolicy(g.iat, tenant) &&
+      !issuedBeforeDisabling(g.iat, typeof g.clientId === 'string' ? notBefore.get(g.clientId) : undefined),
   );
-  return grants.filter((_, i) => standing[i]);
 }
 
 /** Seed 003: a user may hold many sessions (one per login); they can see and end each. */
@@ -48,7 +49,7 @@ export function sessionRoutes(deps: { db: TxContext; clients: Pick<ClientReposit
         id: g.jti,
         clientId: g.clientId,
         createdAt: new Date(Number(g.iat) * 1000).toISOString(),
-        expiresAt: new Date(Number(g.exp) * 1000).toISOString(),
+        expiresAt: new Date(Number(sessionEnd(g, caller.tenant) ?? g.exp) * 1000).toISOString(),
         current: g.jti === p.sessionId,
       })),
     };

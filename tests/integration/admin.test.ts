@@ -1,3 +1,4 @@
+import { epochSecond, issuedBeforeDisabling } from '../../src/oidc/not-before';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, bearer, createClient, form, introspect, json, login, passwordLogin, type ClientCreds } from '../helpers/flows';
 import { dbLabel, usingPostgres } from '../helpers/env';
@@ -281,9 +282,13 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await clients.find('env-admin-2'))?.admin).toBe(true);
     expect((await clients.findByApiKeyHash('api-one'))?.id).toBeUndefined(); // the API key moved with the secret
     expect((await clients.findByApiKeyHash('api-two'))?.id).toBe('env-admin-2');
-    await srv.running.app.database.knex('clients').where({ id: 'env-admin-2' }).update({ disabled: true });
+    // Disabled as the admin API disables (stamped with the second: src/oidc/not-before.ts).
+    await srv.running.app.database.knex('clients').where({ id: 'env-admin-2' }).update({ disabled: true, tokens_not_before: epochSecond() });
     expect(await clients.ensureAdmin(input('two'))).toBe('restored');
-    expect((await clients.find('env-admin-2'))?.disabled).toBe(false);
+    const restored = await clients.find('env-admin-2');
+    expect(restored?.disabled).toBe(false);
+    // A token issued now stands: the restoring waited for a second to begin, as an enabling does.
+    expect(issuedBeforeDisabling(epochSecond(), restored?.tokensNotBefore)).toBe(false);
     expect(await clients.ensureAdmin(input('two'))).toBe('unchanged');
   });
 

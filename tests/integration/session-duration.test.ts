@@ -3,10 +3,11 @@
  * (src/sessions/duration.ts): lowered, it ends those older than it, everywhere a session counts.
  */
 import { startTestServer, type TestServer } from '../helpers/server';
-import { bearer, createClient, createTenant, createUser, form, introspect, json, login, refresh, type ClientCreds } from '../helpers/flows';
+import { bearer, clientCredentialsToken, createClient, createTenant, createUser, form, introspect, json, login, refresh, statements, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
 
 const PASSWORD = 'a perfectly decent passphrase';
+const ADMIN = { client_id: 'platform-admin', client_secret: 'platform-admin-secret-for-tests-0123456789', api_key: '' };
 
 describe(`a lowered session duration ends the sessions older than it (${dbLabel})`, () => {
   let srv: TestServer;
@@ -29,7 +30,7 @@ describe(`a lowered session duration ends the sessions older than it (${dbLabel}
   const introspectPost = async (token: string) => (await form(srv, '/token/introspection', { token, client_id: rs.client_id, client_secret: rs.client_secret })).json;
 
   beforeAll(async () => {
-    srv = await startTestServer();
+    srv = await startTestServer({ config: { adminClientId: ADMIN.client_id, adminClientSecret: ADMIN.client_secret } });
     await createTenant(srv, 'bank-d');
     app = await createClient(srv, { tenants: ['bank-d'], grant_types: ['password', 'refresh_token'] });
     jwtApp = await createClient(srv, { tenants: ['bank-d'], grant_types: ['password', 'refresh_token'], token_format: 'jwt' });
@@ -43,6 +44,7 @@ describe(`a lowered session duration ends the sessions older than it (${dbLabel}
     const oldJwt = await login(srv, jwtApp, 'dora', PASSWORD);
     await age(700);
     const young = await login(srv, app, 'dora', PASSWORD);
+    const jwtYoung = await login(srv, jwtApp, 'dora', PASSWORD);
     // Under the default duration (10 h) the aged sessions stand.
     for (const t of [old.access_token, oldJwt.access_token]) {
       expect((await introspect(srv, rs, t)).json.active).toBe(true);
@@ -57,12 +59,35 @@ describe(`a lowered session duration ends the sessions older than it (${dbLabel}
     }
     const refused = await refresh(srv, app, old.refresh_token);
     expect([refused.status, refused.json]).toEqual([400, { error: 'invalid_grant', error_description: 'grant request is invalid' }]);
-    const sessions = (await json(srv, 'GET', '/sessions', undefined, bearer(young.access_token))).json.sessions as Array<{ current: boolean }>;
-    expect(sessions).toEqual([expect.objectContaining({ current: true })]);
+    // Listed: the two young sessions, each with the end the policy gives it now.
+    const sessions = (await json(srv, 'GET', '/sessions', undefined, bearer(young.access_token))).json.sessions as Array<{ current: boolean; createdAt: string; expiresAt: string }>;
+    expect(sessions.map((x) => x.current).sort()).toEqual([false, true]);
+    for (const x of sessions) expect(Date.parse(x.expiresAt) - Date.parse(x.createdAt)).toBe(600_000);
 
     expect((await introspect(srv, rs, young.access_token)).json.active).toBe(true);
     expect(await me(young.access_token)).toBe(200);
-    expect((await refresh(srv, app, young.refresh_token)).status).toBe(200);
+    // Its tokens live no longer than the session does now: at most the 600 s (not the 1800 s of
+    // an access token), whatever the session's own expiry said at its start.
+    const refreshed = await refresh(srv, app, young.refresh_token);
+    expect(refreshed.status).toBe(200);
+    expect(refreshed.json.expires_in).toBeLessThanOrEqual(600);
+    const info = (await introspect(srv, rs, refreshed.json.access_token as string)).json;
+    expect(info.exp as number).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + 600);
+    const jwtRefreshed = await refresh(srv, jwtApp, jwtYoung.refresh_token);
+    const claims = JSON.parse(Buffer.from((jwtRefreshed.json.access_token as string).split('.')[1]!, 'base64url').toString()) as { exp: number };
+    expect(claims.exp).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + 600);
     expect((await introspect(srv, rs, (await login(srv, app, 'dora', PASSWORD)).access_token)).json.active).toBe(true);
+  });
+
+  test("a session list reads each client once, however many sessions name it", async () => {
+    const many = await createUser(srv, 'bank-d', { username: 'many', password: PASSWORD });
+    for (let i = 0; i < 6; i += 1) await login(srv, i % 2 ? app : jwtApp, 'many', PASSWORD);
+    const admin = (await clientCredentialsToken(srv, ADMIN, { scope: 'admin' })).access_token;
+    let listed: unknown[] = [];
+    const seen = await statements(srv, async () => {
+      listed = (await json(srv, 'GET', `/admin/tenants/bank-d/users/${many.id}/sessions`, undefined, bearer(admin))).json.sessions as unknown[];
+    });
+    expect(listed).toHaveLength(6);
+    expect(seen.filter((q) => /from "clients"/i.test(q.sql)).length).toBe(2); // its two clients
   });
 });
