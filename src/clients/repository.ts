@@ -22,7 +22,7 @@ export interface ClientRecord {
   introspection: boolean;
   admin: boolean;
   disabled: boolean;
-  /** The second (epoch) it was last disabled: tokens issued in or before it stay inactive (0: never). */
+  /** Tokens issued in or before this second (epoch) stay inactive: set by disabling and enabling (src/oidc/not-before.ts; 0: never disabled). */
   tokensNotBefore: number;
   metadata: Record<string, unknown>;
   tenants: string[];

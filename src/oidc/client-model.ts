@@ -23,7 +23,7 @@ export interface PortcullisClientExtras {
   admin: boolean;
   previous_secret_hash?: string;
   previous_secret_expires_at?: number;
-  /** The second it was last disabled: tokens issued in or before it stay inactive (src/oidc/not-before.ts). */
+  /** Tokens issued in or before this second stay inactive (src/oidc/not-before.ts). */
   tokens_not_before?: number;
 }
 

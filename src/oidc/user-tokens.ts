@@ -1,5 +1,5 @@
-import { sessionEnd } from '../sessions/duration';
 import { randomBytes } from 'node:crypto';
+import { sessionEnd } from '../sessions/duration';
 import type { SigningAlg } from '../keys/service';
 import type Provider from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';

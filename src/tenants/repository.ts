@@ -10,7 +10,7 @@ export interface Tenant {
   name: string;
   mode: TenantMode;
   status: 'active' | 'disabled';
-  /** The second (epoch) it was last disabled: tokens issued in or before it stay inactive (0: never). */
+  /** Tokens issued in or before this second (epoch) stay inactive: set by disabling and enabling (src/oidc/not-before.ts; 0: never disabled). */
   tokensNotBefore: number;
   policy: TenantPolicy;
   storedPolicy: TenantPolicyInput;
