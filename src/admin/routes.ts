@@ -5,9 +5,8 @@ import { AppError } from '../errors';
 import { generateSecret, hashSecret } from '../crypto/secrets';
 import type { Services } from '../app';
 import type { ProviderHolder } from '../oidc/holder';
-import { listGrantsOfAccount, revokeAllOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
-import { standingSessions } from '../sessions/routes';
-import { sessionEnd } from '../sessions/duration';
+import { revokeAllOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
+import { sessionsOf } from '../sessions/routes';
 import { untilNextSecond } from '../oidc/not-before';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
@@ -322,10 +321,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   router.get('/tenants/:t/users/:id/sessions', async (ctx) => {
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
-    const grants = await standingSessions(await listGrantsOfAccount(s.tx, u.id), t, s.clients);
-    ctx.body = {
-      sessions: grants.map((g) => ({ id: g.jti, clientId: g.clientId, createdAt: new Date(Number(g.iat) * 1000).toISOString(), expiresAt: new Date(Number(sessionEnd(g, t) ?? g.exp) * 1000).toISOString() })),
-    };
+    ctx.body = { sessions: await sessionsOf(s.tx, u.id, t, s.clients) };
   });
   router.delete('/tenants/:t/users/:id/sessions', async (ctx) => {
     const t = await tenantOf(ctx);

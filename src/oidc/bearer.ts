@@ -36,10 +36,15 @@ export interface Principal {
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 type Extra = Record<string, unknown>;
 
+/** The admin client an RFC 8693 `act` claim names; undefined when there is none it can be read as. */
+export function actSubject(act: unknown): string | undefined {
+  const sub = (act as { sub?: unknown } | null | undefined)?.sub;
+  return typeof sub === 'string' ? sub : undefined;
+}
+
 function actorOf(act: unknown): string | undefined {
   if (act === undefined) return undefined;
-  const sub = (act as { sub?: unknown } | null)?.sub;
-  return typeof sub === 'string' ? sub : 'unknown'; // an act we cannot read still marks the token
+  return actSubject(act) ?? 'unknown'; // an act we cannot read still marks the token
 }
 
 /**
@@ -65,7 +70,7 @@ export function createBearerVerifier(provider: Provider, publicJwks: JSONWebKeyS
   async function standsForClients(iat: unknown, client: Partial<PortcullisClientExtras>, act: unknown): Promise<boolean> {
     if (issuedBeforeDisabling(iat, client.tokens_not_before)) return false;
     if (act === undefined) return true;
-    const actor = actorOf(act);
+    const actor = actSubject(act);
     const admin = actor ? ((await provider.Client.find(actor)) as Partial<PortcullisClientExtras> | undefined) : undefined;
     return admin !== undefined && !issuedBeforeDisabling(iat, admin.tokens_not_before);
   }

@@ -4,6 +4,7 @@ import type { TenantRepository } from '../tenants/repository';
 import type { ClientRepository } from '../clients/repository';
 import type { UserService } from '../users/service';
 import { issuedBeforeDisabling } from './not-before';
+import { actSubject } from './bearer';
 import { sessionOverByPolicy } from '../sessions/duration';
 
 export interface IntrospectedToken {
@@ -38,11 +39,8 @@ export function createIntrospectionPolicy(deps: {
   /**
    * `fresh`: a JWT is introspected without reading any token row, so its checks read the
    * database (not the cache): with the database unreachable the answer is 503, never `active`
-   * from memory alone.
-   */
-  /**
-   * `sessionStart`: the `iat` of the token's session (Grant), when it has one; a session older than
-   * its tenant's policy allows now is over (src/sessions/duration.ts).
+   * from memory alone. `sessionStart`: the `iat` of the token's session (Grant), when it has one;
+   * a session older than its tenant's policy allows now is over (src/sessions/duration.ts).
    */
   return async function introspectionAllowed(client: Caller, token: IntrospectedToken, opts: { fresh?: boolean; sessionStart?: number } = {}): Promise<boolean> {
     if (!mayIntrospect(client)) return false;
@@ -69,8 +67,8 @@ export function createIntrospectionPolicy(deps: {
     // An admin's login on the user's behalf stands only while that admin client does.
     const act = token.extra?.act;
     if (act !== undefined) {
-      const actor = (act as { sub?: unknown } | null)?.sub;
-      const admin = typeof actor === 'string' ? await (opts.fresh ? deps.fresh.clients : deps.clients).find(actor) : undefined;
+      const actor = actSubject(act);
+      const admin = actor ? await (opts.fresh ? deps.fresh.clients : deps.clients).find(actor) : undefined;
       if (!admin || admin.disabled || issuedBeforeDisabling(token.iat, admin.tokensNotBefore)) return false;
     }
     if (token.accountId) {

@@ -1,4 +1,5 @@
 import type { Tenant } from '../tenants/repository';
+import { epochSecond } from '../oidc/not-before';
 
 /**
  * A session lasts its tenant's `sessionDurationSeconds` from its start (its Grant's `iat`) as the
@@ -6,7 +7,7 @@ import type { Tenant } from '../tenants/repository';
  * already older than the new duration, on every process at once (a policy change reaches them as
  * it commits). Raised, it lengthens none: a session's own expiry, fixed at its start, still holds.
  */
-export function sessionOverByPolicy(start: unknown, tenant: Pick<Tenant, 'policy'> | undefined, nowSeconds = Math.floor(Date.now() / 1000)): boolean {
+export function sessionOverByPolicy(start: unknown, tenant: Pick<Tenant, 'policy'> | undefined, nowSeconds = epochSecond()): boolean {
   return typeof start === 'number' && tenant !== undefined && start + tenant.policy.sessionDurationSeconds <= nowSeconds;
 }
 

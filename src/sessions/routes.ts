@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import type { TxContext } from '../db/tx';
+import type { DbSource, TxContext } from '../db/tx';
 import { AppError } from '../errors';
 import type { Principal } from '../oidc/bearer';
 import { listGrantsOfAccount, revokeGrantOfAccount } from '../oidc/adapter';
@@ -19,7 +19,7 @@ type Middleware = (ctx: Context, next: () => Promise<void>) => Promise<void>;
  * tenant was last disabled (src/oidc/not-before.ts), or longer ago than the tenant's session
  * duration allows now (src/sessions/duration.ts), has no token left that works, and is not shown.
  */
-export async function standingSessions(
+async function standingSessions(
   grants: AdapterPayload[],
   tenant: Pick<Tenant, 'tokensNotBefore' | 'policy'>,
   clients: Pick<ClientRepository, 'find'>,
@@ -35,6 +35,20 @@ export async function standingSessions(
   );
 }
 
+/**
+ * A user's sessions as the user and their admins see them: those still standing, each with the
+ * end it has now (src/sessions/duration.ts).
+ */
+export async function sessionsOf(db: DbSource, userId: string, tenant: Pick<Tenant, 'tokensNotBefore' | 'policy'>, clients: Pick<ClientRepository, 'find'>) {
+  const grants = await standingSessions(await listGrantsOfAccount(db, userId), tenant, clients);
+  return grants.map((g) => ({
+    id: g.jti,
+    clientId: g.clientId,
+    createdAt: new Date(Number(g.iat) * 1000).toISOString(),
+    expiresAt: new Date(Number(sessionEnd(g, tenant) ?? g.exp) * 1000).toISOString(),
+  }));
+}
+
 /** Seed 003: a user may hold many sessions (one per login); they can see and end each. */
 export function sessionRoutes(deps: { db: TxContext; clients: Pick<ClientRepository, 'find'>; audit: AuditLog; requireBearer: Middleware; requireUser: Middleware }): Router {
   const router = new Router();
@@ -42,17 +56,9 @@ export function sessionRoutes(deps: { db: TxContext; clients: Pick<ClientReposit
   router.get('/sessions', deps.requireBearer, deps.requireUser, async (ctx) => {
     const p = ctx.state.principal as Principal;
     const caller = ctx.state.caller as Caller;
-    const grants = await standingSessions(await listGrantsOfAccount(deps.db, p.userId!), caller.tenant, deps.clients);
+    const sessions = await sessionsOf(deps.db, caller.user.id, caller.tenant, deps.clients);
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = {
-      sessions: grants.map((g) => ({
-        id: g.jti,
-        clientId: g.clientId,
-        createdAt: new Date(Number(g.iat) * 1000).toISOString(),
-        expiresAt: new Date(Number(sessionEnd(g, caller.tenant) ?? g.exp) * 1000).toISOString(),
-        current: g.jti === p.sessionId,
-      })),
-    };
+    ctx.body = { sessions: sessions.map((x) => ({ ...x, current: x.id === p.sessionId })) };
   });
 
   router.delete('/sessions/:id', deps.requireBearer, deps.requireUser, async (ctx) => {
