@@ -110,6 +110,8 @@ const schema = z.object({
   dbPoolMax: whole(1, 1000),
   /** How often the event loop's delay is sampled for /metrics (src/metrics-event-loop.ts). */
   eventLoopMonitorMs: whole(1, 60_000),
+  /** Under load, the longest a batch of token lookups or inserts waits for more to join it (ms); 0 = never (src/db/batch.ts). */
+  batchWaitMs: whole(0, 50),
 });
 
 const checked = schema.superRefine((c, ctx) => {
@@ -183,6 +185,7 @@ const ENV_KEYS: Record<string, string> = {
   BCRYPT_CONCURRENCY: 'bcryptConcurrency',
   DB_POOL_MAX: 'dbPoolMax',
   EVENT_LOOP_MONITOR_MS: 'eventLoopMonitorMs',
+  BATCH_WAIT_MS: 'batchWaitMs',
   INTROSPECTION_FAST_PATH: 'introspectionFastPath',
   CLIENT_CREDENTIALS_FAST_PATH: 'clientCredentialsFastPath',
   PASSWORD_FAST_PATH: 'passwordFastPath',

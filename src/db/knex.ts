@@ -3,6 +3,7 @@ import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type { Config } from '../config';
 import { registerPairs } from './pairing';
+import { setBatchGather } from './batch';
 
 export type Db = Knex;
 export interface Database {
@@ -131,6 +132,7 @@ export async function openDatabase(config: Config, opts: DbOptions = {}): Promis
       log,
     });
     registerPairs(knex, logins);
+    for (const pool of [knex, asyncCommit]) setBatchGather(pool, config.batchWaitMs);
     return {
       knex,
       counters,
@@ -172,6 +174,7 @@ export async function openDatabase(config: Config, opts: DbOptions = {}): Promis
       // knex-pglite takes a ready instance this way; knex's own types know only connection settings.
       connection: { pglite: db } as unknown as Knex.StaticConnectionConfig,
     });
+    setBatchGather(knex, config.batchWaitMs);
     return {
       knex,
       kind: 'embedded',

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
 import type { DbSource } from '../db/tx';
-import { Batcher } from '../db/batch';
+import { Batcher, batchGatherOf } from '../db/batch';
 import { pairsOf } from '../db/pairing';
 import { deleteInBatches, SWEEP_BATCH } from '../db/sweep';
 import { preparedRunner, statementRunner, type PreparedStatement } from '../db/prepared';
@@ -247,6 +247,7 @@ function batchersOf(knex: Knex): Batchers {
   let b = batchers.get(knex);
   if (!b) {
     const prepared = preparedRunner(knex);
+    const gather = { gatherMs: batchGatherOf(knex) };
     const lookup = async (ids: string[]): Promise<TokenRow[]> =>
       prepared
         ? prepared<TokenRow>(LOOKUP, [ids])
@@ -292,12 +293,13 @@ function batchersOf(knex: Knex): Batchers {
       }
     };
     b = {
+      // The library looks a token up as each type it may be (three finds of one id): one entry.
       lookups: new Batcher(async (ids) => {
-        const rows = await lookup([...new Set(ids)]);
+        const rows = await lookup(ids);
         const byId = new Map<string, TokenRow[]>();
         for (const row of rows) byId.set(row.id, [...(byId.get(row.id) ?? []), row]);
         return ids.map((id) => byId.get(id) ?? []);
-      }),
+      }, { ...gather, key: (id) => id }),
       inserts: new Batcher(async (pending) => {
         // A login's session, with the tokens of it in the batch, is a statement of its own that
         // closes the login; every other row goes in one more.
@@ -314,7 +316,7 @@ function batchersOf(knex: Knex): Batchers {
           }),
         );
         return pending.map((p) => stored.get(p));
-      }),
+      }, gather),
     };
     batchers.set(knex, b);
   }

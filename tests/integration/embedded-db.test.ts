@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import { openDatabase } from '../../src/db/knex';
+import { batchGatherOf } from '../../src/db/batch';
 
 // The embedded database whatever DATABASE_URL says: it is what `npm start` runs on a fresh machine.
 describe('the embedded database (PGlite)', () => {
@@ -23,6 +24,17 @@ describe('the embedded database (PGlite)', () => {
       expect(await sharedBuffers(memory)).toBe('32MB');
     } finally {
       await memory.close();
+    }
+  });
+
+  test('BATCH_WAIT_MS reaches its token batches (1 ms by default)', async () => {
+    for (const [env, ms] of [[{}, 1], [{ BATCH_WAIT_MS: '0' }, 0], [{ BATCH_WAIT_MS: '5' }, 5]] as const) {
+      const db = await openDatabase(config(env), { inMemory: true });
+      try {
+        expect(batchGatherOf(db.knex)).toBe(ms);
+      } finally {
+        await db.close();
+      }
     }
   });
 

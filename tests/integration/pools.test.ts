@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { openDatabase, type Database } from '../../src/db/knex';
+import { batchGatherOf } from '../../src/db/batch';
 import { createTestStore, testConfig, usingPostgres, type TestStore } from '../helpers/env';
 import { startTestServer } from '../helpers/server';
 import { basic, bearer, createClient, form, introspect, json } from '../helpers/flows';
@@ -66,6 +67,11 @@ describePg('PostgreSQL connection pools follow DB_POOL_MAX', () => {
     } finally {
       await srv.stop();
     }
+  });
+
+  test('BATCH_WAIT_MS reaches the batches of the main pool and of access-token inserts', async () => {
+    db = await openDatabase(testConfig(store, { batchWaitMs: 7 }));
+    expect([batchGatherOf(db.knex), batchGatherOf(db.asyncCommit!)]).toEqual([7, 7]);
   });
 
   test('the default is 4 (2 each for counters and access-token inserts)', async () => {

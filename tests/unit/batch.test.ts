@@ -51,9 +51,81 @@ describe('Batcher', () => {
       runs.push(xs);
       if (xs.includes(3)) throw new Error('boom');
       return xs;
-    }, 2);
+    }, { maxSize: 2 });
     const results = await Promise.allSettled([1, 2, 3, 4, 5].map((x) => b.add(x)));
     expect(runs).toEqual([[1, 2], [3, 4], [5]]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'rejected', 'fulfilled']);
+  });
+});
+
+describe('Batcher gathering under load', () => {
+  const turn = () => new Promise((r) => setImmediate(r));
+  /** A batcher whose clock stands still: every call comes at once, as under heavy load. */
+  const busy = (opts: { gatherMs: number; enough?: number; maxSize?: number; key?: (x: number) => string }) => {
+    const runs: number[][] = [];
+    const b = new Batcher<number, number>(
+      async (xs) => {
+        runs.push(xs);
+        return xs.map((x) => x * 10);
+      },
+      { now: () => 0, ...opts },
+    );
+    return { b, runs };
+  };
+  /** Enough calls at no interval that the smoothed gap between calls falls under any wait. */
+  const warm = async (b: Batcher<number, number>) => {
+    await Promise.all(Array.from({ length: 60 }, (_, i) => b.add(1000 + i)));
+  };
+
+  test('a quiet batcher sends at the end of the turn, without waiting', async () => {
+    const runs: number[][] = [];
+    let t = 0;
+    const b = new Batcher<number, number>(async (xs) => (runs.push(xs), xs), { gatherMs: 100, now: () => (t += 500) });
+    const first = b.add(1);
+    await turn();
+    expect(runs).toEqual([[1]]);
+    expect(await first).toBe(1);
+  });
+
+  test('under load a batch waits for calls of later turns to join it', async () => {
+    const { b, runs } = busy({ gatherMs: 40 });
+    await warm(b);
+    runs.length = 0;
+    const first = b.add(1);
+    await turn();
+    await turn();
+    expect(runs).toEqual([]); // still gathering
+    const second = b.add(2);
+    expect(await Promise.all([first, second])).toEqual([10, 20]);
+    expect(runs).toEqual([[1, 2]]);
+  });
+
+  test('a gathering batch goes at the end of the turn in which enough calls have joined it', async () => {
+    const { b, runs } = busy({ gatherMs: 60_000, enough: 3 }); // waiting out the timer would time the test out
+    await warm(b);
+    runs.length = 0;
+    const calls = [b.add(1), b.add(2)];
+    await turn();
+    expect(runs).toEqual([]);
+    calls.push(b.add(3));
+    expect(await Promise.all(calls)).toEqual([10, 20, 30]);
+    expect(runs).toEqual([[1, 2, 3]]);
+  });
+
+  test('calls with one key share an entry and its answer, and never join a batch already sent', async () => {
+    const { b, runs } = busy({ gatherMs: 0, key: (x) => String(x % 100) });
+    const [a, same, other] = await Promise.all([b.add(7), b.add(107), b.add(8)]);
+    expect([a, same, other]).toEqual([70, 70, 80]); // 107 shares 7's entry
+    expect(runs).toEqual([[7, 8]]);
+    const later = b.add(107);
+    expect(await later).toBe(1070); // a new entry in a new batch
+    expect(runs).toEqual([[7, 8], [107]]);
+  });
+
+  test('a key whose batch was sent full at once is not joined by a later call', async () => {
+    const { b, runs } = busy({ gatherMs: 0, maxSize: 2, key: (x) => String(x % 100) });
+    const calls = [b.add(1), b.add(2), b.add(102)]; // 1 and 2 fill a batch, sent at once
+    expect(await Promise.all(calls)).toEqual([10, 20, 1020]);
+    expect(runs).toEqual([[1, 2], [102]]);
   });
 });

@@ -14,6 +14,8 @@ describe('configuration', () => {
     expect(c.passwordRehash).toBe(true);
     expect(loadConfig({ ...base, PASSWORD_REHASH: 'off' }).passwordRehash).toBe(false);
     expect(loadConfig({ ...base, DB_POOL_MAX: '12' }).dbPoolMax).toBe(12);
+    expect(c.batchWaitMs).toBe(1);
+    expect(loadConfig({ ...base, BATCH_WAIT_MS: '0' }).batchWaitMs).toBe(0);
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.tokens)).toBe(true);
   });
@@ -49,6 +51,8 @@ describe('configuration', () => {
     [{ WEB_CONCURRENCY: '0' }, /webConcurrency \(env WEB_CONCURRENCY\)/],
     [{ DB_POOL_MAX: '0' }, /dbPoolMax \(env DB_POOL_MAX\): must be a whole number from 1 to 1000/],
     [{ DB_POOL_MAX: 'many' }, /dbPoolMax \(env DB_POOL_MAX\)/],
+    [{ BATCH_WAIT_MS: '51' }, /batchWaitMs \(env BATCH_WAIT_MS\): must be a whole number from 0 to 50/],
+    [{ BATCH_WAIT_MS: '0.5' }, /batchWaitMs \(env BATCH_WAIT_MS\)/],
     [{ PASSWORD_REHASH: 'ture' }, /passwordRehash \(env PASSWORD_REHASH\)/],
     [{ WORKER_HEAP_LIMIT_MB: '64' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
     [{ WORKER_HEAP_LIMIT_MB: 'lots' }, /workerHeapLimitMb \(env WORKER_HEAP_LIMIT_MB\)/],
