@@ -8,7 +8,7 @@ export interface BatcherOptions<I> {
    * a batch is sent at the end of the event-loop turn it began in. See `Batcher`.
    */
   gatherMs?: number;
-  /** A batch being gathered is sent at the end of the turn once this many calls share it. */
+  /** A batch being gathered is sent at the end of the turn once this many requests share it. */
   enough?: number;
   /** The clock arrivals are timed by (ms); tests give their own. */
   now?: () => number;
@@ -24,13 +24,16 @@ const GAP_CAP_MS = 1000;
  * (or inserts) of every request that reached that point together cost one statement instead of
  * one each. The batch is sent at the end of the turn (setImmediate), or at once when it is full.
  *
- * Gathering (`gatherMs` > 0): when calls arrive often enough that at least two more are due within
- * `gatherMs` (the mean gap between calls, smoothed), a new batch waits up to `gatherMs` for them,
- * and goes at the end of the turn in which it reaches `enough`. At moderate load a turn holds one or
- * two requests, so each paid a statement, a round trip and a wake-up of PostgreSQL and of this
- * process of its own: evenly paced at 70 % of the maximum, the cores were 87–88 % busy, 64–68 %
- * when batches waited a millisecond (bench/NOTES.md). A quiet server sends at once, as before: the
- * wait is spent only where others come to share it.
+ * Gathering (`gatherMs` > 0): when requests arrive often enough that at least two more are due
+ * within `gatherMs` (the mean gap between arrivals, smoothed), a new batch waits up to `gatherMs`
+ * for them, and goes at the end of the turn in which `enough` requests share it; a wait no one
+ * joined holds the next ones off (`waited`). The calls of one synchronous run (the library's
+ * three finds of one token, a login's session and its tokens) are one arrival. At moderate load a
+ * turn holds one or two requests, so each paid a statement, a round trip and a wake-up of
+ * PostgreSQL and of this process of its own: evenly paced at 70 % of the maximum, the cores were
+ * 87–90 % busy, 71–78 % when batches gathered (bench/NOTES.md). A quiet server, or a client alone
+ * sending one request after another, sends at once, as before: the wait is spent only where others
+ * are coming to share it.
  *
  * A call only ever joins a batch that has not been sent yet, so its statement starts after the
  * call did: it sees everything committed before — a revocation that committed before an
@@ -47,8 +50,16 @@ export class Batcher<I, O> {
   private readonly enough: number;
   private readonly now: () => number;
   private readonly key: ((input: I) => string) | undefined;
-  /** Calls that the unsent batch answers (more than its entries when some share a key). */
-  private calls = 0;
+  /** Arrivals (requests) that the unsent batch answers. */
+  private arrivals = 0;
+  /** A call came in the current synchronous run: later calls of the run are the same arrival. */
+  private inRun = false;
+  private readonly endRun = () => {
+    this.inRun = false;
+  };
+  /** Batches still to send without gathering, and how many the last wasted wait set (doubling). */
+  private skip = 0;
+  private backoff = 0;
   /** The unsent batch's answers by key. */
   private byKey = new Map<string, Promise<O>>();
   /** Smoothed gap between calls (ms), and when the last one came. */
@@ -67,11 +78,15 @@ export class Batcher<I, O> {
   }
 
   add(input: I): Promise<O> {
-    this.calls += 1;
-    if (this.gatherMs > 0) {
-      const t = this.now();
-      this.gap += (Math.min(t - this.last, GAP_CAP_MS) - this.gap) / 8;
-      this.last = t;
+    if (!this.inRun) {
+      this.inRun = true;
+      queueMicrotask(this.endRun);
+      this.arrivals += 1;
+      if (this.gatherMs > 0) {
+        const t = this.now();
+        this.gap += (Math.min(t - this.last, GAP_CAP_MS) - this.gap) / 8;
+        this.last = t;
+      }
     }
     const k = this.key?.(input);
     let answer = k === undefined ? undefined : this.byKey.get(k);
@@ -88,11 +103,36 @@ export class Batcher<I, O> {
     }
     if (this.immediate) return answer;
     if (this.timer) {
-      if (this.calls >= this.enough) this.flushAtEndOfTurn();
-    } else if (this.gatherMs > 0 && this.gap * 2 <= this.gatherMs && this.calls < this.enough) {
-      this.timer = setTimeout(() => this.flush(), this.gatherMs);
+      if (this.arrivals >= this.enough) {
+        this.backoff = 0;
+        this.flushAtEndOfTurn();
+      }
+    } else if (this.shouldGather()) {
+      this.timer = setTimeout(() => this.waited(), this.gatherMs);
     } else this.flushAtEndOfTurn();
     return answer;
+  }
+
+  private shouldGather(): boolean {
+    if (this.gatherMs <= 0 || this.gap * 2 > this.gatherMs || this.arrivals >= this.enough) return false;
+    if (this.skip > 0) {
+      this.skip -= 1;
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * A wait ran its length. If no one joined (a client alone, sending one request after another,
+   * whose next request comes only after this one's answer), the next batches do not wait: 8, then
+   * twice as many after each wait wasted in a row, up to 1,024. A wait that someone joined resets it.
+   */
+  private waited(): void {
+    if (this.arrivals <= 1) {
+      this.backoff = Math.min(Math.max(this.backoff * 2, 8), 1024);
+      this.skip = this.backoff;
+    } else this.backoff = 0;
+    this.flush();
   }
 
   /** Whether a call not yet sent matches: a later call may then choose to join its batch. */
@@ -116,7 +156,7 @@ export class Batcher<I, O> {
     this.immediate = false;
     const batch = this.pending;
     this.pending = [];
-    this.calls = 0;
+    this.arrivals = 0;
     if (this.byKey.size) this.byKey = new Map();
     if (batch.length === 0) return;
     Promise.resolve()

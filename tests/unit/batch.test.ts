@@ -60,7 +60,9 @@ describe('Batcher', () => {
 
 describe('Batcher gathering under load', () => {
   const turn = () => new Promise((r) => setImmediate(r));
-  /** A batcher whose clock stands still: every call comes at once, as under heavy load. */
+  /** Ends the current synchronous run: the next call is another arrival. */
+  const run = () => Promise.resolve();
+  /** A batcher whose clock stands still: every arrival comes at once, as under heavy load. */
   const busy = (opts: { gatherMs: number; enough?: number; maxSize?: number; key?: (x: number) => string }) => {
     const runs: number[][] = [];
     const b = new Batcher<number, number>(
@@ -72,9 +74,15 @@ describe('Batcher gathering under load', () => {
     );
     return { b, runs };
   };
-  /** Enough calls at no interval that the smoothed gap between calls falls under any wait. */
-  const warm = async (b: Batcher<number, number>) => {
-    await Promise.all(Array.from({ length: 60 }, (_, i) => b.add(1000 + i)));
+  /** Enough arrivals at no interval that the smoothed gap between them falls under any wait. */
+  const warm = async (b: Batcher<number, number>, runs: number[][]) => {
+    const calls: Array<Promise<number>> = [];
+    for (let i = 0; i < 60; i += 1) {
+      calls.push(b.add(1000 + i));
+      await run();
+    }
+    await Promise.all(calls);
+    runs.length = 0;
   };
 
   test('a quiet batcher sends at the end of the turn, without waiting', async () => {
@@ -89,8 +97,7 @@ describe('Batcher gathering under load', () => {
 
   test('under load a batch waits for calls of later turns to join it', async () => {
     const { b, runs } = busy({ gatherMs: 40 });
-    await warm(b);
-    runs.length = 0;
+    await warm(b, runs);
     const first = b.add(1);
     await turn();
     await turn();
@@ -100,16 +107,71 @@ describe('Batcher gathering under load', () => {
     expect(runs).toEqual([[1, 2]]);
   });
 
-  test('a gathering batch goes at the end of the turn in which enough calls have joined it', async () => {
+  test('a gathering batch goes at the end of the turn in which enough requests have joined it', async () => {
     const { b, runs } = busy({ gatherMs: 60_000, enough: 3 }); // waiting out the timer would time the test out
-    await warm(b);
-    runs.length = 0;
-    const calls = [b.add(1), b.add(2)];
+    await warm(b, runs);
+    const calls = [b.add(1)];
+    await run();
+    calls.push(b.add(2));
     await turn();
     expect(runs).toEqual([]);
     calls.push(b.add(3));
     expect(await Promise.all(calls)).toEqual([10, 20, 30]);
     expect(runs).toEqual([[1, 2, 3]]);
+  });
+
+  test("one synchronous run's calls are one arrival: a request's three finds do not make a load", async () => {
+    // Requests 0.6 ms apart, each looking its token up three times at once (as the library does):
+    // about one more request is due within a 1 ms wait, not two, so no batch waits.
+    let t = 0;
+    const runs: string[][] = [];
+    const b = new Batcher<string, string>(async (ids) => (runs.push(ids), ids), { gatherMs: 1, now: () => t, key: (id) => id });
+    for (let i = 0; i < 100; i += 1) {
+      t += 0.6;
+      const finds = [b.add(`token${i}`), b.add(`token${i}`), b.add(`token${i}`)];
+      await turn(); // sent at the end of its turn, not held for a millisecond
+      expect(runs.length).toBe(i + 1);
+      await Promise.all(finds);
+    }
+    expect(runs.every((r) => r.length === 1)).toBe(true);
+  });
+
+  test('a client alone, one request after another, seldom waits: each wasted wait holds off twice as many', async () => {
+    const { b, runs } = busy({ gatherMs: 20 });
+    await warm(b, runs);
+    const waited: number[] = [];
+    for (let i = 0; i < 40; i += 1) {
+      const answer = b.add(i);
+      await turn();
+      if (runs.length === 0 || runs[runs.length - 1]![0] !== i) waited.push(i); // not sent at the end of its turn
+      expect(await answer).toBe(i * 10); // the next request only after this one's answer
+    }
+    expect(waited).toEqual([0, 9, 26]); // then 8 and 16 batches sent at once
+    expect(runs.every((r) => r.length === 1)).toBe(true);
+  });
+
+  test('a wait that others joined lets the next batch wait again', async () => {
+    const { b, runs } = busy({ gatherMs: 20 });
+    await warm(b, runs);
+    await b.add(1); // wasted: the next 8 batches go at once
+    const first = b.add(2);
+    await turn();
+    expect(runs).toEqual([[1], [2]]);
+    await first;
+    for (let i = 0; i < 7; i += 1) await b.add(100 + i);
+    const a = b.add(3); // waits again, and is joined
+    await turn();
+    await run();
+    const c = b.add(4);
+    await Promise.all([a, c]);
+    expect(runs[runs.length - 1]).toEqual([3, 4]);
+    const d = b.add(5); // so this one waits too
+    await turn();
+    expect(runs[runs.length - 1]).toEqual([3, 4]);
+    await run();
+    const e = b.add(6);
+    await Promise.all([d, e]);
+    expect(runs[runs.length - 1]).toEqual([5, 6]);
   });
 
   test('calls with one key share an entry and its answer, and never join a batch already sent', async () => {
