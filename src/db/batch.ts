@@ -16,7 +16,7 @@ export interface BatcherOptions<I> {
   key?: (input: I) => string;
 }
 
-/** A gap between calls longer than this counts as this: one quiet minute is not remembered for long. */
+/** A gap between arrivals longer than this counts as this: one quiet minute is not remembered for long. */
 const GAP_CAP_MS = 1000;
 
 /**
@@ -31,9 +31,9 @@ const GAP_CAP_MS = 1000;
  * three finds of one token, a login's session and its tokens) are one arrival. At moderate load a
  * turn holds one or two requests, so each paid a statement, a round trip and a wake-up of
  * PostgreSQL and of this process of its own: evenly paced at 70 % of the maximum, the cores were
- * 87–90 % busy, 71–78 % when batches gathered (bench/NOTES.md). A quiet server, or a client alone
- * sending one request after another, sends at once, as before: the wait is spent only where others
- * are coming to share it.
+ * 87–91 % busy, 71–78 % when batches gathered (bench/NOTES.md). A quiet server sends at once, as
+ * before, and a client alone sending one request after another seldom waits: the wait is spent
+ * where others are coming to share it.
  *
  * A call only ever joins a batch that has not been sent yet, so its statement starts after the
  * call did: it sees everything committed before — a revocation that committed before an
@@ -62,7 +62,7 @@ export class Batcher<I, O> {
   private backoff = 0;
   /** The unsent batch's answers by key. */
   private byKey = new Map<string, Promise<O>>();
-  /** Smoothed gap between calls (ms), and when the last one came. */
+  /** Smoothed gap between arrivals (ms), and when the last one came. */
   private gap = GAP_CAP_MS;
   private last = -Infinity;
 
