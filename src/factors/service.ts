@@ -196,11 +196,21 @@ export function createFactorService(deps: FactorServiceDeps) {
     const { tenant, user } = caller;
     const mobile = user.mobile;
     if (!mobile) throw new AppError('MOBILE_REQUIRED', 409, 'The user has no mobile number');
+    // While the user's codes are refused (too many wrong ones), a code sent could not be used:
+    // nothing is sent, no cap is used and no open challenge is cancelled. The user learns only what
+    // the failed verifications already told them, and when to try again.
+    const refused = await factors.refusedUntil(tenant.id, user.id, tenant.policy.factorMaxFailures, clock(), tenant.policy.factorBlockSeconds);
+    if (refused) {
+      const retry = Math.max(1, Math.ceil((refused.getTime() - clock().getTime()) / 1000));
+      throw new AppError('TOO_MANY_REQUESTS', 429, 'Too many failed verifications; try again later', undefined, { 'Retry-After': String(retry) });
+    }
     // Each tenant's sends count against its own number cap: another tenant's users registering the
     // same number (a sandbox's, which sends nothing, among them) must not use up this one's.
     await deps.caps.take([
       { key: `sms:number:${tenant.id}:${mobile}`, cap: tenant.policy.smsPerNumberPerHour },
       { key: `sms:user:${user.id}`, cap: tenant.policy.smsPerUserPerHour },
+      // The tenant's whole budget, against SMS pumping spread over many numbers and users.
+      { key: `sms:tenant:${tenant.id}`, cap: tenant.policy.smsPerTenantPerHour },
     ]);
     return tx.transaction(async () => {
       const now = clock();

@@ -17,6 +17,7 @@ const policyFields = z.object({
     factorBlockSeconds: z.number().int().min(60).max(86400),
     smsPerNumberPerHour: z.number().int().min(1).max(1000),
     smsPerUserPerHour: z.number().int().min(1).max(1000),
+    smsPerTenantPerHour: z.number().int().min(1).max(1_000_000),
     pushPerUserPerHour: z.number().int().min(1).max(1000),
     requireApiKey: z.boolean(),
     stepUpTtlSeconds: z.number().int().min(30).max(3600),
@@ -44,6 +45,8 @@ export interface TenantPolicy {
   readonly factorBlockSeconds: number;
   readonly smsPerNumberPerHour: number;
   readonly smsPerUserPerHour: number;
+  /** Every SMS the tenant sends in an hour, all numbers and users together (against SMS pumping). */
+  readonly smsPerTenantPerHour: number;
   readonly pushPerUserPerHour: number;
   /** Our routes require the client's `api-key` header besides the bearer token. */
   readonly requireApiKey: boolean;
@@ -66,6 +69,7 @@ export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
   factorBlockSeconds: 900,
   smsPerNumberPerHour: 10,
   smsPerUserPerHour: 20,
+  smsPerTenantPerHour: 5000,
   pushPerUserPerHour: 20,
   requireApiKey: false,
   stepUpTtlSeconds: 300,

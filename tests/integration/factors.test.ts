@@ -98,15 +98,22 @@ describe(`additional factors (${dbLabel})`, () => {
     expect(row.factor_blocked_until).toBeNull();
   });
 
-  test('5 wrong codes across 5 fresh challenges → blocked; the right code afterwards fails; audited', async () => {
-    const u = await userWithSession('live-bank');
+  test('5 wrong codes across 5 fresh challenges → blocked; the right code afterwards fails; audited; nothing sent meanwhile', async () => {
+    // Six sends an hour per user: the five below, and one more only if the refused send used none.
+    await createTenant(srv, 'blocking-bank', 'live');
+    await srv.running.app.services.tenants.setPolicy('blocking-bank', { smsPerUserPerHour: 6 });
+    const app = await createClient(srv, { tenants: ['blocking-bank'], grant_types: ['password'] });
+    const mobile = nextMobile();
+    const username = 'blocked-user';
+    const user = await createUser(srv, 'blocking-bank', { username, mobile, password: PASSWORD });
+    const u = { user, mobile, username, app, token: (await login(srv, app, username, PASSWORD)).access_token };
     for (let i = 0; i < 5; i += 1) {
       expect((await enrolSms(u.token)).status).toBe(204);
       const code = await lastCode(srv, u.mobile);
       const wrong = code === '000000' ? '000001' : '000000';
       expect((await verifySms(u.token, wrong)).status).toBe(403);
     }
-    expect((await enrolSms(u.token)).status).toBe(204);
+    // The fifth challenge is still open, and its right code fails now.
     const good = await lastCode(srv, u.mobile);
     const blocked = await verifySms(u.token, good);
     expect(blocked.status).toBe(403);
@@ -114,11 +121,21 @@ describe(`additional factors (${dbLabel})`, () => {
     expect(await factorsOf(u.token)).toEqual([{ type: 'OTP', channel: 'SMS', status: 'PENDING_VERIFICATION' }]);
     const audit = await srv.running.app.database.knex('audit_log').where({ type: 'factor.blocked', target: u.user.id });
     expect(audit).toHaveLength(1);
+    // No code is sent while codes are refused: it could not be used. Nothing of the send caps is used.
+    const refused = await enrolSms(u.token);
+    expect(refused.status).toBe(429);
+    expect(refused.json).toEqual({ message: 'Too many failed verifications; try again later', code: 'TOO_MANY_REQUESTS' });
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(800);
+    expect(Number(refused.headers.get('retry-after'))).toBeLessThanOrEqual(900);
+    expect(await outbox(srv, 'sms', u.mobile)).toHaveLength(5);
 
     clock.advance(901); // the block (15 minutes) is over
     const u2 = await login(srv, u.app, u.username, PASSWORD);
-    expect((await enrolSms(u2.access_token)).status).toBe(204);
+    expect((await enrolSms(u2.access_token)).status).toBe(204); // the sixth send of the hour
     expect((await verifySms(u2.access_token, await lastCode(srv, u.mobile))).status).toBe(204);
+    const capped = await json(srv, 'POST', '/stepup/challenges/otp/SMS', {}, bearer(u2.access_token));
+    expect(capped.status).toBe(429);
+    expect(capped.json.message).toBe('Too many messages sent; try again later'); // the cap: 6
   });
 
   test('a code older than 5 minutes fails', async () => {
@@ -334,6 +351,32 @@ describe(`additional factors (${dbLabel})`, () => {
     const withRef = await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token, { 'idempotency-ref': 'no-mobile-1' }));
     expect(withRef.json.code).toBe('MOBILE_REQUIRED');
     expect((await json(srv, 'GET', '/authentication_factors', undefined, bearer(t.access_token))).json).toEqual({ factors: [] });
+  });
+
+  test("a tenant's hourly SMS budget holds across numbers and users; another tenant's is its own", async () => {
+    await createTenant(srv, 'budget-bank', 'live');
+    await srv.running.app.services.tenants.setPolicy('budget-bank', { smsPerTenantPerHour: 2 });
+    const app = await createClient(srv, { tenants: ['budget-bank'], grant_types: ['password'] });
+    const users = [];
+    for (let i = 0; i < 3; i += 1) {
+      const mobile = nextMobile();
+      await createUser(srv, 'budget-bank', { username: `budget${i}`, mobile, password: PASSWORD });
+      users.push({ mobile, token: (await login(srv, app, `budget${i}`, PASSWORD)).access_token });
+    }
+    expect((await enrolSms(users[0]!.token)).status).toBe(204);
+    expect((await enrolSms(users[1]!.token)).status).toBe(204);
+    const third = await enrolSms(users[2]!.token);
+    expect(third.status).toBe(429);
+    expect(third.json.code).toBe('TOO_MANY_REQUESTS');
+    expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await outbox(srv, 'sms', users[2]!.mobile)).toHaveLength(0);
+    // Raised live, the budget lets the next send through.
+    await srv.running.app.services.tenants.setPolicy('budget-bank', { smsPerTenantPerHour: 3 });
+    expect((await enrolSms(users[2]!.token)).status).toBe(204);
+    expect(await outbox(srv, 'sms', users[2]!.mobile)).toHaveLength(1);
+    // Another tenant's sends count against its own budget only.
+    const u = await userWithSession('live-bank');
+    expect((await enrolSms(u.token)).status).toBe(204);
   });
 
   test('hourly send caps per number: 429 with Retry-After', async () => {
