@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { affected } from '../db/affected';
@@ -18,8 +19,20 @@ interface PayloadRow {
 }
 
 /**
+ * The key a token's row is stored under: a SHA-256 of its value (an opaque token's value is its
+ * id; a JWT's, its jti), never the value itself. A token is a bearer secret: whoever reads the
+ * table (a backup, a replica, a support query) must not be able to use what they read. The tokens
+ * carry 256 bits of randomness, so an unsalted hash cannot be reversed by guessing.
+ */
+export function storedTokenId(value: string): string {
+  return createHash('sha256').update(value).digest('base64url');
+}
+
+/**
  * oidc-provider's storage for every model but Client: one `oidc_payloads` table keyed by
- * (type, id). Expired rows are invisible at once and removed by `sweepExpired`.
+ * (type, id). Expired rows are invisible at once and removed by `sweepExpired`. Tokens (access,
+ * client-credentials and refresh) are keyed by `storedTokenId` and stored without their `jti`,
+ * which a find gives back from the value it was asked for.
  */
 export class KnexAdapter implements Adapter {
   constructor(
@@ -35,11 +48,21 @@ export class KnexAdapter implements Adapter {
     return this.knex<Record<string, unknown>>('oidc_payloads');
   }
 
+  /** Token types hide their value: the key a row of this type is stored under. */
+  private key(id: string): string {
+    return TOKEN_TYPES.has(this.type) ? storedTokenId(id) : id;
+  }
+
   async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+    let stored = payload;
+    if (TOKEN_TYPES.has(this.type)) {
+      stored = { ...payload };
+      delete stored.jti;
+    }
     const row = {
       type: this.type,
-      id,
-      payload: JSON.stringify(payload),
+      id: this.key(id),
+      payload: JSON.stringify(stored),
       grant_id: payload.grantId ?? null,
       user_code: payload.userCode ?? null,
       uid: payload.uid ?? null,
@@ -82,10 +105,13 @@ export class KnexAdapter implements Adapter {
     return row ? toPayload(row) : undefined;
   }
 
-  find(id: string) {
+  async find(id: string): Promise<AdapterPayload | undefined> {
+    if (!TOKEN_TYPES.has(this.type)) return this.findWhere({ id });
+    if (!plausible(id)) return undefined;
     const knex = this.knex;
-    if (TOKEN_TYPES.has(this.type) && !knex.isTransaction && plausible(id)) return findBatched(knex, this.type, id);
-    return this.findWhere({ id });
+    const key = storedTokenId(id);
+    const payload = knex.isTransaction ? await this.findWhere({ id: key }) : await findBatched(knex, this.type, key);
+    return payload && { ...payload, jti: id };
   }
 
   findByUserCode(userCode: string) {
@@ -102,14 +128,15 @@ export class KnexAdapter implements Adapter {
    */
   async consume(id: string): Promise<void> {
     if (id.includes('\u0000')) throw new errors.CustomOIDCProviderError('invalid_grant', 'grant request is invalid');
+    const key = this.key(id);
     const changed = affected(
-      await this.table().where({ type: this.type, id }).whereNull('consumed_at').update({ consumed_at: this.knex.fn.now() }),
+      await this.table().where({ type: this.type, id: key }).whereNull('consumed_at').update({ consumed_at: this.knex.fn.now() }),
     );
     if (changed !== 1) {
       // A refresh token used twice, even concurrently: treated as stolen (RFC 9700 §4.14.2), so
       // the whole session ends — whichever request won, its tokens die too.
       if (this.type === 'RefreshToken') {
-        const row = (await this.table().where({ type: this.type, id }).first('grant_id')) as { grant_id?: string } | undefined;
+        const row = (await this.table().where({ type: this.type, id: key }).first('grant_id')) as { grant_id?: string } | undefined;
         if (row?.grant_id) await revokeSession(this.knex, row.grant_id);
       }
       throw new errors.CustomOIDCProviderError('invalid_grant', 'grant request is invalid');
@@ -118,7 +145,7 @@ export class KnexAdapter implements Adapter {
 
   async destroy(id: string): Promise<void> {
     if (id.includes('\u0000')) return;
-    await this.table().where({ type: this.type, id }).del();
+    await this.table().where({ type: this.type, id: this.key(id) }).del();
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
@@ -323,8 +350,9 @@ function batchersOf(knex: Knex): Batchers {
   return b;
 }
 
-async function findBatched(knex: Knex, type: string, id: string): Promise<AdapterPayload | undefined> {
-  const row = (await batchersOf(knex).lookups.add(id)).find((r) => r.type === type);
+/** A token's payload by its stored key (storedTokenId). */
+async function findBatched(knex: Knex, type: string, key: string): Promise<AdapterPayload | undefined> {
+  const row = (await batchersOf(knex).lookups.add(key)).find((r) => r.type === type);
   return row ? toPayload(row) : undefined;
 }
 

@@ -1,4 +1,4 @@
-import { closeLoginWithSession, KnexAdapter, sweepExpired } from '../../src/oidc/adapter';
+import { closeLoginWithSession, KnexAdapter, storedTokenId, sweepExpired } from '../../src/oidc/adapter';
 import { sweepRateLimits } from '../../src/users/throttle';
 import { END_LOGIN, LoginSupersededError, loginEndValues } from '../../src/users/login-end';
 import { createIdempotencyRepository } from '../../src/idempotency/repository';
@@ -31,6 +31,25 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     expect(await a.find('t1')).toMatchObject({ jti: 't1', grantId: 'g1', accountId: 'u1', extra: { tenant: 'x' } });
     await a.upsert('t1', { jti: 't1', kind: 'AccessToken', grantId: 'g1', accountId: 'u2' }, 60);
     expect((await a.find('t1'))?.accountId).toBe('u2');
+  });
+
+  test('a token is stored under a hash of its value, never the value; a find gives the value back as its jti', async () => {
+    const types = ['AccessToken', 'ClientCredentials', 'RefreshToken'].map((t) => new KnexAdapter(fixedDb(db.knex), t));
+    const value = 'Zq3-secret-token-value_0123456789abcdefghijk';
+    for (const [i, a] of types.entries()) await a.upsert(`${value}${i}`, { jti: `${value}${i}`, kind: 'x', grantId: 'hash-g' }, 60);
+    const rows = (await db.knex('oidc_payloads').where({ grant_id: 'hash-g' }).select('id', db.knex.raw('payload::text as payload'))) as Array<{ id: string; payload: string }>;
+    expect(rows).toHaveLength(3);
+    expect(JSON.stringify(rows)).not.toContain(value);
+    expect(rows.map((r) => r.id).sort()).toEqual([0, 1, 2].map((i) => storedTokenId(`${value}${i}`)).sort());
+    for (const [i, a] of types.entries()) expect(await a.find(`${value}${i}`)).toMatchObject({ jti: `${value}${i}`, grantId: 'hash-g' });
+    // Inside a transaction (not batched) too; the stored key itself is not a token.
+    await db.knex.transaction(async (trx) => expect(await new KnexAdapter(fixedDb(trx), 'AccessToken').find(`${value}0`)).toMatchObject({ jti: `${value}0` }));
+    expect(await types[0]!.find(storedTokenId(`${value}0`))).toBeUndefined();
+    // Consumed and destroyed by value.
+    await types[2]!.consume(`${value}2`);
+    expect((await types[2]!.find(`${value}2`))?.consumed).toBeDefined();
+    await types[0]!.destroy(`${value}0`);
+    expect(await types[0]!.find(`${value}0`)).toBeUndefined();
   });
 
   test('find of an unknown id, or of another model type, is undefined', async () => {
@@ -103,7 +122,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
       const named = (await one.knex.raw('select name from pg_prepared_statements order by name')) as { rows: Array<{ name: string }> };
       expect(named.rows.map((r) => r.name)).toEqual(['portcullis_token_insert_v1', 'portcullis_token_lookup_v2']);
       // Every column of the prepared insert lands: the grant id (revocation), the account, the expiry.
-      const row = (await one.knex('oidc_payloads').where({ type: 'ClientCredentials', id: 'p-1' }).first()) as Record<string, unknown>;
+      const row = (await one.knex('oidc_payloads').where({ type: 'ClientCredentials', id: storedTokenId('p-1') }).first()) as Record<string, unknown>;
       expect(row).toMatchObject({ grant_id: 'g-p-1', account_id: 'acct', user_code: null, uid: null });
       expect(Math.abs(new Date(row.expires_at as string).getTime() - (Date.now() + 60_000))).toBeLessThan(10_000);
     } finally {
@@ -212,7 +231,8 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     closeLoginWithSession('le-both', both);
     const [session, token] = await Promise.allSettled([
       grants.upsert('le-both', { jti: 'le-both', accountId: users[2] }, 60),
-      new KnexAdapter(fixedDb(k), 'RefreshToken').upsert('le-rt\u0000', { jti: 'le-rt', grantId: 'le-both', accountId: users[2] }, 60),
+      // A token's id is stored hashed, so its account is what PostgreSQL refuses here.
+      new KnexAdapter(fixedDb(k), 'RefreshToken').upsert('le-rt', { jti: 'le-rt', grantId: 'le-both', accountId: 'bad\u0000' }, 60),
     ]);
     expect([session.status, token.status, both.written]).toEqual(['fulfilled', 'rejected', true]);
     expect((await k('users').where({ id: users[2]! }).first('failed_login_count')).failed_login_count).toBe(0);
@@ -243,7 +263,7 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     ]);
     expect([staleGrant.status, staleToken.status, freshGrant.status, fresh.written]).toEqual(['rejected', 'rejected', 'fulfilled', true]);
     expect((staleGrant as PromiseRejectedResult).reason).toBeInstanceOf(LoginSupersededError);
-    expect(await k('oidc_payloads').whereIn('id', ['le-stale', 'le-stale-rt'])).toHaveLength(0);
+    expect(await k('oidc_payloads').whereIn('id', ['le-stale', storedTokenId('le-stale-rt')])).toHaveLength(0);
     // Its caller closes it apart unless its end was stored with the statement (PostgreSQL's one
     // statement stores it; the embedded database's transaction rolled it back): its point is given
     // back once either way.
@@ -264,19 +284,20 @@ describe(`knex adapter contract (${dbLabel})`, () => {
   test('expired rows are not found, and the sweep deletes them', async () => {
     const a = adapter();
     await a.upsert('old', { jti: 'old' }, 60);
-    await db.knex('oidc_payloads').where({ id: 'old' }).update({ expires_at: new Date(Date.now() - 1000) });
+    await db.knex('oidc_payloads').where({ id: storedTokenId('old') }).update({ expires_at: new Date(Date.now() - 1000) });
     expect(await a.find('old')).toBeUndefined();
     expect(await sweepExpired(db.knex)).toBeGreaterThanOrEqual(1);
-    expect(await db.knex('oidc_payloads').where({ id: 'old' }).first()).toBeUndefined();
+    expect(await db.knex('oidc_payloads').where({ id: storedTokenId('old') }).first()).toBeUndefined();
   });
 
   test('the sweep deletes in batches of its own statements; two sweeps at once take different rows and leave live ones', async () => {
     const a = adapter();
     await sweepExpired(db.knex); // earlier tests' expired rows
     const ids = Array.from({ length: 7 }, (_, i) => `batch-old-${i}`);
+    const keys = ids.map(storedTokenId);
     for (const id of ids) await a.upsert(id, { jti: id }, 60);
     await a.upsert('batch-live', { jti: 'batch-live' }, 60);
-    await db.knex('oidc_payloads').whereIn('id', ids).update({ expires_at: new Date(Date.now() - 1000) });
+    await db.knex('oidc_payloads').whereIn('id', keys).update({ expires_at: new Date(Date.now() - 1000) });
     // Alone, 7 rows 3 at a time: three DELETE statements (3, 3, 1), each its own commit.
     const deletes: string[] = [];
     const count = (q: { sql: string }) => {
@@ -291,10 +312,10 @@ describe(`knex adapter contract (${dbLabel})`, () => {
     expect(deletes).toHaveLength(3);
     // Two at once, 2 at a time: between them every row once, no error.
     for (const id of ids) await a.upsert(id, { jti: id }, 60);
-    await db.knex('oidc_payloads').whereIn('id', ids).update({ expires_at: new Date(Date.now() - 1000) });
+    await db.knex('oidc_payloads').whereIn('id', keys).update({ expires_at: new Date(Date.now() - 1000) });
     const swept = await Promise.all([sweepExpired(db.knex, 0, 2), sweepExpired(db.knex, 0, 2)]);
     expect(swept[0] + swept[1]).toBe(ids.length);
-    expect(Number(((await db.knex('oidc_payloads').whereIn('id', ids).count({ n: '*' }).first()) as { n: string | number }).n)).toBe(0);
+    expect(Number(((await db.knex('oidc_payloads').whereIn('id', keys).count({ n: '*' }).first()) as { n: string | number }).n)).toBe(0);
     expect(await a.find('batch-live')).toMatchObject({ jti: 'batch-live' });
   });
 

@@ -8,6 +8,7 @@
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, createClient, createTenant, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
+import { storedTokenId } from '../../src/oidc/adapter';
 import { header, post, type RawAnswer } from '../helpers/raw-http';
 import { hashSecret } from '../../src/crypto/secrets';
 
@@ -53,7 +54,7 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
   const withoutToken = (a: RawAnswer) => ({ ...a, body: typeof a.body === 'object' && a.body ? { ...a.body, access_token: tokenOf(a) ? 'issued' : undefined } : a.body });
 
   async function stored(token: string) {
-    const row = await srv.running.app.database.knex('oidc_payloads').where({ id: token }).first();
+    const row = await srv.running.app.database.knex('oidc_payloads').where({ id: storedTokenId(token) }).first();
     expect(row).toBeDefined();
     const payload = (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as Record<string, unknown>;
     return {

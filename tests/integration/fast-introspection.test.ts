@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, clientCredentialsToken, createClient, createTenant, createUser, login, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
+import { storedTokenId } from '../../src/oidc/adapter';
 import { header, post, type RawAnswer } from '../helpers/raw-http';
 import { hashSecret } from '../../src/crypto/secrets';
 
@@ -81,11 +82,11 @@ describe(`introspection fast path (${dbLabel})`, () => {
     }
     const { knex } = srv.running.app.database;
     const past = (await clientCredentialsToken(srv, app)).access_token;
-    await knex('oidc_payloads').where({ id: past }).update({ payload: knex.raw(`jsonb_set(payload, '{exp}', to_jsonb(?::int))`, [Math.floor(Date.now() / 1000) - 5]) });
+    await knex('oidc_payloads').where({ id: storedTokenId(past) }).update({ payload: knex.raw(`jsonb_set(payload, '{exp}', to_jsonb(?::int))`, [Math.floor(Date.now() / 1000) - 5]) });
     const stale = await both(q({ token: past }), as(rs));
     expect(stale).toMatchObject({ served: true, body: { active: false } });
     const gone = (await clientCredentialsToken(srv, app)).access_token;
-    await knex('oidc_payloads').where({ id: gone }).update({ expires_at: new Date(Date.now() - 1000) });
+    await knex('oidc_payloads').where({ id: storedTokenId(gone) }).update({ expires_at: new Date(Date.now() - 1000) });
     expect(await both(q({ token: gone }), as(rs))).toMatchObject({ served: true, body: { active: false } });
   });
 
@@ -144,11 +145,11 @@ describe(`introspection fast path (${dbLabel})`, () => {
 
     const { knex } = srv.running.app.database;
     const bound = (await clientCredentialsToken(srv, app)).access_token;
-    await knex('oidc_payloads').where({ id: bound }).update({ payload: knex.raw(`jsonb_set(payload, '{jkt}', '"thumbprint"')`) });
+    await knex('oidc_payloads').where({ id: storedTokenId(bound) }).update({ payload: knex.raw(`jsonb_set(payload, '{jkt}', '"thumbprint"')`) });
     expect(await both(q({ token: bound }), as(rs))).toMatchObject({ served: false, body: { active: true, token_type: 'DPoP', cnf: { jkt: 'thumbprint' } } });
 
     const detailed = (await clientCredentialsToken(srv, app)).access_token;
-    await knex('oidc_payloads').where({ id: detailed }).update({ payload: knex.raw(`jsonb_set(payload, '{rar}', '[{"type":"payment_initiation"}]')`) });
+    await knex('oidc_payloads').where({ id: storedTokenId(detailed) }).update({ payload: knex.raw(`jsonb_set(payload, '{rar}', '[{"type":"payment_initiation"}]')`) });
     expect(await both(q({ token: detailed }), as(rs))).toMatchObject({ served: false, body: { active: true, authorization_details: [{ type: 'payment_initiation' }] } });
   });
 
@@ -192,7 +193,7 @@ describe(`introspection fast path (${dbLabel})`, () => {
   test('extra claims cannot pose as the library’s cnf or authorization_details', async () => {
     const { knex } = srv.running.app.database;
     const t = (await clientCredentialsToken(srv, app)).access_token;
-    await knex('oidc_payloads').where({ id: t }).update({ payload: knex.raw(`jsonb_set(payload, '{extra}', payload->'extra' || '{"cnf":{"jkt":"x"},"authorization_details":[{"type":"x"}]}')`) });
+    await knex('oidc_payloads').where({ id: storedTokenId(t) }).update({ payload: knex.raw(`jsonb_set(payload, '{extra}', payload->'extra' || '{"cnf":{"jkt":"x"},"authorization_details":[{"type":"x"}]}')`) });
     const r = await both(q({ token: t }), as(rs));
     expect(r).toMatchObject({ served: true, body: { active: true } });
     expect(r.body).not.toHaveProperty('cnf');
@@ -207,7 +208,7 @@ describe(`introspection fast path (${dbLabel})`, () => {
       zeta: 1, scope: 'admin', active: false, client_id: 'someone-else', iss: 'https://elsewhere', jti: 'x', exp: 1, iat: 2, sid: 'sid-x',
       aud: 'elsewhere', sub: 'someone', token_type: 'none', ['__proto__']: 'x', alpha: 'a',
     };
-    await knex('oidc_payloads').where({ id: t }).update({ payload: knex.raw(`jsonb_set(payload, '{extra}', payload->'extra' || ?::jsonb)`, [JSON.stringify(posing)]) });
+    await knex('oidc_payloads').where({ id: storedTokenId(t) }).update({ payload: knex.raw(`jsonb_set(payload, '{extra}', payload->'extra' || ?::jsonb)`, [JSON.stringify(posing)]) });
     const r = await both(q({ token: t }), as(rs));
     expect(r.served).toBe(true);
     expect(r.body).toMatchObject({ active: true, client_id: app.client_id, scope: 'accounts', token_type: 'Bearer', iss: srv.base, zeta: 1, alpha: 'a' });

@@ -9,6 +9,7 @@
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, bearer, createClient, createTenant, createUser, json, login, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
+import { storedTokenId } from '../../src/oidc/adapter';
 import { header, post, type RawAnswer } from '../helpers/raw-http';
 import { errors } from 'oidc-provider';
 
@@ -47,7 +48,7 @@ function differential(srv: () => TestServer, rs: () => ClientCreds) {
     const knex = srv().running.app.database.knex;
     const opaque = /^[A-Za-z0-9_-]{43}$/.test(accessToken);
     const sid = opaque
-      ? ((await knex('oidc_payloads').where({ id: accessToken }).first()) as { grant_id: string }).grant_id
+      ? ((await knex('oidc_payloads').where({ id: storedTokenId(accessToken) }).first()) as { grant_id: string }).grant_id
       : (JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString()) as { sid: string }).sid;
     const rows = (await knex('oidc_payloads').where({ grant_id: sid }).orWhere({ id: sid })) as Array<{ type: string; payload: unknown; account_id: string | null }>;
     return rows

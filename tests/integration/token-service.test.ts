@@ -2,8 +2,9 @@ import * as oauth from 'openid-client';
 import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader, SignJWT } from 'jose';
 import { newEs256Pair } from '../helpers/keys';
 import { startTestServer, type TestServer } from '../helpers/server';
-import { basic, clientCredentialsToken, createClient, createTenant, form, introspect, type ClientCreds } from '../helpers/flows';
+import { basic, clientCredentialsToken, createClient, createTenant, createUser, form, introspect, login, refresh, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
+import { storedTokenId } from '../../src/oidc/adapter';
 
 describe(`token service (${dbLabel})`, () => {
   let srv: TestServer;
@@ -49,6 +50,27 @@ describe(`token service (${dbLabel})`, () => {
     await oauth.tokenRevocation(appConfig, tokens.access_token);
     const after = await oauth.tokenIntrospection(rsConfig, tokens.access_token);
     expect(after.active).toBe(false);
+  });
+
+  test('no token is stored as itself, nor in a payload: the table holds their hashes, and they work as before', async () => {
+    const pw = await createClient(srv, { tenants: ['bank-a'], grant_types: ['password'] });
+    await createUser(srv, 'bank-a', { username: 'hashed-tokens', password: 'a perfectly decent passphrase' });
+    const user = await login(srv, pw, 'hashed-tokens', 'a perfectly decent passphrase');
+    const cc = (await clientCredentialsToken(srv, app)).access_token;
+    const values = [user.access_token, user.refresh_token, cc];
+    const table = async () => JSON.stringify(await srv.running.app.database.knex('oidc_payloads').select('id', srv.running.app.database.knex.raw('payload::text as payload')));
+    const before = await table();
+    for (const v of values) {
+      expect(before).not.toContain(v);
+      expect(before).toContain(storedTokenId(v));
+    }
+    for (const v of [user.access_token, cc]) expect((await introspect(srv, rsA, v)).json.active).toBe(true);
+    const next = await refresh(srv, pw, user.refresh_token);
+    expect(next.status).toBe(200);
+    expect(await table()).not.toContain(next.json.refresh_token as string);
+    expect((await refresh(srv, pw, user.refresh_token)).status).toBe(400); // used once: rotation and reuse detection still hold
+    expect((await form(srv, '/token/revocation', { token: cc }, { authorization: basic(app) })).status).toBe(200);
+    expect((await introspect(srv, rsA, cc)).json.active).toBe(false);
   });
 
   test('endpoint URLs in the metadata are under the issuer, whatever Host the request names', async () => {
@@ -169,7 +191,7 @@ describe(`token service (${dbLabel})`, () => {
     const get = () => fetch(`${srv.base}/admin/tenants`, { headers: { authorization: `Bearer ${token}` } });
     expect((await get()).status).toBe(200);
     const { knex } = srv.running.app.database;
-    await knex('oidc_payloads').where({ id: token }).update({ payload: knex.raw(`jsonb_set(payload, '{jkt}', '"thumbprint"')`) });
+    await knex('oidc_payloads').where({ id: storedTokenId(token) }).update({ payload: knex.raw(`jsonb_set(payload, '{jkt}', '"thumbprint"')`) });
     expect((await get()).status).toBe(401);
   });
 
