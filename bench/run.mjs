@@ -270,7 +270,7 @@ async function portcullis(system, env, afterTokens = async () => undefined) {
   const adminToken = (await post(`${base}/token`, formBody({ grant_type: 'client_credentials', scope: 'admin' }), { 'content-type': FORM, authorization: basic(ADMIN.id, ADMIN.secret) })).access_token;
   const A = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
   const pol = await fetch(`${base}/admin/tenants/bench/policy`, { headers: A });
-  const patched = await fetch(`${base}/admin/tenants/bench/policy`, { method: 'PATCH', headers: { ...A, 'if-match': pol.headers.get('etag') }, body: JSON.stringify({ smsPerUserPerHour: 1000, smsPerNumberPerHour: 1000 }) });
+  const patched = await fetch(`${base}/admin/tenants/bench/policy`, { method: 'PATCH', headers: { ...A, 'if-match': pol.headers.get('etag') }, body: JSON.stringify({ smsPerUserPerHour: 1000, smsPerNumberPerHour: 1000, smsPerTenantPerHour: 100000 }) });
   if (patched.status !== 200) throw new Error(`policy: ${patched.status} ${await patched.text()}`);
   const stepConns = Math.min(CONNECTIONS, 20);
   const userTokens = [];

@@ -7,8 +7,9 @@ const TOKEN_TYPES = ['AccessToken', 'ClientCredentials', 'RefreshToken'];
  * Tokens stored so far under their own value (oidc-provider's default: an opaque token's id is the
  * token) are keyed by its SHA-256, base64url without padding, as storedTokenId computes it, and
  * their payload loses its `jti` (the same value). Whoever can read the table can no longer use
- * what they read. Every process must run this release once it has run: a process of an earlier
- * release neither finds these rows nor stores its new tokens so that this release finds them.
+ * what they read. Stop every process of an earlier release before this runs: such a process
+ * neither finds these rows by their tokens nor stores its new tokens so that this release finds
+ * them, and it would take a stored hash, presented as a token, for one (README, scaling out).
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.raw(

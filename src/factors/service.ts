@@ -196,14 +196,12 @@ export function createFactorService(deps: FactorServiceDeps) {
     const { tenant, user } = caller;
     const mobile = user.mobile;
     if (!mobile) throw new AppError('MOBILE_REQUIRED', 409, 'The user has no mobile number');
-    // While the user's codes are refused (too many wrong ones), a code sent could not be used:
-    // nothing is sent, no cap is used and no open challenge is cancelled. The user learns only what
-    // the failed verifications already told them, and when to try again.
+    // While the user's codes are refused (too many wrong ones), a code could not be used: the
+    // request goes as any other (its caps counted, its challenge made, the open one cancelled) but
+    // no message is sent. Its answer must not say the user is blocked, as a failed verification
+    // never does: a caller holding only the password (a login waiting for its MFA) could otherwise
+    // ask, for nothing, whether the user is blocked and until when.
     const refused = await factors.refusedUntil(tenant.id, user.id, tenant.policy.factorMaxFailures, clock(), tenant.policy.factorBlockSeconds);
-    if (refused) {
-      const retry = Math.max(1, Math.ceil((refused.getTime() - clock().getTime()) / 1000));
-      throw new AppError('TOO_MANY_REQUESTS', 429, 'Too many failed verifications; try again later', undefined, { 'Retry-After': String(retry) });
-    }
     // Each tenant's sends count against its own number cap: another tenant's users registering the
     // same number (a sandbox's, which sends nothing, among them) must not use up this one's.
     await deps.caps.take([
@@ -235,7 +233,9 @@ export function createFactorService(deps: FactorServiceDeps) {
         createdAt: now,
         expiresAt: new Date(now.getTime() + tenant.policy.otpTtlSeconds * 1000),
       });
-      if (!sandbox) {
+      if (refused) {
+        deps.logger.info({ tenant: tenant.id, userId: user.id, purpose }, 'no code sent: the user\'s codes are blocked');
+      } else if (!sandbox) {
         await send(
           () => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }),
           async () => {

@@ -17,7 +17,8 @@ const policyFields = z.object({
     factorBlockSeconds: z.number().int().min(60).max(86400),
     smsPerNumberPerHour: z.number().int().min(1).max(1000),
     smsPerUserPerHour: z.number().int().min(1).max(1000),
-    smsPerTenantPerHour: z.number().int().min(1).max(1_000_000),
+    // Below the send caps' limiter's own ceiling (caps.ts: 1,000,000 points an hour).
+    smsPerTenantPerHour: z.number().int().min(1).max(100_000),
     pushPerUserPerHour: z.number().int().min(1).max(1000),
     requireApiKey: z.boolean(),
     stepUpTtlSeconds: z.number().int().min(30).max(3600),
