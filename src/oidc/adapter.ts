@@ -19,8 +19,8 @@ interface PayloadRow {
 }
 
 /**
- * The key a token's row is stored under: a SHA-256 of its value (an opaque token's value is its
- * id; a JWT's, its jti), never the value itself. A token is a bearer secret: whoever reads the
+ * The key a token's row is stored under: a SHA-256 of its value (an opaque token's id is its value;
+ * JWT access tokens are not stored), never the value itself. A token is a bearer secret: whoever reads the
  * table (a backup, a replica, a support query) must not be able to use what they read. The tokens
  * carry 256 bits of randomness, so an unsalted hash cannot be reversed by guessing.
  */
