@@ -194,10 +194,10 @@ export interface FactorRepository {
   releaseAttempt(tenantId: string, userId: string, epoch: number): Promise<void>;
   block(tenantId: string, userId: string, until: Date): Promise<boolean>;
   /**
-   * Until when the user's codes are refused (reserveAttempt would reserve nothing before then): a
-   * block, or a used-up count not yet aged out; undefined when a verification could be tried now.
+   * Whether the user's codes are refused now (reserveAttempt would reserve nothing): a block, or a
+   * used-up count not yet aged out.
    */
-  refusedUntil(tenantId: string, userId: string, maxFailures: number, now: Date, blockSeconds: number): Promise<Date | undefined>;
+  codesRefused(tenantId: string, userId: string, maxFailures: number, now: Date, blockSeconds: number): Promise<boolean>;
   /** The count started afresh (its epoch moved) and any block lifted. */
   resetFailures(tenantId: string, userId: string): Promise<void>;
 }
@@ -413,22 +413,18 @@ export function createFactorRepository(source: DbSource): FactorRepository {
     async block(tenantId, userId, until) {
       return affected(await db()('users').where({ tenant_id: tenantId, id: userId }).whereNull('factor_blocked_until').update({ factor_blocked_until: until })) === 1;
     },
-    async refusedUntil(tenantId, userId, maxFailures, now, blockSeconds) {
+    async codesRefused(tenantId, userId, maxFailures, now, blockSeconds) {
       const row = (await db()('users')
         .where({ tenant_id: tenantId, id: userId })
         .first('factor_failures', 'factor_blocked_until', 'factor_attempted_at')) as
         | { factor_failures: number; factor_blocked_until: Date | string | null; factor_attempted_at: Date | string | null }
         | undefined;
-      if (!row) return undefined;
+      if (!row) return false;
       // reserveAttempt's conditions, read: a block still running, or a count at the maximum
       // without one whose last attempt is not yet a block period old.
-      if (row.factor_blocked_until !== null) {
-        const until = new Date(row.factor_blocked_until);
-        return until > now ? until : undefined;
-      }
-      if (row.factor_failures < maxFailures || row.factor_attempted_at === null) return undefined;
-      const agesOut = new Date(new Date(row.factor_attempted_at).getTime() + blockSeconds * 1000);
-      return agesOut > now ? agesOut : undefined;
+      if (row.factor_blocked_until !== null) return new Date(row.factor_blocked_until) > now;
+      if (row.factor_failures < maxFailures || row.factor_attempted_at === null) return false;
+      return new Date(row.factor_attempted_at).getTime() + blockSeconds * 1000 > now.getTime();
     },
     async resetFailures(tenantId, userId) {
       await db()('users')

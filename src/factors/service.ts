@@ -201,7 +201,7 @@ export function createFactorService(deps: FactorServiceDeps) {
     // no message is sent. Its answer must not say the user is blocked, as a failed verification
     // never does: a caller holding only the password (a login waiting for its MFA) could otherwise
     // ask, for nothing, whether the user is blocked and until when.
-    const refused = await factors.refusedUntil(tenant.id, user.id, tenant.policy.factorMaxFailures, clock(), tenant.policy.factorBlockSeconds);
+    const refused = await factors.codesRefused(tenant.id, user.id, tenant.policy.factorMaxFailures, clock(), tenant.policy.factorBlockSeconds);
     // Each tenant's sends count against its own number cap: another tenant's users registering the
     // same number (a sandbox's, which sends nothing, among them) must not use up this one's.
     await deps.caps.take([
