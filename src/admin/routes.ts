@@ -357,8 +357,11 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const token = await audited(async () => {
       // Read again under a lock of the user's row, in the transaction that stores the session: a
       // lock (which ends every session) committed since the read above refuses the login, and one
-      // that comes later waits, then ends this session with the others.
-      if (!(await s.users.isActiveLocked(t.id, u.id))) throw new AppError('USER_LOCKED', 409, 'The user is locked');
+      // that comes later waits, then ends this session with the others. A user deleted since is
+      // not found, as if deleted before the request.
+      const status = await s.users.statusLocked(t.id, u.id);
+      if (status === undefined) throw new AppError('NOT_FOUND', 404, 'User not found');
+      if (status !== 'active') throw new AppError('USER_LOCKED', 409, 'The user is locked');
       const issued = await startUserSession(deps.holder.userTokenContext(), {
         client, tenant: t, user: u, scope, amr: [], acr: ACR_CA, act: { sub: admin(ctx).clientId },
       });

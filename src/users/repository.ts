@@ -174,11 +174,12 @@ export interface UserRepository {
   endSessions(tenantId: string, userId: string): Promise<void>;
   setMfaRequired(tenantId: string, userId: string, required: boolean): Promise<void>;
   /**
-   * Whether the user is active, their row share-locked until the caller's transaction ends: a lock
-   * or an end of all their sessions (both update the row) waits for that transaction, and then sees
-   * what it stored; one that committed first is seen here.
+   * The user's status ('active', 'locked'), or undefined when the user is gone, their row
+   * share-locked until the caller's transaction ends: a lock or an end of all their sessions (both
+   * update the row) waits for that transaction, and then sees what it stored; one that committed
+   * first, or a deletion, is seen here.
    */
-  isActiveLocked(tenantId: string, userId: string): Promise<boolean>;
+  statusLocked(tenantId: string, userId: string): Promise<string | undefined>;
 }
 
 interface LoginCounters {
@@ -406,9 +407,9 @@ export function createUserRepository(source: DbSource): UserRepository {
     async endSessions(tenantId, userId) {
       await knex()('users').where({ tenant_id: tenantId, id: userId }).increment('sessions_epoch', 1);
     },
-    async isActiveLocked(tenantId, userId) {
+    async statusLocked(tenantId, userId) {
       const row = (await knex()('users').where({ tenant_id: tenantId, id: userId }).forShare().first('status')) as { status: string } | undefined;
-      return row?.status === 'active';
+      return row?.status;
     },
     async setMfaRequired(tenantId, userId, required) {
       await knex()('users').where({ tenant_id: tenantId, id: userId }).update({ mfa_required: required });

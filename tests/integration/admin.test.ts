@@ -645,6 +645,29 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('POST', `/tenants/racing-admin/users/${u.id}/login`, { client_id: c.json.client_id })).status).toBe(200);
   });
 
+  test("an admin's login on behalf of a user removed while it was under way (a registration undone) answers 404, and stores nothing", async () => {
+    await api('POST', '/tenants', { id: 'racing-admin-3', mode: 'sandbox' });
+    const c = await api('POST', '/tenants/racing-admin-3/clients', { grant_types: ['password'] });
+    const u = (await api('POST', '/tenants/racing-admin-3/users', { username: 'undone', password: PASSWORD })).json;
+    const { users } = srv.running.app.services;
+    const { knex } = srv.running.app.database;
+    const findById = users.findById.bind(users);
+    // The route reads the user, then the row goes (as undoRegistration removes it) before the session is stored.
+    const spy = jest.spyOn(users, 'findById').mockImplementationOnce(async (...args) => {
+      const found = await findById(...args);
+      await knex('users').where({ tenant_id: 'racing-admin-3', id: u.id }).del();
+      return found;
+    });
+    let byAdmin: Reply;
+    try {
+      byAdmin = await api('POST', `/tenants/racing-admin-3/users/${u.id}/login`, { client_id: c.json.client_id });
+    } finally {
+      spy.mockRestore();
+    }
+    expect([byAdmin.status, byAdmin.json.code]).toEqual([404, 'NOT_FOUND']);
+    expect(await knex('oidc_payloads').where({ account_id: u.id }).select('type')).toEqual([]);
+  });
+
   test("a lock that comes while an admin's login on the user's behalf stores its session waits for it, then ends that session too", async () => {
     await api('POST', '/tenants', { id: 'racing-admin-2', mode: 'sandbox' });
     const c = await api('POST', '/tenants/racing-admin-2/clients', { grant_types: ['password'] });
