@@ -6,23 +6,18 @@ import { createSealer } from '../../src/crypto/secrets';
 import { openDatabase, type Database } from '../../src/db/knex';
 import { createTxContext, fixedDb } from '../../src/db/tx';
 import { preparedRunner, statementRunner } from '../../src/db/prepared';
-import { migrateLatest } from '../../src/db/migrate';
 import { claimSweep } from '../../src/db/sweep';
-import { createTestStore, dbLabel, testConfig, usingPostgres, type TestStore } from '../helpers/env';
+import { dbLabel, testConfig, usingPostgres, type TestStore } from '../helpers/env';
+import { useTestDatabase } from '../helpers/database';
 
 describe(`knex adapter contract (${dbLabel})`, () => {
   let store: TestStore;
   let db: Database;
   const adapter = () => new KnexAdapter(fixedDb(db.knex), 'AccessToken');
 
-  beforeAll(async () => {
-    store = await createTestStore();
-    db = await openDatabase(testConfig(store));
-    await migrateLatest(db.knex);
-  });
-  afterAll(async () => {
-    await db?.close();
-    await store?.cleanup();
+  useTestDatabase({}, (opened, its) => {
+    db = opened;
+    store = its;
   });
 
   test('upsert then find returns the payload; upsert again replaces it', async () => {

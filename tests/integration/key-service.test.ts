@@ -1,27 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { openDatabase, type Database } from '../../src/db/knex';
-import { migrateLatest } from '../../src/db/migrate';
+import type { Database } from '../../src/db/knex';
 import { createSealer } from '../../src/crypto/secrets';
 import { createKeyService } from '../../src/keys/service';
-import { createTestStore, dbLabel, testConfig, type TestStore } from '../helpers/env';
+import { dbLabel } from '../helpers/env';
+import { useTestDatabase } from '../helpers/database';
 
 describe(`signing key lifecycle (${dbLabel})`, () => {
-  let store: TestStore;
   let db: Database;
   let clock = Date.parse('2026-01-01T00:00:00Z');
   const sealer = createSealer(randomBytes(32));
   const keys = () =>
     createKeyService({ knex: db.knex, sealer, publishBeforeUseSeconds: 600, maxTokenLifetimeSeconds: 3600, now: () => new Date(clock) });
 
-  beforeAll(async () => {
-    store = await createTestStore();
-    db = await openDatabase(testConfig(store));
-    await migrateLatest(db.knex);
-  });
-  afterAll(async () => {
-    await db?.close();
-    await store?.cleanup();
-  });
+  useTestDatabase({}, (opened) => (db = opened));
 
   test('ensureKey is idempotent, also when called concurrently', async () => {
     await Promise.all([keys().ensureKey(), keys().ensureKey(), keys().ensureKey()]);

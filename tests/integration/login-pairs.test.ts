@@ -1,8 +1,9 @@
 import bcrypt from 'bcrypt';
-import { openDatabase, type Database } from '../../src/db/knex';
+import type { Database } from '../../src/db/knex';
 import { pairsOf, registerPairs, type StatementPairs } from '../../src/db/pairing';
 import type { PreparedStatement } from '../../src/db/prepared';
-import { createTestStore, testConfig, usingPostgres, type TestStore } from '../helpers/env';
+import { usingPostgres } from '../helpers/env';
+import { useTestDatabase } from '../helpers/database';
 import { startTestServer, type TestServer } from '../helpers/server';
 import { basic, createClient, createTenant, createUser, form, introspect, statements, type ClientCreds } from '../helpers/flows';
 
@@ -18,7 +19,6 @@ const settle = async (db: Database) => {
 };
 
 describePg('statements sharing a round trip (src/db/pairing.ts)', () => {
-  let store: TestStore;
   let db: Database;
   let pairs: StatementPairs;
 
@@ -26,18 +26,13 @@ describePg('statements sharing a round trip (src/db/pairing.ts)', () => {
   const FAIL: PreparedStatement = { name: 'test_pairs_fail_v1', text: 'INSERT INTO pair_notes (what) SELECT $1 WHERE 1 / 0 = 1 RETURNING id' };
   const notes = async () => (await db.knex('pair_notes').orderBy('id').select('what')).map((r: { what: string }) => r.what);
 
+  useTestDatabase({ migrate: false }, (opened) => (db = opened));
   beforeAll(async () => {
-    store = await createTestStore();
-    db = await openDatabase(testConfig(store));
     await db.knex.raw('CREATE TABLE pair_notes (id bigserial PRIMARY KEY, what text NOT NULL)');
   });
   beforeEach(async () => {
     pairs = pairsOf(db.knex)!;
     await db.knex('pair_notes').del();
-  });
-  afterAll(async () => {
-    await db?.close();
-    await store?.cleanup();
   });
 
   test('the main pool has pairs, on connections of their own in pipeline mode; a transaction has none', async () => {

@@ -1,8 +1,8 @@
 import { KnexAdapter, LOOKUP } from '../../src/oidc/adapter';
-import { openDatabase, type Database } from '../../src/db/knex';
+import type { Database } from '../../src/db/knex';
 import { fixedDb } from '../../src/db/tx';
-import { migrateLatest } from '../../src/db/migrate';
-import { createTestStore, testConfig, usingPostgres, type TestStore } from '../helpers/env';
+import { usingPostgres } from '../helpers/env';
+import { useTestDatabase } from '../helpers/database';
 
 // The token lookup runs as a named prepared statement on PostgreSQL (src/db/prepared.ts). A
 // connection may settle on a generic plan for it, made once and kept until the table's statistics
@@ -11,19 +11,9 @@ import { createTestStore, testConfig, usingPostgres, type TestStore } from '../h
 const describePg = usingPostgres ? describe : describe.skip;
 
 describePg('the prepared token lookup searches by id even when planned on a small, never-analyzed table', () => {
-  let store: TestStore;
   let db: Database;
-
-  beforeAll(async () => {
-    store = await createTestStore();
-    // One connection in the main pool: the SET below, the adapter's lookups and the EXPLAIN share it.
-    db = await openDatabase(testConfig(store, { dbPoolMax: 1 }));
-    await migrateLatest(db.knex);
-  });
-  afterAll(async () => {
-    await db?.close();
-    await store?.cleanup();
-  });
+  // One connection in the main pool: the SET below, the adapter's lookups and the EXPLAIN share it.
+  useTestDatabase({ config: { dbPoolMax: 1 } }, (opened) => (db = opened));
 
   /** The index conditions and filters of the plan the connection uses for the lookup. */
   const plan = async (): Promise<string> => {

@@ -1,23 +1,13 @@
 import { KnexAdapter, storedTokenId } from '../../src/oidc/adapter';
-import { openDatabase, type Database } from '../../src/db/knex';
+import type { Database } from '../../src/db/knex';
 import { fixedDb } from '../../src/db/tx';
-import { migrateLatest } from '../../src/db/migrate';
-import { createTestStore, dbLabel, testConfig, type TestStore } from '../helpers/env';
+import { dbLabel } from '../helpers/env';
+import { useTestDatabase } from '../helpers/database';
 import { up, down } from '../../migrations/20261209090000_hash-token-ids';
 
 describe(`the migration that keys tokens by hash (${dbLabel})`, () => {
-  let store: TestStore;
   let db: Database;
-
-  beforeAll(async () => {
-    store = await createTestStore();
-    db = await openDatabase(testConfig(store));
-    await migrateLatest(db.knex);
-  });
-  afterAll(async () => {
-    await db?.close();
-    await store?.cleanup();
-  });
+  useTestDatabase({}, (opened) => (db = opened));
 
   test('tokens stored under their value are re-keyed as the adapter keys them, their value gone from the payload; sessions stay', async () => {
     const later = new Date(Date.now() + 60_000);

@@ -1,25 +1,20 @@
-import { openDatabase, type Database } from '../../src/db/knex';
+import type { Database } from '../../src/db/knex';
 import { createTxContext } from '../../src/db/tx';
 import { migrateLatest } from '../../src/db/migrate';
 import { createIdempotencyRepository } from '../../src/idempotency/repository';
 import { createSealer } from '../../src/crypto/secrets';
-import { createTestStore, dbLabel, testConfig, type TestStore } from '../helpers/env';
+import { dbLabel } from '../helpers/env';
+import { useTestDatabase } from '../helpers/database';
 
 // The request-scoped transaction's savepoints and its steps after the end (src/db/tx.ts), on a real database.
 describe(`transaction context: savepoints and what follows a transaction (${dbLabel})`, () => {
-  let store: TestStore;
   let db: Database;
 
+  useTestDatabase({ migrate: false }, (opened) => (db = opened));
   beforeAll(async () => {
-    store = await createTestStore();
-    db = await openDatabase(testConfig(store));
     await db.knex.schema.createTable('tx_probe', (t) => {
       t.string('id').primary();
     });
-  });
-  afterAll(async () => {
-    await db?.close();
-    await store?.cleanup();
   });
   const ids = async () => (await db.knex('tx_probe').select('id').orderBy('id')).map((r: { id: string }) => r.id);
 
