@@ -100,10 +100,15 @@ export function createStepUpService(deps: {
       });
     },
 
-    /** The code and, for a transaction, exactly the details it was issued for. */
+    /**
+     * The code and, when details are presented, exactly the details it was issued for. Without them
+     * (DESIGN's `{verificationCode}`) the code is checked against its challenge's own details, those
+     * the text named and the token will carry: the code is bound to them either way.
+     */
     async verifySms(caller: Caller, code: string, details?: AuthorizationDetails) {
       const challenge = await factors.latest(caller.tenant.id, caller.user.id, 'stepup', 'SMS', ownerOf(caller));
-      return factorService.verifyCode(caller, challenge, code, (c) => issue(caller, c, 'SMS'), details ? bindingHash(details) : undefined);
+      const binding = details ? bindingHash(details) : (challenge?.bindingHash ?? undefined);
+      return factorService.verifyCode(caller, challenge, code, (c) => issue(caller, c, 'SMS'), binding);
     },
 
     async startPush(caller: Caller, requester: StepUpRequester, channel: PushChannel, details?: AuthorizationDetails): Promise<ChallengeView> {

@@ -128,12 +128,25 @@ describe(`step-up: SCA challenges, dynamic linking, login-time MFA (${dbLabel})`
     const code = await lastCode(srv, u.mobile);
     expect((await verifySms(u.token, code, { authorization_details: payment('125.01') })).status).toBe(403);
     expect((await verifySms(u.token, code, { authorization_details: payment('125.00', 'Mallory Ltd') })).status).toBe(403);
-    expect((await verifySms(u.token, code)).status).toBe(403);
     const ok = await verifySms(u.token, code, { authorization_details: payment() });
     expect(ok.status).toBe(200);
     expect(ok.json.authorization_details).toEqual(payment());
     const info = await introspect(srv, rsLive, ok.json.access_token as string);
     expect(info.json).toMatchObject({ active: true, acr: SCA, authorization_details: payment() });
+  });
+
+  test("a transaction's code verified with the code alone (DESIGN's {verificationCode}) steps up exactly the challenged details", async () => {
+    const u = await smsUser('live-bank');
+    expect((await startSms(u.token, { authorization_details: payment('42.00', 'Bakery GmbH') })).status).toBe(204);
+    const code = await lastCode(srv, u.mobile);
+    const wrong = String((Number(code) + 1) % 1_000_000).padStart(6, '0');
+    expect((await verifySms(u.token, wrong)).status).toBe(403);
+    const ok = await verifySms(u.token, code);
+    expect(ok.status).toBe(200);
+    expect(ok.json.authorization_details).toEqual(payment('42.00', 'Bakery GmbH'));
+    expect((await introspect(srv, rsLive, ok.json.access_token as string)).json).toMatchObject({ active: true, acr: SCA, authorization_details: payment('42.00', 'Bakery GmbH') });
+    // The code is used up.
+    expect((await verifySms(u.token, code)).status).toBe(403);
   });
 
   test('a code issued without a transaction never steps up one', async () => {
