@@ -95,6 +95,17 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
     return { ...payload, active: true, token_type: 'Bearer' };
   }
 
+  /** Whether `token` is a JWT access token this server signed that has not expired. */
+  async function isOurValidJwt(token: string): Promise<boolean> {
+    if (!JWT_SHAPE.test(token)) return false;
+    try {
+      await jwtVerify(token, localKeys, { issuer: provider.issuer, typ: 'at+jwt', algorithms: [...SIGNING_ALGS] });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.state.databaseUnavailable) {
@@ -133,6 +144,18 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
       if (account?.accountId && body && body.member_id === undefined) body.member_id = account.accountId;
       return;
     }
+    if (oidc.route === 'revocation') {
+      // The library refuses every token shaped as a JWT (after the client authenticated). Only a
+      // JWT access token of this server's, still valid, is a token it cannot revoke (RFC 7009
+      // §2.2.1); anything else so shaped is an invalid token, which is not an error (§2.2).
+      const token = (oidc.params as { token?: unknown } | undefined)?.token;
+      const body = ctx.body as Record<string, unknown> | undefined;
+      if (ctx.status === 400 && body?.error === 'unsupported_token_type' && typeof token === 'string' && !(await isOurValidJwt(token))) {
+        ctx.status = 200;
+        ctx.body = '';
+      }
+      return;
+    }
     if (oidc.route !== 'introspection' || !oidc.client) return;
 
     if (!mayIntrospect(oidc.client as Partial<PortcullisClientExtras>)) {
@@ -158,6 +181,13 @@ export function installProviderMiddleware(provider: Provider, publicJwks: JSONWe
           ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
         }
       }
+      return;
+    }
+    if (ctx.status === 400 && body?.error === 'unsupported_token_type') {
+      // RFC 7662 §2.2: a structured string this server never issues (five parts, as an encrypted
+      // JWT; characters outside base64url) is an invalid token to an authorised caller: inactive.
+      ctx.status = 200;
+      ctx.body = { active: false };
       return;
     }
     if (ctx.status === 200 && body.active === true && body.jti === undefined) {

@@ -423,5 +423,20 @@ describe(`token service (${dbLabel})`, () => {
     expect((await introspect(srv, rsB, t.access_token)).json).toEqual({ active: false });
     const [h, p] = t.access_token.split('.');
     expect((await introspect(srv, rsA, `${h}.${p}.AAAA`)).json).toEqual({ active: false });
+
+    // RFC 7662 §2.2 / RFC 7009 §2.2: strings shaped as JWTs that this server never issued are
+    // invalid tokens, not errors: five parts (an encrypted JWT's), characters outside base64url.
+    const header = Buffer.from('{"alg":"dir","enc":"A128GCM"}').toString('base64url');
+    const shaped = [`${header}.a.b.c.d`, `${h}.${p}.a+b`, `${h}.${p}.abc=`, `${h}.${p}.AAAA`];
+    for (const token of shaped) {
+      const inactive = await introspect(srv, rsA, token);
+      expect([inactive.status, inactive.json]).toEqual([200, { active: false }]);
+      const revoked = await form(srv, '/token/revocation', { token }, { authorization: basic(jwtClient) });
+      expect([revoked.status, revoked.json]).toEqual([200, {}]);
+    }
+    // Its own valid JWT is the one token revocation cannot end (§2.2.1): said so, and it stays active.
+    const refused = await form(srv, '/token/revocation', { token: t.access_token }, { authorization: basic(jwtClient) });
+    expect([refused.status, refused.json.error]).toEqual([400, 'unsupported_token_type']);
+    expect((await introspect(srv, rsA, t.access_token)).json.active).toBe(true);
   });
 });
