@@ -66,6 +66,22 @@ export const adminUserCreate = registrationSchema
   .extend({ role: z.enum(['root', 'authorised']).optional(), mfaRequired: z.boolean().optional() })
   .strict();
 
+/**
+ * An admin's edit of a user: each field given is set, null removes an optional one (a user keeps at
+ * least one identifier). The profile is replaced whole. The password is not here: it is the user's.
+ */
+export const userPatch = z
+  .object({
+    email: z.string().max(254).nullable().optional(),
+    mobile: z.string().max(32).nullable().optional(),
+    username: z.string().max(64).nullable().optional(),
+    role: z.enum(['root', 'authorised']).optional(),
+    group: z.string().min(1).max(100).nullable().optional(),
+    profile: registrationSchema.shape.profile.unwrap().optional(),
+    mfaRequired: z.boolean().optional(),
+  })
+  .strict();
+
 // Users are paged by id, a uuid column: any other value is refused here, not by the database.
 export const userSearch = paging.extend({ q: z.string().max(254).optional(), after: z.string().regex(UUID_PATTERN, 'must be a user id (a UUID)').optional() });
 

@@ -66,6 +66,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/admin/tenants/{t}/users', tag: 'Admin', summary: 'List or search users', auth: 'admin', query: A.userSearch, ok: { status: 200, description: '{items, next}' } },
   { method: 'post', path: '/admin/tenants/{t}/users', tag: 'Admin', summary: 'Register a user (admin)', auth: 'admin', body: A.adminUserCreate, idempotent: true, ok: { status: 201, description: 'The user' } },
   { method: 'get', path: '/admin/tenants/{t}/users/{id}', tag: 'Admin', summary: 'Read a user', auth: 'admin', ok: { status: 200, description: 'The user' } },
+  { method: 'patch', path: '/admin/tenants/{t}/users/{id}', tag: 'Admin', summary: "Edit a user's identifiers, role, group, profile or MFA requirement (a changed mobile removes the SMS factor)", auth: 'admin', body: A.userPatch, ok: { status: 200, description: 'The user' } },
   { method: 'post', path: '/admin/tenants/{t}/users/{id}/lock', tag: 'Admin', summary: 'Lock a user (ends their sessions)', auth: 'admin', idempotent: true, ok: { status: 200, description: 'The user' } },
   { method: 'delete', path: '/admin/tenants/{t}/users/{id}/lock', tag: 'Admin', summary: 'Unlock a user', auth: 'admin', ok: { status: 200, description: 'The user' } },
   { method: 'delete', path: '/admin/tenants/{t}/users/{id}/factors', tag: 'Admin', summary: "Reset a user's factors", auth: 'admin', ok: { status: 204, description: 'Reset' } },

@@ -93,6 +93,24 @@ export interface NewUser {
   termsVersion?: string;
 }
 
+/** An edit that would leave the user with no identifier (email, mobile or username). */
+export class NoIdentifierLeftError extends Error {
+  constructor() {
+    super('a user needs one of email, mobile or username');
+  }
+}
+
+/** What an admin may change of a user (null removes an optional value). */
+export interface UserChanges {
+  email?: string | null;
+  mobile?: string | null;
+  username?: string | null;
+  role?: UserRole;
+  group?: string | null;
+  profile?: UserProfile;
+  mfaRequired?: boolean;
+}
+
 export class DuplicateIdentifierError extends Error {
   constructor(readonly field: IdentifierKind) {
     super(`${field} is already registered`);
@@ -164,6 +182,13 @@ export interface UserRepository {
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
   delete(tenantId: string, userId: string): Promise<void>;
+  /**
+   * Applies `changes` to the user, their row locked from the read of `before` to the write (in a
+   * savepoint of the caller's transaction, if any); undefined when the user is not found.
+   * DuplicateIdentifierError when an identifier is another user's in the tenant,
+   * NoIdentifierLeftError when none would be left.
+   */
+  update(tenantId: string, userId: string, changes: UserChanges): Promise<{ before: User; after: User } | undefined>;
   /** Search by identifier prefix (email, mobile, username), ordered by id, keyset-paged. */
   search(tenantId: string, opts: { q?: string; limit: number; after?: string }): Promise<User[]>;
   setStatus(tenantId: string, userId: string, status: UserStatus): Promise<User | undefined>;
@@ -417,5 +442,43 @@ export function createUserRepository(source: DbSource): UserRepository {
     async delete(tenantId, userId) {
       affected(await knex()('users').where({ tenant_id: tenantId, id: userId }).del());
     },
+    async update(tenantId, userId, changes) {
+      if (!isUuid(userId)) return undefined;
+      const columns: Partial<Record<keyof UserRow, unknown>> = {};
+      if (changes.email !== undefined) columns.email = changes.email;
+      if (changes.mobile !== undefined) columns.mobile = changes.mobile;
+      if (changes.username !== undefined) columns.username = changes.username;
+      if (changes.role !== undefined) columns.role = changes.role;
+      if (changes.group !== undefined) columns.group_name = changes.group;
+      if (changes.profile !== undefined) columns.profile = JSON.stringify(changes.profile);
+      if (changes.mfaRequired !== undefined) columns.mfa_required = changes.mfaRequired;
+      try {
+        return await knex().transaction(async (trx) => {
+          const row = (await trx<UserRow>('users').where({ tenant_id: tenantId, id: userId }).forUpdate().first()) as UserRow | undefined;
+          if (!row) return undefined;
+          const before = toUser(row);
+          const next = { email: before.email, mobile: before.mobile, username: before.username, ...pick(changes, ['email', 'mobile', 'username']) };
+          if (!next.email && !next.mobile && !next.username) throw new NoIdentifierLeftError();
+          if (Object.keys(columns).length === 0) return { before, after: before };
+          const [updated] = await trx<UserRow>('users')
+            .where({ tenant_id: tenantId, id: userId })
+            .update({ ...columns, updated_at: trx.fn.now() as unknown as Date } as Partial<UserRow>)
+            .returning('*');
+          return { before, after: toUser(updated as UserRow) };
+        });
+      } catch (err) {
+        const e = err as { code?: string; constraint?: string; message?: string };
+        if (e.code === '23505') {
+          const key = e.constraint ?? Object.keys(UNIQUE_INDEX_FIELD).find((k) => e.message?.includes(k)) ?? '';
+          throw new DuplicateIdentifierError(UNIQUE_INDEX_FIELD[key] ?? 'username');
+        }
+        throw err;
+      }
+    },
   };
+}
+
+/** The identifier fields `changes` sets (to a value or to null), and only those. */
+function pick(changes: UserChanges, keys: Array<'email' | 'mobile' | 'username'>): Partial<Record<'email' | 'mobile' | 'username', string | null>> {
+  return Object.fromEntries(keys.filter((k) => changes[k] !== undefined).map((k) => [k, changes[k]]));
 }

@@ -156,6 +156,12 @@ describe(`admin changes commit with their audit record or not at all (${dbLabel}
 
     await failsWhole('DELETE', `/tenants/atom/users/${u.id}/factors`);
     expect(await factors()).toEqual(before);
+
+    // An edit of the mobile number, which removes the SMS factor: neither sticks.
+    const user = (await api('GET', `/tenants/atom/users/${u.id}`)).json;
+    await failsWhole('PATCH', `/tenants/atom/users/${u.id}`, { mobile: '+447911123498', group: 'moved' });
+    expect((await api('GET', `/tenants/atom/users/${u.id}`)).json).toEqual(user);
+    expect(await factors()).toEqual(before);
   });
 
   test('rotating the signing keys', async () => {

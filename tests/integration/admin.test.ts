@@ -645,6 +645,60 @@ describe(`admin API (${dbLabel})`, () => {
     expect((await api('POST', `/tenants/racing-admin/users/${u.id}/login`, { client_id: c.json.client_id })).status).toBe(200);
   });
 
+  test('an admin edits a user: identifiers normalised and unique, one always kept, a new mobile removes the SMS factor, audited by field name', async () => {
+    await api('POST', '/tenants', { id: 'edits', mode: 'sandbox' });
+    const app = (await api('POST', '/tenants/edits/clients', { grant_types: ['password'] })).json;
+    const creds: ClientCreds = { client_id: app.client_id, client_secret: app.client_secret };
+    const ann = (await api('POST', '/tenants/edits/users', { email: 'ann@edits.test', mobile: '+447911123458', password: PASSWORD })).json;
+    const bee = (await api('POST', '/tenants/edits/users', { username: 'bee', password: PASSWORD })).json;
+    // Ann enrols SMS (a sandbox: the code is 123456).
+    const annToken = (await login(srv, creds, 'ann@edits.test', PASSWORD)).access_token;
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(annToken))).status).toBe(204);
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }, bearer(annToken))).status).toBe(204);
+    const factors = async () => (await json(srv, 'GET', '/authentication_factors', undefined, bearer(annToken))).json.factors as Array<{ channel: string; status: string }>;
+    expect(await factors()).toEqual([expect.objectContaining({ channel: 'SMS', status: 'ACTIVE' })]);
+
+    const edited = await api('PATCH', `/tenants/edits/users/${ann.id}`, { email: ' Ann.New@Edits.TEST ', profile: { firstName: 'Ann' }, group: 'retail', mfaRequired: true });
+    expect(edited.status).toBe(200);
+    expect(edited.json).toMatchObject({ id: ann.id, email: 'ann.new@edits.test', mobile: '+447911123458', profile: { firstName: 'Ann' }, group: 'retail', mfaRequired: true });
+    expect((await api('GET', `/tenants/edits/users/${ann.id}`)).json).toMatchObject({ email: 'ann.new@edits.test', mfaRequired: true });
+    expect((await passwordLogin(srv, creds, 'ann@edits.test', PASSWORD)).status).toBe(400); // the old email no longer signs in
+    expect((await passwordLogin(srv, creds, 'ann.new@edits.test', PASSWORD)).status).toBe(200);
+    expect(await factors()).toHaveLength(1); // the mobile did not change: the factor stays
+
+    // Refusals change nothing: another user's identifier, no identifier left, a malformed one, an unknown field.
+    const taken = await api('PATCH', `/tenants/edits/users/${ann.id}`, { username: 'bee', group: 'private' });
+    expect([taken.status, taken.json.code]).toEqual([409, 'IDENTIFIER_TAKEN']);
+    const none = await api('PATCH', `/tenants/edits/users/${bee.id}`, { username: null });
+    expect([none.status, none.json.syntaxErrors.invalidFields[0].fieldName]).toEqual([400, 'email']);
+    const bad = await api('PATCH', `/tenants/edits/users/${ann.id}`, { mobile: '07911 123459', email: 'nope' });
+    expect(bad.status).toBe(400);
+    expect(bad.json.syntaxErrors.invalidFields.map((f: { fieldName: string }) => f.fieldName).sort()).toEqual(['email', 'mobile']);
+    expect((await api('PATCH', `/tenants/edits/users/${ann.id}`, { password: 'x' })).status).toBe(400);
+    const unchanged = (await api('GET', `/tenants/edits/users/${ann.id}`)).json;
+    expect([unchanged.group, unchanged.username, unchanged.mobile]).toEqual(['retail', undefined, '+447911123458']);
+    expect((await api('GET', `/tenants/edits/users/${bee.id}`)).json.username).toBe('bee');
+    expect((await api('PATCH', '/tenants/edits/users/00000000-0000-4000-8000-000000000000', { group: 'x' })).status).toBe(404);
+    await api('POST', '/tenants', { id: 'edits-other', mode: 'sandbox' });
+    expect((await api('PATCH', `/tenants/edits-other/users/${ann.id}`, { group: 'x' })).status).toBe(404); // another tenant's user
+
+    // A new mobile number: the SMS factor goes (its codes would reach a number not yet shown to be hers).
+    const moved = await api('PATCH', `/tenants/edits/users/${ann.id}`, { mobile: '+447911123459' });
+    expect([moved.status, moved.json.mobile]).toEqual([200, '+447911123459']);
+    expect(await factors()).toEqual([]);
+    // Removing the mobile while another identifier remains is allowed.
+    expect((await api('PATCH', `/tenants/edits/users/${ann.id}`, { mobile: null })).json.mobile).toBeUndefined();
+
+    const records = (await api('GET', '/audit?tenant=edits&type=user.updated')).json.items as Array<{ target: string; details: Record<string, unknown> }>;
+    expect(records.map((r) => r.details)).toEqual(expect.arrayContaining([
+      { fields: expect.arrayContaining(['email', 'group', 'mfaRequired', 'profile']) },
+      { fields: ['mobile'], smsFactorRemoved: true },
+      { fields: ['mobile'] },
+    ]));
+    expect(records).toHaveLength(3); // the refusals recorded nothing
+    expect(JSON.stringify(records)).not.toMatch(/edits\.test|\+4479/); // names of fields, never their values
+  });
+
   test("an admin's login on behalf of a user removed while it was under way (a registration undone) answers 404, and stores nothing", async () => {
     await api('POST', '/tenants', { id: 'racing-admin-3', mode: 'sandbox' });
     const c = await api('POST', '/tenants/racing-admin-3/clients', { grant_types: ['password'] });
