@@ -648,7 +648,7 @@ describe(`admin API (${dbLabel})`, () => {
   test('an admin edits a user: identifiers normalised and unique, one always kept, a new mobile removes the SMS factor, audited by field name', async () => {
     await api('POST', '/tenants', { id: 'edits', mode: 'sandbox' });
     const app = (await api('POST', '/tenants/edits/clients', { grant_types: ['password'] })).json;
-    const creds: ClientCreds = { client_id: app.client_id, client_secret: app.client_secret };
+    const creds: ClientCreds = { client_id: app.client_id, client_secret: app.client_secret, api_key: app.api_key };
     const ann = (await api('POST', '/tenants/edits/users', { email: 'ann@edits.test', mobile: '+447911123458', password: PASSWORD })).json;
     const bee = (await api('POST', '/tenants/edits/users', { username: 'bee', password: PASSWORD })).json;
     // Ann enrols SMS (a sandbox: the code is 123456).
