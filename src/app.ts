@@ -214,8 +214,8 @@ export async function buildServices(config: Config, database: Database, opts: { 
       throttle: createLoginThrottle({ failures: config.loginThrottle.failuresPerWindow, windowSeconds: config.loginThrottle.windowSeconds, clock }),
       events: {
         // Security events: who failed to log in (never what they typed), and lockouts.
-        loginFailed: (tenant, userId, reason) => {
-          audit.record({ tenantId: tenant.id, actor: userId ?? 'unknown', type: 'user.login_failed', target: userId, details: { reason } }).catch(() => undefined);
+        loginFailed: (tenant, userId, reason, from) => {
+          audit.record({ tenantId: tenant.id, actor: userId ?? 'unknown', type: 'user.login_failed', target: userId, details: { reason, ...from } }).catch(() => undefined);
         },
         lockedOut: (tenant, userId, until) => {
           metrics.lockouts.inc({ tenant: tenant.id });

@@ -8,7 +8,7 @@ import { requestedTenantIdOf, resolveTenant } from './tenant';
 import type { OidcClient } from './user-tokens';
 import { answerFailure, endpointHeaders } from './fast-form';
 import type { FastGrant, TokenRequest } from './fast-token';
-import { passwordLogin, type PasswordLoginDeps } from './password-grant';
+import { loginOrigin, passwordLogin, type PasswordLoginDeps } from './password-grant';
 
 /**
  * The password grant of a client authenticating with client_secret_basic, answered without
@@ -115,7 +115,7 @@ export function createFastPassword(
       try {
         const answer = await passwordLogin(
           { ...deps, context: () => context },
-          { ...login, username, password, ip: ctx.ip, retryAfter: (seconds) => ctx.set('Retry-After', String(seconds)) },
+          { ...login, username, password, from: loginOrigin(ctx), retryAfter: (seconds) => ctx.set('Retry-After', String(seconds)) },
         );
         ctx.status = 200;
         ctx.body = answer;

@@ -1,8 +1,9 @@
+import { isIP } from 'node:net';
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Tenant } from '../tenants/repository';
 import type { User } from '../users/repository';
 import { LoginSupersededError, type LoginClosing } from '../users/login-end';
-import { LoginFailedError, LoginOverloadedError, LoginThrottledError, type UserService } from '../users/service';
+import { LoginFailedError, LoginOverloadedError, LoginThrottledError, type LoginOrigin, type UserService } from '../users/service';
 import { checkSingleResource, grantedScopes } from './resource';
 import { ACR_CA, startUserSession, type OidcClient, type UserTokenContext, type UserTokenResponse } from './user-tokens';
 
@@ -32,12 +33,12 @@ export interface PasswordLoginDeps {
  */
 export async function passwordLogin(
   deps: PasswordLoginDeps,
-  input: { client: OidcClient; tenant: Tenant; username: string; password: string; scope: string[]; ip: string; retryAfter: (seconds: number) => void },
+  input: { client: OidcClient; tenant: Tenant; username: string; password: string; scope: string[]; from: LoginOrigin; retryAfter: (seconds: number) => void },
 ): Promise<UserTokenResponse & { mfa_required?: true }> {
   const { client, tenant } = input;
   let login;
   try {
-    login = await deps.users.authenticate(tenant, input.username, input.password, input.ip);
+    login = await deps.users.authenticate(tenant, input.username, input.password, input.from);
   } catch (err) {
     if (err instanceof LoginFailedError) throw invalidCredentials();
     if (err instanceof LoginThrottledError) {
@@ -100,8 +101,18 @@ export function passwordGrantHandler(
       username: params.username,
       password: params.password,
       scope,
-      ip: ctx.ip,
+      from: loginOrigin(ctx),
       retryAfter: (seconds) => ctx.set('Retry-After', String(seconds)),
     });
   };
+}
+
+/**
+ * A token request's origin: its address (ctx.ip: the socket's, or the one the trusted proxy
+ * appended) and, when the client sends one, seed 002's `originating_ip` header, the device's
+ * address, kept only if it is an IP address (it is recorded, never trusted).
+ */
+export function loginOrigin(ctx: { ip: string; get(field: string): string }): LoginOrigin {
+  const named = ctx.get('originating_ip').trim();
+  return isIP(named) ? { ip: ctx.ip, originatingIp: named } : { ip: ctx.ip };
 }

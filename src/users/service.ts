@@ -85,12 +85,12 @@ export interface UserService {
   /** prepareRegistration, then storeRegistration. */
   register(tenant: Tenant, input: unknown, opts?: { role?: UserRole }): Promise<User>;
   /**
-   * A login from address `ip`: the user, or LoginThrottledError (the address's budget is used up;
+   * A login from address `from.ip`: the user, or LoginThrottledError (the address's budget is used up;
    * no password evaluated), or LoginFailedError. The user's attempt still counts as a failure
    * (and the address's point as taken) until `end` is written, with the login's session
    * (startUserSession's `login`) or, when that cannot be stored, by closeLogin.
    */
-  authenticate(tenant: Tenant, login: string, password: string, ip: string): Promise<{ user: User; end: LoginEnd }>;
+  authenticate(tenant: Tenant, login: string, password: string, from: LoginOrigin): Promise<{ user: User; end: LoginEnd }>;
   // (or LoginOverloadedError: the password's evaluation did not start in time; the attempt was given back)
   /** Closes a login whose session could not be stored: the password was right, so the attempt is no failure. */
   closeLogin(end: LoginEnd): Promise<void>;
@@ -104,8 +104,18 @@ export interface UserService {
   undoRegistration(tenantId: string, userId: string): Promise<void>;
 }
 
+/**
+ * Where a login came from: the address it reached us from (the socket's, or the one a trusted proxy
+ * appended), which its throttle counts, and the device's address its client named (seed 002's
+ * `originating_ip`), which is only recorded: a client can name any.
+ */
+export interface LoginOrigin {
+  ip: string;
+  originatingIp?: string;
+}
+
 export interface UserEvents {
-  loginFailed?(tenant: Tenant, userId: string | undefined, reason: LoginFailedError['reason']): void;
+  loginFailed?(tenant: Tenant, userId: string | undefined, reason: LoginFailedError['reason'], from: LoginOrigin): void;
   lockedOut?(tenant: Tenant, userId: string, until: Date): void;
 }
 
@@ -206,9 +216,9 @@ export function createUserService(deps: {
       return service.storeRegistration(await service.prepareRegistration(tenant, input, opts));
     },
 
-    async authenticate(tenant, login, password, ip) {
+    async authenticate(tenant, login, password, from) {
       const id = classifyLogin(login);
-      const throttleKey = throttle.key(ip);
+      const throttleKey = throttle.key(from.ip);
       const reservedAt = throttle.now();
       const start = await users.beginLogin({
         tenantId: tenant.id,
@@ -244,7 +254,7 @@ export function createUserService(deps: {
         // answer as a wrong password; only the audit log knows which.
         await inTime(hasher.dummyVerify(password, late)).finally(noSession);
         const reason = !id ? 'invalid_identifier' : start.knownUserId ? 'locked' : 'unknown_user';
-        events.loginFailed?.(tenant, start.knownUserId, reason);
+        events.loginFailed?.(tenant, start.knownUserId, reason, from);
         throw new LoginFailedError(reason);
       }
       const right = await inTime(hasher.verify(password, user.passwordHash, late)).catch((err: unknown) => {
@@ -267,7 +277,7 @@ export function createUserService(deps: {
         return { user, end };
       }
       noSession();
-      events.loginFailed?.(tenant, user.id, 'wrong_password');
+      events.loginFailed?.(tenant, user.id, 'wrong_password', from);
       if (failures >= tenant.policy.lockoutThreshold) {
         const until = await users.lockAfterFailures(tenant.id, user.id, tenant.policy.lockoutPeriodSeconds);
         if (until) events.lockedOut?.(tenant, user.id, until);

@@ -1,5 +1,5 @@
 import { startTestServer, type TestServer } from '../helpers/server';
-import { createClient, createTenant, createUser, login, passwordLogin, statements, testClock, type ClientCreds } from '../helpers/flows';
+import { basic, createClient, createTenant, createUser, form, login, passwordLogin, statements, testClock, type ClientCreds } from '../helpers/flows';
 import { dbLabel } from '../helpers/env';
 import * as addLoginAttemptedAt from '../../migrations/20261124060000_add-login-attempted-at';
 
@@ -432,5 +432,51 @@ describe(`per-IP throttle: what takes a point, and the window (${dbLabel})`, () 
     expect((await loginWithMeanwhile(srv, meanwhile, () => passwordLogin(srv, app, 'walker', PASSWORD))).status).toBe(503);
     for (let i = 0; i < 2; i += 1) expect((await passwordLogin(srv, app, 'walker', `late ${i}`)).status).toBe(400);
     expect((await passwordLogin(srv, app, 'walker', PASSWORD)).status).toBe(429);
+  });
+});
+
+describe(`a failed login's audit record names where it came from (${dbLabel})`, () => {
+  let srv: TestServer;
+  let app: ClientCreds;
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    await createTenant(srv, 'bank-o');
+    app = await createClient(srv, { tenants: ['bank-o'], grant_types: ['password'] });
+    await createUser(srv, 'bank-o', { username: 'origin', password: PASSWORD });
+  });
+  afterAll(async () => srv?.close());
+
+  test("the request's address, and seed 002's originating_ip when it is an IP address, on either path", async () => {
+    const { knex } = srv.running.app.database;
+    const details = async () =>
+      ((await knex('audit_log').where({ type: 'user.login_failed', tenant_id: 'bank-o' }).orderBy('id')) as Array<{ details: string | Record<string, unknown> }>).map((r) =>
+        typeof r.details === 'string' ? (JSON.parse(r.details) as Record<string, unknown>) : r.details,
+      );
+    const fail = (headers: Record<string, string>) =>
+      form(srv, '/v1/oauth/token', { grant_type: 'password', username: 'origin', password: 'not the passphrase' }, { authorization: basic(app), di_fiid: 'bank-o', ...headers });
+    for (const fast of [true, false]) {
+      srv.running.app.fastPassword.enabled = fast;
+      const served = srv.running.app.fastPassword.served;
+      try {
+        expect((await fail({ originating_ip: '203.0.113.7' })).status).toBe(400);
+        expect((await fail({ originating_ip: ' 2001:db8::1 ' })).status).toBe(400);
+        expect((await fail({ originating_ip: 'my phone; DROP TABLE' })).status).toBe(400); // not an address: not recorded
+        expect((await fail({})).status).toBe(400);
+        expect(srv.running.app.fastPassword.served - served).toBe(fast ? 4 : 0);
+      } finally {
+        srv.running.app.fastPassword.enabled = true;
+      }
+    }
+    // Audit records are written after the answer: wait for all eight.
+    for (let i = 0; i < 100 && (await details()).length < 8; i += 1) await new Promise((r) => setTimeout(r, 20));
+    const local = expect.stringMatching(/^(::ffff:)?127\.0\.0\.1$|^::1$/);
+    const expected = [
+      { reason: 'wrong_password', ip: local, originatingIp: '203.0.113.7' },
+      { reason: 'wrong_password', ip: local, originatingIp: '2001:db8::1' },
+      { reason: 'wrong_password', ip: local },
+      { reason: 'wrong_password', ip: local },
+    ];
+    expect(await details()).toEqual([...expected, ...expected]);
   });
 });
