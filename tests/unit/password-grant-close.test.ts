@@ -41,6 +41,7 @@ describe('password grant: a login whose session is not stored is closed apart', 
     const ctx = {
       oidc: { client: { clientId: 'c1', scope: 'accounts' }, params: { username: 'ann', password: 'right one' } },
       ip: '198.51.100.7',
+      get: () => '',
       set: () => undefined,
     } as unknown as KoaContextWithOIDC;
     return { run: () => handler(ctx), closed };
