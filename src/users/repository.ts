@@ -307,6 +307,14 @@ const UNIQUE_INDEX_FIELD: Record<string, IdentifierKind> = {
   users_tenant_username_key: 'username',
 };
 
+/** A unique violation of an identifier's index as the identifier it names; any other error as it is. */
+function asDuplicateIdentifier(err: unknown): unknown {
+  const e = err as { code?: string; constraint?: string; message?: string };
+  if (e.code !== '23505') return err;
+  const key = e.constraint ?? Object.keys(UNIQUE_INDEX_FIELD).find((k) => e.message?.includes(k)) ?? '';
+  return new DuplicateIdentifierError(UNIQUE_INDEX_FIELD[key] ?? 'username');
+}
+
 export function createUserRepository(source: DbSource): UserRepository {
   const knex = () => source.db();
   /** The pool's statement pairs, once a login has used them. */
@@ -341,12 +349,7 @@ export function createUserRepository(source: DbSource): UserRepository {
         const [row] = db.isTransaction ? await db.transaction((sp) => insert(sp)) : await insert(db);
         return toUser(row as UserRow);
       } catch (err) {
-        const e = err as { code?: string; constraint?: string; message?: string };
-        if (e.code === '23505') {
-          const key = e.constraint ?? Object.keys(UNIQUE_INDEX_FIELD).find((k) => e.message?.includes(k)) ?? '';
-          throw new DuplicateIdentifierError(UNIQUE_INDEX_FIELD[key] ?? 'username');
-        }
-        throw err;
+        throw asDuplicateIdentifier(err);
       }
     },
     async findById(tenantId, userId) {
@@ -467,12 +470,7 @@ export function createUserRepository(source: DbSource): UserRepository {
           return { before, after: toUser(updated as UserRow) };
         });
       } catch (err) {
-        const e = err as { code?: string; constraint?: string; message?: string };
-        if (e.code === '23505') {
-          const key = e.constraint ?? Object.keys(UNIQUE_INDEX_FIELD).find((k) => e.message?.includes(k)) ?? '';
-          throw new DuplicateIdentifierError(UNIQUE_INDEX_FIELD[key] ?? 'username');
-        }
-        throw err;
+        throw asDuplicateIdentifier(err);
       }
     },
   };
