@@ -153,8 +153,18 @@ export interface FactorRepository {
    * factor as the one before it left it (an undo restores that, not a stale read).
    */
   lockSlot(tenantId: string, userId: string, channel: FactorChannel): Promise<void>;
-  /** Deletes the factor and cancels its open challenges, so its device can approve nothing. */
+  /**
+   * Cancels the user's open challenges of the channel (SMS challenges carry no factor: all of them,
+   * whatever their purpose) and deletes its factor, so no code or device can complete anything.
+   * True when a factor was deleted.
+   */
   remove(tenantId: string, userId: string, channel: FactorChannel): Promise<boolean>;
+  /**
+   * The user's mobile number, their row share-locked until the transaction ends: an admin's edit of
+   * the user (which locks the row to update it) waits for a code sent meanwhile, or this waits for
+   * the edit and reads its number. Undefined when the user is gone.
+   */
+  lockUserForSend(tenantId: string, userId: string): Promise<{ mobile: string | null } | undefined>;
   removeAll(tenantId: string, userId: string): Promise<number>;
 
   createChallenge(c: NewChallenge): Promise<Challenge>;
@@ -295,10 +305,11 @@ export function createFactorRepository(source: DbSource): FactorRepository {
         .update({ status: 'PENDING' });
     },
     async remove(tenantId, userId, channel) {
-      const factor = await db()('factors').where({ tenant_id: tenantId, user_id: userId, channel }).first();
-      if (!factor) return false;
-      await db()('challenges').where({ tenant_id: tenantId, factor_id: factor.id, status: 'PENDING' }).update({ status: 'CANCELLED' });
-      return affected(await db()('factors').where({ tenant_id: tenantId, id: factor.id }).del()) === 1;
+      await db()('challenges').where({ tenant_id: tenantId, user_id: userId, channel, status: 'PENDING' }).update({ status: 'CANCELLED' });
+      return affected(await db()('factors').where({ tenant_id: tenantId, user_id: userId, channel }).del()) === 1;
+    },
+    async lockUserForSend(tenantId, userId) {
+      return (await db()('users').where({ tenant_id: tenantId, id: userId }).forShare().first('mobile')) as { mobile: string | null } | undefined;
     },
     async removeAll(tenantId, userId) {
       await db()('challenges').where({ tenant_id: tenantId, user_id: userId, status: 'PENDING' }).update({ status: 'CANCELLED' });

@@ -211,6 +211,16 @@ export function createFactorService(deps: FactorServiceDeps) {
       { key: `sms:tenant:${tenant.id}`, cap: tenant.policy.smsPerTenantPerHour },
     ]);
     return tx.transaction(async () => {
+      // The number read when the request was authenticated must still be the user's, and for a
+      // step-up their SMS factor still active: an admin's edit of the mobile (which removes the
+      // factor and cancels its codes) waits for this send, or this waits for it and refuses. The
+      // user's row first, as the edit and a verification lock it: never after a factor's or a
+      // challenge's.
+      const current = await factors.lockUserForSend(tenant.id, user.id);
+      if (current?.mobile !== mobile) throw new AppError('MOBILE_CHANGED', 409, 'The mobile number changed while the request ran; send it again');
+      if (purpose === 'stepup' && (await factors.find(tenant.id, user.id, 'SMS'))?.status !== 'ACTIVE') {
+        throw new AppError('FACTOR_NOT_ACTIVE', 409, 'No active SMS factor');
+      }
       const now = clock();
       const cancelled = await factors.cancelPending(tenant.id, user.id, purpose, 'SMS');
       const id = randomUUID();
@@ -285,6 +295,9 @@ export function createFactorService(deps: FactorServiceDeps) {
       const existing = await factors.list(caller.tenant.id, caller.user.id);
       await requireStepUpIfProtected(caller, existing);
       await tx.transaction(async () => {
+        // The user's row before the slot and the factor (sendSmsCode's order): an admin's edit of
+        // the mobile locks it, then removes the factor.
+        await factors.lockUserForSend(caller.tenant.id, caller.user.id);
         // Read under the slot's lock: an undo restores the factor as the enrolment before this one left it.
         await factors.lockSlot(caller.tenant.id, caller.user.id, 'SMS');
         const before = await factors.find(caller.tenant.id, caller.user.id, 'SMS');

@@ -114,5 +114,6 @@ export function passwordGrantHandler(
  */
 export function loginOrigin(ctx: { ip: string; get(field: string): string }): LoginOrigin {
   const named = ctx.get('originating_ip').trim();
-  return isIP(named) ? { ip: ctx.ip, originatingIp: named } : { ip: ctx.ip };
+  // isIP takes an IPv6 zone of any length ("fe80::1%…"): a record holds at most 64 characters.
+  return named.length <= 64 && isIP(named) ? { ip: ctx.ip, originatingIp: named } : { ip: ctx.ip };
 }

@@ -457,7 +457,7 @@ export function createUserRepository(source: DbSource): UserRepository {
       if (changes.mfaRequired !== undefined) columns.mfa_required = changes.mfaRequired;
       try {
         return await knex().transaction(async (trx) => {
-          const row = (await trx<UserRow>('users').where({ tenant_id: tenantId, id: userId }).forUpdate().first()) as UserRow | undefined;
+          const row = (await trx<UserRow>('users').where({ tenant_id: tenantId, id: userId }).forNoKeyUpdate().first()) as UserRow | undefined;
           if (!row) return undefined;
           const before = toUser(row);
           const next = { email: before.email, mobile: before.mobile, username: before.username, ...pick(changes, ['email', 'mobile', 'username']) };

@@ -1,6 +1,6 @@
 import { epochSecond, issuedBeforeDisabling } from '../../src/oidc/not-before';
 import { startTestServer, type TestServer } from '../helpers/server';
-import { basic, bearer, createClient, form, introspect, json, login, passwordLogin, type ClientCreds } from '../helpers/flows';
+import { basic, bearer, createClient, form, introspect, json, lastCode, login, outbox, passwordLogin, type ClientCreds } from '../helpers/flows';
 import { dbLabel, usingPostgres } from '../helpers/env';
 
 const PASSWORD = 'a perfectly decent passphrase';
@@ -682,10 +682,20 @@ describe(`admin API (${dbLabel})`, () => {
     await api('POST', '/tenants', { id: 'edits-other', mode: 'sandbox' });
     expect((await api('PATCH', `/tenants/edits-other/users/${ann.id}`, { group: 'x' })).status).toBe(404); // another tenant's user
 
-    // A new mobile number: the SMS factor goes (its codes would reach a number not yet shown to be hers).
+    // A new mobile number: the SMS factor goes (its codes would reach a number not yet shown to be
+    // hers), and so does every open SMS challenge: a step-up's code sent to the old number, and a
+    // pending enrolment's of another user whose number changes.
+    expect((await json(srv, 'POST', '/stepup/challenges/otp/SMS', {}, bearer(annToken))).status).toBe(204);
+    const cat = (await api('POST', '/tenants/edits/users', { username: 'cat', mobile: '+447911123460', password: PASSWORD })).json;
+    const catToken = (await login(srv, creds, 'cat', PASSWORD)).access_token;
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(catToken))).status).toBe(204);
     const moved = await api('PATCH', `/tenants/edits/users/${ann.id}`, { mobile: '+447911123459' });
     expect([moved.status, moved.json.mobile]).toEqual([200, '+447911123459']);
     expect(await factors()).toEqual([]);
+    expect((await json(srv, 'POST', '/stepup/challenges/otp/SMS/verify', { verificationCode: '123456' }, bearer(annToken))).status).toBe(403);
+    expect((await api('PATCH', `/tenants/edits/users/${cat.id}`, { mobile: '+447911123461' })).status).toBe(200);
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: '123456' }, bearer(catToken))).status).toBe(403);
+    expect((await json(srv, 'GET', '/authentication_factors', undefined, bearer(catToken))).json.factors).toEqual([]);
     // Removing the mobile while another identifier remains is allowed.
     expect((await api('PATCH', `/tenants/edits/users/${ann.id}`, { mobile: null })).json.mobile).toBeUndefined();
 
@@ -695,8 +705,66 @@ describe(`admin API (${dbLabel})`, () => {
       { fields: ['mobile'], smsFactorRemoved: true },
       { fields: ['mobile'] },
     ]));
-    expect(records).toHaveLength(3); // the refusals recorded nothing
+    expect(records).toHaveLength(4); // Ann's three and Cat's one: the refusals recorded nothing
     expect(JSON.stringify(records)).not.toMatch(/edits\.test|\+4479/); // names of fields, never their values
+  });
+
+  test('a code requested while an admin changes the mobile goes to no number the user does not hold, and nothing deadlocks', async () => {
+    await api('POST', '/tenants', { id: 'edits-live', mode: 'live' });
+    const app = (await api('POST', '/tenants/edits-live/clients', { grant_types: ['password'] })).json;
+    const creds: ClientCreds = { client_id: app.client_id, client_secret: app.client_secret, api_key: app.api_key };
+    const { factors } = srv.running.app.services;
+    const { knex } = srv.running.app.database;
+    const sent = async (mobile: string) => (await outbox(srv, 'sms', mobile)).length;
+
+    // The edit commits after the enrolment request read the user, before its transaction: the
+    // request refuses (409), no code goes to the old number, and sent again it goes to the new one.
+    const dan = (await api('POST', '/tenants/edits-live/users', { username: 'dan', mobile: '+447911123470', password: PASSWORD })).json;
+    const danToken = (await login(srv, creds, 'dan', PASSWORD)).access_token;
+    const list = factors.list.bind(factors);
+    const spy = jest.spyOn(factors, 'list').mockImplementationOnce(async (...args) => {
+      expect((await api('PATCH', `/tenants/edits-live/users/${dan.id}`, { mobile: '+447911123471' })).status).toBe(200);
+      return list(...args);
+    });
+    let raced: Reply;
+    try {
+      raced = await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(danToken));
+    } finally {
+      spy.mockRestore();
+    }
+    expect([raced.status, raced.json.code]).toEqual([409, 'MOBILE_CHANGED']);
+    expect(await sent('+447911123470')).toBe(0);
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(danToken))).status).toBe(204);
+    const code = await lastCode(srv, '+447911123471');
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: code }, bearer(danToken))).status).toBe(204);
+
+    // The edit arrives while a re-enrolment (its factor pending) holds the user: it waits for it,
+    // then removes the factor and cancels the code just sent, which then fails. On PostgreSQL the
+    // edit used to lock the user's row against the challenge's foreign-key check: a deadlock, 500.
+    const eve = (await api('POST', '/tenants/edits-live/users', { username: 'eve', mobile: '+447911123480', password: PASSWORD })).json;
+    const eveToken = (await login(srv, creds, 'eve', PASSWORD)).access_token;
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(eveToken))).status).toBe(204);
+    const cancel = factors.cancelPending.bind(factors);
+    let editing: Promise<Reply> | undefined;
+    const spy2 = jest.spyOn(factors, 'cancelPending').mockImplementationOnce(async (...args) => {
+      editing = api('PATCH', `/tenants/edits-live/users/${eve.id}`, { mobile: '+447911123481' });
+      if (usingPostgres) {
+        const waiting = async () => Number((await knex.raw('SELECT count(*) AS n FROM pg_locks WHERE NOT granted')).rows[0].n);
+        for (let i = 0; i < 250 && (await waiting()) === 0; i += 1) await new Promise((r) => setImmediate(r));
+      }
+      return cancel(...args);
+    });
+    let again: Reply;
+    try {
+      again = await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(eveToken));
+    } finally {
+      spy2.mockRestore();
+    }
+    expect(again.status).toBe(204);
+    expect((await editing!).status).toBe(200);
+    const eveCode = await lastCode(srv, '+447911123480');
+    expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: eveCode }, bearer(eveToken))).status).toBe(403);
+    expect((await json(srv, 'GET', '/authentication_factors', undefined, bearer(eveToken))).json.factors).toEqual([]);
   });
 
   test("an admin's login on behalf of a user removed while it was under way (a registration undone) answers 404, and stores nothing", async () => {
