@@ -249,8 +249,13 @@ export function createFactorService(deps: FactorServiceDeps) {
         await send(
           () => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }),
           async () => {
+            // The user's row first, as the send took it: a change of the mobile (or a factor
+            // removed) since this send committed has cancelled the codes sent before, and
+            // reopening one would bring back a code for a number or factor that is gone.
+            const current = await factors.lockUserForSend(tenant.id, user.id);
             if (!(await factors.discardChallenge(tenant.id, id))) return false;
-            await factors.reopen(tenant.id, user.id, purpose, 'SMS', cancelled, clock()); // the code sent before still works
+            const stillTheirs = current?.mobile === mobile && (purpose !== 'stepup' || (await factors.find(tenant.id, user.id, 'SMS'))?.status === 'ACTIVE');
+            if (stillTheirs) await factors.reopen(tenant.id, user.id, purpose, 'SMS', cancelled, clock()); // the code sent before still works
             await extra.undo?.();
             return true;
           },
