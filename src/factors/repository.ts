@@ -156,23 +156,18 @@ export interface FactorRepository {
   /**
    * Cancels the user's open challenges of the channel (SMS challenges carry no factor: all of them,
    * whatever their purpose) and deletes its factor, so no code or device can complete anything.
-   * True when a factor was deleted. Like removeAll, it locks the user's row first (lockUserForChange).
+   * True when a factor was deleted. Like removeAll, it locks the user's row first (lockUser).
    */
   remove(tenantId: string, userId: string, channel: FactorChannel): Promise<boolean>;
   /**
-   * The user's row locked for a change until the transaction ends (FOR NO KEY UPDATE, which a
-   * foreign-key check does not wait for). Whatever removes a factor or changes the mobile takes it
-   * before any challenge or factor row, the order a code's send (lockUserForSend) and a
-   * verification (its UPDATE of the user's failure count) take them in: a send then either
-   * finishes first, its challenge cancelled by the change, or waits and sees the factor gone.
+   * The user's row locked until the transaction ends (FOR NO KEY UPDATE, which a foreign-key check
+   * does not wait for), and their mobile number (undefined when the user is gone). The one rule of
+   * a user's factors and challenges: whatever writes them (an enrolment, a code's or a push's send
+   * and its undo, a device's answer, a verification through its UPDATE of the failure count, an
+   * unlink, a reset, an admin's edit of the mobile) takes this lock first, so they run one at a
+   * time per user and none can wait for another's factor or challenge while holding its own.
    */
-  lockUserForChange(tenantId: string, userId: string): Promise<void>;
-  /**
-   * The user's mobile number, their row share-locked until the transaction ends: an admin's edit of
-   * the user (which locks the row to update it) waits for a code sent meanwhile, or this waits for
-   * the edit and reads its number. Undefined when the user is gone.
-   */
-  lockUserForSend(tenantId: string, userId: string): Promise<{ mobile: string | null } | undefined>;
+  lockUser(tenantId: string, userId: string): Promise<{ mobile: string | null } | undefined>;
   removeAll(tenantId: string, userId: string): Promise<number>;
 
   createChallenge(c: NewChallenge): Promise<Challenge>;
@@ -229,9 +224,8 @@ export function createFactorRepository(source: DbSource): FactorRepository {
   /** Taken by whoever opens or reopens the user's challenges of one purpose and channel. */
   const challengesLock = (tenantId: string, userId: string, purpose: ChallengePurpose, channel: FactorChannel) =>
     xactLock(`challenges:${tenantId}:${userId}:${purpose}:${channel}`);
-  const lockUserForChange = async (tenantId: string, userId: string) => {
-    await db()('users').where({ tenant_id: tenantId, id: userId }).forNoKeyUpdate().first('id');
-  };
+  const lockUser = async (tenantId: string, userId: string) =>
+    (await db()('users').where({ tenant_id: tenantId, id: userId }).forNoKeyUpdate().first('mobile')) as { mobile: string | null } | undefined;
   return {
     async list(tenantId, userId) {
       return (await db()('factors').where({ tenant_id: tenantId, user_id: userId }).orderBy('created_at')).map(toFactor);
@@ -316,16 +310,13 @@ export function createFactorRepository(source: DbSource): FactorRepository {
         .update({ status: 'PENDING' });
     },
     async remove(tenantId, userId, channel) {
-      await lockUserForChange(tenantId, userId);
+      await lockUser(tenantId, userId);
       await db()('challenges').where({ tenant_id: tenantId, user_id: userId, channel, status: 'PENDING' }).update({ status: 'CANCELLED' });
       return affected(await db()('factors').where({ tenant_id: tenantId, user_id: userId, channel }).del()) === 1;
     },
-    lockUserForChange,
-    async lockUserForSend(tenantId, userId) {
-      return (await db()('users').where({ tenant_id: tenantId, id: userId }).forShare().first('mobile')) as { mobile: string | null } | undefined;
-    },
+    lockUser,
     async removeAll(tenantId, userId) {
-      await lockUserForChange(tenantId, userId);
+      await lockUser(tenantId, userId);
       await db()('challenges').where({ tenant_id: tenantId, user_id: userId, status: 'PENDING' }).update({ status: 'CANCELLED' });
       return affected(await db()('factors').where({ tenant_id: tenantId, user_id: userId }).del());
     },

@@ -211,12 +211,11 @@ export function createFactorService(deps: FactorServiceDeps) {
       { key: `sms:tenant:${tenant.id}`, cap: tenant.policy.smsPerTenantPerHour },
     ]);
     return tx.transaction(async () => {
-      // The number read when the request was authenticated must still be the user's, and for a
-      // step-up their SMS factor still active: an admin's edit of the mobile (which removes the
-      // factor and cancels its codes) waits for this send, or this waits for it and refuses. The
-      // user's row first, as the edit and a verification lock it: never after a factor's or a
-      // challenge's.
-      const current = await factors.lockUserForSend(tenant.id, user.id);
+      // The user's row first (lockUser's rule). The number read when the request was authenticated
+      // must still be the user's, and for a step-up their SMS factor still active: an admin's edit
+      // of the mobile (which removes the factor and cancels its codes) waits for this send, or this
+      // waits for it and refuses.
+      const current = await factors.lockUser(tenant.id, user.id);
       if (current?.mobile !== mobile) throw new AppError('MOBILE_CHANGED', 409, 'The mobile number changed while the request ran; send it again');
       if (purpose === 'stepup' && (await factors.find(tenant.id, user.id, 'SMS'))?.status !== 'ACTIVE') {
         throw new AppError('FACTOR_NOT_ACTIVE', 409, 'No active SMS factor');
@@ -249,10 +248,10 @@ export function createFactorService(deps: FactorServiceDeps) {
         await send(
           () => deps.sms.send({ to: mobile, text: extra.text(code), tenant: tenant.id, userId: user.id }),
           async () => {
-            // The user's row first, as the send took it: a change of the mobile (or a factor
-            // removed) since this send committed has cancelled the codes sent before, and
-            // reopening one would bring back a code for a number or factor that is gone.
-            const current = await factors.lockUserForSend(tenant.id, user.id);
+            // The user's row first (lockUser's rule): a change of the mobile (or a factor removed)
+            // since this send committed has cancelled the codes sent before, and reopening one
+            // would bring back a code for a number or factor that is gone.
+            const current = await factors.lockUser(tenant.id, user.id);
             if (!(await factors.discardChallenge(tenant.id, id))) return false;
             const stillTheirs = current?.mobile === mobile && (purpose !== 'stepup' || (await factors.find(tenant.id, user.id, 'SMS'))?.status === 'ACTIVE');
             if (stillTheirs) await factors.reopen(tenant.id, user.id, purpose, 'SMS', cancelled, clock()); // the code sent before still works
@@ -300,9 +299,8 @@ export function createFactorService(deps: FactorServiceDeps) {
       const existing = await factors.list(caller.tenant.id, caller.user.id);
       await requireStepUpIfProtected(caller, existing);
       await tx.transaction(async () => {
-        // The user's row before the slot and the factor (sendSmsCode's order): an admin's edit of
-        // the mobile locks it, then removes the factor.
-        await factors.lockUserForSend(caller.tenant.id, caller.user.id);
+        // The user's row before the slot and the factor (lockUser's rule).
+        await factors.lockUser(caller.tenant.id, caller.user.id);
         // Read under the slot's lock: an undo restores the factor as the enrolment before this one left it.
         await factors.lockSlot(caller.tenant.id, caller.user.id, 'SMS');
         const before = await factors.find(caller.tenant.id, caller.user.id, 'SMS');
@@ -344,6 +342,7 @@ export function createFactorService(deps: FactorServiceDeps) {
       await deps.caps.take([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
       const publicJwk: JsonWebKey = { kty: 'EC', crv: 'P-256', x: input.publicKey.x, y: input.publicKey.y };
       await tx.transaction(async () => {
+        await factors.lockUser(tenant.id, user.id); // first (lockUser's rule)
         // Read under the slot's lock: an undo restores the factor as the enrolment before this one left it.
         await factors.lockSlot(tenant.id, user.id, channel);
         const before = await factors.find(tenant.id, user.id, channel);
@@ -358,6 +357,7 @@ export function createFactorService(deps: FactorServiceDeps) {
           createdAt: now, expiresAt: new Date(now.getTime() + tenant.policy.otpTtlSeconds * 1000),
         });
         await sendPush(caller, { channel, challengeId: id, nonce, kind: 'enrolment', text: `Confirm ${input.deviceName ?? 'this device'} for ${tenant.name}` }, async () => {
+          await factors.lockUser(tenant.id, user.id); // first (lockUser's rule)
           if (!(await factors.discardChallenge(tenant.id, id))) return false;
           // A step-up push to the device the factor had can then still be approved on it; not when
           // another enrolment has written the factor since (its key is the one that counts now).
@@ -402,6 +402,7 @@ export function createFactorService(deps: FactorServiceDeps) {
       const now = clock();
       const { tenantId } = challenge;
       return tx.transaction(async () => {
+        await factors.lockUser(tenantId, challenge.userId); // first (lockUser's rule)
         if (answer.decision === 'DENY') {
           if (!(await factors.transition(tenantId, challenge.id, 'DENIED', now))) throw challengeRejected();
           await audit.record({ tenantId, actor: challenge.userId, type: `${challenge.purpose}.denied`, target: challenge.userId, details: { channel: challenge.channel, challengeId: challenge.id } });

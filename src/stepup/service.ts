@@ -117,6 +117,7 @@ export function createStepUpService(deps: {
       const factor = await requireActive(caller, channel);
       await factorService.takeCaps([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
       return tx.transaction(async () => {
+        await factors.lockUser(tenant.id, user.id); // first (src/factors/repository.ts, lockUser's rule)
         const now = clock();
         // Against push bombing: one open push challenge at a time, and a capped number per hour.
         const cancelled = await factors.cancelPending(tenant.id, user.id, 'stepup', channel);
@@ -133,6 +134,7 @@ export function createStepUpService(deps: {
           text: details ? `Approve paying ${describe(details)} at ${tenant.name}?` : `Approve signing in to ${tenant.name}?`,
           ...(details ? { authorization_details: details } : {}),
         }, async () => {
+          await factors.lockUser(tenant.id, user.id); // first (lockUser's rule)
           if (!(await factors.discardChallenge(tenant.id, id))) return false;
           await factors.reopen(tenant.id, user.id, 'stepup', channel, cancelled, clock()); // the push sent before can still be answered
           return true;

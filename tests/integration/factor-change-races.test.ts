@@ -1,11 +1,13 @@
 /**
- * What removes a factor or changes a user's mobile (an admin's edit, a factor reset) against what
- * sends or revives an SMS code, interleaved at the worst moment: no deadlock (a 500 on
- * PostgreSQL), and no code left working for a number or factor that is gone. The lock order they
- * share: the user's row first (src/factors/repository.ts, lockUserForChange and lockUserForSend).
+ * Writes of one user's factors and challenges interleaved at the worst moment: an admin's edit of
+ * the mobile or factor reset against a code's send or its undo, enrolments against resets, device
+ * answers and each other. No deadlock (a 500 on PostgreSQL), and no code left working for a number
+ * or factor that is gone. The rule they share: the user's row first (src/factors/repository.ts,
+ * lockUser), so they run one at a time per user.
  */
 import { startTestServer, type TestServer } from '../helpers/server';
-import { basic, bearer, form, json, lastCode, login, type ClientCreds } from '../helpers/flows';
+import { basic, bearer, form, json, lastCode, login, outbox, type ClientCreds } from '../helpers/flows';
+import { newDevice } from '../helpers/device';
 import { dbLabel, usingPostgres } from '../helpers/env';
 
 const PASSWORD = 'a perfectly decent passphrase';
@@ -45,14 +47,26 @@ describe(`factor changes racing SMS codes (${dbLabel})`, () => {
     }
     return { id: u.id, tok };
   }
-  /** Until some statement waits for a lock (the request started meanwhile has reached it). */
-  const untilWaiting = async () => {
+  /** Until `k` statements wait for a lock (the requests started meanwhile have reached theirs). */
+  const untilWaiting = async (k = 1) => {
     const { knex } = srv.running.app.database;
     const waiting = async () => Number((await knex.raw('SELECT count(*) AS n FROM pg_locks WHERE NOT granted')).rows[0].n);
-    for (let i = 0; i < 500 && (await waiting()) === 0; i += 1) await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 1000 && (await waiting()) < k; i += 1) await new Promise((r) => setImmediate(r));
   };
+  /** The next SMS to `mobile` cannot be delivered (the development outbox refuses it); then they can. */
+  async function failNextSmsTo(mobile: string): Promise<() => Promise<void>> {
+    const { knex } = srv.running.app.database;
+    await knex.raw('CREATE SEQUENCE IF NOT EXISTS races_fail_seq');
+    await knex.raw(`CREATE OR REPLACE FUNCTION races_fail_once() RETURNS trigger AS $$ BEGIN IF NEW.recipient = '${mobile}' AND nextval('races_fail_seq') = 1 THEN RAISE EXCEPTION 'undeliverable'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql`);
+    await knex.raw('CREATE TRIGGER races_fail_once BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION races_fail_once()');
+    return async () => {
+      await knex.raw('DROP TRIGGER IF EXISTS races_fail_once ON outbox');
+      await knex.raw('DROP SEQUENCE IF EXISTS races_fail_seq');
+    };
+  }
+  const enrolPush = (tok: string, publicKey: unknown, deviceName: string) => json(srv, 'POST', '/authentication_factors/push/AUTHY', { publicKey, deviceName }, bearer(tok));
   /** Runs `request` with `method` of the factor repository calling `meanwhile` first, once. */
-  async function withMeanwhile<T>(method: 'cancelPending' | 'lockSlot' | 'remove', meanwhile: () => Promise<void>, request: () => Promise<T>): Promise<T> {
+  async function withMeanwhile<T>(method: 'cancelPending' | 'lockSlot' | 'remove' | 'activate' | 'reopen', meanwhile: () => Promise<void>, request: () => Promise<T>): Promise<T> {
     const { factors } = srv.running.app.services;
     const original = (factors[method] as (...a: unknown[]) => Promise<unknown>).bind(factors);
     const spy = jest.spyOn(factors, method).mockImplementationOnce((async (...args: unknown[]) => {
@@ -133,5 +147,83 @@ describe(`factor changes racing SMS codes (${dbLabel})`, () => {
     }, () => api('PATCH', `/tenants/races/users/${u.id}`, { mobile: '+447911200032' }));
     expect([edit.status, (await reset!).status]).toEqual([200, 204]);
     expect((await verifyStepUp(u.tok, await lastCode(srv, '+447911200031'))).status).toBe(403);
+  });
+
+  pgTest('a push re-enrolment held mid-way while an admin resets the factors: no deadlock', async () => {
+    const { knex } = srv.running.app.database;
+    const u = await user('+447911200041', false);
+    expect((await enrolPush(u.tok, (await newDevice()).publicJwk, 'first')).status).toBe(204); // its factor and challenge pending
+    // The re-enrolment's update of the factor waits, in a trigger, for an advisory lock held here.
+    await knex.raw(`CREATE OR REPLACE FUNCTION races_pause() RETURNS trigger AS $$ BEGIN IF NEW.device_name = 'paused' THEN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); END IF; RETURN NEW; END $$ LANGUAGE plpgsql`);
+    await knex.raw('CREATE TRIGGER races_pause BEFORE UPDATE ON factors FOR EACH ROW EXECUTE FUNCTION races_pause()');
+    let release!: () => void;
+    let held!: () => void;
+    const isHeld = new Promise<void>((r) => (held = r));
+    const holder = knex.transaction(async (trx) => {
+      await trx.raw('select pg_advisory_xact_lock(4242)');
+      held();
+      await new Promise<void>((r) => (release = r));
+    });
+    await isHeld;
+    try {
+      const enrol = enrolPush(u.tok, (await newDevice()).publicJwk, 'paused');
+      await untilWaiting(1);
+      const reset = api('DELETE', `/tenants/races/users/${u.id}/factors`);
+      await untilWaiting(2);
+      release();
+      await holder;
+      expect([(await enrol).status, (await reset).status]).toEqual([204, 204]);
+    } finally {
+      await knex.raw('DROP TRIGGER IF EXISTS races_pause ON factors');
+    }
+  });
+
+  pgTest("a device approving its enrolment while the user enrols another device: no deadlock", async () => {
+    const u = await user('+447911200051', false);
+    const device = await newDevice();
+    expect((await enrolPush(u.tok, device.publicJwk, 'first')).status).toBe(204);
+    const msgs = await outbox(srv, 'push', u.id);
+    const msg = msgs[msgs.length - 1] as { challengeId: string; nonce: string };
+    let enrol: Promise<Reply> | undefined;
+    const answer = await withMeanwhile('activate', async () => {
+      enrol = enrolPush(u.tok, (await newDevice()).publicJwk, 'second');
+      await untilWaiting();
+    }, async () => json(srv, 'POST', `/device/challenges/${msg.challengeId}`, { jws: await device.answer(msg) }));
+    expect([answer.status, (await enrol!).status]).toEqual([200, 204]);
+  });
+
+  pgTest('a failed step-up send taken back while another is sent: no deadlock', async () => {
+    const u = await user('+447911200061');
+    expect((await stepUp(u.tok)).status).toBe(204); // a code open: the next send cancels it, its undo reopens it
+    const cleanup = await failNextSmsTo('+447911200061');
+    let second: Promise<Reply> | undefined;
+    try {
+      const first = await withMeanwhile('reopen', async () => {
+        second = stepUp(u.tok);
+        await untilWaiting();
+      }, () => stepUp(u.tok));
+      // The first fails as the outbox refused it (a 500: not a delivery refusal); the second is sent.
+      expect([first.status, (await second!).status]).toEqual([500, 204]);
+    } finally {
+      await cleanup();
+    }
+    expect((await verifyStepUp(u.tok, await lastCode(srv, '+447911200061'))).status).toBe(200);
+  });
+
+  pgTest('a failed SMS enrolment taken back while another starts: no deadlock', async () => {
+    const u = await user('+447911200071', false);
+    const enrol = () => json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(u.tok));
+    expect((await enrol()).status).toBe(204);
+    const cleanup = await failNextSmsTo('+447911200071');
+    let second: Promise<Reply> | undefined;
+    try {
+      const first = await withMeanwhile('reopen', async () => {
+        second = enrol();
+        await untilWaiting();
+      }, enrol);
+      expect([first.status, (await second!).status]).toEqual([500, 204]);
+    } finally {
+      await cleanup();
+    }
   });
 });
