@@ -11,7 +11,7 @@ import { untilNextSecond } from '../oidc/not-before';
 import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
 import { publicUser } from '../users/service';
-import { normalizeEmail, normalizeMobile, normalizeUsername } from '../users/identifiers';
+import { IDENTIFIER_KINDS, IDENTIFIER_REQUIRED, normalizeIdentifier } from '../users/identifiers';
 import { DuplicateIdentifierError, NoIdentifierLeftError, type User, type UserChanges } from '../users/repository';
 import { outsideTransaction } from '../http/idempotency';
 import type { ClientRecord } from '../clients/repository';
@@ -301,19 +301,16 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const body = validateBody(ctx, S.userPatch);
     const invalid: Array<{ fieldName: string; error: string }> = [];
     const changes: UserChanges = { role: body.role, group: body.group, profile: body.profile, mfaRequired: body.mfaRequired };
-    const identifier = (field: 'email' | 'mobile' | 'username', normalize: (v: string) => string | undefined, error: string) => {
-      const value = body[field];
+    for (const kind of IDENTIFIER_KINDS) {
+      const value = body[kind];
       if (value === undefined || value === null) {
-        changes[field] = value;
-        return;
+        changes[kind] = value;
+        continue;
       }
-      const normal = normalize(value);
-      if (normal === undefined) invalid.push({ fieldName: field, error });
-      else changes[field] = normal;
-    };
-    identifier('email', normalizeEmail, 'must be a valid email address');
-    identifier('mobile', normalizeMobile, 'must be a valid mobile number in E.164 format, e.g. +447911123456');
-    identifier('username', normalizeUsername, '3 to 64 characters: letters, digits, dot, dash or underscore');
+      const normal = normalizeIdentifier(kind, value);
+      if ('error' in normal) invalid.push({ fieldName: kind, error: normal.error });
+      else changes[kind] = normal.value;
+    }
     if (invalid.length) throw AppError.validation(invalid);
     const after = await audited(async () => {
       let result: Awaited<ReturnType<typeof s.users.update>>;
@@ -321,7 +318,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
         result = await s.users.update(t.id, ctx.params.id ?? '', changes);
       } catch (err) {
         if (err instanceof DuplicateIdentifierError) throw new AppError('IDENTIFIER_TAKEN', 409, `${err.field} is already registered`);
-        if (err instanceof NoIdentifierLeftError) throw AppError.validation([{ fieldName: 'email', error: 'one of email, mobile or username is required' }]);
+        if (err instanceof NoIdentifierLeftError) throw AppError.validation([{ ...IDENTIFIER_REQUIRED }]);
         throw err;
       }
       if (!result) throw new AppError('NOT_FOUND', 404, 'User not found');

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { AppError, type InvalidField } from '../errors';
 import type { Tenant } from '../tenants/repository';
-import { classifyLogin, normalizeEmail, normalizeMobile, normalizeUsername } from './identifiers';
+import { classifyLogin, IDENTIFIER_REQUIRED, normalizeIdentifier, type IdentifierKind } from './identifiers';
 import { EvaluationTooLateError, passwordProblem, type PasswordHasher } from './passwords';
 import { DuplicateIdentifierError, type NewUser, type User, type UserRepository, type UserRole } from './repository';
 import type { LoginEnd } from './login-end';
@@ -170,17 +170,14 @@ export function createUserService(deps: {
       const named = new Set(invalid.map((i) => i.fieldName));
       const field = (name: string) => (typeof raw[name] === 'string' && !named.has(name) ? (raw[name] as string) : undefined);
       const [rawEmail, rawMobile, rawUsername, rawPassword] = [field('email'), field('mobile'), field('username'), field('password')];
-      const email = rawEmail === undefined ? undefined : normalizeEmail(rawEmail);
-      const mobile = rawMobile === undefined ? undefined : normalizeMobile(rawMobile);
-      const username = rawUsername === undefined ? undefined : normalizeUsername(rawUsername);
-      if (rawEmail !== undefined && !email) invalid.push({ fieldName: 'email', error: 'must be a valid email address' });
-      if (rawMobile !== undefined && !mobile) invalid.push({ fieldName: 'mobile', error: 'must be a valid mobile number in E.164 format, e.g. +447911123456' });
-      if (rawUsername !== undefined && !username) {
-        invalid.push({ fieldName: 'username', error: '3 to 64 characters: letters, digits, dot, dash or underscore' });
-      }
-      if (raw.email === undefined && raw.mobile === undefined && raw.username === undefined) {
-        invalid.push({ fieldName: 'email', error: 'one of email, mobile or username is required' });
-      }
+      const normal = (kind: IdentifierKind, value: string | undefined) => {
+        if (value === undefined) return undefined;
+        const n = normalizeIdentifier(kind, value);
+        if ('error' in n) invalid.push({ fieldName: kind, error: n.error });
+        return 'value' in n ? n.value : undefined;
+      };
+      const [email, mobile, username] = [normal('email', rawEmail), normal('mobile', rawMobile), normal('username', rawUsername)];
+      if (raw.email === undefined && raw.mobile === undefined && raw.username === undefined) invalid.push({ ...IDENTIFIER_REQUIRED });
       const problem = rawPassword === undefined ? undefined : passwordProblem(rawPassword, tenant.policy.passwordMinLength);
       if (problem) invalid.push({ fieldName: 'password', error: problem });
       if (!parsed.success || invalid.length) throw AppError.validation(invalid);
