@@ -210,6 +210,8 @@ export function createFactorService(deps: FactorServiceDeps) {
       // The tenant's whole budget, against SMS pumping spread over many numbers and users.
       { key: `sms:tenant:${tenant.id}`, cap: tenant.policy.smsPerTenantPerHour },
     ]);
+    /** For a step-up, whether the user's SMS factor is still active (an enrolment needs none). */
+    const factorStands = async () => purpose !== 'stepup' || (await factors.find(tenant.id, user.id, 'SMS'))?.status === 'ACTIVE';
     return tx.transaction(async () => {
       // The user's row first (lockUser's rule). The number read when the request was authenticated
       // must still be the user's, and for a step-up their SMS factor still active: an admin's edit
@@ -217,9 +219,7 @@ export function createFactorService(deps: FactorServiceDeps) {
       // waits for it and refuses.
       const current = await factors.lockUser(tenant.id, user.id);
       if (current?.mobile !== mobile) throw new AppError('MOBILE_CHANGED', 409, 'The mobile number changed while the request ran; send it again');
-      if (purpose === 'stepup' && (await factors.find(tenant.id, user.id, 'SMS'))?.status !== 'ACTIVE') {
-        throw new AppError('FACTOR_NOT_ACTIVE', 409, 'No active SMS factor');
-      }
+      if (!(await factorStands())) throw new AppError('FACTOR_NOT_ACTIVE', 409, 'No active SMS factor');
       const now = clock();
       const cancelled = await factors.cancelPending(tenant.id, user.id, purpose, 'SMS');
       const id = randomUUID();
@@ -253,8 +253,7 @@ export function createFactorService(deps: FactorServiceDeps) {
             // would bring back a code for a number or factor that is gone.
             const current = await factors.lockUser(tenant.id, user.id);
             if (!(await factors.discardChallenge(tenant.id, id))) return false;
-            const stillTheirs = current?.mobile === mobile && (purpose !== 'stepup' || (await factors.find(tenant.id, user.id, 'SMS'))?.status === 'ACTIVE');
-            if (stillTheirs) await factors.reopen(tenant.id, user.id, purpose, 'SMS', cancelled, clock()); // the code sent before still works
+            if (current?.mobile === mobile && (await factorStands())) await factors.reopen(tenant.id, user.id, purpose, 'SMS', cancelled, clock()); // the code sent before still works
             await extra.undo?.();
             return true;
           },
