@@ -80,10 +80,21 @@ export function createIntrospectionPolicy(deps: {
 }
 export type IntrospectionPolicy = ReturnType<typeof createIntrospectionPolicy>;
 
-/** RFC 7009 §2.1: a client may revoke only the tokens issued to it. */
-export function revocationAllowed(client: { clientId: string }, token: IntrospectedToken): true {
+/**
+ * RFC 7009 §2.1: a client may revoke only the tokens issued to it. True: the library destroys the
+ * token, and for a refresh token its whole session (the family, and every access token of it).
+ * An access token of a session is destroyed here, alone, and false keeps the library from ending
+ * its session too, which §2.1 leaves to the server ("MAY"): a client revoking a step-up token once
+ * its payment is done, or an access token it no longer needs, does not sign the user out. Ending
+ * the session is the refresh token's revocation, or DELETE /sessions/{id}.
+ */
+export async function revocationAllowed(client: { clientId: string }, token: IntrospectedToken & { kind?: string; grantId?: string; destroy?: () => Promise<void> }): Promise<boolean> {
   if (token.clientId !== client.clientId) {
     throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+  }
+  if (token.kind === 'AccessToken' && token.grantId && token.destroy) {
+    await token.destroy();
+    return false;
   }
   return true;
 }

@@ -299,6 +299,22 @@ describe(`end users: password grant and sessions (${dbLabel})`, () => {
     expect((await introspect(srv, rs, t.access_token)).json.active).toBe(false);
   });
 
+  test("revoking an access token ends that token alone: the session, its refresh token and its other access tokens stand", async () => {
+    const t = await login(srv, app, 'alice', PASSWORD);
+    let refreshToken = t.refresh_token;
+    for (const hint of [{}, { token_type_hint: 'access_token' }, { token_type_hint: 'refresh_token' }] as Array<Record<string, string>>) {
+      const fresh = (await refresh(srv, app, refreshToken)).json as { access_token: string; refresh_token: string };
+      refreshToken = fresh.refresh_token;
+      const res = await form(srv, '/token/revocation', { token: fresh.access_token, ...hint }, { authorization: basic(app) });
+      expect(res.status).toBe(200);
+      expect((await introspect(srv, rs, fresh.access_token)).json).toEqual({ active: false });
+      expect((await json(srv, 'GET', '/users/me', undefined, { authorization: `Bearer ${fresh.access_token}` })).status).toBe(401);
+    }
+    // The session's first access token still works, and its latest refresh token still refreshes.
+    expect((await introspect(srv, rs, t.access_token)).json.active).toBe(true);
+    expect((await refresh(srv, app, refreshToken)).status).toBe(200);
+  });
+
   test('a session past its duration cannot refresh', async () => {
     const t = await login(srv, app, 'alice', PASSWORD);
     const { knex } = srv.running.app.database;
