@@ -37,7 +37,7 @@ import { errorHandler } from './http/errors';
 import { healthRoutes } from './http/health';
 import { jsonBody } from './http/body';
 import { idempotency } from './http/idempotency';
-import { malformedAuthorization, requireBearer, requireClient, requireUser, insufficientUserAuthentication } from './http/auth';
+import { malformedAuthorization, requireBearer, requireClient, requireUser, insufficientUserAuthentication, unauthorized } from './http/auth';
 import type { Principal } from './oidc/bearer';
 import { userRoutes } from './users/routes';
 import { CLIENT_AUTH_PATHS, providerPath } from './oidc/paths';
@@ -175,6 +175,7 @@ export async function buildServices(config: Config, database: Database, opts: { 
       clock().getTime() / 1000 - caller.authTime <= caller.tenant.policy.stepUpTtlSeconds,
     // max_age: an SCA token older than the tenant's step-up lifetime is not enough either.
     stepUpRequired: (caller: Caller) => insufficientUserAuthentication(config.publicUrl, caller.tenant.policy.stepUpTtlSeconds),
+    callerGone: () => unauthorized(config.publicUrl, 'invalid_token'),
     onBlocked: () => metrics.factorBlocks.inc(),
   });
 

@@ -12,6 +12,8 @@ import { ACR_CA, startUserSession } from '../oidc/user-tokens';
 import { grantedScopes } from '../oidc/resource';
 import { publicUser } from '../users/service';
 import { IDENTIFIER_KINDS, IDENTIFIER_REQUIRED, normalizeIdentifier } from '../users/identifiers';
+import { eraseUserTraces } from '../users/erase';
+import { passwordProblem } from '../users/passwords';
 import { DuplicateIdentifierError, NoIdentifierLeftError, type User, type UserChanges } from '../users/repository';
 import { outsideTransaction } from '../http/idempotency';
 import type { ClientRecord } from '../clients/repository';
@@ -51,7 +53,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
    * sessions and their tokens.
    */
   const endAllSessions = async (tenantId: string, userId: string) => {
-    await s.users.endSessions(tenantId, userId);
+    if (!(await s.users.endSessions(tenantId, userId))) throw new AppError('NOT_FOUND', 404, 'User not found'); // deleted meanwhile
     await revokeAllOfAccount(s.tx, userId);
   };
   const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: ClientAuditDetails) => {
@@ -290,10 +292,12 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     ctx.body = adminUserView(u);
   });
   /**
-   * An admin's edit of a user's identifiers, role, group, profile or MFA requirement. A new (or
-   * removed) mobile number removes the user's SMS factor, enrolled or not, and cancels its open
+   * An admin's edit of a user's identifiers, role, group, profile, MFA requirement or password. A new
+   * (or removed) mobile number removes the user's SMS factor, enrolled or not, and cancels its open
    * challenges: its codes would go to a number the user has not shown they hold, so they enrol it
-   * again with a code sent there. The audit record names the fields changed, not their values.
+   * again with a code sent there. A new password (a reset: forgotten, or leaked) ends every session
+   * of the user, as a lock does, a login still evaluating the old one included. The audit record
+   * names the fields changed, not their values.
    */
   router.patch('/tenants/:t/users/:id', reach, async (ctx) => {
     const t = reached(ctx);
@@ -311,7 +315,13 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
       if ('error' in normal) invalid.push({ fieldName: kind, error: normal.error });
       else changes[kind] = normal.value;
     }
+    if (body.password !== undefined) {
+      const problem = passwordProblem(body.password, t.policy.passwordMinLength);
+      if (problem) invalid.push({ fieldName: 'password', error: problem });
+    }
     if (invalid.length) throw AppError.validation(invalid);
+    // Hashed before the transaction opens: bcrypt takes about 250 ms at cost 12.
+    if (body.password !== undefined) changes.passwordHash = await s.userService.hashPassword(body.password);
     const after = await audited(async () => {
       let result: Awaited<ReturnType<typeof s.users.update>>;
       try {
@@ -325,21 +335,48 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
       const { before, after } = result;
       const fields: string[] = (['email', 'mobile', 'username', 'role', 'group', 'mfaRequired'] as const).filter((f) => before[f] !== after[f]);
       if (JSON.stringify(before.profile) !== JSON.stringify(after.profile)) fields.push('profile');
+      // A password given is a change, the same one or not: a hash is salted, and nothing compares them.
+      if (changes.passwordHash !== undefined) fields.push('password');
       if (fields.length === 0) return after;
       const smsFactorRemoved = fields.includes('mobile') && (await s.factors.remove(t.id, after.id, 'SMS'));
-      await audit(ctx, 'user.updated', t.id, after.id, { fields, ...(smsFactorRemoved ? { smsFactorRemoved } : {}) });
+      if (changes.passwordHash !== undefined) await endAllSessions(t.id, after.id);
+      await audit(ctx, 'user.updated', t.id, after.id, {
+        fields,
+        ...(smsFactorRemoved ? { smsFactorRemoved } : {}),
+        ...(changes.passwordHash !== undefined ? { sessionsEnded: true } : {}),
+      });
       return after;
     });
     ctx.body = adminUserView(after);
+  });
+  /**
+   * Deletes a user (erasure): their row, factors and challenges, every session and token (inactive at
+   * once, on every process), the replies stored for their idempotency-refs and the outbox's messages
+   * to them. The row goes first: every write of a user's factors, challenges or sessions takes it
+   * first too (lockUser's rule; a login's session statement updates it), so whatever runs for the
+   * user meanwhile either committed before and is revoked here, or finds them gone. The audit log
+   * keeps what it recorded about them, which names them by id only.
+   */
+  router.delete('/tenants/:t/users/:id', async (ctx) => {
+    const t = await tenantOf(ctx);
+    const u = await userOf(ctx, t);
+    await audited(async () => {
+      if (!(await s.users.delete(t.id, u.id))) throw new AppError('NOT_FOUND', 404, 'User not found'); // deleted meanwhile
+      await revokeAllOfAccount(s.tx, u.id);
+      await eraseUserTraces(s.tx, t.id, u.id);
+      await audit(ctx, 'user.deleted', t.id, u.id);
+    });
+    ctx.status = 204;
   });
   router.post('/tenants/:t/users/:id/lock', reach, deps.idempotent, async (ctx) => {
     const t = reached(ctx);
     const u = await userOf(ctx, t);
     const locked = await audited(async () => {
       const r = await s.users.setStatus(t.id, u.id, 'locked');
+      if (!r) throw new AppError('NOT_FOUND', 404, 'User not found'); // deleted meanwhile
       await endAllSessions(t.id, u.id); // a locked user keeps no session
       await audit(ctx, 'user.locked', t.id, u.id);
-      return r!;
+      return r;
     });
     ctx.body = publicUser(locked);
   });
@@ -358,6 +395,8 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     await audited(async () => {
+      // The user's row first (lockUser's rule), and still there: deleted meanwhile is not found.
+      if (!(await s.factors.lockUser(t.id, u.id))) throw new AppError('NOT_FOUND', 404, 'User not found');
       const n = await s.factors.removeAll(t.id, u.id);
       await s.factors.resetFailures(t.id, u.id);
       await audit(ctx, 'factor.reset', t.id, u.id, { removed: n });

@@ -68,7 +68,8 @@ export const adminUserCreate = registrationSchema
 
 /**
  * An admin's edit of a user: each field given is set, null removes an optional one (a user keeps at
- * least one identifier). The profile is replaced whole. The password is not here: it is the user's.
+ * least one identifier). The profile is replaced whole. A password given replaces the user's (a
+ * reset: the user forgot it, or it leaked), checked against the tenant's password policy.
  */
 export const userPatch = z
   .object({
@@ -79,6 +80,7 @@ export const userPatch = z
     group: z.string().min(1).max(100).nullable().optional(),
     profile: registrationSchema.shape.profile.unwrap().optional(),
     mfaRequired: z.boolean().optional(),
+    password: registrationSchema.shape.password.optional(),
   })
   .strict();
 

@@ -75,6 +75,8 @@ export interface FactorServiceDeps {
   isSteppedUp(caller: Caller): boolean;
   /** RFC 9470's challenge, with the freshness this caller's tenant asks for. */
   stepUpRequired(caller: Caller): AppError;
+  /** The answer to a request of a user deleted while it ran (the deletion ended its token too). */
+  callerGone(): AppError;
   onBlocked?: () => void;
 }
 
@@ -95,6 +97,17 @@ class CodeAlreadyUsed extends Error {}
 export function createFactorService(deps: FactorServiceDeps) {
   const { factors, tx, audit, clock } = deps;
   const approvalHandlers = new Map<string, ApprovalHandler>();
+
+  /**
+   * The caller's own row locked first (lockUser's rule), for a request of the user's. A user deleted
+   * meanwhile (an administrator's erasure, which also ended this token) is gone: the request fails
+   * as a revoked token does, before it writes anything for them.
+   */
+  async function lockCaller(tenantId: string, userId: string): Promise<{ mobile: string | null }> {
+    const row = await factors.lockUser(tenantId, userId);
+    if (!row) throw deps.callerGone();
+    return row;
+  }
 
   async function requireStepUpIfProtected(caller: Caller, existing?: Factor[]): Promise<void> {
     const all = existing ?? (await factors.list(caller.tenant.id, caller.user.id));
@@ -217,8 +230,8 @@ export function createFactorService(deps: FactorServiceDeps) {
       // must still be the user's, and for a step-up their SMS factor still active: an admin's edit
       // of the mobile (which removes the factor and cancels its codes) waits for this send, or this
       // waits for it and refuses.
-      const current = await factors.lockUser(tenant.id, user.id);
-      if (current?.mobile !== mobile) throw new AppError('MOBILE_CHANGED', 409, 'The mobile number changed while the request ran; send it again');
+      const current = await lockCaller(tenant.id, user.id);
+      if (current.mobile !== mobile) throw new AppError('MOBILE_CHANGED', 409, 'The mobile number changed while the request ran; send it again');
       if (!(await factorStands())) throw new AppError('FACTOR_NOT_ACTIVE', 409, 'No active SMS factor');
       const now = clock();
       const cancelled = await factors.cancelPending(tenant.id, user.id, purpose, 'SMS');
@@ -279,6 +292,7 @@ export function createFactorService(deps: FactorServiceDeps) {
     send(() => deps.push.send(message, { tenant: caller.tenant.id, userId: caller.user.id }), undo);
 
   return {
+    lockCaller,
     sendSmsCode,
     sendPush,
     verifyCode,
@@ -299,7 +313,7 @@ export function createFactorService(deps: FactorServiceDeps) {
       await requireStepUpIfProtected(caller, existing);
       await tx.transaction(async () => {
         // The user's row before the slot and the factor (lockUser's rule).
-        await factors.lockUser(caller.tenant.id, caller.user.id);
+        await lockCaller(caller.tenant.id, caller.user.id);
         // Read under the slot's lock: an undo restores the factor as the enrolment before this one left it.
         await factors.lockSlot(caller.tenant.id, caller.user.id, 'SMS');
         const before = await factors.find(caller.tenant.id, caller.user.id, 'SMS');
@@ -341,7 +355,7 @@ export function createFactorService(deps: FactorServiceDeps) {
       await deps.caps.take([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
       const publicJwk: JsonWebKey = { kty: 'EC', crv: 'P-256', x: input.publicKey.x, y: input.publicKey.y };
       await tx.transaction(async () => {
-        await factors.lockUser(tenant.id, user.id); // first (lockUser's rule)
+        await lockCaller(tenant.id, user.id); // first (lockUser's rule)
         // Read under the slot's lock: an undo restores the factor as the enrolment before this one left it.
         await factors.lockSlot(tenant.id, user.id, channel);
         const before = await factors.find(tenant.id, user.id, channel);

@@ -22,7 +22,8 @@ export function apiKeyRequired(): AppError {
   return badApiKey('An api-key header is required');
 }
 
-function unauthorized(publicUrl: string, error?: string): AppError {
+/** RFC 6750 §3.1: no token, or one that is not (or no longer) valid. */
+export function unauthorized(publicUrl: string, error?: string): AppError {
   return new AppError('UNAUTHORIZED', 401, 'Missing or invalid access token', undefined, { 'WWW-Authenticate': bearerChallenge(publicUrl, { error }) });
 }
 

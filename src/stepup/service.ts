@@ -117,7 +117,7 @@ export function createStepUpService(deps: {
       const factor = await requireActive(caller, channel);
       await factorService.takeCaps([{ key: `push:user:${user.id}`, cap: tenant.policy.pushPerUserPerHour }]);
       return tx.transaction(async () => {
-        await factors.lockUser(tenant.id, user.id); // first (src/factors/repository.ts, lockUser's rule)
+        await factorService.lockCaller(tenant.id, user.id); // first (src/factors/repository.ts, lockUser's rule)
         const now = clock();
         // Against push bombing: one open push challenge at a time, and a capped number per hour.
         const cancelled = await factors.cancelPending(tenant.id, user.id, 'stepup', channel);

@@ -109,6 +109,8 @@ export interface UserChanges {
   group?: string | null;
   profile?: UserProfile;
   mfaRequired?: boolean;
+  /** A new password's hash (an administrator's reset: UserService.hashPassword). */
+  passwordHash?: string;
 }
 
 export class DuplicateIdentifierError extends Error {
@@ -181,7 +183,8 @@ export interface UserRepository {
   releaseLogin(release: { tenantId: string; userId?: string; failureEpoch?: number; key: string; windowEnd: number }): Promise<void>;
   /** After a wrong password that reached the threshold: lock for period × 2^(locks in a row). */
   lockAfterFailures(tenantId: string, userId: string, periodSeconds: number): Promise<Date | undefined>;
-  delete(tenantId: string, userId: string): Promise<void>;
+  /** True when the user was there and is now deleted (their factors and challenges with them). */
+  delete(tenantId: string, userId: string): Promise<boolean>;
   /**
    * Applies `changes` to the user, their row locked from the read of `before` to the write (in a
    * savepoint of the caller's transaction, if any); undefined when the user is not found.
@@ -194,9 +197,10 @@ export interface UserRepository {
   setStatus(tenantId: string, userId: string, status: UserStatus): Promise<User | undefined>;
   /**
    * Before all the user's sessions are ended, in the same transaction: a login that began before
-   * then stores no session (its statement waits for this row, then finds the count moved).
+   * then stores no session (its statement waits for this row, then finds the count moved). False
+   * when the user is gone.
    */
-  endSessions(tenantId: string, userId: string): Promise<void>;
+  endSessions(tenantId: string, userId: string): Promise<boolean>;
   setMfaRequired(tenantId: string, userId: string, required: boolean): Promise<void>;
   /**
    * The user's status ('active', 'locked'), or undefined when the user is gone, their row
@@ -433,7 +437,7 @@ export function createUserRepository(source: DbSource): UserRepository {
       return row ? toUser(row as UserRow) : undefined;
     },
     async endSessions(tenantId, userId) {
-      await knex()('users').where({ tenant_id: tenantId, id: userId }).increment('sessions_epoch', 1);
+      return affected(await knex()('users').where({ tenant_id: tenantId, id: userId }).increment('sessions_epoch', 1)) > 0;
     },
     async statusLocked(tenantId, userId) {
       const row = (await knex()('users').where({ tenant_id: tenantId, id: userId }).forShare().first('status')) as { status: string } | undefined;
@@ -443,7 +447,8 @@ export function createUserRepository(source: DbSource): UserRepository {
       await knex()('users').where({ tenant_id: tenantId, id: userId }).update({ mfa_required: required });
     },
     async delete(tenantId, userId) {
-      affected(await knex()('users').where({ tenant_id: tenantId, id: userId }).del());
+      if (!isUuid(userId)) return false;
+      return affected(await knex()('users').where({ tenant_id: tenantId, id: userId }).del()) > 0;
     },
     async update(tenantId, userId, changes) {
       if (!isUuid(userId)) return undefined;
@@ -455,6 +460,7 @@ export function createUserRepository(source: DbSource): UserRepository {
       if (changes.group !== undefined) columns.group_name = changes.group;
       if (changes.profile !== undefined) columns.profile = JSON.stringify(changes.profile);
       if (changes.mfaRequired !== undefined) columns.mfa_required = changes.mfaRequired;
+      if (changes.passwordHash !== undefined) columns.password_hash = changes.passwordHash;
       try {
         return await knex().transaction(async (trx) => {
           const row = (await trx<UserRow>('users').where({ tenant_id: tenantId, id: userId }).forNoKeyUpdate().first()) as UserRow | undefined;

@@ -1,7 +1,8 @@
 import { epochSecond, issuedBeforeDisabling } from '../../src/oidc/not-before';
 import { startTestServer, type TestServer } from '../helpers/server';
-import { basic, bearer, createClient, form, introspect, json, lastCode, login, outbox, passwordLogin, type ClientCreds } from '../helpers/flows';
+import { basic, bearer, createClient, form, introspect, json, lastCode, login, outbox, passwordLogin, refresh, type ClientCreds } from '../helpers/flows';
 import { dbLabel, usingPostgres } from '../helpers/env';
+import { newDevice } from '../helpers/device';
 
 const PASSWORD = 'a perfectly decent passphrase';
 // Admin replies are read loosely here; their shapes are asserted field by field.
@@ -211,6 +212,8 @@ describe(`admin API (${dbLabel})`, () => {
     for (const id of ['-'.repeat(36), 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaa-', '0'.repeat(36), 'zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz', 'x']) {
       for (const [method, path] of [
         ['GET', `/tenants/bank-u/users/${id}`],
+        ['PATCH', `/tenants/bank-u/users/${id}`],
+        ['DELETE', `/tenants/bank-u/users/${id}`],
         ['GET', `/tenants/bank-u/users/${id}/sessions`],
         ['POST', `/tenants/bank-u/users/${id}/lock`],
         ['DELETE', `/tenants/bank-u/users/${id}/lock`],
@@ -707,6 +710,146 @@ describe(`admin API (${dbLabel})`, () => {
     ]));
     expect(records).toHaveLength(4); // Ann's three and Cat's one: the refusals recorded nothing
     expect(JSON.stringify(records)).not.toMatch(/edits\.test|\+4479/); // names of fields, never their values
+  });
+
+  test("an admin resets a forgotten password: the tenant's policy applies, the old one stops, and every session ends", async () => {
+    await api('POST', '/tenants', { id: 'resets', mode: 'sandbox' });
+    const app = (await api('POST', '/tenants/resets/clients', { grant_types: ['password', 'refresh_token'] })).json;
+    const creds: ClientCreds = { client_id: app.client_id, client_secret: app.client_secret, api_key: app.api_key };
+    const rs = await createClient(srv, { tenants: ['resets'], introspection: true });
+    const rita = (await api('POST', '/tenants/resets/users', { username: 'rita', password: PASSWORD })).json;
+    const before = await login(srv, creds, 'rita', PASSWORD);
+    const NEW = 'a brand new passphrase for rita';
+
+    // Refused as at registration, and nothing changes: too short, too common, the tenant's own minimum.
+    for (const [password, error] of [['short', /at least 8/], ['iloveyou', /too common/]] as const) {
+      const r = await api('PATCH', `/tenants/resets/users/${rita.id}`, { password, group: 'x' });
+      expect([r.status, r.json.syntaxErrors.invalidFields]).toEqual([400, [{ fieldName: 'password', error: expect.stringMatching(error) }]]);
+    }
+    const pol = await api('GET', '/tenants/resets/policy');
+    await api('PATCH', '/tenants/resets/policy', { passwordMinLength: 40 }, { 'if-match': pol.headers.get('etag')! });
+    expect((await api('PATCH', `/tenants/resets/users/${rita.id}`, { password: NEW })).json.syntaxErrors.invalidFields[0].error).toMatch(/at least 40/);
+    const pol2 = await api('GET', '/tenants/resets/policy');
+    await api('PATCH', '/tenants/resets/policy', { passwordMinLength: 8 }, { 'if-match': pol2.headers.get('etag')! });
+    expect((await introspect(srv, rs, before.access_token)).json.active).toBe(true);
+    expect((await api('GET', `/tenants/resets/users/${rita.id}`)).json.group).toBeUndefined();
+
+    const reset = await api('PATCH', `/tenants/resets/users/${rita.id}`, { password: NEW });
+    expect(reset.status).toBe(200);
+    expect(JSON.stringify(reset.json)).not.toMatch(/password|\$2[aby]\$/);
+    // The old password may be what leaked: what was signed in with it ends, refresh tokens too.
+    expect((await introspect(srv, rs, before.access_token)).json.active).toBe(false);
+    expect((await refresh(srv, creds, before.refresh_token!)).json.error).toBe('invalid_grant');
+    expect((await api('GET', `/tenants/resets/users/${rita.id}/sessions`)).json.sessions).toEqual([]);
+    expect((await passwordLogin(srv, creds, 'rita', PASSWORD)).json.error).toBe('invalid_grant');
+    const after = await login(srv, creds, 'rita', NEW);
+    expect((await introspect(srv, rs, after.access_token)).json).toMatchObject({ active: true, sub: rita.id });
+
+    const records = (await api('GET', '/audit?tenant=resets&type=user.updated')).json.items as Array<{ target: string; details: Record<string, unknown> }>;
+    expect(records.map((r) => [r.target, r.details])).toEqual([[rita.id, { fields: ['password'], sessionsEnded: true }]]);
+    expect(JSON.stringify(records)).not.toContain(NEW);
+  });
+
+  test('deleting a user erases them: their tokens stop at once, their factors, challenges, stored replies and messages go; the audit log stays', async () => {
+    await api('POST', '/tenants', { id: 'erase', mode: 'live' });
+    const app = (await api('POST', '/tenants/erase/clients', { grant_types: ['password', 'refresh_token'] })).json;
+    const creds: ClientCreds = { client_id: app.client_id, client_secret: app.client_secret, api_key: app.api_key };
+    const rs = await createClient(srv, { tenants: ['erase'], introspection: true });
+    const { knex } = srv.running.app.database;
+    const zed = (await api('POST', '/tenants/erase/users', { username: 'zed', mobile: '+447911123490', password: PASSWORD })).json;
+    const yan = (await api('POST', '/tenants/erase/users', { username: 'yan', mobile: '+447911123491', password: PASSWORD })).json;
+    const traces = async (id: string, mobile: string) => ({
+      user: Number((await knex('users').where({ id }).count({ n: '*' }))[0]!.n),
+      factors: Number((await knex('factors').where({ user_id: id }).count({ n: '*' }))[0]!.n),
+      challenges: Number((await knex('challenges').where({ user_id: id }).count({ n: '*' }))[0]!.n),
+      tokens: Number((await knex('oidc_payloads').where({ account_id: id }).count({ n: '*' }))[0]!.n),
+      replies: Number((await knex('idempotency_records').where('caller', 'like', `${id}/%`).count({ n: '*' }))[0]!.n),
+      messages: (await outbox(srv, 'sms', mobile)).length,
+    });
+    const zedTokens = await login(srv, creds, 'zed', PASSWORD);
+    const yanTokens = await login(srv, creds, 'yan', PASSWORD);
+    for (const [u, t] of [[zed, zedTokens], [yan, yanTokens]] as const) {
+      const sent = await json(srv, 'POST', '/authentication_factors/otp/SMS', undefined, bearer(t.access_token, { 'idempotency-ref': 'enrol-1' }));
+      expect(sent.status).toBe(204);
+      const code = await lastCode(srv, u.mobile);
+      expect((await json(srv, 'POST', '/authentication_factors/otp/SMS/verify', { verificationCode: code }, bearer(t.access_token))).status).toBe(204);
+    }
+    const present = { user: 1, factors: 1, challenges: 1, tokens: expect.any(Number), replies: 1, messages: 1 };
+    expect(await traces(zed.id, zed.mobile)).toEqual(present);
+
+    expect((await api('DELETE', `/tenants/erase-other/users/${zed.id}`)).status).toBe(404); // no such tenant
+    await api('POST', '/tenants', { id: 'erase-other', mode: 'sandbox' });
+    expect((await api('DELETE', `/tenants/erase-other/users/${zed.id}`)).status).toBe(404); // another tenant's user
+    const deleted = await api('DELETE', `/tenants/erase/users/${zed.id}`);
+    expect(deleted.status).toBe(204);
+    expect(await traces(zed.id, zed.mobile)).toEqual({ user: 0, factors: 0, challenges: 0, tokens: 0, replies: 0, messages: 0 });
+    expect((await introspect(srv, rs, zedTokens.access_token)).json).toEqual({ active: false });
+    expect((await json(srv, 'GET', '/users/me', undefined, bearer(zedTokens.access_token))).status).toBe(401);
+    expect((await refresh(srv, creds, zedTokens.refresh_token!)).json.error).toBe('invalid_grant');
+    expect((await passwordLogin(srv, creds, 'zed', PASSWORD)).json.error).toBe('invalid_grant');
+    expect((await api('GET', `/tenants/erase/users/${zed.id}`)).status).toBe(404);
+    expect((await api('DELETE', `/tenants/erase/users/${zed.id}`)).status).toBe(404);
+    // Another user of the tenant keeps everything; the name is free again.
+    expect(await traces(yan.id, yan.mobile)).toEqual(present);
+    expect((await introspect(srv, rs, yanTokens.access_token)).json.active).toBe(true);
+    expect((await api('POST', '/tenants/erase/users', { username: 'zed', mobile: '+447911123490', password: PASSWORD })).status).toBe(201);
+    // The audit log keeps its records of the deleted user (their id, never their identifiers) and the deletion.
+    const records = (await api('GET', '/audit?tenant=erase')).json.items as Array<{ type: string; target: string; details: unknown }>;
+    expect(records.filter((r) => r.target === zed.id).map((r) => r.type)).toEqual(expect.arrayContaining(['user.deleted', 'user.created', 'factor.enrolled']));
+    expect(records.find((r) => r.type === 'user.deleted')).toMatchObject({ target: zed.id, details: {} });
+  });
+
+  test("a user's own request that raced their deletion fails as a revoked token does, and writes nothing for them", async () => {
+    await api('POST', '/tenants', { id: 'erase-race', mode: 'sandbox' });
+    const app = (await api('POST', '/tenants/erase-race/clients', { grant_types: ['password'] })).json;
+    const creds: ClientCreds = { client_id: app.client_id, client_secret: app.client_secret, api_key: app.api_key };
+    const { factors } = srv.running.app.services;
+    const { knex } = srv.running.app.database;
+    for (const [name, path] of [['una', '/authentication_factors/otp/SMS'], ['vic', '/authentication_factors/push/AUTHY']] as const) {
+      const u = (await api('POST', '/tenants/erase-race/users', { username: name, mobile: name === 'una' ? '+447911123492' : '+447911123493', password: PASSWORD })).json;
+      const t = (await login(srv, creds, name, PASSWORD)).access_token;
+      // The request has read the user (its token authenticated) when an administrator deletes them.
+      const list = factors.list.bind(factors);
+      const spy = jest.spyOn(factors, 'list').mockImplementationOnce(async (...args) => {
+        expect((await api('DELETE', `/tenants/erase-race/users/${u.id}`)).status).toBe(204);
+        return list(...args);
+      });
+      const body = path.includes('push') ? { publicKey: (await newDevice()).publicJwk } : undefined;
+      let raced: Reply;
+      try {
+        raced = await json(srv, 'POST', path, body, bearer(t));
+      } finally {
+        spy.mockRestore();
+      }
+      expect([path, raced.status, raced.json.code]).toEqual([path, 401, 'UNAUTHORIZED']);
+      expect(raced.headers.get('www-authenticate')).toMatch(/error="invalid_token"/);
+      expect(await knex('factors').where({ user_id: u.id })).toEqual([]);
+      expect(await knex('challenges').where({ user_id: u.id })).toEqual([]);
+    }
+  });
+
+  test('an admin action on a user deleted while it ran answers 404 and records nothing', async () => {
+    await api('POST', '/tenants', { id: 'erase-admin', mode: 'sandbox' });
+    const { users } = srv.running.app.services;
+    for (const [method, suffix] of [['POST', '/lock'], ['DELETE', '/factors'], ['DELETE', '/sessions'], ['DELETE', '']] as const) {
+      const u = (await api('POST', '/tenants/erase-admin/users', { username: `gone${suffix.replace('/', '-')}`, password: PASSWORD })).json;
+      const findById = users.findById.bind(users);
+      // The route has found the user when another administrator's deletion commits.
+      const spy = jest.spyOn(users, 'findById').mockImplementationOnce(async (...args) => {
+        const found = await findById(...args);
+        expect((await api('DELETE', `/tenants/erase-admin/users/${u.id}`)).status).toBe(204);
+        return found;
+      });
+      let r: Reply;
+      try {
+        r = await api(method, `/tenants/erase-admin/users/${u.id}${suffix}`);
+      } finally {
+        spy.mockRestore();
+      }
+      expect([method, suffix, r.status, r.json?.code]).toEqual([method, suffix, 404, 'NOT_FOUND']);
+    }
+    const types = ((await api('GET', '/audit?tenant=erase-admin')).json.items as Array<{ type: string }>).map((r) => r.type);
+    expect(types.filter((t) => t !== 'user.created' && t !== 'tenant.created').sort()).toEqual(Array(4).fill('user.deleted'));
   });
 
   test('a code requested while an admin changes the mobile goes to no number the user does not hold, and nothing deadlocks', async () => {
