@@ -90,6 +90,24 @@ function repeatedAuthorization(raw: string[]): boolean {
   return false;
 }
 /**
+ * CORS on the client-authenticated endpoints (token, introspection, revocation and the token's
+ * aliases): no browser origin is granted. Confidential clients and resource servers call them
+ * server to server, and no client has origins to allow. The library checked a request's Origin
+ * against the client's origins as soon as it found the client, before its secret: a wrong secret
+ * sent with an Origin got 400 invalid_request instead of 401 invalid_client, and whether a client
+ * id exists showed without any secret. The Origin is dropped before either path (ours or the
+ * library's) reads the request, which is then authenticated and answered as any other, and the
+ * CORS headers are withheld from its answer (a preflight's too), so a page elsewhere cannot read it.
+ */
+function withholdCors(ctx: Koa.Context): void {
+  delete ctx.req.headers.origin;
+  const res = ctx.res;
+  const setHeader = res.setHeader.bind(res);
+  res.setHeader = ((name: string, value: number | string | readonly string[]) =>
+    /^access-control-/i.test(name) ? res : setHeader(name, value)) as typeof res.setHeader;
+}
+
+/**
  * A request to one of the library's paths refused before the library sees it, in RFC 6749's error
  * shape as the library would answer (`headers` first, then no caching).
  */
@@ -467,6 +485,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         refuseOAuthRequest(ctx, 405, `${ctx.method} is not allowed here`, { Allow: methods.join(', ') });
         return;
       }
+      if (CLIENT_AUTH_PATHS.has(OAUTH_ALIASES[path] ?? path) && ctx.get('origin')) withholdCors(ctx);
       if (ctx.method === 'OPTIONS' && !(ctx.get('origin') && ctx.get('access-control-request-method'))) {
         // Not a CORS preflight (the library's): which methods the path allows (RFC 9110 §9.3.7).
         ctx.status = 204;

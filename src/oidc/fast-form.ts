@@ -64,7 +64,8 @@ export function basicCredentials(header: string | undefined): { id: string; secr
 /**
  * A request a fast path may read: a form in UTF-8 (another charset is the library's to decode), of
  * a declared length within the library's limit and ours (so it can always be read here), without
- * an Origin (CORS checks the client's origins) or client attestation.
+ * an Origin (the app drops it before either path reads the request: src/app.ts, withholdCors) or
+ * client attestation.
  */
 export function plainFormRequest(ctx: Koa.Context, bodyLimitBytes: number): boolean {
   const h = ctx.headers;
@@ -153,8 +154,8 @@ export function readBody(ctx: Koa.Context, metrics: Pick<Metrics, 'failures'>, e
 
 /**
  * The headers the library's client-authenticated endpoints set on every answer: no caching (with
- * the Pragma we add), and their CORS answer to a request without an Origin (one with an Origin is
- * the library's).
+ * the Pragma we add), and their CORS answer to a request without an Origin (the app withholds the
+ * CORS headers from an answer to one with an Origin: src/app.ts, withholdCors).
  */
 export function endpointHeaders(ctx: Koa.Context): void {
   // In the library's order and spelling: its CORS middleware, then its no_cache.

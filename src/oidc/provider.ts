@@ -163,6 +163,10 @@ export function createProvider(deps: ProviderDeps): Provider {
           const c = client as OidcClient;
           const params = ctx.oidc.params as { scope?: string; grant_type?: string } | undefined;
           if (params && ctx.oidc.route === 'token' && params.grant_type === 'client_credentials') {
+            // RFC 8707 lets `resource` repeat; the library takes one value named twice as one. Our
+            // tokens have one audience, and more than one resource is invalid_target on every grant,
+            // the same value twice included (as the password grant and a refresh answer it).
+            checkSingleResource((params as { resource?: unknown }).resource, audience);
             const { scope, denied } = grantedScopes(c, params.scope);
             if (denied) throw new errors.InvalidScope('requested scope is not allowed', denied);
             params.scope = scope.join(' ') || undefined;

@@ -182,6 +182,8 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
       [q({ ...cc, scope: 'acc"ounts' }), as(app), 400],
       [q({ ...cc, resource: srv.base }), as(app), 200],
       [q({ ...cc, resource: 'https://elsewhere.example' }), as(app), 400],
+      [`${q(cc)}&resource=${encodeURIComponent(srv.base)}&resource=${encodeURIComponent(srv.base)}`, as(app), 400], // the audience twice: one resource only
+      [`${q(cc)}&resource=${encodeURIComponent(srv.base)}&resource=${encodeURIComponent('https://elsewhere.example')}`, as(app), 400],
       [q({ ...cc, audience: 'x' }), as(app), 200], // a parameter the library ignores
       [q(cc), as(multi), 400], // several tenants, none named
       [q({ ...cc, tenant: 'bank-q' }), as(app), 400], // a tenant the client does not serve
@@ -190,7 +192,6 @@ describe(`client_credentials fast path (${dbLabel})`, () => {
       ['grant_type=client_credentials&tenant=bank-p&tenant=bank-p', as(app), 400],
       [q(cc), { ...as(app), dpop: 'not-a-proof' }, 200], // DPoP is not offered: the header is ignored
       [q(cc), { ...as(app), 'oauth-client-attestation': '' }, 400],
-      [q(cc), { ...as(app), origin: 'https://app.example' }, 400], // CORS: the library asks the client's origins
       [q(cc), { authorization: basic(app), 'content-type': 'application/json' }, 400],
       [q(cc), { ...as(app), 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1' }, 200],
       [q({ ...cc, pad: 'a'.repeat(60000) }), as(app), 413], // beyond the library's 56 KiB: refused before either path

@@ -170,7 +170,6 @@ describe(`introspection fast path (${dbLabel})`, () => {
       [q({ token }), { ...FORM }, 401],
       [q({ token, pad: 'a'.repeat(60000) }), as(rs), 413], // beyond the library's 56 KiB: refused before either path
       [q({ token }), { ...as(rs), 'oauth-client-attestation': '' }, 400],
-      [q({ token }), { ...as(rs), origin: 'https://app.example' }, 400], // CORS: the library asks the client's origins
       [q({ token }), { ...as(rs), 'content-type': 'application/x-www-form- urlencoded' }, 400],
       [q({ token }), { ...as(rs), 'content-type': 'application/x-www-form-\turlencoded' }, 400],
       [q({ token }), { ...as(rs), 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1' }, 200],

@@ -313,7 +313,6 @@ describe(`password grant fast path (${dbLabel})`, () => {
       [pw('alice', PASSWORD, { tenant: 'no-such-bank' }), as(app), 400],
       [pw('alice', PASSWORD, { tenant: 'bank-p' }), { ...as(multi), di_fiid: 'bank-q' }, 400], // two tenants named
       [pw('alice'), { ...as(app), dpop: 'not-a-proof' }, 200], // DPoP is the library's (our grant handler binds no token to it)
-      [pw('alice'), { ...as(app), origin: 'https://app.example' }, 400], // CORS: the library asks the client's origins
       [pw('alice'), { authorization: basic(app), 'content-type': 'application/json' }, 400],
       [pw('alice'), { ...as(app), 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1' }, 200],
     ];

@@ -140,8 +140,6 @@ describe(`token service (${dbLabel})`, () => {
     expect((await form(srv, '/V1/Token', { grant_type: 'client_credentials' }, { authorization: basic(app), institutionId: 'bank-a' })).status).toBe(200);
     expect((await fetch(`${srv.base}/.well-known/openid-configuration/`)).status).toBe(200);
     expect((await fetch(`${srv.base}/jwks`, { method: 'HEAD' })).status).toBe(200);
-    const preflight = await fetch(`${srv.base}/token`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
-    expect(preflight.status).toBeLessThan(300);
     // OPTIONS without a CORS preflight's headers asks which methods the path allows (RFC 9110 §9.3.7).
     for (const [path, allow] of [['/token', 'POST, OPTIONS'], ['/token/revocation', 'POST, OPTIONS'], ['/jwks', 'GET, HEAD, OPTIONS'], ['/.well-known/oauth-authorization-server', 'GET, HEAD, OPTIONS']]) {
       const r = await fetch(`${srv.base}${path}`, { method: 'OPTIONS' });
@@ -232,6 +230,30 @@ describe(`token service (${dbLabel})`, () => {
     const unknown = await form(srv, '/token', { grant_type: 'client_credentials' }, { authorization: basic({ client_id: 'nobody', client_secret: 'x' }) });
     expect(unknown.status).toBe(401);
     expect(unknown.json).toEqual(res.json); // an unknown client looks the same as a wrong secret
+  });
+
+  test('an Origin header changes nothing but CORS: the client is authenticated first, and no browser origin may read the answer', async () => {
+    const origin = { origin: 'https://app.example' };
+    const token = (await clientCredentialsToken(srv, app)).access_token;
+    for (const path of ['/token', '/v1/oauth/token', '/v1/token', '/token/introspection', '/token/revocation']) {
+      const body = { grant_type: 'client_credentials', token };
+      const tenant = { di_fiid: 'bank-a' };
+      // A wrong secret and an unknown client: the same 401 invalid_client with its challenge, as without an Origin.
+      for (const creds of [{ ...app, client_secret: 'nope' }, { client_id: 'nobody', client_secret: 'x' }]) {
+        const r = await form(srv, path, body, { authorization: basic(creds), ...tenant, ...origin });
+        expect([path, r.status, r.json.error, r.headers.get('www-authenticate')?.slice(0, 6)]).toEqual([path, 401, 'invalid_client', 'Basic ']);
+        expect(r.headers.get('access-control-allow-origin')).toBeNull();
+      }
+      // The right client is answered as without an Origin, with no CORS grant.
+      const who = path === '/token/introspection' ? rsA : app;
+      const ok = await form(srv, path, body, { authorization: basic(who), ...tenant, ...origin });
+      expect([path, ok.status]).toEqual([path, 200]);
+      expect([path, ok.headers.get('access-control-allow-origin'), ok.headers.get('access-control-expose-headers')]).toEqual([path, null, null]);
+    }
+    // A preflight gets no grant either; the public documents keep theirs.
+    const preflight = await fetch(`${srv.base}/token`, { method: 'OPTIONS', headers: { ...origin, 'access-control-request-method': 'POST' } });
+    expect([preflight.status, preflight.headers.get('access-control-allow-origin')]).toEqual([204, null]);
+    expect((await fetch(`${srv.base}/jwks`, { headers: origin })).headers.get('access-control-allow-origin')).toBe('https://app.example');
   });
 
   test('client_secret_post works; no credentials at all is 401 invalid_client', async () => {
