@@ -78,7 +78,9 @@ const schema = z.object({
     windowSeconds: z.number().int().min(1),
   }),
   adminClientId: z.string().regex(/^[A-Za-z0-9._~-]{3,128}$/, '3 to 128 URL-safe characters').optional(),
-  adminClientSecret: z.string().min(32, 'at least 32 characters').optional(),
+  // RFC 6749 Appendix A.2: a client secret is VSCHAR (printable ASCII and space); another character
+  // cannot be sent by client_secret_basic, whose credentials are form-encoded first (§2.3.1).
+  adminClientSecret: z.string().min(32, 'at least 32 characters').regex(/^[\x20-\x7e]*$/, 'printable ASCII characters only (RFC 6749 Appendix A.2)').optional(),
   smsSender: z.enum(['log', 'webhook']),
   pushSender: z.enum(['log', 'webhook']),
   smsWebhookUrl: z.url({ protocol: /^https?$/ }).optional(),

@@ -15,6 +15,8 @@ describe('configuration', () => {
     expect(loadConfig({ ...base, PASSWORD_REHASH: 'off' }).passwordRehash).toBe(false);
     expect(loadConfig({ ...base, DB_POOL_MAX: '12' }).dbPoolMax).toBe(12);
     expect(c.batchWaitMs).toBe(1);
+    // Any printable ASCII, space and RFC 6749's specials included, is a secret Basic can carry (form-encoded).
+    expect(loadConfig({ ...base, PORTCULLIS_ADMIN_CLIENT_ID: 'env-admin', PORTCULLIS_ADMIN_CLIENT_SECRET: ` ${'s'.repeat(30)}:+%/=?&~` }).adminClientSecret).toMatch(/^ s+/);
     expect(loadConfig({ ...base, BATCH_WAIT_MS: '0' }).batchWaitMs).toBe(0);
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.tokens)).toBe(true);
@@ -65,6 +67,9 @@ describe('configuration', () => {
     [{ EMBEDDED_SHARED_BUFFERS_MB: '32MB' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/],
     [{ EMBEDDED_SHARED_BUFFERS_MB: '2048' }, /embeddedSharedBuffersMb \(env EMBEDDED_SHARED_BUFFERS_MB\)/], // PGlite's WebAssembly memory cannot hold it
     [{ SIGNING_ALG: 'HS256' }, /keys\.alg \(env SIGNING_ALG\)/],
+    // Not VSCHAR (RFC 6749 Appendix A.2): client_secret_basic could never carry it.
+    [{ PORTCULLIS_ADMIN_CLIENT_ID: 'env-admin', PORTCULLIS_ADMIN_CLIENT_SECRET: `${'s'.repeat(32)}€` }, /adminClientSecret \(env PORTCULLIS_ADMIN_CLIENT_SECRET\): printable ASCII/],
+    [{ PORTCULLIS_ADMIN_CLIENT_ID: 'env-admin', PORTCULLIS_ADMIN_CLIENT_SECRET: `${'s'.repeat(32)}\t` }, /adminClientSecret \(env PORTCULLIS_ADMIN_CLIENT_SECRET\): printable ASCII/],
   ])('a bad value names its key: %o', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);
