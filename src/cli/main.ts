@@ -123,7 +123,11 @@ async function withServices<T>(config: Config, fn: (s: Services) => Promise<T>):
     // Loaded here, not at the top: `serve`'s cluster primary must not load the server (src/cluster.ts).
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { buildServices } = require('../app') as typeof AppModule;
-    return await fn(await buildServices(config, database));
+    const services = await buildServices(config, database);
+    // Before anything is written: keys sealed and passwords peppered with another SECRETS_KEY
+    // than the servers' would stop every server's start and every such user's login.
+    await services.keyService.checkSecretsKey();
+    return await fn(services);
   } finally {
     await database.close();
   }

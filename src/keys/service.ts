@@ -48,6 +48,13 @@ export interface KeyService {
   rotate(): Promise<SigningKeyInfo>;
   list(): Promise<SigningKeyInfo[]>;
   load(): Promise<KeySet>;
+  /**
+   * SecretsKeyMismatchError unless this SECRETS_KEY opens the newest stored key (none stored: any
+   * key will do). For the CLI, before it writes: run without the servers' key (a development key
+   * file made in another directory, say), it sealed a new signing key no server could open, and
+   * peppered passwords no server could check.
+   */
+  checkSecretsKey(): Promise<void>;
 }
 
 /** RFC 7638: the SHA-256 of the key's required members, in lexicographic order. */
@@ -166,6 +173,17 @@ export function createKeyService(deps: {
     async list() {
       const rows = await db()<KeyRow>('signing_keys').orderBy('activates_at', 'desc');
       return rows.map(toInfo);
+    },
+    async checkSecretsKey() {
+      const r = await db()<KeyRow>('signing_keys').orderBy('activates_at', 'desc').first();
+      if (!r) return;
+      try {
+        sealer.open(r.private_jwk_sealed);
+      } catch {
+        throw new SecretsKeyMismatchError(
+          `SECRETS_KEY is not the key this database's signing keys were sealed with (key ${r.kid}): set the servers' SECRETS_KEY; nothing was written`,
+        );
+      }
     },
     async load() {
       const t = now();

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { run } from '../../src/cli/main';
 import { EmbeddedDatabaseBusyError, openDatabase } from '../../src/db/knex';
@@ -108,6 +109,18 @@ describe(`CLI (${dbLabel})`, () => {
     await expect(cli(store, 'migrate', 'extra')).rejects.toThrow(/unexpected argument extra/);
     await expect(cli(store, 'keys', 'list', 'x')).rejects.toThrow(/unexpected argument x/);
     expect((await auditLog(store)).length).toBe(before);
+  });
+
+  test("a SECRETS_KEY that is not the one the database's keys were sealed with is refused before anything is written", async () => {
+    const env = { NODE_ENV: 'test', DATA_DIR: store.dataDir, ...(store.databaseUrl ? { DATABASE_URL: store.databaseUrl } : {}) };
+    expect((await cli(store, 'keys', 'rotate', '--json')).code).toBe(0); // a key sealed with the store's key exists
+    const other = { ...env, SECRETS_KEY: randomBytes(32).toString('base64') };
+    const before = { audit: (await auditLog(store)).length, keys: JSON.parse((await cli(store, 'keys', 'list', '--json')).out).keys.length as number };
+    for (const argv of [['keys', 'rotate'], ['user', 'create', '--tenant', 'acme', '--username', 'wrong-key', '--password', 'a passphrase of some length'], ['tenant', 'create', 'wrong-key-bank']]) {
+      await expect(run(argv, other, Readable.from(['']))).rejects.toThrow(/SECRETS_KEY is not the key this database's signing keys were sealed with/);
+    }
+    expect((await auditLog(store)).length).toBe(before.audit);
+    expect(JSON.parse((await cli(store, 'keys', 'list', '--json')).out).keys).toHaveLength(before.keys);
   });
 
   test('user create takes the password from standard input, its line break dropped', async () => {
