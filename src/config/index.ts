@@ -30,7 +30,9 @@ const whole = (min: number, max: number) =>
 const DAY_MS = 86_400_000;
 
 /** The one validated, frozen configuration object the composition root injects everywhere. */
-const schema = z.object({
+// Strict, as each nested object: a key no setting has (a typo, "accesTokenTtlSeconds") is an error,
+// not a setting silently left at its default.
+const schema = z.strictObject({
   env: z.string(),
   port: whole(0, 65535),
   publicUrl: z
@@ -58,7 +60,7 @@ const schema = z.object({
   shutdownTimeoutMs: whole(0, DAY_MS),
   shutdownGraceMs: whole(0, DAY_MS),
   bodyLimitBytes: whole(1024, 1024 ** 3),
-  tokens: z.object({
+  tokens: z.strictObject({
     accessTokenTtlSeconds: z.number().int().min(1).max(86400),
     /** Every token's audience, and the one `resource` (RFC 8707) a request may name: an absolute URI without a fragment. */
     jwtAudience: z
@@ -66,14 +68,14 @@ const schema = z.object({
       .refine((v) => resourceSyntaxError(v) === undefined, 'must be an absolute URI without a fragment (RFC 8707)')
       .nullable(),
   }),
-  keys: z.object({
+  keys: z.strictObject({
     /** The algorithm of new signing keys (a change takes effect at the next rotation); RFC 9068 §4 asks for RS256 to be possible. */
     alg: z.enum(SIGNING_ALGS),
     refreshIntervalSeconds: z.number().min(0).max(86_400),
     publishBeforeUseSeconds: z.number().min(0),
     maxTokenLifetimeSeconds: z.number().int().min(60),
   }),
-  loginThrottle: z.object({
+  loginThrottle: z.strictObject({
     failuresPerWindow: z.number().int().min(1),
     windowSeconds: z.number().int().min(1),
   }),
@@ -86,7 +88,7 @@ const schema = z.object({
   smsWebhookUrl: z.url({ protocol: /^https?$/ }).optional(),
   pushWebhookUrl: z.url({ protocol: /^https?$/ }).optional(),
   webhookSecret: z.string().min(16, 'at least 16 characters').optional(),
-  webhook: z.object({
+  webhook: z.strictObject({
     attempts: z.number().int().min(1).max(10),
     backoffMs: z.number().int().min(0).max(60_000),
     timeoutMs: z.number().int().min(100).max(10000),
@@ -149,11 +151,14 @@ export class ConfigError extends Error {}
 
 function readJson(file: string): Record<string, unknown> {
   if (!existsSync(file)) return {};
+  let parsed: unknown;
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
     throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
   }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`${file}: must hold one JSON object of settings`);
+  return parsed as Record<string, unknown>;
 }
 
 function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
@@ -227,10 +232,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   const parsed = checked.safeParse(raw);
   if (!parsed.success) {
     const reverse = Object.fromEntries(Object.entries(ENV_KEYS).map(([e, k]) => [k, e]));
-    const lines = parsed.error.issues.map((i) => {
+    const lines = parsed.error.issues.flatMap((i) => {
+      if (i.code === 'unrecognized_keys') return i.keys.map((k) => `  ${[...i.path, k].join('.')}: not a setting (a misspelt key?)`);
       const key = i.path.join('.');
       const envName = reverse[key];
-      return `  ${key}${envName ? ` (env ${envName})` : ''}: ${i.message}`;
+      return [`  ${key}${envName ? ` (env ${envName})` : ''}: ${i.message}`];
     });
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }

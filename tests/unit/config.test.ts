@@ -1,3 +1,6 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { loadConfig, ConfigError } from '../../src/config';
 import { startupFailure } from '../../src/cli/main';
 
@@ -87,6 +90,24 @@ describe('configuration', () => {
     expect(loadConfig(base).keys.alg).toBe('ES256');
     const c = loadConfig({ ...base, SIGNING_ALG: 'RS256' });
     expect(c.keys).toEqual({ ...loadConfig(base).keys, alg: 'RS256' });
+  });
+
+  test('a key no setting has, in a config file or nested, is named as an error, never silently ignored', () => {
+    const typos = () => loadConfig(base, { tokens: { accesTokenTtlSeconds: 60 }, sweepIntervalSecs: 5 });
+    expect(typos).toThrow(ConfigError);
+    expect(typos).toThrow(/tokens\.accesTokenTtlSeconds: not a setting[\s\S]*sweepIntervalSecs: not a setting/);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-config-'));
+    try {
+      writeFileSync(path.join(dir, 'default.json'), readFileSync(path.resolve(__dirname, '../../config/default.json')));
+      writeFileSync(path.join(dir, 'development.json'), JSON.stringify({ prot: 4000 }));
+      expect(() => loadConfig({ PORTCULLIS_CONFIG_DIR: dir })).toThrow(/prot: not a setting/);
+      writeFileSync(path.join(dir, 'development.json'), '[1, 2]');
+      expect(() => loadConfig({ PORTCULLIS_CONFIG_DIR: dir })).toThrow(/development\.json: must hold one JSON object of settings/);
+      writeFileSync(path.join(dir, 'development.json'), '{}');
+      expect(loadConfig({ PORTCULLIS_CONFIG_DIR: dir }).port).toBe(3000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('TRUST_PROXY reads as a boolean', () => {
