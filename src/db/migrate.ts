@@ -1,6 +1,7 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Knex } from 'knex';
+import { Client as PgClient, type ClientConfig as PgClientConfig } from 'pg';
 
 /** src/db → ../../migrations; dist/src/db → ../../migrations (dist/migrations). */
 const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
@@ -25,9 +26,51 @@ const migrationSource: Knex.MigrationSource<string> = {
   },
 };
 
+/** The advisory lock every migrator of ours holds while it runs (PostgreSQL; any fixed number). */
+const MIGRATION_LOCK = 720_265_331;
+
+/** A lock row left set by a migrator that died: knex would refuse every later run until unlocked by hand. */
+async function releaseStaleLockRow(query: (sql: string) => Promise<unknown>): Promise<void> {
+  try {
+    await query('UPDATE knex_migrations_lock SET is_locked = 0 WHERE is_locked = 1');
+  } catch (err) {
+    if ((err as { code?: string }).code !== '42P01') throw err; // no such table yet: a fresh database
+  }
+}
+
+/**
+ * Brings the database to the latest migration; returns those applied. knex guards a run with a row
+ * of its own (knex_migrations_lock): a second migrator failed at once (MigrationLocked) instead of
+ * waiting, so servers started together against a fresh database lost all but one, and a migrator
+ * killed mid-run left the row set, refusing every later start until someone ran knex's unlock. On
+ * PostgreSQL every migrator of ours now first takes an advisory lock, on a connection of its own
+ * (the pool may have one connection), so the others wait for it, then find nothing left to apply;
+ * the lock goes with its holder's session, however that ends, so a row still set under it is a dead
+ * migrator's and is cleared. The embedded database admits one process (its DATA_DIR lock file): a
+ * row set there is a dead process's too.
+ */
 export async function migrateLatest(knex: Knex): Promise<string[]> {
-  const [, applied] = (await knex.migrate.latest({ migrationSource })) as [number, string[]];
-  return applied;
+  const config = (knex.client as { config: Knex.Config }).config;
+  const run = async () => ((await knex.migrate.latest({ migrationSource })) as [number, string[]])[1];
+  if (config.client !== 'pg') {
+    await releaseStaleLockRow((sql) => knex.raw(sql));
+    return run();
+  }
+  const lock = new PgClient({ ...(config.connection as PgClientConfig), application_name: 'portcullis-migrate' });
+  lock.on('error', () => undefined); // a connection lost while held: the query in flight fails instead
+  await lock.connect();
+  try {
+    // Tried, not waited for in a statement: a session waiting inside pg_advisory_lock holds a
+    // snapshot, and a migration's CREATE INDEX CONCURRENTLY waits for every such session — which
+    // waits for it (seen: three servers started together hung).
+    while (!(await lock.query<{ held: boolean }>('SELECT pg_try_advisory_lock($1) AS held', [MIGRATION_LOCK])).rows[0]?.held) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await releaseStaleLockRow((sql) => lock.query(sql));
+    return await run();
+  } finally {
+    await lock.end().catch(() => undefined); // the session's end releases the lock
+  }
 }
 
 export async function migrateRollbackAll(knex: Knex): Promise<void> {
