@@ -228,7 +228,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   raw.env = nodeEnv;
   // Without PUBLIC_URL the issuer is this machine on the configured port (a bad port is reported
   // as itself, not as a missing PUBLIC_URL).
-  if (raw.publicUrl === undefined) raw.publicUrl = `http://localhost:${/^\d+$/.test(String(raw.port)) ? String(raw.port) : ''}`;
+  const port = String(raw.port);
+  if (raw.publicUrl === undefined) raw.publicUrl = `http://localhost:${/^\d+$/.test(port) && Number(port) <= 65535 ? port : ''}`;
   const parsed = checked.safeParse(raw);
   if (!parsed.success) {
     const reverse = Object.fromEntries(Object.entries(ENV_KEYS).map(([e, k]) => [k, e]));

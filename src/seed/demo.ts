@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config';
 import type { Services } from '../app';
@@ -45,6 +45,9 @@ export async function seedDemo(config: Config, services: Services): Promise<Demo
     client: { client_id: app.client.id, client_secret: app.clientSecret, api_key: app.apiKey },
     resourceServer: { client_id: rs.client.id, client_secret: rs.clientSecret, api_key: rs.apiKey },
   };
-  writeFileSync(path.join(config.dataDir, 'demo-credentials.json'), `${JSON.stringify(creds, null, 2)}\n`, { mode: 0o600 });
+  const file = path.join(config.dataDir, 'demo-credentials.json');
+  writeFileSync(file, `${JSON.stringify(creds, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600); // the mode applies only to a file written anew: an older one keeps its own
+
   return creds;
 }

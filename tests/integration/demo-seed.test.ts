@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { seedDemo } from '../../src/seed/demo';
 import { startTestServer, type TestServer } from '../helpers/server';
@@ -28,10 +28,15 @@ describe(`first start's demo tenant (${dbLabel})`, () => {
   });
 
   test('the demo works at once and its creation is audited', async () => {
+    // A file left there before, readable by all: it gets the secrets, and is the owner's alone after.
+    const file = path.join(srv.running.app.config.dataDir, 'demo-credentials.json');
+    writeFileSync(file, '{}\n', { mode: 0o644 });
+    chmodSync(file, 0o644);
     const creds = await seed();
     expect(creds).toBeDefined();
-    const onDisk = JSON.parse(readFileSync(path.join(srv.running.app.config.dataDir, 'demo-credentials.json'), 'utf8')) as typeof creds;
+    const onDisk = JSON.parse(readFileSync(file, 'utf8')) as typeof creds;
     expect(onDisk).toEqual(creds);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
     const token = await form(srv, '/token', { grant_type: 'password', username: creds!.user.email, password: creds!.user.password }, { authorization: basic(creds!.client) });
     expect(token.status).toBe(200);
 
