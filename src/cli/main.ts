@@ -4,7 +4,7 @@ import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, ConfigError, type Config } from '../config';
 import { openDatabase, EmbeddedDatabaseBusyError } from '../db/knex';
-import { migrateLatest } from '../db/migrate';
+import { DatabaseFromNewerReleaseError, migrateLatest } from '../db/migrate';
 import type * as AppModule from '../app';
 import type { Services } from '../app';
 import { serve } from '../cluster';
@@ -284,7 +284,7 @@ function safeDatabaseUrl(databaseUrl: string): string {
 export function startupFailure(err: unknown, config?: Pick<Config, 'databaseUrl' | 'dataDir' | 'port'>): string | undefined {
   const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
   if (!e || typeof e !== 'object') return undefined;
-  if (err instanceof SecretsKeyMismatchError) return err.message;
+  if (err instanceof SecretsKeyMismatchError || err instanceof DatabaseFromNewerReleaseError) return err.message;
   if ((e.syscall === 'listen' || e.syscall === 'bind') && (e.code === 'EADDRINUSE' || e.code === 'EACCES')) {
     return `cannot listen on port ${String(e.port ?? config?.port)} (PORT): ${e.code === 'EADDRINUSE' ? 'another process is using it' : 'permission denied'}`;
   }

@@ -26,6 +26,13 @@ const migrationSource: Knex.MigrationSource<string> = {
   },
 };
 
+/** The database was migrated by a newer release: this one would not know its tables. */
+export class DatabaseFromNewerReleaseError extends Error {
+  constructor(missing: string) {
+    super(`the database was migrated by a newer release of Portcullis (migrations this release does not have: ${missing}); run that release or a later one`);
+  }
+}
+
 /** The advisory lock every migrator of ours holds while it runs (PostgreSQL; any fixed number). */
 const MIGRATION_LOCK = 720_265_331;
 
@@ -51,7 +58,16 @@ async function releaseStaleLockRow(query: (sql: string) => Promise<unknown>): Pr
  */
 export async function migrateLatest(knex: Knex): Promise<string[]> {
   const config = (knex.client as { config: Knex.Config }).config;
-  const run = async () => ((await knex.migrate.latest({ migrationSource })) as [number, string[]])[1];
+  const run = async () => {
+    try {
+      return ((await knex.migrate.latest({ migrationSource })) as [number, string[]])[1];
+    } catch (err) {
+      // knex's words for a migration recorded in the database that this release does not have.
+      const missing = /^The migration directory is corrupt, the following files are missing: (.*)$/.exec((err as Error).message ?? '');
+      if (missing) throw new DatabaseFromNewerReleaseError(missing[1]!);
+      throw err;
+    }
+  };
   if (config.client !== 'pg') {
     await releaseStaleLockRow((sql) => knex.raw(sql));
     return run();

@@ -1,7 +1,8 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { openDatabase, type Database } from '../../src/db/knex';
-import { migrateLatest } from '../../src/db/migrate';
+import { DatabaseFromNewerReleaseError, migrateLatest } from '../../src/db/migrate';
+import { startupFailure } from '../../src/cli/main';
 import { createTestStore, dbLabel, testConfig, usingPostgres, type TestStore } from '../helpers/env';
 
 const MIGRATIONS = readdirSync(path.resolve(__dirname, '../../migrations')).filter((f) => f.endsWith('.ts')).map((f) => f.replace(/\.ts$/, '')).sort();
@@ -38,5 +39,14 @@ describe(`migrations started together or after a migrator died (${dbLabel})`, ()
     await db.knex('knex_migrations_lock').update({ is_locked: 1 });
     expect(await migrateLatest(db.knex)).toEqual([]);
     expect(await db.knex('knex_migrations_lock').select('is_locked')).toEqual([{ is_locked: 0 }]);
+  });
+
+  test('a database a newer release migrated is refused in one line that says so', async () => {
+    const db = await open();
+    await migrateLatest(db.knex);
+    await db.knex('knex_migrations').insert({ name: '20991231000000_from-the-future', batch: 99, migration_time: new Date() });
+    const err = await migrateLatest(db.knex).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseFromNewerReleaseError);
+    expect(startupFailure(err)).toBe('the database was migrated by a newer release of Portcullis (migrations this release does not have: 20991231000000_from-the-future); run that release or a later one');
   });
 });
