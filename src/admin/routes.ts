@@ -47,13 +47,15 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
    * one, so a refusal inside (a duplicate id) leaves that transaction able to record the answer.
    */
   const audited = <T>(fn: () => Promise<T>): Promise<T> => s.tx.savepoint(fn);
+  /** A user not in the path's tenant, or one deleted while the request ran. */
+  const userNotFound = () => new AppError('NOT_FOUND', 404, 'User not found');
   /**
    * Ends every session of the user, in the caller's transaction: the count first (a login still
    * evaluating its password stores no session after these end: src/users/login-end.ts), then the
    * sessions and their tokens.
    */
   const endAllSessions = async (tenantId: string, userId: string) => {
-    if (!(await s.users.endSessions(tenantId, userId))) throw new AppError('NOT_FOUND', 404, 'User not found'); // deleted meanwhile
+    if (!(await s.users.endSessions(tenantId, userId))) throw userNotFound(); // deleted meanwhile
     await revokeAllOfAccount(s.tx, userId);
   };
   const auditClient = async (ctx: Context, type: string, c: ClientRecord, details: ClientAuditDetails) => {
@@ -75,7 +77,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
   }
   async function userOf(ctx: Context, tenant: Tenant) {
     const u = await s.users.findById(tenant.id, ctx.params.id ?? '');
-    if (!u) throw new AppError('NOT_FOUND', 404, 'User not found');
+    if (!u) throw userNotFound();
     return u;
   }
   const tenantOf = (ctx: Context) => tenantFor(ctx, s.tenants, ctx.params.t ?? '');
@@ -331,19 +333,20 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
         if (err instanceof NoIdentifierLeftError) throw AppError.validation([{ ...IDENTIFIER_REQUIRED }]);
         throw err;
       }
-      if (!result) throw new AppError('NOT_FOUND', 404, 'User not found');
+      if (!result) throw userNotFound();
       const { before, after } = result;
       const fields: string[] = (['email', 'mobile', 'username', 'role', 'group', 'mfaRequired'] as const).filter((f) => before[f] !== after[f]);
       if (JSON.stringify(before.profile) !== JSON.stringify(after.profile)) fields.push('profile');
       // A password given is a change, the same one or not: a hash is salted, and nothing compares them.
-      if (changes.passwordHash !== undefined) fields.push('password');
+      const newPassword = changes.passwordHash !== undefined;
+      if (newPassword) fields.push('password');
       if (fields.length === 0) return after;
       const smsFactorRemoved = fields.includes('mobile') && (await s.factors.remove(t.id, after.id, 'SMS'));
-      if (changes.passwordHash !== undefined) await endAllSessions(t.id, after.id);
+      if (newPassword) await endAllSessions(t.id, after.id);
       await audit(ctx, 'user.updated', t.id, after.id, {
         fields,
         ...(smsFactorRemoved ? { smsFactorRemoved } : {}),
-        ...(changes.passwordHash !== undefined ? { sessionsEnded: true } : {}),
+        ...(newPassword ? { sessionsEnded: true } : {}),
       });
       return after;
     });
@@ -361,7 +364,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     await audited(async () => {
-      if (!(await s.users.delete(t.id, u.id))) throw new AppError('NOT_FOUND', 404, 'User not found'); // deleted meanwhile
+      if (!(await s.users.delete(t.id, u.id))) throw userNotFound(); // deleted meanwhile
       await revokeAllOfAccount(s.tx, u.id);
       await eraseUserTraces(s.tx, t.id, u.id);
       await audit(ctx, 'user.deleted', t.id, u.id);
@@ -373,7 +376,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const u = await userOf(ctx, t);
     const locked = await audited(async () => {
       const r = await s.users.setStatus(t.id, u.id, 'locked');
-      if (!r) throw new AppError('NOT_FOUND', 404, 'User not found'); // deleted meanwhile
+      if (!r) throw userNotFound(); // deleted meanwhile
       await endAllSessions(t.id, u.id); // a locked user keeps no session
       await audit(ctx, 'user.locked', t.id, u.id);
       return r;
@@ -385,7 +388,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const u = await userOf(ctx, t);
     const r = await audited(async () => {
       const active = await s.users.setStatus(t.id, u.id, 'active');
-      if (!active) throw new AppError('NOT_FOUND', 404, 'User not found');
+      if (!active) throw userNotFound();
       await audit(ctx, 'user.unlocked', t.id, u.id);
       return active;
     });
@@ -395,9 +398,8 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
     const t = await tenantOf(ctx);
     const u = await userOf(ctx, t);
     await audited(async () => {
-      // The user's row first (lockUser's rule), and still there: deleted meanwhile is not found.
-      if (!(await s.factors.lockUser(t.id, u.id))) throw new AppError('NOT_FOUND', 404, 'User not found');
       const n = await s.factors.removeAll(t.id, u.id);
+      if (n === undefined) throw userNotFound(); // deleted meanwhile
       await s.factors.resetFailures(t.id, u.id);
       await audit(ctx, 'factor.reset', t.id, u.id, { removed: n });
     });
@@ -445,7 +447,7 @@ export function adminRoutes(deps: { services: Services; holder: ProviderHolder; 
       // that comes later waits, then ends this session with the others. A user deleted since is
       // not found, as if deleted before the request.
       const status = await s.users.statusLocked(t.id, u.id);
-      if (status === undefined) throw new AppError('NOT_FOUND', 404, 'User not found');
+      if (status === undefined) throw userNotFound();
       if (status !== 'active') throw new AppError('USER_LOCKED', 409, 'The user is locked');
       const issued = await startUserSession(deps.holder.userTokenContext(), {
         client, tenant: t, user: u, scope, amr: [], acr: ACR_CA, act: { sub: admin(ctx).clientId },

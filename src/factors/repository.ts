@@ -168,7 +168,8 @@ export interface FactorRepository {
    * time per user and none can wait for another's factor or challenge while holding its own.
    */
   lockUser(tenantId: string, userId: string): Promise<{ mobile: string | null } | undefined>;
-  removeAll(tenantId: string, userId: string): Promise<number>;
+  /** How many factors were deleted; undefined when the user is gone (their row, locked first, not found). */
+  removeAll(tenantId: string, userId: string): Promise<number | undefined>;
 
   createChallenge(c: NewChallenge): Promise<Challenge>;
   findChallenge(tenantId: string, challengeId: string): Promise<Challenge | undefined>;
@@ -316,7 +317,7 @@ export function createFactorRepository(source: DbSource): FactorRepository {
     },
     lockUser,
     async removeAll(tenantId, userId) {
-      await lockUser(tenantId, userId);
+      if (!(await lockUser(tenantId, userId))) return undefined;
       await db()('challenges').where({ tenant_id: tenantId, user_id: userId, status: 'PENDING' }).update({ status: 'CANCELLED' });
       return affected(await db()('factors').where({ tenant_id: tenantId, user_id: userId }).del());
     },
